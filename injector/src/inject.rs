@@ -1,0 +1,170 @@
+//! Putting code into a running sandbox's mount namespace and taking it out.
+//!
+//! The code directory is cloned as a detached mount (`open_tree`) in the
+//! host namespace, made read-only/nosuid/nodev (`mount_setattr`), and then
+//! attached at `/fn` from a short-lived thread that has joined the
+//! sandbox's mount namespace (`setns`). Only that directory is cloned, so no
+//! other function's code is reachable through the mount, and nothing is
+//! copied. A thread is used because `setns(CLONE_NEWNS)` is refused to a
+//! thread that shares its filesystem context with others (every thread of
+//! a multi-threaded daemon); `unshare(CLONE_FS)` first makes it private.
+
+use crate::mountinfo;
+use crate::syscalls::{self, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY};
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sched::{setns, unshare, CloneFlags};
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Where the code appears inside the sandbox.
+pub const CODE_MOUNT: &str = "/fn";
+/// Where the per-invocation scratch tmpfs appears.
+pub const SCRATCH_MOUNT: &str = "/tmp";
+
+#[derive(Debug, thiserror::Error)]
+pub enum InjectError {
+    #[error("cloning code directory {path} as a mount: {source}")]
+    OpenTree { path: PathBuf, source: io::Error },
+    #[error("making the clone of {path} read-only: {source}")]
+    SetAttr { path: PathBuf, source: io::Error },
+    #[error("starting the injection thread: {0}")]
+    Thread(io::Error),
+    #[error("joining the sandbox mount namespace: {0}")]
+    Setns(nix::Error),
+    #[error("attaching {what} at {target} in the sandbox: {source}")]
+    Attach {
+        what: &'static str,
+        target: &'static str,
+        source: io::Error,
+    },
+    #[error("unmounting {target} in the sandbox: {source}")]
+    Detach {
+        target: &'static str,
+        source: nix::Error,
+    },
+    #[error("{target} is still mounted in sandbox (pid {pid}) after eject")]
+    StillMounted { pid: u32, target: &'static str },
+    #[error("reading the mounts of sandbox pid {pid}: {source}")]
+    MountInfo { pid: u32, source: io::Error },
+}
+
+/// Timings of one injection, for the invocation's breakdown.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Injection {
+    pub clone_us: u64,
+    pub attach_us: u64,
+}
+
+/// Mount `code_dir` read-only at `/fn` and a fresh tmpfs of `tmpfs_bytes`
+/// at `/tmp` inside the mount namespace `mntns`. On error nothing stays
+/// mounted.
+pub fn inject(
+    mntns: BorrowedFd<'_>,
+    code_dir: &Path,
+    tmpfs_bytes: u64,
+) -> Result<Injection, InjectError> {
+    let t0 = Instant::now();
+    let tree = syscalls::open_tree_clone(code_dir).map_err(|source| InjectError::OpenTree {
+        path: code_dir.to_path_buf(),
+        source,
+    })?;
+    syscalls::mount_setattr(
+        tree.as_fd(),
+        MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+    )
+    .map_err(|source| InjectError::SetAttr {
+        path: code_dir.to_path_buf(),
+        source,
+    })?;
+    let clone_us = t0.elapsed().as_micros() as u64;
+    let t1 = Instant::now();
+    in_namespace(mntns, || {
+        syscalls::move_mount(tree.as_fd(), Path::new(CODE_MOUNT)).map_err(|source| {
+            InjectError::Attach {
+                what: "code",
+                target: CODE_MOUNT,
+                source,
+            }
+        })?;
+        let opts = format!("size={tmpfs_bytes},mode=1777");
+        if let Err(e) = mount(
+            Some("tmpfs"),
+            SCRATCH_MOUNT,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some(opts.as_str()),
+        ) {
+            let _ = umount2(CODE_MOUNT, MntFlags::MNT_DETACH);
+            return Err(InjectError::Attach {
+                what: "scratch tmpfs",
+                target: SCRATCH_MOUNT,
+                source: io::Error::from(e),
+            });
+        }
+        Ok(())
+    })?;
+    Ok(Injection {
+        clone_us,
+        attach_us: t1.elapsed().as_micros() as u64,
+    })
+}
+
+/// Unmount `/tmp` and `/fn` in `mntns`, then check in the mountinfo of
+/// `pid` (a process in that namespace) that neither is mounted any more.
+/// Safe to call when nothing is mounted.
+pub fn eject(mntns: BorrowedFd<'_>, pid: u32) -> Result<(), InjectError> {
+    in_namespace(mntns, || {
+        for target in [SCRATCH_MOUNT, CODE_MOUNT] {
+            // Repeat: a target could carry stacked mounts if user code
+            // managed to mount over it.
+            for _ in 0..8 {
+                match umount2(target, MntFlags::empty()) {
+                    Ok(()) => continue,
+                    Err(nix::Error::EINVAL) => break, // not a mount point
+                    Err(nix::Error::EBUSY) => {
+                        umount2(target, MntFlags::MNT_DETACH)
+                            .map_err(|source| InjectError::Detach { target, source })?;
+                    }
+                    Err(source) => return Err(InjectError::Detach { target, source }),
+                }
+            }
+        }
+        Ok(())
+    })?;
+    verify_clean(pid)
+}
+
+/// Error if `/fn` or `/tmp` (or anything below them) is mounted in the
+/// mount namespace of `pid`.
+pub fn verify_clean(pid: u32) -> Result<(), InjectError> {
+    let points =
+        mountinfo::mount_points(pid).map_err(|source| InjectError::MountInfo { pid, source })?;
+    for target in [CODE_MOUNT, SCRATCH_MOUNT] {
+        if points.iter().any(|p| p.starts_with(target)) {
+            return Err(InjectError::StillMounted { pid, target });
+        }
+    }
+    Ok(())
+}
+
+/// Run `f` on a fresh thread that has joined `mntns`.
+fn in_namespace<F>(mntns: BorrowedFd<'_>, f: F) -> Result<(), InjectError>
+where
+    F: FnOnce() -> Result<(), InjectError> + Send,
+{
+    std::thread::scope(|s| {
+        let handle = std::thread::Builder::new()
+            .name("ember-inject".into())
+            .spawn_scoped(s, move || {
+                unshare(CloneFlags::CLONE_FS).map_err(InjectError::Setns)?;
+                setns(mntns, CloneFlags::CLONE_NEWNS).map_err(InjectError::Setns)?;
+                f()
+            })
+            .map_err(InjectError::Thread)?;
+        handle
+            .join()
+            .unwrap_or_else(|_| Err(InjectError::Thread(io::Error::other("injection thread panicked"))))
+    })
+}

@@ -1,0 +1,269 @@
+//! One invocation: hand the zygote its pipes, collect output and result
+//! under a deadline, then leave no process behind.
+
+use crate::procs;
+use crate::zygote::{Event, Zygote};
+use ember_proto::{frame_len, HandlerError, InvokeRequest, InvokeResult, Outcome};
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::unistd::{pipe2, read};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+/// How long cleanup may take before the sandbox is declared broken.
+const SETTLE: Duration = Duration::from_secs(3);
+
+/// Bytes read from one pipe, up to a cap; the rest is drained and dropped so
+/// the writer never blocks on a full pipe.
+struct Capture {
+    fd: Option<OwnedFd>,
+    buf: Vec<u8>,
+    cap: usize,
+    truncated: bool,
+}
+
+impl Capture {
+    fn new(fd: OwnedFd, cap: usize) -> Capture {
+        let _ = fcntl(fd.as_raw_fd(), FcntlArg::F_SETFL(OFlag::O_NONBLOCK));
+        Capture {
+            fd: Some(fd),
+            buf: Vec::new(),
+            cap,
+            truncated: false,
+        }
+    }
+
+    /// Read what is available now; closes the fd at EOF.
+    fn pump(&mut self) {
+        let Some(fd) = &self.fd else { return };
+        let mut chunk = [0u8; 65536];
+        loop {
+            match read(fd.as_raw_fd(), &mut chunk) {
+                Ok(0) => {
+                    self.fd = None;
+                    return;
+                }
+                Ok(n) => {
+                    let room = self.cap.saturating_sub(self.buf.len());
+                    if n > room {
+                        self.truncated = true;
+                    }
+                    self.buf.extend_from_slice(&chunk[..n.min(room)]);
+                }
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(_) => return,
+            }
+        }
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.buf).into_owned()
+    }
+}
+
+pub fn run(zyg: &mut Zygote, req: &InvokeRequest) -> Result<InvokeResult, String> {
+    let started = Instant::now();
+    let deadline = started + Duration::from_millis(req.timeout_ms);
+    let (out_r, out_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+    let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+    let (res_r, res_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+
+    let mut line = serde_json::to_vec(&serde_json::json!({
+        "id": req.id,
+        "function": req.function,
+        "handler": req.handler,
+        "event": req.event,
+        "timeout_ms": req.timeout_ms,
+        "memory_limit_mb": req.memory_limit_mb,
+        "max_result_bytes": req.max_result_bytes,
+    }))
+    .map_err(|e| format!("encoding request: {e}"))?;
+    line.push(b'\n');
+    zyg.send_request(
+        &line,
+        [out_w.as_raw_fd(), err_w.as_raw_fd(), res_w.as_raw_fd()],
+    )?;
+    drop((out_w, err_w, res_w));
+
+    let mut out = Capture::new(out_r, req.max_output_bytes);
+    let mut err = Capture::new(err_r, req.max_output_bytes);
+    // The result travels JSON-escaped inside an envelope: at most twice its
+    // size plus the envelope.
+    let mut res = Capture::new(res_r, 4 + 2 * req.max_result_bytes + 64 * 1024);
+
+    let mut worker: Option<i32> = None;
+    let mut exit: Option<(Option<i32>, Option<i32>)> = None;
+    let mut timed_out = false;
+
+    while exit.is_none() && !result_complete(&res.buf) && !res.truncated {
+        if zyg.has_buffered_line() {
+            on_event(zyg.read_event()?, &mut worker, &mut exit);
+            continue;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            timed_out = true;
+            break;
+        }
+        let ctl = zyg.ctl.as_fd();
+        let mut fds = vec![PollFd::new(ctl, PollFlags::POLLIN)];
+        for c in [&out, &err, &res] {
+            if let Some(fd) = &c.fd {
+                fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
+            }
+        }
+        let ms = left.as_millis().clamp(1, i32::MAX as u128) as i32;
+        match poll(&mut fds, PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(format!("poll: {e}")),
+        }
+        let ctl_ready = fds[0].revents().is_some_and(|r| !r.is_empty());
+        drop(fds);
+        out.pump();
+        err.pump();
+        res.pump();
+        if ctl_ready {
+            on_event(zyg.read_event()?, &mut worker, &mut exit);
+        }
+    }
+    let run_us = started.elapsed().as_micros() as u64;
+
+    // The worker may not have been forked yet (timeout right away): learn
+    // its pid before killing, so it cannot start after the sweep.
+    let settle_by = Instant::now() + SETTLE;
+    while worker.is_none() && exit.is_none() {
+        if Instant::now() > settle_by {
+            return Err("zygote never reported the forked worker".into());
+        }
+        on_event(zyg.read_event()?, &mut worker, &mut exit);
+    }
+    let worker_pid = worker.unwrap_or(0);
+    let zygote = zyg.pid();
+    let mut strays = 0u32;
+    loop {
+        let killed = procs::kill_all_but(&[zygote]);
+        if exit.is_none() {
+            // The worker itself is not a stray.
+            strays += killed.saturating_sub(1);
+        } else {
+            strays += killed;
+        }
+        procs::reap(zygote)?;
+        if exit.is_none() && poll_ctl(zyg, Duration::from_millis(20)) {
+            on_event(zyg.read_event()?, &mut worker, &mut exit);
+        }
+        if exit.is_some() && procs::others().iter().all(|&p| p == zygote) {
+            break;
+        }
+        if Instant::now() > settle_by {
+            return Err(format!(
+                "processes left after invocation {} would not die: {:?}",
+                req.id,
+                procs::others()
+            ));
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    // Every writer is gone: what is left in the pipes is all there is.
+    out.pump();
+    err.pump();
+    res.pump();
+    let _ = worker_pid;
+
+    let (exit_code, signal) = exit.unwrap_or((None, None));
+    let mut result = InvokeResult {
+        id: req.id.clone(),
+        outcome: Outcome::Crashed,
+        result: None,
+        error: None,
+        stdout: out.text(),
+        stderr: err.text(),
+        stdout_truncated: out.truncated,
+        stderr_truncated: err.truncated,
+        run_us,
+        exit_code: if timed_out { None } else { exit_code },
+        signal: if timed_out { None } else { signal },
+        strays_killed: strays,
+    };
+    if res.truncated {
+        result.outcome = Outcome::ResultTooLarge;
+    } else if let Some(msg) = parse_result(&res.buf) {
+        // The worker's own exit after a result is our kill, not news.
+        result.exit_code = None;
+        result.signal = None;
+        apply_worker_message(&mut result, msg, req);
+    } else if timed_out {
+        result.outcome = Outcome::Timeout;
+    }
+    Ok(result)
+}
+
+fn on_event(ev: Event, worker: &mut Option<i32>, exit: &mut Option<(Option<i32>, Option<i32>)>) {
+    match ev {
+        Event::Forked(pid) => *worker = Some(pid),
+        Event::Exited { pid, code, signal } => {
+            if worker.is_none() || *worker == Some(pid) {
+                *worker = Some(pid);
+                *exit = Some((code, signal));
+            }
+        }
+        Event::Other(v) => eprintln!("ember-agent: zygote says {v}"),
+    }
+}
+
+fn poll_ctl(zyg: &Zygote, wait: Duration) -> bool {
+    if zyg.has_buffered_line() {
+        return true;
+    }
+    let mut fds = [PollFd::new(zyg.ctl.as_fd(), PollFlags::POLLIN)];
+    let ms = PollTimeout::try_from(wait.as_millis() as i32).unwrap_or(PollTimeout::ZERO);
+    matches!(poll(&mut fds, ms), Ok(n) if n > 0)
+}
+
+fn result_complete(buf: &[u8]) -> bool {
+    if buf.len() < 4 {
+        return false;
+    }
+    match frame_len([buf[0], buf[1], buf[2], buf[3]]) {
+        Ok(len) => buf.len() >= 4 + len,
+        Err(_) => true,
+    }
+}
+
+fn parse_result(buf: &[u8]) -> Option<serde_json::Value> {
+    if !result_complete(buf) {
+        return None;
+    }
+    let len = frame_len([buf[0], buf[1], buf[2], buf[3]]).ok()?;
+    serde_json::from_slice(&buf[4..4 + len]).ok()
+}
+
+fn apply_worker_message(result: &mut InvokeResult, msg: serde_json::Value, req: &InvokeRequest) {
+    match msg["outcome"].as_str() {
+        Some("ok") => {
+            result.outcome = Outcome::Ok;
+            result.result = msg["result"].as_str().map(str::to_string);
+        }
+        Some("result_too_large") => {
+            result.outcome = Outcome::ResultTooLarge;
+            result.error = Some(HandlerError {
+                kind: "ResultTooLarge".into(),
+                message: format!(
+                    "handler result is {} bytes, limit is {}",
+                    msg["size"].as_u64().unwrap_or(0),
+                    req.max_result_bytes
+                ),
+                traceback: String::new(),
+            });
+        }
+        _ => {
+            result.outcome = Outcome::HandlerError;
+            let e = &msg["error"];
+            result.error = Some(HandlerError {
+                kind: e["type"].as_str().unwrap_or("Error").to_string(),
+                message: e["message"].as_str().unwrap_or("").to_string(),
+                traceback: e["traceback"].as_str().unwrap_or("").to_string(),
+            });
+        }
+    }
+}

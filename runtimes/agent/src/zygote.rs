@@ -1,0 +1,160 @@
+//! Starting the Python zygote and talking to it over its control socket.
+
+use crate::Options;
+use ember_proto::Ready;
+use nix::sys::socket::{sendmsg, socketpair, AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType};
+use std::io::{IoSlice, Read, Write};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BOOTSTRAP: &str = include_str!("../../bootstraps/python/zygote.py");
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct Zygote {
+    pub child: Child,
+    pub ctl: UnixStream,
+    buf: Vec<u8>,
+}
+
+/// One line the zygote sent on its control socket.
+pub enum Event {
+    Forked(i32),
+    Exited { pid: i32, code: Option<i32>, signal: Option<i32> },
+    Other(serde_json::Value),
+}
+
+impl Zygote {
+    pub fn start(opts: &Options) -> Result<Zygote, String> {
+        let (ours, theirs) = socketpair(
+            AddressFamily::Unix,
+            SockType::Stream,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(|e| format!("socketpair for the zygote: {e}"))?;
+        let their_fd = theirs.as_raw_fd();
+        let mut cmd = Command::new(&opts.python);
+        cmd.args(["-I", "-B", "-c", BOOTSTRAP])
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env("HOME", "/tmp")
+            .env("LANG", "C.UTF-8")
+            .env("TMPDIR", "/tmp")
+            .current_dir("/")
+            .stdin(Stdio::null())
+            .uid(opts.uid)
+            .gid(opts.gid);
+        // SAFETY: only async-signal-safe calls (dup2, fcntl) between fork and
+        // exec; `their_fd` stays open in the parent until spawn returns.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::dup2(their_fd, 3) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if their_fd == 3 && libc::fcntl(3, libc::F_SETFD, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("starting zygote {}: {e}", opts.python))?;
+        drop(theirs);
+        Ok(Zygote {
+            child,
+            ctl: UnixStream::from(ours),
+            buf: Vec::new(),
+        })
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn wait_ready(&mut self) -> Result<Ready, String> {
+        let started = Instant::now();
+        self.ctl
+            .set_read_timeout(Some(READY_TIMEOUT))
+            .map_err(|e| format!("zygote socket: {e}"))?;
+        let line = self.read_line()?;
+        self.ctl
+            .set_read_timeout(None)
+            .map_err(|e| format!("zygote socket: {e}"))?;
+        let v: serde_json::Value = serde_json::from_slice(&line)
+            .map_err(|e| format!("zygote greeting is not JSON: {e}"))?;
+        let pid = v["ready"]
+            .as_u64()
+            .ok_or_else(|| format!("zygote greeting without ready: {v}"))?;
+        Ok(Ready {
+            zygote_pid: pid as u32,
+            runtime_version: v["version"].as_str().unwrap_or("python").to_string(),
+            preload_us: v["preload_us"]
+                .as_u64()
+                .unwrap_or(started.elapsed().as_micros() as u64),
+        })
+    }
+
+    /// Send one request line with the worker's three pipe ends attached.
+    pub fn send_request(&mut self, line: &[u8], fds: [RawFd; 3]) -> Result<(), String> {
+        let cmsg = [ControlMessage::ScmRights(&fds)];
+        let sent = sendmsg::<()>(
+            self.ctl.as_raw_fd(),
+            &[IoSlice::new(line)],
+            &cmsg,
+            MsgFlags::empty(),
+            None,
+        )
+        .map_err(|e| format!("sending request to zygote: {e}"))?;
+        self.ctl
+            .write_all(&line[sent..])
+            .map_err(|e| format!("sending request to zygote: {e}"))
+    }
+
+    /// Read and parse the next line, blocking until it is complete.
+    pub fn read_event(&mut self) -> Result<Event, String> {
+        let line = self.read_line()?;
+        let v: serde_json::Value = serde_json::from_slice(&line)
+            .map_err(|e| format!("zygote sent a bad line: {e}"))?;
+        if let Some(pid) = v["forked"].as_i64() {
+            return Ok(Event::Forked(pid as i32));
+        }
+        if let Some(pid) = v["exited"].as_i64() {
+            return Ok(Event::Exited {
+                pid: pid as i32,
+                code: v["code"].as_i64().map(|c| c as i32),
+                signal: v["signal"].as_i64().map(|s| s as i32),
+            });
+        }
+        Ok(Event::Other(v))
+    }
+
+    pub fn has_buffered_line(&self) -> bool {
+        self.buf.contains(&b'\n')
+    }
+
+    fn read_line(&mut self) -> Result<Vec<u8>, String> {
+        loop {
+            if let Some(pos) = self.buf.iter().position(|&b| b == b'\n') {
+                let rest = self.buf.split_off(pos + 1);
+                let mut line = std::mem::replace(&mut self.buf, rest);
+                line.pop();
+                return Ok(line);
+            }
+            let mut chunk = [0u8; 4096];
+            match self.ctl.read(&mut chunk) {
+                Ok(0) => {
+                    let status = self.child.try_wait().ok().flatten();
+                    return Err(format!("zygote closed its socket (status {status:?})"));
+                }
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(format!("reading from zygote: {e}")),
+            }
+        }
+    }
+}
+

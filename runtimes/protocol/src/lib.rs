@@ -1,0 +1,232 @@
+//! Wire protocol between `emberd` and `ember-agent` (PID 1 in a sandbox).
+//!
+//! Owns the message types and the frame codec (a big-endian `u32` length
+//! followed by that many bytes of JSON) spoken over the agent's stdin and
+//! stdout pipes. It does not own transport, timeouts or process handling:
+//! callers give it any `Read`/`Write`. Kept dependency-light because the
+//! agent links it statically.
+
+use serde::{Deserialize, Serialize};
+use std::io::{self, Read, Write};
+
+/// Largest frame either side accepts. Events and results are bounded well
+/// below this by the daemon; the cap only stops a corrupt length prefix from
+/// allocating gigabytes.
+pub const MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
+
+/// Messages the daemon sends to the agent.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ToAgent {
+    /// Run one invocation in a fresh worker. The code must already be
+    /// mounted at `/fn` and a fresh tmpfs at `/tmp`.
+    Invoke(InvokeRequest),
+    /// Kill every process but the agent, then exit.
+    Shutdown,
+}
+
+/// One invocation, as the agent receives it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct InvokeRequest {
+    pub id: String,
+    pub function: String,
+    /// `module.function`, already validated by the daemon.
+    pub handler: String,
+    /// The event as JSON text, passed through untouched.
+    pub event: String,
+    pub timeout_ms: u64,
+    /// Cap for each of stdout and stderr; bytes past it are dropped.
+    pub max_output_bytes: usize,
+    /// Cap for the serialized result.
+    pub max_result_bytes: usize,
+    pub memory_limit_mb: u64,
+}
+
+/// Messages the agent sends to the daemon.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum FromAgent {
+    /// The zygote has preloaded its modules and waits for work.
+    Ready(Ready),
+    /// The outcome of one invocation; the worker and everything it started
+    /// are gone by the time this is sent.
+    Result(InvokeResult),
+    /// The agent cannot go on (zygote died, protocol error); it exits next.
+    Fatal { message: String },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Ready {
+    pub zygote_pid: u32,
+    pub runtime_version: String,
+    /// Time the zygote took to start and import its preloads.
+    pub preload_us: u64,
+}
+
+/// How an invocation ended.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The handler returned a JSON-serializable value.
+    Ok,
+    /// The handler (or its import) raised; see `error`.
+    HandlerError,
+    /// The worker ran past `timeout_ms` and was killed.
+    Timeout,
+    /// The worker died without a result (signal, `os._exit`, OOM kill).
+    Crashed,
+    /// The serialized result was larger than `max_result_bytes`.
+    ResultTooLarge,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::HandlerError => "handler_error",
+            Outcome::Timeout => "timeout",
+            Outcome::Crashed => "crashed",
+            Outcome::ResultTooLarge => "result_too_large",
+        }
+    }
+}
+
+/// An exception raised by user code.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct HandlerError {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub message: String,
+    pub traceback: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct InvokeResult {
+    pub id: String,
+    pub outcome: Outcome,
+    /// The handler's return value as JSON text (only with `Outcome::Ok`).
+    pub result: Option<String>,
+    pub error: Option<HandlerError>,
+    pub stdout: String,
+    pub stderr: String,
+    pub stdout_truncated: bool,
+    pub stderr_truncated: bool,
+    /// From the request reaching the agent to the result being read.
+    pub run_us: u64,
+    /// Exit status of the worker, if it exited by itself.
+    pub exit_code: Option<i32>,
+    /// Signal that ended the worker, if any.
+    pub signal: Option<i32>,
+    /// Processes left behind by the worker and killed by the agent.
+    pub strays_killed: u32,
+}
+
+/// Errors of the frame codec.
+#[derive(Debug)]
+pub enum FrameError {
+    /// The peer closed the stream at a frame boundary.
+    Closed,
+    Io(io::Error),
+    TooLarge(usize),
+    Json(serde_json::Error),
+}
+
+impl std::fmt::Display for FrameError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FrameError::Closed => write!(f, "peer closed the stream"),
+            FrameError::Io(e) => write!(f, "frame i/o: {e}"),
+            FrameError::TooLarge(n) => {
+                write!(f, "frame of {n} bytes exceeds {MAX_FRAME_BYTES}")
+            }
+            FrameError::Json(e) => write!(f, "frame is not a valid message: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for FrameError {}
+
+/// Encode one message as a frame (length prefix included).
+pub fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, FrameError> {
+    let body = serde_json::to_vec(msg).map_err(FrameError::Json)?;
+    if body.len() > MAX_FRAME_BYTES {
+        return Err(FrameError::TooLarge(body.len()));
+    }
+    let mut out = Vec::with_capacity(4 + body.len());
+    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+/// Write one message as a single frame and flush.
+pub fn write_frame<W: Write, T: Serialize>(w: &mut W, msg: &T) -> Result<(), FrameError> {
+    let buf = encode(msg)?;
+    w.write_all(&buf).map_err(FrameError::Io)?;
+    w.flush().map_err(FrameError::Io)
+}
+
+/// Parse a frame length prefix, rejecting absurd sizes.
+pub fn frame_len(prefix: [u8; 4]) -> Result<usize, FrameError> {
+    let len = u32::from_be_bytes(prefix) as usize;
+    if len > MAX_FRAME_BYTES {
+        return Err(FrameError::TooLarge(len));
+    }
+    Ok(len)
+}
+
+/// Read one frame and decode it.
+pub fn read_frame<R: Read, T: for<'de> Deserialize<'de>>(r: &mut R) -> Result<T, FrameError> {
+    let mut prefix = [0u8; 4];
+    match r.read_exact(&mut prefix) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(FrameError::Closed),
+        Err(e) => return Err(FrameError::Io(e)),
+    }
+    let len = frame_len(prefix)?;
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body).map_err(FrameError::Io)?;
+    serde_json::from_slice(&body).map_err(FrameError::Json)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip() {
+        let msg = ToAgent::Invoke(InvokeRequest {
+            id: "i1".into(),
+            function: "f".into(),
+            handler: "main.handler".into(),
+            event: r#"{"x":"é"}"#.into(),
+            timeout_ms: 10,
+            max_output_bytes: 5,
+            max_result_bytes: 6,
+            memory_limit_mb: 7,
+        });
+        let mut buf = Vec::new();
+        write_frame(&mut buf, &msg).unwrap();
+        write_frame(&mut buf, &ToAgent::Shutdown).unwrap();
+        let mut r = &buf[..];
+        assert_eq!(read_frame::<_, ToAgent>(&mut r).unwrap(), msg);
+        assert_eq!(read_frame::<_, ToAgent>(&mut r).unwrap(), ToAgent::Shutdown);
+        assert!(matches!(read_frame::<_, ToAgent>(&mut r), Err(FrameError::Closed)));
+    }
+
+    #[test]
+    fn oversized_prefix_is_rejected_without_allocating() {
+        let mut r = &[0xffu8, 0xff, 0xff, 0xff][..];
+        assert!(matches!(
+            read_frame::<_, ToAgent>(&mut r),
+            Err(FrameError::TooLarge(_))
+        ));
+    }
+
+    #[test]
+    fn truncated_body_is_an_io_error() {
+        let mut buf = encode(&ToAgent::Shutdown).unwrap();
+        buf.truncate(buf.len() - 1);
+        let mut r = &buf[..];
+        assert!(matches!(read_frame::<_, ToAgent>(&mut r), Err(FrameError::Io(_))));
+    }
+}

@@ -1,0 +1,20 @@
+//! Sandbox backends and the connection to the agent inside a sandbox.
+//!
+//! Owns: rendering a sandbox's OCI bundle (lean root filesystem of
+//! read-only host binds, the agent as PID 1), creating and destroying
+//! sandboxes with the runtime binary (runc), freezing and thawing them via
+//! the cgroup freezer, and the framed stdio connection to `ember-agent`.
+//! Does not own pools, scheduling or code injection (see `ember-shim` and
+//! `ember-injector`), nor the agent binary itself (`runtimes/agent`).
+
+pub mod agent_conn;
+pub mod bundle;
+pub mod cgroup;
+pub mod error;
+pub mod runc;
+pub mod sandbox;
+
+pub use agent_conn::AgentConn;
+pub use error::RuntimeError;
+pub use runc::Runc;
+pub use sandbox::{Sandbox, SandboxConfig};

@@ -1,0 +1,129 @@
+//! A live sandbox: its container, agent connection, mount namespace and
+//! freezer, and how to create and destroy one.
+
+use crate::agent_conn::AgentConn;
+use crate::bundle::{write_bundle, BundleSpec};
+use crate::cgroup::{CgroupLayout, Freezer};
+use crate::error::RuntimeError;
+use crate::runc::Runc;
+use ember_profiles::{Limits, Profile};
+use ember_proto::{FromAgent, Ready, ToAgent};
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// What every sandbox of a pool is made from.
+#[derive(Debug, Clone)]
+pub struct SandboxConfig {
+    pub runc: Runc,
+    /// Static `ember-agent` binary on the host.
+    pub agent: PathBuf,
+    /// Interpreter path inside the sandbox.
+    pub python: String,
+    /// Directory holding one bundle directory per sandbox.
+    pub bundles_dir: PathBuf,
+    /// cgroup parent of all this daemon's sandboxes, e.g. `/ember/<tag>`.
+    pub cgroup_parent: String,
+    pub profile: Profile,
+    pub limits: Limits,
+    /// How long a new sandbox may take to report ready.
+    pub ready_timeout: Duration,
+}
+
+pub struct Sandbox {
+    pub id: String,
+    pub init_pid: u32,
+    /// Held open so injection always targets this sandbox's namespace even
+    /// if its pid were reused.
+    pub mntns: OwnedFd,
+    pub freezer: Freezer,
+    pub conn: AgentConn,
+    pub ready: Ready,
+    pub bundle: PathBuf,
+    pub created: Instant,
+    /// How long creation took (runtime start + zygote preload).
+    pub create_us: u64,
+    pub invocations: u64,
+}
+
+impl Sandbox {
+    /// Create, start and wait for the agent's ready message. On any error
+    /// the half-made container and bundle are removed.
+    pub async fn create(
+        cfg: &SandboxConfig,
+        cgroups: &CgroupLayout,
+        id: &str,
+    ) -> Result<Sandbox, RuntimeError> {
+        let started = Instant::now();
+        let bundle = cfg.bundles_dir.join(id);
+        let cgroups_path = format!("{}/{}", cfg.cgroup_parent, id);
+        let result = async {
+            write_bundle(&BundleSpec {
+                dir: &bundle,
+                agent: &cfg.agent,
+                python: &cfg.python,
+                cgroups_path: &cgroups_path,
+                profile: &cfg.profile,
+                limits: cfg.limits,
+            })?;
+            let freezer = cgroups.freezer(&cgroups_path)?;
+            let (init_pid, mut conn) = cfg.runc.run_detached(id, &bundle).await?;
+            let mntns = std::fs::File::open(format!("/proc/{init_pid}/ns/mnt"))
+                .map(OwnedFd::from)
+                .map_err(|source| RuntimeError::Namespace {
+                    pid: init_pid,
+                    source,
+                })?;
+            let ready = match tokio::time::timeout(cfg.ready_timeout, conn.recv()).await {
+                Err(_) => {
+                    return Err(RuntimeError::AgentTimeout {
+                        id: id.to_string(),
+                        waited_ms: cfg.ready_timeout.as_millis() as u64,
+                    })
+                }
+                Ok(Err(message)) => {
+                    return Err(RuntimeError::Agent {
+                        id: id.to_string(),
+                        message,
+                    })
+                }
+                Ok(Ok(FromAgent::Ready(r))) => r,
+                Ok(Ok(other)) => {
+                    return Err(RuntimeError::Agent {
+                        id: id.to_string(),
+                        message: format!("expected ready, got {other:?}; stderr: {}", conn.stderr_tail()),
+                    })
+                }
+            };
+            Ok(Sandbox {
+                id: id.to_string(),
+                init_pid,
+                mntns,
+                freezer,
+                conn,
+                ready,
+                bundle: bundle.clone(),
+                created: Instant::now(),
+                create_us: started.elapsed().as_micros() as u64,
+                invocations: 0,
+            })
+        }
+        .await;
+        if result.is_err() {
+            let _ = cfg.runc.delete_force(id).await;
+            let _ = std::fs::remove_dir_all(&bundle);
+        }
+        result
+    }
+
+    /// Kill and remove the container, its cgroups and its bundle.
+    pub async fn destroy(mut self, runc: &Runc) -> Result<(), RuntimeError> {
+        // A polite stop first lets the agent kill its children; a frozen or
+        // hung agent is handled by the forced delete anyway.
+        let _ = self.freezer.thaw();
+        let _ = tokio::time::timeout(Duration::from_millis(100), self.conn.send(&ToAgent::Shutdown)).await;
+        let res = runc.delete_force(&self.id).await;
+        let _ = std::fs::remove_dir_all(&self.bundle);
+        res
+    }
+}

@@ -1,0 +1,356 @@
+//! The HTTP/1.1 + JSON API on the Unix socket (documented in
+//! `docs/api.md`). Every error is `{"error": {"code", "message"}}` with a
+//! fitting status; nothing a client sends can take the daemon down.
+
+use crate::daemon::{CodeSource, Daemon, DeployError, DeploySpec};
+use crate::invoke::{self, InvokeError, Report};
+use crate::pool::PoolError;
+use crate::registry::RegistryError;
+use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde::Deserialize;
+use serde_json::json;
+use std::sync::Arc;
+
+type AppState = Arc<Daemon>;
+
+/// An API error: status, stable code, human message, and for failed
+/// invocations the invocation report (stdout, stderr, timings).
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub invocation: Option<Box<Report>>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            invocation: None,
+        }
+    }
+    fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() && self.invocation.is_none() {
+            tracing::warn!(code = self.code, "{}", self.message);
+        }
+        let mut body = json!({ "error": { "code": self.code, "message": self.message } });
+        if let Some(r) = &self.invocation {
+            if let Some(e) = &r.error {
+                body["error"]["type"] = json!(e.kind);
+                body["error"]["traceback"] = json!(e.traceback);
+            }
+            body["invocation"] = serde_json::to_value(r).unwrap_or_default();
+        }
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<RegistryError> for ApiError {
+    fn from(e: RegistryError) -> Self {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+    }
+}
+
+impl From<InvokeError> for ApiError {
+    fn from(e: InvokeError) -> Self {
+        let message = e.to_string();
+        let (status, code) = match &e {
+            InvokeError::UnknownFunction(_) => (StatusCode::NOT_FOUND, "function_not_found"),
+            InvokeError::BadEvent(_) => (StatusCode::BAD_REQUEST, "invalid_event"),
+            InvokeError::EventTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            InvokeError::Pool(PoolError::Exhausted { .. }) => (StatusCode::SERVICE_UNAVAILABLE, "pool_exhausted"),
+            InvokeError::Pool(PoolError::ShuttingDown { .. }) => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+            InvokeError::Pool(PoolError::Create { .. }) | InvokeError::Sandbox { .. } => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "sandbox_failed")
+            }
+            InvokeError::Registry(_) | InvokeError::CodeMissing { .. } => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal")
+            }
+            InvokeError::Failed(r) => match r.outcome {
+                "timeout" => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
+                "crashed" => (StatusCode::BAD_GATEWAY, "crashed"),
+                "result_too_large" => (StatusCode::BAD_GATEWAY, "result_too_large"),
+                _ => (StatusCode::BAD_GATEWAY, "handler_error"),
+            },
+        };
+        let invocation = match e {
+            InvokeError::Failed(r) => Some(r),
+            _ => None,
+        };
+        ApiError {
+            status,
+            code,
+            message,
+            invocation,
+        }
+    }
+}
+
+impl From<DeployError> for ApiError {
+    fn from(e: DeployError) -> Self {
+        use ember_injector::StoreError as S;
+        match &e {
+            DeployError::Invalid(_) => ApiError::bad_request(e.to_string()),
+            DeployError::Store(S::TooLarge { .. }) | DeployError::Store(S::TooManyEntries { .. }) => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", e.to_string())
+            }
+            DeployError::Store(S::Io { .. }) | DeployError::Registry(_) => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+            }
+            DeployError::Store(_) => ApiError::new(StatusCode::BAD_REQUEST, "invalid_code", e.to_string()),
+        }
+    }
+}
+
+pub fn router(daemon: AppState) -> Router {
+    Router::new()
+        .route("/v1/health", get(health))
+        .route("/v1/functions", get(list_functions))
+        .route(
+            "/v1/functions/{name}",
+            get(get_function).put(put_function).delete(delete_function),
+        )
+        .route("/v1/functions/{name}/invoke", post(invoke_function))
+        .route("/v1/pools", get(list_pools))
+        .route("/v1/pools/{runtime}", get(get_pool).put(put_pool))
+        .route("/v1/sandboxes", get(list_sandboxes))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(daemon)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint; see docs/api.md")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed on this endpoint; see docs/api.md",
+    )
+}
+
+async fn health(State(d): State<AppState>) -> Json<serde_json::Value> {
+    Json(json!({
+        "status": "ok",
+        "version": env!("CARGO_PKG_VERSION"),
+        "instance": d.tag,
+        "runtimes": crate::validate::RUNTIMES,
+    }))
+}
+
+/// Read a body up to `limit` bytes; more is a 413, not a truncation.
+async fn read_body(body: Body, headers: &HeaderMap, limit: usize, what: &str) -> Result<bytes::Bytes, ApiError> {
+    let too_large = |size: String| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("{what} is {size} bytes, limit is {limit}"),
+        )
+    };
+    if let Some(len) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        if len > limit {
+            return Err(too_large(len.to_string()));
+        }
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large("more than that".into())),
+        Err(e) => Err(ApiError::bad_request(format!("reading {what}: {e}"))),
+    }
+}
+
+async fn list_functions(State(d): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    Ok(Json(json!({ "functions": d.registry.list()? })))
+}
+
+fn unknown_function(name: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "function_not_found",
+        format!("function {name:?} is not deployed"),
+    )
+}
+
+async fn get_function(State(d): State<AppState>, Path(name): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+    let rec = d.registry.get(&name)?.ok_or_else(|| unknown_function(&name))?;
+    Ok(Json(serde_json::to_value(rec).unwrap_or_default()))
+}
+
+async fn delete_function(State(d): State<AppState>, Path(name): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+    if d.delete_function(&name)? {
+        Ok(Json(json!({ "deleted": name })))
+    } else {
+        Err(unknown_function(&name))
+    }
+}
+
+/// Deploy settings given in the query string (with a tar.gz body).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeployQuery {
+    runtime: Option<String>,
+    handler: Option<String>,
+    timeout_ms: Option<u64>,
+}
+
+/// Deploy settings as a JSON body (code from a host path).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeployJson {
+    runtime: Option<String>,
+    handler: Option<String>,
+    timeout_ms: Option<u64>,
+    code: CodeJson,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CodeJson {
+    path: String,
+}
+
+async fn put_function(
+    State(d): State<AppState>,
+    Path(name): Path<String>,
+    query: Result<Query<DeployQuery>, QueryRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    crate::validate::function_name(&name).map_err(ApiError::bad_request)?;
+    let Query(q) = query.map_err(|e| ApiError::bad_request(format!("query string: {}", e.body_text())))?;
+    let ctype = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let body = read_body(body, &headers, d.cfg.max_code_bytes, "code archive").await?;
+    let (runtime, handler, timeout_ms, code) = match ctype.as_str() {
+        "application/json" => {
+            if q.runtime.is_some() || q.handler.is_some() || q.timeout_ms.is_some() {
+                return Err(ApiError::bad_request(
+                    "with a JSON body, give runtime/handler/timeout_ms in the body, not the query",
+                ));
+            }
+            let j: DeployJson = serde_json::from_slice(&body)
+                .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("deploy body: {e}")))?;
+            (j.runtime, j.handler, j.timeout_ms, CodeSource::Path(j.code.path.into()))
+        }
+        "application/gzip" | "application/x-gzip" | "application/x-tar+gzip" | "application/octet-stream" => {
+            (q.runtime, q.handler, q.timeout_ms, CodeSource::TarGz(body))
+        }
+        other => {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                format!("content type {other:?}: send application/gzip (a tar.gz of the code) or application/json ({{\"code\":{{\"path\":...}}}})"),
+            ))
+        }
+    };
+    let spec = DeploySpec {
+        runtime: runtime.unwrap_or_else(|| "python3".into()),
+        handler: handler.unwrap_or_else(|| crate::validate::DEFAULT_HANDLER.into()),
+        timeout_ms: timeout_ms.unwrap_or(d.cfg.default_timeout_ms),
+        code,
+    };
+    let (rec, created) = d.deploy(&name, spec).await?;
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(rec)).into_response())
+}
+
+async fn invoke_function(
+    State(d): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Report>, ApiError> {
+    let limit = d.cfg.max_event_bytes;
+    let body = read_body(body, &headers, limit, "event").await?;
+    Ok(Json(invoke::invoke(d, name, body).await?))
+}
+
+async fn list_pools(State(d): State<AppState>) -> Json<serde_json::Value> {
+    let pools: Vec<_> = d.pools().map(|p| p.status()).collect();
+    Json(json!({ "pools": pools }))
+}
+
+fn unknown_pool(runtime: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "pool_not_found",
+        format!(
+            "no pool for runtime {runtime:?} (available: {})",
+            crate::validate::RUNTIMES.join(", ")
+        ),
+    )
+}
+
+async fn get_pool(State(d): State<AppState>, Path(runtime): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+    let pool = d.pool(&runtime).ok_or_else(|| unknown_pool(&runtime))?;
+    Ok(Json(serde_json::to_value(pool.status()).unwrap_or_default()))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PoolSize {
+    target: Option<usize>,
+    max: Option<usize>,
+}
+
+async fn put_pool(
+    State(d): State<AppState>,
+    Path(runtime): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let pool = d.pool(&runtime).ok_or_else(|| unknown_pool(&runtime))?.clone();
+    let body = read_body(body, &headers, 64 * 1024, "pool settings").await?;
+    let size: PoolSize = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("pool settings: {e}")))?;
+    if size.max == Some(0) || size.target.unwrap_or(0) > 256 || size.max.unwrap_or(0) > 256 {
+        return Err(ApiError::bad_request("target must be 0..=256 and max 1..=256"));
+    }
+    Ok(Json(serde_json::to_value(pool.set_size(size.target, size.max)).unwrap_or_default()))
+}
+
+async fn list_sandboxes(State(d): State<AppState>) -> Json<serde_json::Value> {
+    let all: Vec<_> = d.pools().flat_map(|p| p.sandboxes()).collect();
+    Json(json!({ "sandboxes": all }))
+}
+
+/// Serve the API on `listener` until `shutdown` resolves, then wait for
+/// in-flight requests.
+pub async fn serve(
+    daemon: AppState,
+    listener: tokio::net::UnixListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(daemon))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

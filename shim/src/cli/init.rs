@@ -1,0 +1,64 @@
+//! `ember init` and the function manifest (`ember.json`).
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+pub const MANIFEST: &str = "ember.json";
+
+/// `ember.json` in a function directory. Every field is optional; flags
+/// to `ember deploy` win over it.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub name: Option<String>,
+    pub runtime: Option<String>,
+    pub handler: Option<String>,
+    pub timeout_ms: Option<u64>,
+}
+
+impl Manifest {
+    pub fn load(dir: &Path) -> Result<Option<Manifest>> {
+        let path = dir.join(MANIFEST);
+        match std::fs::read(&path) {
+            Ok(bytes) => Ok(Some(
+                serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))?,
+            )),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+}
+
+const PYTHON_MAIN: &str = r#"def handler(event, context):
+    """Called once per invocation with the JSON event; return anything JSON-serializable."""
+    name = event.get("name", "world") if isinstance(event, dict) else "world"
+    print(f"greeting {name}")  # captured: `ember invoke -v` shows it
+    return {"greeting": f"Hello, {name}!", "function": context.function_name}
+"#;
+
+pub fn run(dir: &Path, runtime: &str) -> Result<()> {
+    crate::validate::runtime(runtime).map_err(anyhow::Error::msg)?;
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .context("init needs a directory name")?;
+    crate::validate::function_name(&name).map_err(anyhow::Error::msg)?;
+    if dir.exists() && std::fs::read_dir(dir)?.next().is_some() {
+        bail!("{} already exists and is not empty", dir.display());
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::write(dir.join("main.py"), PYTHON_MAIN)?;
+    let manifest = Manifest {
+        name: Some(name.clone()),
+        runtime: Some(runtime.to_string()),
+        handler: Some(crate::validate::DEFAULT_HANDLER.to_string()),
+        timeout_ms: Some(3000),
+    };
+    std::fs::write(dir.join(MANIFEST), serde_json::to_string_pretty(&manifest)? + "\n")?;
+    eprintln!(
+        "created {0}/main.py and {0}/{MANIFEST}; deploy with: ember deploy {0}",
+        dir.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,360 @@
+//! The `ember` command line: a thin client of emberd's API.
+
+mod demo;
+mod init;
+mod pack;
+
+use crate::client::{Answer, Client};
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use hyper::Method;
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ember",
+    version,
+    about = "Deploy and invoke functions on emberd (warm sandboxes, hot-swapped code)",
+    after_help = "The API behind every command is documented in docs/api.md."
+)]
+pub struct Cli {
+    /// emberd's Unix socket.
+    #[arg(long, global = true, env = "EMBER_SOCKET", default_value = "/run/ember/ember.sock")]
+    pub socket: PathBuf,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Scaffold a function: NAME/main.py with handler(event, context) and NAME/ember.json.
+    Init {
+        /// Directory to create; its last component is the function name.
+        name: PathBuf,
+        /// Language runtime.
+        #[arg(long, default_value = "python3")]
+        runtime: String,
+    },
+    /// Deploy (or update) a function from a directory.
+    Deploy {
+        /// Function directory (with ember.json, if any).
+        dir: PathBuf,
+        /// Function name (default: the manifest's name, else the directory name).
+        #[arg(long)]
+        name: Option<String>,
+        /// Language runtime (default: manifest, else python3).
+        #[arg(long)]
+        runtime: Option<String>,
+        /// Handler as module.function (default: manifest, else main.handler).
+        #[arg(long)]
+        handler: Option<String>,
+        /// Timeout in milliseconds (default: manifest, else the daemon's default).
+        #[arg(long)]
+        timeout_ms: Option<u64>,
+    },
+    /// Invoke a function; prints its JSON result on stdout.
+    Invoke {
+        name: String,
+        /// Event as JSON text; `@FILE` reads a file, `-` reads stdin. Default `{}`.
+        #[arg(long, short = 'd')]
+        data: Option<String>,
+        /// Also print start kind, sandbox, timings and the function's stdout/stderr on stderr.
+        #[arg(long, short = 'v')]
+        verbose: bool,
+    },
+    /// List deployed functions.
+    Functions {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one function.
+    Function { name: String },
+    /// Delete a function.
+    Delete { name: String },
+    /// Show warm pools.
+    Pool {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show sandboxes (idle and busy).
+    Sandboxes {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start a private emberd, deploy a sample function, invoke it, show timings, stop.
+    Demo {
+        /// Invocations to run.
+        #[arg(long, default_value_t = 50)]
+        invocations: usize,
+        /// emberd binary (default: next to ember).
+        #[arg(long)]
+        emberd: Option<PathBuf>,
+    },
+}
+
+pub async fn run(cli: Cli) -> Result<()> {
+    let client = Client::new(&cli.socket);
+    match cli.command {
+        Command::Init { name, runtime } => init::run(&name, &runtime),
+        Command::Deploy {
+            dir,
+            name,
+            runtime,
+            handler,
+            timeout_ms,
+        } => deploy(&client, dir, name, runtime, handler, timeout_ms).await,
+        Command::Invoke { name, data, verbose } => invoke(&client, &name, data, verbose).await,
+        Command::Functions { json } => functions(&client, json).await,
+        Command::Function { name } => {
+            let a = ok(client.get(&format!("/v1/functions/{name}")).await?)?;
+            println!("{}", serde_json::to_string_pretty(&a.json())?);
+            Ok(())
+        }
+        Command::Delete { name } => {
+            ok(client
+                .request(Method::DELETE, &format!("/v1/functions/{name}"), None, "")
+                .await?)?;
+            eprintln!("deleted {name}");
+            Ok(())
+        }
+        Command::Pool { json } => pools(&client, json).await,
+        Command::Sandboxes { json } => sandboxes(&client, json).await,
+        Command::Demo { invocations, emberd } => demo::run(invocations, emberd).await,
+    }
+}
+
+/// Turn an error answer into an error carrying the daemon's message.
+fn ok(a: Answer) -> Result<Answer> {
+    if a.status.is_success() {
+        Ok(a)
+    } else {
+        let v = a.json();
+        let code = v["error"]["code"].as_str().unwrap_or("error");
+        bail!("{} ({code}, HTTP {})", a.error_message(), a.status.as_u16())
+    }
+}
+
+async fn deploy(
+    client: &Client,
+    dir: PathBuf,
+    name: Option<String>,
+    runtime: Option<String>,
+    handler: Option<String>,
+    timeout_ms: Option<u64>,
+) -> Result<()> {
+    let manifest = init::Manifest::load(&dir)?;
+    let name = name
+        .or_else(|| manifest.as_ref().and_then(|m| m.name.clone()))
+        .or_else(|| {
+            std::fs::canonicalize(&dir)
+                .ok()
+                .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        })
+        .context("cannot tell the function name: pass --name")?;
+    let runtime = runtime.or_else(|| manifest.as_ref().and_then(|m| m.runtime.clone()));
+    let handler = handler.or_else(|| manifest.as_ref().and_then(|m| m.handler.clone()));
+    let timeout_ms = timeout_ms.or_else(|| manifest.as_ref().and_then(|m| m.timeout_ms));
+    let archive = pack::tar_gz(&dir)?;
+    let mut query = Vec::new();
+    if let Some(r) = &runtime {
+        query.push(format!("runtime={r}"));
+    }
+    if let Some(h) = &handler {
+        query.push(format!("handler={h}"));
+    }
+    if let Some(t) = timeout_ms {
+        query.push(format!("timeout_ms={t}"));
+    }
+    let path = if query.is_empty() {
+        format!("/v1/functions/{name}")
+    } else {
+        format!("/v1/functions/{name}?{}", query.join("&"))
+    };
+    let a = ok(client
+        .request(Method::PUT, &path, Some("application/gzip"), archive)
+        .await?)?;
+    let v = a.json();
+    eprintln!(
+        "deployed {} ({}, {}, code sha256:{})",
+        v["name"].as_str().unwrap_or(&name),
+        v["runtime"].as_str().unwrap_or("?"),
+        v["handler"].as_str().unwrap_or("?"),
+        &v["digest"].as_str().unwrap_or("?")[..12.min(v["digest"].as_str().unwrap_or("?").len())]
+    );
+    Ok(())
+}
+
+fn read_data(data: Option<String>) -> Result<Vec<u8>> {
+    match data.as_deref() {
+        None => Ok(b"{}".to_vec()),
+        Some("-") => {
+            let mut buf = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf).context("reading event from stdin")?;
+            Ok(buf)
+        }
+        Some(s) if s.starts_with('@') => {
+            std::fs::read(&s[1..]).with_context(|| format!("reading event file {}", &s[1..]))
+        }
+        Some(s) => Ok(s.as_bytes().to_vec()),
+    }
+}
+
+fn print_function_output(inv: &serde_json::Value) {
+    for stream in ["stdout", "stderr"] {
+        if let Some(text) = inv[stream].as_str().filter(|t| !t.is_empty()) {
+            eprintln!("--- function {stream}{} ---", if inv[format!("{stream}_truncated")] == true { " (truncated)" } else { "" });
+            eprint!("{text}");
+            if !text.ends_with('\n') {
+                eprintln!();
+            }
+        }
+    }
+}
+
+fn print_timings(inv: &serde_json::Value) {
+    let t = &inv["timings_us"];
+    let ms = |k: &str| t[k].as_u64().unwrap_or(0) as f64 / 1000.0;
+    eprintln!(
+        "{} start in {} | total {:.2} ms = queue {:.2} + create {:.2} + thaw {:.2} + inject {:.2} + run {:.2} + cleanup {:.2}",
+        inv["start"].as_str().unwrap_or("?"),
+        inv["sandbox"].as_str().unwrap_or("?"),
+        ms("total"),
+        ms("queue"),
+        ms("create"),
+        ms("thaw"),
+        ms("inject"),
+        ms("run"),
+        ms("cleanup"),
+    );
+}
+
+async fn invoke(client: &Client, name: &str, data: Option<String>, verbose: bool) -> Result<()> {
+    let body = read_data(data)?;
+    let a = client
+        .request(
+            Method::POST,
+            &format!("/v1/functions/{name}/invoke"),
+            Some("application/json"),
+            body,
+        )
+        .await?;
+    let v = a.json();
+    if a.status.is_success() {
+        if verbose {
+            print_function_output(&v);
+            print_timings(&v);
+        }
+        println!("{}", serde_json::to_string(&v["result"])?);
+        return Ok(());
+    }
+    let inv = &v["invocation"];
+    if !inv.is_null() {
+        print_function_output(inv);
+        if verbose {
+            print_timings(inv);
+        }
+    }
+    if let Some(tb) = v["error"]["traceback"].as_str().filter(|t| !t.is_empty()) {
+        eprint!("{tb}");
+    }
+    ok(a).map(|_| ())
+}
+
+fn table(headers: &[&str], rows: Vec<Vec<String>>) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.len());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let s: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+            .collect();
+        println!("{}", s.join("  ").trim_end());
+    };
+    line(headers.iter().map(|h| h.to_string()).collect());
+    for r in rows {
+        line(r);
+    }
+}
+
+fn s(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+async fn functions(client: &Client, json: bool) -> Result<()> {
+    let v = ok(client.get("/v1/functions").await?)?.json();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let rows = v["functions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|f| {
+            vec![
+                s(&f["name"]),
+                s(&f["runtime"]),
+                s(&f["handler"]),
+                format!("{}ms", s(&f["timeout_ms"])),
+                s(&f["digest"]).chars().take(12).collect(),
+            ]
+        })
+        .collect();
+    table(&["NAME", "RUNTIME", "HANDLER", "TIMEOUT", "CODE"], rows);
+    Ok(())
+}
+
+async fn pools(client: &Client, json: bool) -> Result<()> {
+    let v = ok(client.get("/v1/pools").await?)?.json();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let rows = v["pools"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|p| {
+            ["runtime", "backend", "target", "max", "idle", "busy", "creating", "hot_starts_total", "cold_starts_total"]
+                .iter()
+                .map(|k| s(&p[*k]))
+                .collect()
+        })
+        .collect();
+    table(&["RUNTIME", "BACKEND", "TARGET", "MAX", "IDLE", "BUSY", "CREATING", "HOT", "COLD"], rows);
+    Ok(())
+}
+
+async fn sandboxes(client: &Client, json: bool) -> Result<()> {
+    let v = ok(client.get("/v1/sandboxes").await?)?.json();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let rows = v["sandboxes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|b| {
+            ["id", "runtime", "state", "pid", "invocations", "function"]
+                .iter()
+                .map(|k| s(&b[*k]))
+                .collect()
+        })
+        .collect();
+    table(&["ID", "RUNTIME", "STATE", "PID", "INVOCATIONS", "FUNCTION"], rows);
+    Ok(())
+}

@@ -1,0 +1,144 @@
+//! emberd's configuration: the command line (with defaults), and what is
+//! derived from it (paths, the instance tag).
+
+use clap::Parser;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "emberd",
+    version,
+    about = "ember daemon: warm sandbox pools and the invoke API on a Unix socket",
+    long_about = "Keeps paused sandboxes with a preloaded interpreter and hot-swaps \
+function code into them per invocation. Serves HTTP/1.1 + JSON on a Unix socket \
+(see docs/api.md). Runs in the foreground and logs to stderr (RUST_LOG sets the level)."
+)]
+pub struct DaemonConfig {
+    /// Unix socket to serve the API on.
+    #[arg(long, env = "EMBER_SOCKET", default_value = "/run/ember/ember.sock")]
+    pub socket: PathBuf,
+
+    /// Directory for the function registry, code store and sandbox bundles.
+    #[arg(long, env = "EMBER_STATE_DIR", default_value = "/var/lib/ember")]
+    pub state_dir: PathBuf,
+
+    /// Warm (paused) sandboxes kept ready per runtime.
+    #[arg(long, default_value_t = 2)]
+    pub pool_size: usize,
+
+    /// Most sandboxes per runtime, warm and busy together; invocations past
+    /// it wait in a queue.
+    #[arg(long, default_value_t = 8)]
+    pub max_sandboxes: usize,
+
+    /// How long an invocation may wait for a sandbox before failing.
+    #[arg(long, default_value_t = 30_000)]
+    pub queue_timeout_ms: u64,
+
+    /// OCI runtime binary (runc CLI compatible).
+    #[arg(long, default_value = "runc")]
+    pub runc: PathBuf,
+
+    /// `--root` passed to the runtime (default: the runtime's own).
+    #[arg(long)]
+    pub runc_root: Option<PathBuf>,
+
+    /// Static ember-agent binary (default: next to emberd, or $EMBER_AGENT).
+    #[arg(long, env = "EMBER_AGENT")]
+    pub agent: Option<PathBuf>,
+
+    /// Python interpreter inside the sandbox (from the host's /usr).
+    #[arg(long, default_value = "/usr/bin/python3")]
+    pub python: String,
+
+    /// Timeout for functions deployed without one.
+    #[arg(long, default_value_t = 10_000)]
+    pub default_timeout_ms: u64,
+
+    /// Largest invoke event accepted (bytes).
+    #[arg(long, default_value_t = 6 * 1024 * 1024)]
+    pub max_event_bytes: usize,
+
+    /// Largest handler result accepted (bytes of JSON).
+    #[arg(long, default_value_t = 6 * 1024 * 1024)]
+    pub max_result_bytes: usize,
+
+    /// Cap for each of a worker's stdout and stderr (bytes); the rest is dropped.
+    #[arg(long, default_value_t = 1024 * 1024)]
+    pub max_output_bytes: usize,
+
+    /// Largest deploy body (compressed bytes).
+    #[arg(long, default_value_t = 64 * 1024 * 1024)]
+    pub max_code_bytes: usize,
+
+    /// Largest unpacked code tree (bytes).
+    #[arg(long, default_value_t = 256 * 1024 * 1024)]
+    pub max_unpacked_code_bytes: u64,
+
+    /// Size of the per-invocation /tmp (MiB).
+    #[arg(long, default_value_t = 64)]
+    pub tmpfs_mb: u64,
+
+    /// Memory limit of each sandbox (MiB).
+    #[arg(long, default_value_t = 512)]
+    pub sandbox_memory_mb: u64,
+
+    /// Process limit of each sandbox.
+    #[arg(long, default_value_t = 256)]
+    pub sandbox_pids: i64,
+}
+
+impl DaemonConfig {
+    pub fn db_path(&self) -> PathBuf {
+        self.state_dir.join("ember.db")
+    }
+    pub fn code_dir(&self) -> PathBuf {
+        self.state_dir.join("code")
+    }
+    pub fn bundles_dir(&self) -> PathBuf {
+        self.state_dir.join("sandboxes")
+    }
+    pub fn lock_path(&self) -> PathBuf {
+        self.state_dir.join("emberd.lock")
+    }
+
+    /// Short tag derived from the state dir: names this daemon's containers
+    /// and cgroups, so a restart on the same state dir finds its leftovers
+    /// and two daemons on different state dirs never touch each other's.
+    pub fn instance_tag(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let canon = std::fs::canonicalize(&self.state_dir).unwrap_or_else(|_| self.state_dir.clone());
+        let h = Sha256::digest(canon.as_os_str().as_encoded_bytes());
+        hex::encode(&h[..4])
+    }
+
+    /// Find the agent binary: flag/env, then next to this executable, then
+    /// the build tree's static build.
+    pub fn resolve_agent(&self) -> Result<PathBuf, String> {
+        if let Some(a) = &self.agent {
+            return if a.is_file() {
+                Ok(a.clone())
+            } else {
+                Err(format!("ember-agent {} does not exist", a.display()))
+            };
+        }
+        let exe = std::env::current_exe().map_err(|e| format!("locating emberd: {e}"))?;
+        let dir = exe.parent().unwrap_or(Path::new("/"));
+        let candidates = [
+            dir.join("ember-agent"),
+            dir.join("../lib/ember/ember-agent"),
+            dir.join("../x86_64-unknown-linux-gnu/release-agent/ember-agent"),
+            dir.join("../../x86_64-unknown-linux-gnu/release-agent/ember-agent"),
+        ];
+        candidates
+            .iter()
+            .find(|p| p.is_file())
+            .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()))
+            .ok_or_else(|| {
+                format!(
+                    "ember-agent not found (looked for {}); build it with scripts/build-agent and pass --agent",
+                    candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+                )
+            })
+    }
+}

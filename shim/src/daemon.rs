@@ -1,0 +1,318 @@
+//! The daemon: startup (lock, registry, store, recovery of a previous
+//! run's sandboxes, pools), deploy/delete, and orderly shutdown.
+
+use crate::config::DaemonConfig;
+use crate::pool::Pool;
+use crate::registry::{FunctionRecord, Registry, RegistryError};
+use crate::validate;
+use ember_injector::{CodeStore, Digest, StoreError, UnpackLimits};
+use ember_profiles::{Limits, Profile};
+use ember_runtimes::cgroup::CgroupLayout;
+use ember_runtimes::{Runc, SandboxConfig};
+use nix::fcntl::{Flock, FlockArg};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("state dir {path}: {source}")]
+    StateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("another emberd already uses state dir {0}")]
+    Locked(PathBuf),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Config(String),
+    #[error("socket {path}: {source}")]
+    Socket {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("another emberd is already serving on {0}")]
+    SocketInUse(PathBuf),
+}
+
+/// How a deploy brings its code.
+pub enum CodeSource {
+    TarGz(bytes::Bytes),
+    Path(PathBuf),
+}
+
+pub struct DeploySpec {
+    pub runtime: String,
+    pub handler: String,
+    pub timeout_ms: u64,
+    pub code: CodeSource,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+}
+
+pub struct Daemon {
+    pub cfg: DaemonConfig,
+    pub registry: Registry,
+    pub store: Arc<CodeStore>,
+    pub tag: String,
+    pools: BTreeMap<String, Arc<Pool>>,
+    cgroups: CgroupLayout,
+    _lock: Flock<std::fs::File>,
+}
+
+impl Daemon {
+    /// Open the state dir, clean up after any previous run, and start the
+    /// pools (their refill runs in the background).
+    pub async fn start(cfg: DaemonConfig) -> Result<Arc<Daemon>, DaemonError> {
+        let sd = |source| DaemonError::StateDir {
+            path: cfg.state_dir.clone(),
+            source,
+        };
+        std::fs::create_dir_all(&cfg.state_dir).map_err(sd)?;
+        std::fs::create_dir_all(cfg.bundles_dir()).map_err(sd)?;
+        let lock_file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(cfg.lock_path())
+            .map_err(sd)?;
+        let lock = Flock::lock(lock_file, FlockArg::LockExclusiveNonblock)
+            .map_err(|_| DaemonError::Locked(cfg.state_dir.clone()))?;
+
+        let agent = cfg.resolve_agent().map_err(DaemonError::Config)?;
+        let tag = cfg.instance_tag();
+        let runc = Runc {
+            binary: cfg.runc.clone(),
+            root: cfg.runc_root.clone(),
+        };
+        let cgroups = CgroupLayout::detect();
+        let registry = Registry::open(&cfg.db_path())?;
+        let store = Arc::new(CodeStore::open(&cfg.code_dir())?);
+
+        let daemon_prefix = format!("ember-{tag}");
+        recover(&runc, &cgroups, &daemon_prefix, &cfg).await;
+        gc_store(&registry, &store);
+
+        // A fresh boot id keeps new sandbox ids distinct from any leftover.
+        let boot = format!("{:04x}", (crate::registry::now_ms() as u64 ^ u64::from(std::process::id())) & 0xffff);
+        let mut pools = BTreeMap::new();
+        for rt in validate::RUNTIMES {
+            let sandbox_cfg = SandboxConfig {
+                runc: runc.clone(),
+                agent: agent.clone(),
+                python: cfg.python.clone(),
+                bundles_dir: cfg.bundles_dir(),
+                cgroup_parent: format!("/ember/{tag}"),
+                profile: Profile::default_profile(),
+                limits: Limits {
+                    memory_bytes: cfg.sandbox_memory_mb * 1024 * 1024,
+                    pids: cfg.sandbox_pids,
+                },
+                ready_timeout: Duration::from_secs(30),
+            };
+            let short = rt.trim_end_matches(char::is_numeric);
+            let pool = Pool::new(
+                rt,
+                sandbox_cfg,
+                cgroups.clone(),
+                format!("{daemon_prefix}-{boot}-{short}"),
+                cfg.pool_size,
+                cfg.max_sandboxes,
+                Duration::from_millis(cfg.queue_timeout_ms),
+            );
+            tokio::spawn(pool.clone().refill_loop());
+            pools.insert(rt.to_string(), pool);
+        }
+        tracing::info!(
+            state_dir = %cfg.state_dir.display(),
+            tag = %tag,
+            agent = %agent.display(),
+            functions = registry.list().map(|l| l.len()).unwrap_or(0),
+            "emberd started"
+        );
+        Ok(Arc::new(Daemon {
+            cfg,
+            registry,
+            store,
+            tag,
+            pools,
+            cgroups,
+            _lock: lock,
+        }))
+    }
+
+    pub fn pool(&self, runtime: &str) -> Option<&Arc<Pool>> {
+        self.pools.get(runtime)
+    }
+
+    pub fn pools(&self) -> impl Iterator<Item = &Arc<Pool>> {
+        self.pools.values()
+    }
+
+    /// Store the code and record the function; returns the record and
+    /// whether it is new.
+    pub async fn deploy(&self, name: &str, spec: DeploySpec) -> Result<(FunctionRecord, bool), DeployError> {
+        validate::function_name(name).map_err(DeployError::Invalid)?;
+        validate::runtime(&spec.runtime).map_err(DeployError::Invalid)?;
+        validate::handler(&spec.handler).map_err(DeployError::Invalid)?;
+        validate::timeout_ms(spec.timeout_ms).map_err(DeployError::Invalid)?;
+        let limits = UnpackLimits {
+            max_bytes: self.cfg.max_unpacked_code_bytes,
+            ..UnpackLimits::default()
+        };
+        let digest = match spec.code {
+            CodeSource::TarGz(bytes) => {
+                let store = self.store.clone();
+                tokio::task::spawn_blocking(move || store.put_tar_gz(&bytes, limits))
+                    .await
+                    .map_err(|e| DeployError::Invalid(format!("unpacking task failed: {e}")))??
+            }
+            CodeSource::Path(path) => {
+                if !path.is_absolute() {
+                    return Err(DeployError::Invalid(format!(
+                        "code path {} must be absolute",
+                        path.display()
+                    )));
+                }
+                let store = self.store.clone();
+                tokio::task::spawn_blocking(move || store.put_dir(&path, limits))
+                    .await
+                    .map_err(|e| DeployError::Invalid(format!("copying task failed: {e}")))??
+            }
+        };
+        let old = self.registry.get(name)?;
+        let rec = self
+            .registry
+            .upsert(name, &spec.runtime, &spec.handler, spec.timeout_ms, digest.as_str())?;
+        if let Some(old) = old {
+            self.drop_code_if_unused(&old.digest);
+        }
+        tracing::info!(function = name, digest = %digest, "deployed");
+        Ok(rec)
+    }
+
+    pub fn delete_function(&self, name: &str) -> Result<bool, RegistryError> {
+        let old = self.registry.get(name)?;
+        let deleted = self.registry.delete(name)?;
+        if let Some(old) = old {
+            self.drop_code_if_unused(&old.digest);
+            tracing::info!(function = name, "deleted");
+        }
+        Ok(deleted)
+    }
+
+    /// Remove code no function refers to. An invocation still running with
+    /// it keeps its mount (the clone holds the files open); the next start
+    /// collects anything missed.
+    fn drop_code_if_unused(&self, digest: &str) {
+        if let (Ok(false), Some(d)) = (self.registry.digest_in_use(digest), Digest::parse(digest)) {
+            if let Err(e) = self.store.remove(&d) {
+                tracing::warn!(digest, "removing unused code: {e}");
+            }
+        }
+    }
+
+    /// Stop: refuse new invocations, let running ones finish (up to
+    /// `grace`), destroy every sandbox, remove this daemon's cgroups.
+    pub async fn shutdown(&self, grace: Duration) {
+        for pool in self.pools.values() {
+            pool.shutdown(grace).await;
+        }
+        let left = self.cgroups.remove_tree(&format!("/ember/{}", self.tag));
+        for p in left {
+            tracing::warn!(cgroup = %p.display(), "could not remove cgroup");
+        }
+        tracing::info!("emberd stopped");
+    }
+}
+
+/// Remove every container, bundle and cgroup a previous daemon on this
+/// state dir left behind (after a crash or SIGKILL).
+async fn recover(runc: &Runc, cgroups: &CgroupLayout, prefix: &str, cfg: &DaemonConfig) {
+    let mut removed = 0;
+    match runc.list().await {
+        Ok(list) => {
+            for c in list.iter().filter(|c| c.id.starts_with(&format!("{prefix}-"))) {
+                match runc.delete_force(&c.id).await {
+                    Ok(()) => removed += 1,
+                    Err(e) => tracing::warn!(sandbox = %c.id, "removing leftover sandbox: {e}"),
+                }
+            }
+        }
+        Err(e) => tracing::warn!("listing leftover sandboxes: {e}"),
+    }
+    if let Ok(entries) = std::fs::read_dir(cfg.bundles_dir()) {
+        for e in entries.flatten() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+    let tag = prefix.trim_start_matches("ember-");
+    let left = cgroups.remove_tree(&format!("/ember/{tag}"));
+    for p in &left {
+        tracing::warn!(cgroup = %p.display(), "could not remove leftover cgroup");
+    }
+    if removed > 0 {
+        tracing::info!(removed, "removed sandboxes left by a previous run");
+    }
+}
+
+/// Drop stored code that no function refers to.
+fn gc_store(registry: &Registry, store: &CodeStore) {
+    let Ok(digests) = store.list() else { return };
+    for d in digests {
+        if let Ok(false) = registry.digest_in_use(d.as_str()) {
+            let _ = store.remove(&d);
+        }
+    }
+}
+
+/// Run emberd until SIGTERM or SIGINT: serve the API, then drain running
+/// invocations, remove every sandbox and the socket.
+pub async fn run(cfg: DaemonConfig) -> Result<(), DaemonError> {
+    let socket = cfg.socket.clone();
+    let sock_err = |source| DaemonError::Socket {
+        path: socket.clone(),
+        source,
+    };
+    if socket.exists() {
+        if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+            return Err(DaemonError::SocketInUse(socket.clone()));
+        }
+        std::fs::remove_file(&socket).map_err(sock_err)?;
+    }
+    if let Some(dir) = socket.parent() {
+        std::fs::create_dir_all(dir).map_err(sock_err)?;
+    }
+    let daemon = Daemon::start(cfg).await?;
+    let listener = tokio::net::UnixListener::bind(&socket).map_err(sock_err)?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o660)).map_err(sock_err)?;
+    }
+    tracing::info!(socket = %socket.display(), "serving");
+    let stop = async {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: draining"),
+            _ = int.recv() => tracing::info!("SIGINT: draining"),
+        }
+    };
+    let served = crate::api::serve(daemon.clone(), listener, stop).await;
+    let _ = std::fs::remove_file(&socket);
+    daemon.shutdown(Duration::from_secs(30)).await;
+    served.map_err(sock_err)
+}

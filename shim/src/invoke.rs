@@ -1,0 +1,335 @@
+//! The invocation path: pick a sandbox, thaw it, inject the code, run the
+//! handler through the agent, eject, freeze, give the sandbox back, with a
+//! timing for each phase.
+
+use crate::daemon::Daemon;
+use crate::pool::{PoolError, StartKind};
+use crate::registry::RegistryError;
+use ember_proto::{FromAgent, InvokeRequest, Outcome, ToAgent};
+use serde::Serialize;
+use serde_json::value::RawValue;
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::Instrument;
+
+/// Extra time the daemon gives the agent past the function's timeout to
+/// kill the worker and report, before it gives up on the whole sandbox.
+const AGENT_GRACE: Duration = Duration::from_secs(5);
+
+/// Per-phase timings of one invocation, in microseconds.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Timings {
+    /// Waiting for a sandbox (excludes creating one).
+    pub queue: u64,
+    /// Creating a sandbox (cold starts only).
+    pub create: u64,
+    pub thaw: u64,
+    pub inject: u64,
+    /// From the request reaching the agent's pipe to its answer.
+    pub run: u64,
+    /// Unmounting and verifying, plus freezing.
+    pub cleanup: u64,
+    pub total: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HandlerErrorInfo {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub message: String,
+    pub traceback: String,
+}
+
+/// Everything known about one invocation; the API's invoke answer.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub id: String,
+    pub function: String,
+    pub sandbox: String,
+    pub start: StartKind,
+    pub outcome: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<Box<RawValue>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<HandlerErrorInfo>,
+    pub stdout: String,
+    pub stderr: String,
+    pub stdout_truncated: bool,
+    pub stderr_truncated: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+    /// Processes the handler left behind, killed after it returned.
+    pub strays_killed: u32,
+    pub timings_us: Timings,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InvokeError {
+    #[error("function {0:?} is not deployed")]
+    UnknownFunction(String),
+    #[error("event is not valid JSON: {0}")]
+    BadEvent(String),
+    #[error("event is {size} bytes, limit is {limit}")]
+    EventTooLarge { size: usize, limit: usize },
+    #[error(transparent)]
+    Pool(#[from] PoolError),
+    #[error("sandbox {sandbox} failed during {phase}: {message}")]
+    Sandbox {
+        sandbox: String,
+        phase: &'static str,
+        message: String,
+    },
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error("code {digest} of function {function:?} is missing from the store")]
+    CodeMissing { function: String, digest: String },
+    /// The handler ran but did not produce a result; the report says why.
+    #[error("{}", describe(.0))]
+    Failed(Box<Report>),
+}
+
+fn describe(r: &Report) -> String {
+    match (r.outcome, &r.error) {
+        ("timeout", _) => format!("function {:?} timed out", r.function),
+        (_, Some(e)) => format!("{}: {}", e.kind, e.message),
+        ("crashed", None) => match (r.exit_code, r.signal) {
+            (_, Some(sig)) => format!("worker of {:?} was killed by signal {sig}", r.function),
+            (Some(code), _) => format!("worker of {:?} exited with status {code} without a result", r.function),
+            _ => format!("worker of {:?} died without a result", r.function),
+        },
+        (o, None) => format!("function {:?} failed: {o}", r.function),
+    }
+}
+
+static INVOCATION_SEQ: AtomicU64 = AtomicU64::new(0);
+
+fn invocation_id() -> String {
+    format!(
+        "{:011x}{:05x}",
+        crate::registry::now_ms(),
+        INVOCATION_SEQ.fetch_add(1, Ordering::Relaxed) & 0xfffff
+    )
+}
+
+/// Check the event before anything is spent on it. An empty body is `{}`.
+pub fn check_event(body: &[u8], limit: usize) -> Result<String, InvokeError> {
+    if body.len() > limit {
+        return Err(InvokeError::EventTooLarge {
+            size: body.len(),
+            limit,
+        });
+    }
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok("{}".to_string());
+    }
+    let text = std::str::from_utf8(body).map_err(|e| InvokeError::BadEvent(e.to_string()))?;
+    serde_json::from_str::<&RawValue>(text).map_err(|e| InvokeError::BadEvent(e.to_string()))?;
+    Ok(text.to_string())
+}
+
+/// Run one invocation to the end, whatever happens to the caller: the work
+/// is spawned so a client that hangs up cannot leave a sandbox half-used.
+pub async fn invoke(daemon: Arc<Daemon>, name: String, body: bytes::Bytes) -> Result<Report, InvokeError> {
+    let id = invocation_id();
+    let span = tracing::info_span!("invoke", invocation = %id, function = %name);
+    tokio::spawn(async move { invoke_inner(&daemon, id, &name, &body).await }.instrument(span))
+        .await
+        .unwrap_or_else(|e| {
+            Err(InvokeError::Sandbox {
+                sandbox: String::new(),
+                phase: "invoke",
+                message: format!("invocation task failed: {e}"),
+            })
+        })
+}
+
+async fn invoke_inner(
+    daemon: &Arc<Daemon>,
+    id: String,
+    name: &str,
+    body: &[u8],
+) -> Result<Report, InvokeError> {
+    let t0 = Instant::now();
+    let event = check_event(body, daemon.cfg.max_event_bytes)?;
+    let func = daemon
+        .registry
+        .get(name)?
+        .ok_or_else(|| InvokeError::UnknownFunction(name.to_string()))?;
+    let digest = ember_injector::Digest::parse(&func.digest).ok_or_else(|| InvokeError::CodeMissing {
+        function: name.to_string(),
+        digest: func.digest.clone(),
+    })?;
+    let code = daemon.store.path(&digest);
+    if !code.is_dir() {
+        return Err(InvokeError::CodeMissing {
+            function: name.to_string(),
+            digest: func.digest.clone(),
+        });
+    }
+    let pool = daemon.pool(&func.runtime).ok_or_else(|| InvokeError::Sandbox {
+        sandbox: String::new(),
+        phase: "acquire",
+        message: format!("no pool for runtime {}", func.runtime),
+    })?;
+    let mut timings = Timings::default();
+    let (mut sb, start, waited) = pool.acquire(name).await?;
+    if start == StartKind::Cold {
+        timings.create = sb.create_us;
+        timings.queue = (waited.as_micros() as u64).saturating_sub(sb.create_us);
+    } else {
+        timings.queue = waited.as_micros() as u64;
+    }
+    let sandbox_id = sb.id.clone();
+    let fail = |phase: &'static str, message: String| InvokeError::Sandbox {
+        sandbox: sandbox_id.clone(),
+        phase,
+        message,
+    };
+
+    // Thaw. A cold sandbox was never frozen; thawing it is harmless.
+    let t = Instant::now();
+    if let Err(e) = sb.freezer.thaw() {
+        pool.release(sb, false);
+        return Err(fail("thaw", e.to_string()));
+    }
+    timings.thaw = t.elapsed().as_micros() as u64;
+
+    // Inject code at /fn and a fresh /tmp.
+    let t = Instant::now();
+    let tmpfs_bytes = daemon.cfg.tmpfs_mb * 1024 * 1024;
+    let injected = tokio::task::block_in_place(|| ember_injector::inject(sb.mntns.as_fd(), &code, tmpfs_bytes));
+    if let Err(e) = injected {
+        let _ = tokio::task::block_in_place(|| ember_injector::eject(sb.mntns.as_fd(), sb.init_pid));
+        pool.release(sb, false);
+        return Err(fail("inject", e.to_string()));
+    }
+    timings.inject = t.elapsed().as_micros() as u64;
+
+    // Run.
+    let t = Instant::now();
+    let req = InvokeRequest {
+        id: id.clone(),
+        function: name.to_string(),
+        handler: func.handler.clone(),
+        event,
+        timeout_ms: func.timeout_ms,
+        max_output_bytes: daemon.cfg.max_output_bytes,
+        max_result_bytes: daemon.cfg.max_result_bytes,
+        memory_limit_mb: daemon.cfg.sandbox_memory_mb,
+    };
+    let wait = Duration::from_millis(func.timeout_ms) + AGENT_GRACE;
+    let answer = async {
+        sb.conn.send(&ToAgent::Invoke(req)).await?;
+        sb.conn.recv().await
+    };
+    let answer = match tokio::time::timeout(wait, answer).await {
+        Ok(Ok(FromAgent::Result(r))) => r,
+        Ok(Ok(FromAgent::Fatal { message })) => {
+            pool.release(sb, false);
+            return Err(fail("run", format!("agent gave up: {message}")));
+        }
+        Ok(Ok(other)) => {
+            pool.release(sb, false);
+            return Err(fail("run", format!("unexpected agent message {other:?}")));
+        }
+        Ok(Err(message)) => {
+            pool.release(sb, false);
+            return Err(fail("run", message));
+        }
+        Err(_) => {
+            pool.release(sb, false);
+            return Err(fail(
+                "run",
+                format!("agent did not answer within {} ms", wait.as_millis()),
+            ));
+        }
+    };
+    timings.run = t.elapsed().as_micros() as u64;
+
+    // Clean up: out with /fn and /tmp (verified), back to sleep.
+    let t = Instant::now();
+    let mut healthy = matches!(
+        answer.outcome,
+        Outcome::Ok | Outcome::HandlerError | Outcome::ResultTooLarge
+    );
+    if let Err(e) = tokio::task::block_in_place(|| ember_injector::eject(sb.mntns.as_fd(), sb.init_pid)) {
+        tracing::warn!(sandbox = %sb.id, "eject failed, discarding sandbox: {e}");
+        healthy = false;
+    }
+    if healthy {
+        if let Err(e) = sb.freezer.freeze() {
+            tracing::warn!(sandbox = %sb.id, "freeze failed, discarding sandbox: {e}");
+            healthy = false;
+        }
+    }
+    pool.release(sb, healthy);
+    timings.cleanup = t.elapsed().as_micros() as u64;
+    timings.total = t0.elapsed().as_micros() as u64;
+
+    let result = match (&answer.outcome, answer.result) {
+        (Outcome::Ok, Some(text)) => Some(RawValue::from_string(text).map_err(|e| {
+            fail("run", format!("agent returned a result that is not JSON: {e}"))
+        })?),
+        _ => None,
+    };
+    let report = Report {
+        id,
+        function: name.to_string(),
+        sandbox: sandbox_id.clone(),
+        start,
+        outcome: answer.outcome.as_str(),
+        result,
+        error: answer.error.map(|e| HandlerErrorInfo {
+            kind: e.kind,
+            message: e.message,
+            traceback: e.traceback,
+        }),
+        stdout: answer.stdout,
+        stderr: answer.stderr,
+        stdout_truncated: answer.stdout_truncated,
+        stderr_truncated: answer.stderr_truncated,
+        exit_code: answer.exit_code,
+        signal: answer.signal,
+        strays_killed: answer.strays_killed,
+        timings_us: timings,
+    };
+    tracing::info!(
+        outcome = report.outcome,
+        start = ?report.start,
+        sandbox = %report.sandbox,
+        total_us = report.timings_us.total,
+        queue_us = report.timings_us.queue,
+        thaw_us = report.timings_us.thaw,
+        inject_us = report.timings_us.inject,
+        run_us = report.timings_us.run,
+        cleanup_us = report.timings_us.cleanup,
+        "invocation done"
+    );
+    if answer.outcome == Outcome::Ok {
+        Ok(report)
+    } else {
+        Err(InvokeError::Failed(Box::new(report)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_are_checked() {
+        assert_eq!(check_event(b"", 10).unwrap(), "{}");
+        assert_eq!(check_event(b" \n", 10).unwrap(), "{}");
+        assert_eq!(check_event(br#"{"a":[1]}"#, 100).unwrap(), r#"{"a":[1]}"#);
+        assert!(matches!(check_event(b"{bad", 100), Err(InvokeError::BadEvent(_))));
+        assert!(matches!(check_event(b"\xff\xfe", 100), Err(InvokeError::BadEvent(_))));
+        assert!(matches!(
+            check_event(b"[1,2,3]", 3),
+            Err(InvokeError::EventTooLarge { size: 7, limit: 3 })
+        ));
+    }
+}

@@ -1,0 +1,18 @@
+//! `emberd` and the `ember` CLI.
+//!
+//! Owns the daemon: warm pools of sandboxes per language runtime, the
+//! invocation path (thaw, inject, run, eject, freeze), the function
+//! registry in SQLite, recovery of a previous run's leftovers, and the
+//! HTTP/1.1 + JSON API on a Unix socket (`docs/api.md`); and the CLI that
+//! speaks that API. Sandbox mechanics live in `ember-runtimes`, code
+//! storage and mount injection in `ember-injector`.
+
+pub mod api;
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod daemon;
+pub mod invoke;
+pub mod pool;
+pub mod registry;
+pub mod validate;

@@ -1,0 +1,441 @@
+//! Warm pools: per runtime, a set of paused sandboxes kept at a target
+//! size by a background task, handed out to invocations and taken back.
+//!
+//! A sandbox is either idle (frozen, in the queue), busy (lent to one
+//! invocation) or being created. An invocation that finds no idle sandbox
+//! creates one itself if the pool is under its maximum (a cold start,
+//! reported as such) or waits for one to come back.
+
+use ember_runtimes::cgroup::CgroupLayout;
+use ember_runtimes::{RuntimeError, Sandbox, SandboxConfig};
+use serde::Serialize;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StartKind {
+    /// A warm sandbox from the pool.
+    Hot,
+    /// The pool was empty: a sandbox was created for this invocation.
+    Cold,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    #[error("no sandbox of runtime {runtime} became free within {waited_ms} ms ({max} busy)")]
+    Exhausted {
+        runtime: String,
+        waited_ms: u64,
+        max: usize,
+    },
+    #[error("pool {runtime} is shutting down")]
+    ShuttingDown { runtime: String },
+    #[error("creating a {runtime} sandbox: {source}")]
+    Create {
+        runtime: String,
+        source: RuntimeError,
+    },
+}
+
+struct BusyInfo {
+    function: String,
+    since: Instant,
+    pid: u32,
+    created: Instant,
+    invocations: u64,
+}
+
+#[derive(Default)]
+struct State {
+    idle: VecDeque<Sandbox>,
+    busy: HashMap<String, BusyInfo>,
+    /// Creations under way (refill and cold starts).
+    creating: usize,
+    target: usize,
+    max: usize,
+}
+
+impl State {
+    fn total(&self) -> usize {
+        self.idle.len() + self.busy.len() + self.creating
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    created: AtomicU64,
+    destroyed: AtomicU64,
+    create_failures: AtomicU64,
+    hot: AtomicU64,
+    cold: AtomicU64,
+}
+
+pub struct Pool {
+    pub runtime: String,
+    cfg: SandboxConfig,
+    cgroups: CgroupLayout,
+    id_prefix: String,
+    seq: AtomicU64,
+    state: Mutex<State>,
+    /// A sandbox came back or a slot was freed.
+    returned: Notify,
+    /// The refill task should look again.
+    refill: Notify,
+    closing: AtomicBool,
+    counters: Counters,
+    queue_timeout: Duration,
+    reaper: Mutex<JoinSet<()>>,
+}
+
+/// A pool's state as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct PoolStatus {
+    pub runtime: String,
+    pub backend: &'static str,
+    pub target: usize,
+    pub max: usize,
+    pub idle: usize,
+    pub busy: usize,
+    pub creating: usize,
+    pub created_total: u64,
+    pub destroyed_total: u64,
+    pub create_failures_total: u64,
+    pub hot_starts_total: u64,
+    pub cold_starts_total: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SandboxStatus {
+    pub id: String,
+    pub runtime: String,
+    pub backend: &'static str,
+    pub state: &'static str,
+    pub pid: u32,
+    pub age_ms: u64,
+    pub invocations: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub function: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub busy_ms: Option<u64>,
+}
+
+impl Pool {
+    pub fn new(
+        runtime: &str,
+        cfg: SandboxConfig,
+        cgroups: CgroupLayout,
+        id_prefix: String,
+        target: usize,
+        max: usize,
+        queue_timeout: Duration,
+    ) -> Arc<Pool> {
+        Arc::new(Pool {
+            runtime: runtime.to_string(),
+            cfg,
+            cgroups,
+            id_prefix,
+            seq: AtomicU64::new(0),
+            state: Mutex::new(State {
+                target,
+                max: max.max(1),
+                ..State::default()
+            }),
+            returned: Notify::new(),
+            refill: Notify::new(),
+            closing: AtomicBool::new(false),
+            counters: Counters::default(),
+            queue_timeout,
+            reaper: Mutex::new(JoinSet::new()),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn sandbox_config(&self) -> &SandboxConfig {
+        &self.cfg
+    }
+
+    fn next_id(&self) -> String {
+        format!("{}-{}", self.id_prefix, self.seq.fetch_add(1, Ordering::Relaxed))
+    }
+
+    async fn create(&self) -> Result<Sandbox, PoolError> {
+        let id = self.next_id();
+        let span = tracing::info_span!("create_sandbox", sandbox = %id, runtime = %self.runtime);
+        match Sandbox::create(&self.cfg, &self.cgroups, &id).instrument(span).await {
+            Ok(sb) => {
+                self.counters.created.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(
+                    sandbox = %id,
+                    create_ms = sb.create_us as f64 / 1000.0,
+                    preload_ms = sb.ready.preload_us as f64 / 1000.0,
+                    "sandbox ready"
+                );
+                Ok(sb)
+            }
+            Err(source) => {
+                self.counters.create_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(sandbox = %id, "sandbox creation failed: {source}");
+                Err(PoolError::Create {
+                    runtime: self.runtime.clone(),
+                    source,
+                })
+            }
+        }
+    }
+
+    /// Take a sandbox for `function`: an idle one (hot), a new one (cold),
+    /// or the next one returned. Returns how long it waited.
+    pub async fn acquire(&self, function: &str) -> Result<(Sandbox, StartKind, Duration), PoolError> {
+        let started = Instant::now();
+        let deadline = started + self.queue_timeout;
+        loop {
+            if self.closing.load(Ordering::SeqCst) {
+                return Err(PoolError::ShuttingDown {
+                    runtime: self.runtime.clone(),
+                });
+            }
+            let notified = self.returned.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let cold = {
+                let mut st = self.lock();
+                if let Some(sb) = st.idle.pop_front() {
+                    st.busy.insert(sb.id.clone(), busy_info(&sb, function));
+                    drop(st);
+                    self.counters.hot.fetch_add(1, Ordering::Relaxed);
+                    self.refill.notify_one();
+                    return Ok((sb, StartKind::Hot, started.elapsed()));
+                }
+                if st.total() < st.max {
+                    st.creating += 1;
+                    true
+                } else {
+                    false
+                }
+            };
+            if cold {
+                let res = self.create().await;
+                let mut st = self.lock();
+                st.creating -= 1;
+                return match res {
+                    Ok(sb) => {
+                        st.busy.insert(sb.id.clone(), busy_info(&sb, function));
+                        self.counters.cold.fetch_add(1, Ordering::Relaxed);
+                        Ok((sb, StartKind::Cold, started.elapsed()))
+                    }
+                    Err(e) => {
+                        drop(st);
+                        self.returned.notify_one();
+                        Err(e)
+                    }
+                };
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || tokio::time::timeout(left, notified).await.is_err() {
+                let max = self.lock().max;
+                return Err(PoolError::Exhausted {
+                    runtime: self.runtime.clone(),
+                    waited_ms: started.elapsed().as_millis() as u64,
+                    max,
+                });
+            }
+        }
+    }
+
+    /// Give a sandbox back. A healthy one (already frozen by the caller)
+    /// goes back to the queue; an unhealthy one is destroyed in the
+    /// background and the pool refilled.
+    pub fn release(self: &Arc<Self>, mut sb: Sandbox, healthy: bool) {
+        sb.invocations += 1;
+        let mut st = self.lock();
+        st.busy.remove(&sb.id);
+        if healthy && !self.closing.load(Ordering::SeqCst) && st.total() < st.max {
+            st.idle.push_back(sb);
+            drop(st);
+        } else {
+            drop(st);
+            self.destroy_later(sb);
+            self.refill.notify_one();
+        }
+        self.returned.notify_one();
+    }
+
+    fn destroy_later(self: &Arc<Self>, sb: Sandbox) {
+        let pool = self.clone();
+        let mut reaper = self.reaper.lock().unwrap_or_else(|e| e.into_inner());
+        // Drop finished reaps so the set does not grow without bound.
+        while reaper.try_join_next().is_some() {}
+        reaper.spawn(async move {
+            let id = sb.id.clone();
+            if let Err(e) = sb.destroy(&pool.cfg.runc).await {
+                tracing::warn!(sandbox = %id, "destroying sandbox: {e}");
+            }
+            pool.counters.destroyed.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(sandbox = %id, "sandbox destroyed");
+        });
+    }
+
+    /// Keep the pool at its target size, one creation at a time (creation
+    /// is CPU-heavy; parallel creation would slow the hot path on a small
+    /// machine).
+    pub async fn refill_loop(self: Arc<Self>) {
+        let mut failures = 0u32;
+        loop {
+            if self.closing.load(Ordering::SeqCst) {
+                return;
+            }
+            let need = {
+                let mut st = self.lock();
+                // Busy sandboxes come back (fork mode): count them toward the target.
+                let need = st.total() < st.target.min(st.max);
+                if need {
+                    st.creating += 1;
+                }
+                need
+            };
+            if !need {
+                let _ = tokio::time::timeout(Duration::from_secs(1), self.refill.notified()).await;
+                continue;
+            }
+            let res = self.create().await;
+            self.lock().creating -= 1;
+            match res {
+                Ok(sb) => match sb.freezer.freeze() {
+                    Ok(()) if !self.closing.load(Ordering::SeqCst) => {
+                        failures = 0;
+                        self.lock().idle.push_back(sb);
+                        self.returned.notify_one();
+                    }
+                    Ok(()) => self.destroy_later(sb),
+                    Err(e) => {
+                        tracing::warn!(sandbox = %sb.id, "freezing new sandbox: {e}");
+                        self.destroy_later(sb);
+                    }
+                },
+                Err(_) => {
+                    // Back off so a broken runtime does not spin the CPU.
+                    failures += 1;
+                    let wait = Duration::from_millis(200 * u64::from(failures.min(25)));
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+
+    pub fn set_size(self: &Arc<Self>, target: Option<usize>, max: Option<usize>) -> PoolStatus {
+        {
+            let mut st = self.lock();
+            if let Some(m) = max {
+                st.max = m.max(1);
+            }
+            if let Some(t) = target {
+                st.target = t;
+            }
+            // Shrink: idle sandboxes beyond the target are dropped now.
+            let mut extra = Vec::new();
+            while st.idle.len() > st.target || (st.total() > st.max && !st.idle.is_empty()) {
+                if let Some(sb) = st.idle.pop_back() {
+                    extra.push(sb);
+                }
+            }
+            drop(st);
+            for sb in extra {
+                self.destroy_later(sb);
+            }
+        }
+        self.refill.notify_one();
+        self.status()
+    }
+
+    pub fn status(&self) -> PoolStatus {
+        let st = self.lock();
+        PoolStatus {
+            runtime: self.runtime.clone(),
+            backend: "runc",
+            target: st.target,
+            max: st.max,
+            idle: st.idle.len(),
+            busy: st.busy.len(),
+            creating: st.creating,
+            created_total: self.counters.created.load(Ordering::Relaxed),
+            destroyed_total: self.counters.destroyed.load(Ordering::Relaxed),
+            create_failures_total: self.counters.create_failures.load(Ordering::Relaxed),
+            hot_starts_total: self.counters.hot.load(Ordering::Relaxed),
+            cold_starts_total: self.counters.cold.load(Ordering::Relaxed),
+        }
+    }
+
+    pub fn sandboxes(&self) -> Vec<SandboxStatus> {
+        let st = self.lock();
+        let mut out: Vec<SandboxStatus> = st
+            .idle
+            .iter()
+            .map(|sb| SandboxStatus {
+                id: sb.id.clone(),
+                runtime: self.runtime.clone(),
+                backend: "runc",
+                state: "idle",
+                pid: sb.init_pid,
+                age_ms: sb.created.elapsed().as_millis() as u64,
+                invocations: sb.invocations,
+                function: None,
+                busy_ms: None,
+            })
+            .collect();
+        out.extend(st.busy.iter().map(|(id, b)| SandboxStatus {
+            id: id.clone(),
+            runtime: self.runtime.clone(),
+            backend: "runc",
+            state: "busy",
+            pid: b.pid,
+            age_ms: b.created.elapsed().as_millis() as u64,
+            invocations: b.invocations,
+            function: Some(b.function.clone()),
+            busy_ms: Some(b.since.elapsed().as_millis() as u64),
+        }));
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out
+    }
+
+    /// Stop handing out sandboxes, wait up to `grace` for busy ones to come
+    /// back, then destroy every sandbox and wait for that to finish.
+    pub async fn shutdown(self: &Arc<Self>, grace: Duration) {
+        self.closing.store(true, Ordering::SeqCst);
+        self.returned.notify_waiters();
+        self.refill.notify_waiters();
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            let st = self.lock();
+            if st.busy.is_empty() && st.creating == 0 {
+                break;
+            }
+            drop(st);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let idle: Vec<Sandbox> = self.lock().idle.drain(..).collect();
+        for sb in idle {
+            self.destroy_later(sb);
+        }
+        let mut set = std::mem::take(&mut *self.reaper.lock().unwrap_or_else(|e| e.into_inner()));
+        while set.join_next().await.is_some() {}
+    }
+}
+
+fn busy_info(sb: &Sandbox, function: &str) -> BusyInfo {
+    BusyInfo {
+        function: function.to_string(),
+        since: Instant::now(),
+        pid: sb.init_pid,
+        created: sb.created,
+        invocations: sb.invocations,
+    }
+}

@@ -1,0 +1,195 @@
+//! The function registry: one SQLite database under the state dir, so a
+//! restarted daemon knows every deployed function.
+
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("function registry {path}: {source}")]
+    Sql {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct FunctionRecord {
+    pub name: String,
+    pub runtime: String,
+    pub handler: String,
+    pub timeout_ms: u64,
+    /// Hex SHA-256 of the code tree in the store.
+    pub digest: String,
+    /// Unix milliseconds.
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+pub struct Registry {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS functions (
+    name       TEXT PRIMARY KEY,
+    runtime    TEXT NOT NULL,
+    handler    TEXT NOT NULL,
+    timeout_ms INTEGER NOT NULL,
+    digest     TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+";
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl Registry {
+    pub fn open(path: &Path) -> Result<Registry, RegistryError> {
+        let err = |source| RegistryError::Sql {
+            path: path.to_path_buf(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(err)?;
+        // WAL with full sync: a deploy that got its answer survives a crash.
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
+        conn.pragma_update(None, "synchronous", "FULL").map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(err)?;
+        conn.execute_batch(SCHEMA).map_err(err)?;
+        Ok(Registry {
+            path: path.to_path_buf(),
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, RegistryError> {
+        let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        f(&conn).map_err(|source| RegistryError::Sql {
+            path: self.path.clone(),
+            source,
+        })
+    }
+
+    /// Insert or replace; returns the stored record and whether it is new.
+    pub fn upsert(
+        &self,
+        name: &str,
+        runtime: &str,
+        handler: &str,
+        timeout_ms: u64,
+        digest: &str,
+    ) -> Result<(FunctionRecord, bool), RegistryError> {
+        let now = now_ms();
+        let existing = self.get(name)?;
+        let created_at = existing.as_ref().map(|r| r.created_at).unwrap_or(now);
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO functions (name, runtime, handler, timeout_ms, digest, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT(name) DO UPDATE SET runtime = ?2, handler = ?3, timeout_ms = ?4,
+                    digest = ?5, updated_at = ?7",
+                params![name, runtime, handler, timeout_ms as i64, digest, created_at, now],
+            )
+        })?;
+        let rec = FunctionRecord {
+            name: name.to_string(),
+            runtime: runtime.to_string(),
+            handler: handler.to_string(),
+            timeout_ms,
+            digest: digest.to_string(),
+            created_at,
+            updated_at: now,
+        };
+        Ok((rec, existing.is_none()))
+    }
+
+    pub fn get(&self, name: &str) -> Result<Option<FunctionRecord>, RegistryError> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT name, runtime, handler, timeout_ms, digest, created_at, updated_at
+                 FROM functions WHERE name = ?1",
+                params![name],
+                row_to_record,
+            )
+            .optional()
+        })
+    }
+
+    pub fn list(&self) -> Result<Vec<FunctionRecord>, RegistryError> {
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT name, runtime, handler, timeout_ms, digest, created_at, updated_at
+                 FROM functions ORDER BY name",
+            )?;
+            let rows = st.query_map([], row_to_record)?;
+            rows.collect()
+        })
+    }
+
+    /// Returns whether a function was deleted.
+    pub fn delete(&self, name: &str) -> Result<bool, RegistryError> {
+        self.with(|c| c.execute("DELETE FROM functions WHERE name = ?1", params![name]))
+            .map(|n| n > 0)
+    }
+
+    /// Whether any function still uses `digest`.
+    pub fn digest_in_use(&self, digest: &str) -> Result<bool, RegistryError> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT EXISTS(SELECT 1 FROM functions WHERE digest = ?1)",
+                params![digest],
+                |r| r.get::<_, bool>(0),
+            )
+        })
+    }
+}
+
+fn row_to_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<FunctionRecord> {
+    Ok(FunctionRecord {
+        name: r.get(0)?,
+        runtime: r.get(1)?,
+        handler: r.get(2)?,
+        timeout_ms: r.get::<_, i64>(3)? as u64,
+        digest: r.get(4)?,
+        created_at: r.get(5)?,
+        updated_at: r.get(6)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn survives_reopen_and_tracks_updates() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("ember.db");
+        {
+            let r = Registry::open(&db).unwrap();
+            let (rec, new) = r.upsert("f", "python3", "main.handler", 100, "aa").unwrap();
+            assert!(new);
+            assert_eq!(rec.digest, "aa");
+            let (rec2, new) = r.upsert("f", "python3", "main.other", 200, "bb").unwrap();
+            assert!(!new);
+            assert_eq!(rec2.created_at, rec.created_at);
+            r.upsert("g", "python3", "main.handler", 100, "bb").unwrap();
+        }
+        let r = Registry::open(&db).unwrap();
+        let f = r.get("f").unwrap().unwrap();
+        assert_eq!((f.handler.as_str(), f.timeout_ms, f.digest.as_str()), ("main.other", 200, "bb"));
+        assert_eq!(r.list().unwrap().len(), 2);
+        assert!(r.digest_in_use("bb").unwrap());
+        assert!(!r.digest_in_use("aa").unwrap());
+        assert!(r.delete("f").unwrap());
+        assert!(!r.delete("f").unwrap());
+        assert!(r.get("f").unwrap().is_none());
+    }
+}

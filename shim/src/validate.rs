@@ -1,0 +1,93 @@
+//! Input validation for everything that arrives over the API. Each check
+//! returns a message that names the offending input.
+
+/// Language runtimes this build can run.
+pub const RUNTIMES: &[&str] = &["python3"];
+pub const DEFAULT_HANDLER: &str = "main.handler";
+pub const MAX_TIMEOUT_MS: u64 = 900_000;
+
+pub fn function_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid function name {name:?}: use 1-64 letters, digits, '-' or '_', starting with a letter or digit"
+        ))
+    }
+}
+
+pub fn runtime(rt: &str) -> Result<(), String> {
+    if RUNTIMES.contains(&rt) {
+        Ok(())
+    } else {
+        Err(format!(
+            "unknown runtime {rt:?} (available: {})",
+            RUNTIMES.join(", ")
+        ))
+    }
+}
+
+fn is_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c == '_' || c.is_alphabetic())
+        && chars.all(|c| c == '_' || c.is_alphanumeric())
+}
+
+/// `module.function`, where module may be dotted (`pkg.mod.function`).
+pub fn handler(h: &str) -> Result<(), String> {
+    let ok = h.len() <= 256
+        && h.contains('.')
+        && h.split('.').all(is_identifier);
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid handler {h:?}: expected module.function, e.g. {DEFAULT_HANDLER}"
+        ))
+    }
+}
+
+pub fn timeout_ms(t: u64) -> Result<(), String> {
+    if (1..=MAX_TIMEOUT_MS).contains(&t) {
+        Ok(())
+    } else {
+        Err(format!("invalid timeout_ms {t}: must be 1..={MAX_TIMEOUT_MS}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert!(function_name("hello-world_2").is_ok());
+        for bad in ["", "-x", "a/b", "a b", "..", &"x".repeat(65), "é"] {
+            assert!(function_name(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn handlers() {
+        assert!(handler("main.handler").is_ok());
+        assert!(handler("pkg.sub.run_it").is_ok());
+        for bad in ["main", "main.", ".handler", "main.hand-ler", "os.system('x')", "a..b"] {
+            assert!(handler(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn runtimes_and_timeouts() {
+        assert!(runtime("python3").is_ok());
+        assert!(runtime("cobol").unwrap_err().contains("python3"));
+        assert!(timeout_ms(0).is_err());
+        assert!(timeout_ms(MAX_TIMEOUT_MS + 1).is_err());
+        assert!(timeout_ms(3000).is_ok());
+    }
+}
