@@ -119,14 +119,13 @@ pub fn eject(mntns: BorrowedFd<'_>, pid: u32) -> Result<(), InjectError> {
         for target in [SCRATCH_MOUNT, CODE_MOUNT] {
             // Repeat: a target could carry stacked mounts if user code
             // managed to mount over it.
+            // Lazy detach: the mount leaves the namespace at once even if
+            // the just-killed worker has not finished exiting (its cwd is
+            // in /fn); nothing new can reach it after this.
             for _ in 0..8 {
-                match umount2(target, MntFlags::empty()) {
+                match umount2(target, MntFlags::MNT_DETACH) {
                     Ok(()) => continue,
                     Err(nix::Error::EINVAL) => break, // not a mount point
-                    Err(nix::Error::EBUSY) => {
-                        umount2(target, MntFlags::MNT_DETACH)
-                            .map_err(|source| InjectError::Detach { target, source })?;
-                    }
                     Err(source) => return Err(InjectError::Detach { target, source }),
                 }
             }

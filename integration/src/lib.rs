@@ -1,1 +1,406 @@
-//! placeholder
+//! Test harness for ember's end-to-end tests: starts a private `emberd`
+//! (own socket, state dir and therefore own container/cgroup names) on real
+//! runc, talks to it over its Unix socket, and checks that nothing is left
+//! behind. Owns no product code.
+//!
+//! These tests need root, runc, python3 and a built agent. Without them a
+//! test prints what is missing and returns, unless `EMBER_REQUIRE_INTEGRATION=1`
+//! (set by `scripts/test` and CI), where a missing prerequisite fails it.
+
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Directory holding the workspace's built binaries (target/debug).
+pub fn bin_dir() -> PathBuf {
+    if let Ok(d) = std::env::var("EMBER_BIN_DIR") {
+        return PathBuf::from(d);
+    }
+    // target/debug/deps/<test-binary> -> target/debug
+    let exe = std::env::current_exe().expect("test executable path");
+    exe.parent()
+        .and_then(|p| p.parent())
+        .expect("target dir")
+        .to_path_buf()
+}
+
+pub fn bin(name: &str) -> PathBuf {
+    bin_dir().join(name)
+}
+
+pub fn agent_path() -> PathBuf {
+    if let Ok(a) = std::env::var("EMBER_AGENT") {
+        return PathBuf::from(a);
+    }
+    bin_dir().join("../x86_64-unknown-linux-gnu/release-agent/ember-agent")
+}
+
+fn which(cmd: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {cmd}")])
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// What is missing to run end-to-end tests here, if anything.
+pub fn missing_prerequisites() -> Vec<String> {
+    let mut missing = Vec::new();
+    if !nix::unistd::geteuid().is_root() {
+        missing.push("root (sandboxes need namespaces, cgroups and mounts)".to_string());
+    }
+    if !which("runc") {
+        missing.push("runc (apt-get install runc)".to_string());
+    }
+    if !Path::new("/usr/bin/python3").exists() {
+        missing.push("/usr/bin/python3 (apt-get install python3)".to_string());
+    }
+    for b in ["emberd", "ember"] {
+        if !bin(b).is_file() {
+            missing.push(format!("{} (cargo build --workspace --bins)", bin(b).display()));
+        }
+    }
+    if !agent_path().is_file() {
+        missing.push(format!("{} (scripts/build-agent)", agent_path().display()));
+    }
+    missing
+}
+
+/// True if the test may run; otherwise explains and returns false (or
+/// panics when integration tests are required).
+pub fn prerequisites_met(test: &str) -> bool {
+    let missing = missing_prerequisites();
+    if missing.is_empty() {
+        return true;
+    }
+    let msg = format!("{test}: needs {}", missing.join(", "));
+    if std::env::var("EMBER_REQUIRE_INTEGRATION").as_deref() == Ok("1") {
+        panic!("{msg}");
+    }
+    eprintln!("SKIPPED {msg}");
+    false
+}
+
+/// One HTTP answer.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("answer is not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+    pub fn error_code(&self) -> String {
+        self.json()["error"]["code"].as_str().unwrap_or("").to_string()
+    }
+}
+
+/// Minimal blocking HTTP/1.1 over a Unix socket (one request per
+/// connection), enough for tests.
+pub fn http(socket: &Path, method: &str, path: &str, content_type: &str, body: &[u8]) -> std::io::Result<Answer> {
+    let mut s = UnixStream::connect(socket)?;
+    s.set_read_timeout(Some(Duration::from_secs(120)))?;
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: ember\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes())?;
+    s.write_all(body)?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other("no HTTP header end"))?;
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad status line: {head}")))?;
+    let mut body = raw[split + 4..].to_vec();
+    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        body = dechunk(&body);
+    }
+    Ok(Answer { status, body })
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(eol) = b.windows(2).position(|w| w == b"\r\n") else { break };
+        let size = usize::from_str_radix(String::from_utf8_lossy(&b[..eol]).trim(), 16).unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        out.extend_from_slice(&b[eol + 2..eol + 2 + size]);
+        b = &b[eol + 2 + size + 2..];
+    }
+    out
+}
+
+/// A private emberd for one test. Stopped (and its leftovers removed) on
+/// drop, even when the test fails.
+pub struct Daemon {
+    pub dir: tempfile::TempDir,
+    pub socket: PathBuf,
+    pub state: PathBuf,
+    pub args: Vec<String>,
+    child: Option<Child>,
+}
+
+impl Daemon {
+    pub fn start(extra: &[&str]) -> Daemon {
+        let dir = tempfile::Builder::new().prefix("ember-it-").tempdir().expect("temp dir");
+        let socket = dir.path().join("ember.sock");
+        let state = dir.path().join("state");
+        let mut d = Daemon {
+            socket,
+            state,
+            args: extra.iter().map(|s| s.to_string()).collect(),
+            dir,
+            child: None,
+        };
+        d.spawn();
+        d
+    }
+
+    /// Start (again) on the same state dir and socket.
+    pub fn spawn(&mut self) {
+        assert!(self.child.is_none(), "daemon already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("emberd.log"))
+            .expect("log file");
+        let child = Command::new(bin("emberd"))
+            .arg("--socket")
+            .arg(&self.socket)
+            .arg("--state-dir")
+            .arg(&self.state)
+            .arg("--agent")
+            .arg(agent_path())
+            .args(&self.args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start emberd");
+        self.child = Some(child);
+        let t = Instant::now();
+        while self.try_get("/v1/health").map(|a| a.status) != Some(200) {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("emberd exited with {status}; log:\n{}", self.log());
+            }
+            assert!(t.elapsed() < Duration::from_secs(30), "emberd did not come up; log:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("emberd.log")).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// The tag emberd derives from its state dir (names its containers
+    /// `ember-<tag>-...` and cgroups `/ember/<tag>`).
+    pub fn tag(&self) -> String {
+        self.get("/v1/health").json()["instance"].as_str().expect("instance tag").to_string()
+    }
+
+    fn try_get(&self, path: &str) -> Option<Answer> {
+        http(&self.socket, "GET", path, "application/json", b"").ok()
+    }
+
+    pub fn get(&self, path: &str) -> Answer {
+        http(&self.socket, "GET", path, "application/json", b"")
+            .unwrap_or_else(|e| panic!("GET {path}: {e}; log:\n{}", self.log()))
+    }
+
+    pub fn request(&self, method: &str, path: &str, content_type: &str, body: &[u8]) -> Answer {
+        http(&self.socket, method, path, content_type, body)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}; log:\n{}", self.log()))
+    }
+
+    /// Deploy a function from a host directory (JSON form of the API).
+    pub fn deploy_dir(&self, name: &str, dir: &Path, timeout_ms: u64) -> Answer {
+        let body = serde_json::json!({ "code": { "path": dir }, "timeout_ms": timeout_ms });
+        self.request(
+            "PUT",
+            &format!("/v1/functions/{name}"),
+            "application/json",
+            body.to_string().as_bytes(),
+        )
+    }
+
+    /// Deploy a function given as (file name, content) pairs.
+    pub fn deploy_files(&self, name: &str, files: &[(&str, &str)], timeout_ms: u64) -> Answer {
+        let dir = self.dir.path().join(format!("src-{name}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("function dir");
+        for (f, content) in files {
+            let p = dir.join(f);
+            std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+            std::fs::write(p, content).expect("write function file");
+        }
+        let a = self.deploy_dir(name, &dir, timeout_ms);
+        assert!(a.status == 200 || a.status == 201, "deploy {name}: {} {}", a.status, String::from_utf8_lossy(&a.body));
+        a
+    }
+
+    pub fn invoke(&self, name: &str, event: &str) -> Answer {
+        self.request(
+            "POST",
+            &format!("/v1/functions/{name}/invoke"),
+            "application/json",
+            event.as_bytes(),
+        )
+    }
+
+    pub fn pool(&self) -> Value {
+        self.get("/v1/pools").json()["pools"][0].clone()
+    }
+
+    /// Wait until the pool has `n` idle sandboxes and nothing busy or
+    /// being created.
+    pub fn wait_pool_idle(&self, n: u64) {
+        let t = Instant::now();
+        loop {
+            let p = self.pool();
+            if p["idle"] == n && p["busy"] == 0 && p["creating"] == 0 {
+                return;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "pool never settled at {n} idle: {p}; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// Run the `ember` CLI against this daemon.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(bin("ember"))
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("run ember")
+    }
+
+    /// SIGKILL the daemon (a crash), leaving its sandboxes behind.
+    pub fn crash(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let t = Instant::now();
+            loop {
+                if let Ok(Some(status)) = c.try_wait() {
+                    assert!(status.success(), "emberd exited with {status}; log:\n{}", self.log());
+                    return;
+                }
+                if t.elapsed() > Duration::from_secs(60) {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    panic!("emberd did not stop within 60 s of SIGTERM; log:\n{}", self.log());
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    /// Stop cleanly and assert nothing of this daemon is left: containers,
+    /// cgroups, mounts.
+    pub fn stop_and_check(&mut self, tag: &str) {
+        self.stop();
+        assert_no_leftovers(tag, &self.state);
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            let tag = self.try_get("/v1/health").and_then(|a| a.json()["instance"].as_str().map(String::from));
+            if std::thread::panicking() {
+                eprintln!("emberd log:\n{}", self.log());
+            }
+            // Ask nicely; a stuck daemon is killed and its containers swept.
+            if let Some(mut c) = self.child.take() {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(c.id() as i32),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+                let t = Instant::now();
+                while c.try_wait().ok().flatten().is_none() && t.elapsed() < Duration::from_secs(30) {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            if let Some(tag) = tag {
+                for id in runc_ids(&format!("ember-{tag}-")) {
+                    let _ = Command::new("runc").args(["delete", "--force", &id]).status();
+                }
+            }
+        }
+    }
+}
+
+/// Ids of runc containers (default root) starting with `prefix`.
+pub fn runc_ids(prefix: &str) -> Vec<String> {
+    let out = Command::new("runc").args(["list", "--quiet"]).output().expect("runc list");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .map(String::from)
+        .collect()
+}
+
+/// cgroup directories named `/ember/<tag>` in any hierarchy.
+pub fn cgroup_leftovers(tag: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    for line in mounts.lines() {
+        let f: Vec<&str> = line.split(' ').collect();
+        let Some(sep) = f.iter().position(|x| *x == "-") else { continue };
+        if matches!(f.get(sep + 1), Some(&"cgroup") | Some(&"cgroup2")) {
+            let p = Path::new(f[4]).join("ember").join(tag);
+            if p.exists() {
+                found.push(p);
+            }
+        }
+    }
+    found
+}
+
+pub fn assert_no_leftovers(tag: &str, state: &Path) {
+    let ids = runc_ids(&format!("ember-{tag}-"));
+    assert!(ids.is_empty(), "containers left behind: {ids:?}");
+    let cg = cgroup_leftovers(tag);
+    assert!(cg.is_empty(), "cgroups left behind: {cg:?}");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let state = state.to_string_lossy();
+    let leaked: Vec<&str> = mounts.lines().filter(|l| l.contains(state.as_ref())).collect();
+    assert!(leaked.is_empty(), "mounts left behind: {leaked:?}");
+}

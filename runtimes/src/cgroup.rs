@@ -175,6 +175,18 @@ impl Freezer {
         }
     }
 
+    /// Start freezing without waiting for it to settle: the hot path's
+    /// variant. A sandbox still `FREEZING` when it is next thawed is fine.
+    pub fn request_freeze(&self) -> Result<(), RuntimeError> {
+        match self {
+            Freezer::V1(state) => fs::write(state, "FROZEN").map_err(Self::err(state)),
+            Freezer::V2(dir) => {
+                let ctl = dir.join("cgroup.freeze");
+                fs::write(&ctl, "1").map_err(Self::err(&ctl))
+            }
+        }
+    }
+
     pub fn thaw(&self) -> Result<(), RuntimeError> {
         match self {
             Freezer::V1(state) => fs::write(state, "THAWED").map_err(Self::err(state)),

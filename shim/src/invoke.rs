@@ -62,8 +62,6 @@ pub struct Report {
     pub exit_code: Option<i32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub signal: Option<i32>,
-    /// Processes the handler left behind, killed after it returned.
-    pub strays_killed: u32,
     pub timings_us: Timings,
 }
 
@@ -250,7 +248,8 @@ async fn invoke_inner(
     };
     timings.run = t.elapsed().as_micros() as u64;
 
-    // Clean up: out with /fn and /tmp (verified), back to sleep.
+    // Clean up: out with /fn and /tmp, verified. Freezing waits for the
+    // agent's `Idle` (next worker warm), after the caller has its answer.
     let t = Instant::now();
     let mut healthy = matches!(
         answer.outcome,
@@ -260,15 +259,15 @@ async fn invoke_inner(
         tracing::warn!(sandbox = %sb.id, "eject failed, discarding sandbox: {e}");
         healthy = false;
     }
-    if healthy {
-        if let Err(e) = sb.freezer.freeze() {
-            tracing::warn!(sandbox = %sb.id, "freeze failed, discarding sandbox: {e}");
-            healthy = false;
-        }
-    }
-    pool.release(sb, healthy);
     timings.cleanup = t.elapsed().as_micros() as u64;
     timings.total = t0.elapsed().as_micros() as u64;
+    if healthy {
+        pool.mark_returning(&sb.id);
+        let pool = pool.clone();
+        tokio::spawn(return_when_idle(pool, sb).in_current_span());
+    } else {
+        pool.release(sb, false);
+    }
 
     let result = match (&answer.outcome, answer.result) {
         (Outcome::Ok, Some(text)) => Some(RawValue::from_string(text).map_err(|e| {
@@ -294,7 +293,6 @@ async fn invoke_inner(
         stderr_truncated: answer.stderr_truncated,
         exit_code: answer.exit_code,
         signal: answer.signal,
-        strays_killed: answer.strays_killed,
         timings_us: timings,
     };
     tracing::info!(
@@ -314,6 +312,40 @@ async fn invoke_inner(
     } else {
         Err(InvokeError::Failed(Box::new(report)))
     }
+}
+
+/// How long a sandbox may take to warm its next worker.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Wait for the agent's `Idle`, freeze, and put the sandbox back; any
+/// surprise discards it.
+async fn return_when_idle(pool: Arc<crate::pool::Pool>, mut sb: ember_runtimes::Sandbox) {
+    let healthy = match tokio::time::timeout(IDLE_TIMEOUT, sb.conn.recv()).await {
+        Ok(Ok(FromAgent::Idle { strays_killed, .. })) => match sb.freezer.request_freeze() {
+            Ok(()) if strays_killed > 0 => {
+                tracing::info!(sandbox = %sb.id, strays_killed, "killed processes the invocation left behind");
+                true
+            }
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(sandbox = %sb.id, "freeze failed, discarding sandbox: {e}");
+                false
+            }
+        },
+        Ok(Ok(other)) => {
+            tracing::warn!(sandbox = %sb.id, "expected idle from agent, got {other:?}; discarding");
+            false
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(sandbox = %sb.id, "agent failed after invocation: {e}; discarding");
+            false
+        }
+        Err(_) => {
+            tracing::warn!(sandbox = %sb.id, "agent not idle within {IDLE_TIMEOUT:?}; discarding");
+            false
+        }
+    };
+    pool.release(sb, healthy);
 }
 
 #[cfg(test)]

@@ -17,6 +17,10 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
+/// How long an invocation waits for a returning sandbox before it
+/// creates a new one.
+const RETURNING_WAIT: Duration = Duration::from_millis(250);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StartKind {
@@ -44,6 +48,9 @@ pub enum PoolError {
 }
 
 struct BusyInfo {
+    /// The invocation has answered; the sandbox is warming its next worker
+    /// and comes back to the pool within milliseconds.
+    returning: bool,
     function: String,
     since: Instant,
     pid: u32,
@@ -57,6 +64,8 @@ struct State {
     busy: HashMap<String, BusyInfo>,
     /// Creations under way (refill and cold starts).
     creating: usize,
+    /// Busy sandboxes that are on their way back (see `BusyInfo`).
+    returning: usize,
     target: usize,
     max: usize,
 }
@@ -197,6 +206,9 @@ impl Pool {
     pub async fn acquire(&self, function: &str) -> Result<(Sandbox, StartKind, Duration), PoolError> {
         let started = Instant::now();
         let deadline = started + self.queue_timeout;
+        // Waiting a moment for a sandbox that is about to come back beats
+        // creating one (tens of milliseconds).
+        let returning_until = started + RETURNING_WAIT;
         loop {
             if self.closing.load(Ordering::SeqCst) {
                 return Err(PoolError::ShuttingDown {
@@ -215,7 +227,8 @@ impl Pool {
                     self.refill.notify_one();
                     return Ok((sb, StartKind::Hot, started.elapsed()));
                 }
-                if st.total() < st.max {
+                let wait_for_returning = st.returning > 0 && Instant::now() < returning_until;
+                if !wait_for_returning && st.total() < st.max {
                     st.creating += 1;
                     true
                 } else {
@@ -239,14 +252,31 @@ impl Pool {
                     }
                 };
             }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() || tokio::time::timeout(left, notified).await.is_err() {
+            let now = Instant::now();
+            if now >= deadline {
                 let max = self.lock().max;
                 return Err(PoolError::Exhausted {
                     runtime: self.runtime.clone(),
                     waited_ms: started.elapsed().as_millis() as u64,
                     max,
                 });
+            }
+            let mut wait = deadline - now;
+            if now < returning_until {
+                wait = wait.min(returning_until - now);
+            }
+            let _ = tokio::time::timeout(wait, notified).await;
+        }
+    }
+
+    /// The invocation on `id` has answered its caller; the sandbox will be
+    /// released once its next worker is warm.
+    pub fn mark_returning(&self, id: &str) {
+        let mut st = self.lock();
+        if let Some(b) = st.busy.get_mut(id) {
+            if !b.returning {
+                b.returning = true;
+                st.returning += 1;
             }
         }
     }
@@ -257,7 +287,9 @@ impl Pool {
     pub fn release(self: &Arc<Self>, mut sb: Sandbox, healthy: bool) {
         sb.invocations += 1;
         let mut st = self.lock();
-        st.busy.remove(&sb.id);
+        if st.busy.remove(&sb.id).is_some_and(|b| b.returning) {
+            st.returning -= 1;
+        }
         if healthy && !self.closing.load(Ordering::SeqCst) && st.total() < st.max {
             st.idle.push_back(sb);
             drop(st);
@@ -395,7 +427,7 @@ impl Pool {
             id: id.clone(),
             runtime: self.runtime.clone(),
             backend: "runc",
-            state: "busy",
+            state: if b.returning { "returning" } else { "busy" },
             pid: b.pid,
             age_ms: b.created.elapsed().as_millis() as u64,
             invocations: b.invocations,
@@ -432,6 +464,7 @@ impl Pool {
 
 fn busy_info(sb: &Sandbox, function: &str) -> BusyInfo {
     BusyInfo {
+        returning: false,
         function: function.to_string(),
         since: Instant::now(),
         pid: sb.init_pid,

@@ -6,7 +6,8 @@ use crate::zygote::{Event, Zygote};
 use ember_proto::{frame_len, HandlerError, InvokeRequest, InvokeResult, Outcome};
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::unistd::{pipe2, read};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::{pipe2, read, Pid};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
@@ -61,9 +62,18 @@ impl Capture {
     }
 }
 
-pub fn run(zyg: &mut Zygote, req: &InvokeRequest) -> Result<InvokeResult, String> {
+pub fn run(zyg: &mut Zygote, req: &InvokeRequest) -> Result<(InvokeResult, Pending), String> {
     let started = Instant::now();
     let deadline = started + Duration::from_millis(req.timeout_ms);
+    // The daemon only sends a request after `Idle`, so a spare is ready;
+    // wait briefly all the same rather than trust it.
+    let worker = match zyg.spare.take() {
+        Some(pid) => pid,
+        None => {
+            zyg.wait_spare(SETTLE)?;
+            zyg.spare.take().unwrap_or(0)
+        }
+    };
     let (out_r, out_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
     let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
     let (res_r, res_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
@@ -91,13 +101,12 @@ pub fn run(zyg: &mut Zygote, req: &InvokeRequest) -> Result<InvokeResult, String
     // size plus the envelope.
     let mut res = Capture::new(res_r, 4 + 2 * req.max_result_bytes + 64 * 1024);
 
-    let mut worker: Option<i32> = None;
     let mut exit: Option<(Option<i32>, Option<i32>)> = None;
     let mut timed_out = false;
 
     while exit.is_none() && !result_complete(&res.buf) && !res.truncated {
         if zyg.has_buffered_line() {
-            on_event(zyg.read_event()?, &mut worker, &mut exit);
+            on_event(zyg.read_event()?, worker, &mut exit);
             continue;
         }
         let left = deadline.saturating_duration_since(Instant::now());
@@ -123,52 +132,19 @@ pub fn run(zyg: &mut Zygote, req: &InvokeRequest) -> Result<InvokeResult, String
         err.pump();
         res.pump();
         if ctl_ready {
-            on_event(zyg.read_event()?, &mut worker, &mut exit);
+            on_event(zyg.read_event()?, worker, &mut exit);
         }
     }
     let run_us = started.elapsed().as_micros() as u64;
 
-    // The worker may not have been forked yet (timeout right away): learn
-    // its pid before killing, so it cannot start after the sweep.
-    let settle_by = Instant::now() + SETTLE;
-    while worker.is_none() && exit.is_none() {
-        if Instant::now() > settle_by {
-            return Err("zygote never reported the forked worker".into());
-        }
-        on_event(zyg.read_event()?, &mut worker, &mut exit);
-    }
-    let worker_pid = worker.unwrap_or(0);
-    let zygote = zyg.pid();
-    let mut strays = 0u32;
-    loop {
-        let killed = procs::kill_all_but(&[zygote]);
-        if exit.is_none() {
-            // The worker itself is not a stray.
-            strays += killed.saturating_sub(1);
-        } else {
-            strays += killed;
-        }
-        procs::reap(zygote)?;
-        if exit.is_none() && poll_ctl(zyg, Duration::from_millis(20)) {
-            on_event(zyg.read_event()?, &mut worker, &mut exit);
-        }
-        if exit.is_some() && procs::others().iter().all(|&p| p == zygote) {
-            break;
-        }
-        if Instant::now() > settle_by {
-            return Err(format!(
-                "processes left after invocation {} would not die: {:?}",
-                req.id,
-                procs::others()
-            ));
-        }
-        std::thread::sleep(Duration::from_micros(200));
-    }
-    // Every writer is gone: what is left in the pipes is all there is.
+    // The worker is done (or out of time): kill it and its process group
+    // now. The rest of the sweep (`settle`) runs after the answer is sent;
+    // the daemon sends nothing new before `Idle`, which follows the sweep.
+    let _ = kill(Pid::from_raw(-worker), Signal::SIGKILL);
+    let _ = kill(Pid::from_raw(worker), Signal::SIGKILL);
     out.pump();
     err.pump();
     res.pump();
-    let _ = worker_pid;
 
     let (exit_code, signal) = exit.unwrap_or((None, None));
     let mut result = InvokeResult {
@@ -183,7 +159,6 @@ pub fn run(zyg: &mut Zygote, req: &InvokeRequest) -> Result<InvokeResult, String
         run_us,
         exit_code: if timed_out { None } else { exit_code },
         signal: if timed_out { None } else { signal },
-        strays_killed: strays,
     };
     if res.truncated {
         result.outcome = Outcome::ResultTooLarge;
@@ -195,15 +170,55 @@ pub fn run(zyg: &mut Zygote, req: &InvokeRequest) -> Result<InvokeResult, String
     } else if timed_out {
         result.outcome = Outcome::Timeout;
     }
-    Ok(result)
+    Ok((result, Pending { worker, exit }))
 }
 
-fn on_event(ev: Event, worker: &mut Option<i32>, exit: &mut Option<(Option<i32>, Option<i32>)>) {
+/// What `settle` needs to finish an invocation.
+pub struct Pending {
+    worker: i32,
+    exit: Option<(Option<i32>, Option<i32>)>,
+}
+
+/// Make sure nothing of the invocation survives: wait for the worker's
+/// exit, kill every process that is not the zygote or a fresh spare (the
+/// zygote's other children: user code cannot create those, its orphans go
+/// to PID 1), reap. Returns how many stray processes were killed.
+pub fn settle(zyg: &mut Zygote, p: Pending) -> Result<u32, String> {
+    let Pending { worker, mut exit } = p;
+    let zygote = zyg.pid();
+    let settle_by = Instant::now() + SETTLE;
+    let mut strays = 0u32;
+    loop {
+        strays += procs::kill_where(|pid| {
+            pid != zygote && pid != worker && procs::ppid(pid) != Some(zygote)
+        });
+        procs::reap(zygote)?;
+        if exit.is_none() && poll_ctl(zyg, Duration::from_millis(20)) {
+            on_event(zyg.read_event()?, worker, &mut exit);
+            continue;
+        }
+        let clean = exit.is_some()
+            && procs::others()
+                .iter()
+                .all(|&p| p == zygote || (p != worker && procs::ppid(p) == Some(zygote)));
+        if clean {
+            return Ok(strays);
+        }
+        if Instant::now() > settle_by {
+            return Err(format!(
+                "processes left after an invocation would not die: {:?}",
+                procs::others()
+            ));
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
+fn on_event(ev: Event, worker: i32, exit: &mut Option<(Option<i32>, Option<i32>)>) {
     match ev {
-        Event::Forked(pid) => *worker = Some(pid),
+        Event::Spare => {}
         Event::Exited { pid, code, signal } => {
-            if worker.is_none() || *worker == Some(pid) {
-                *worker = Some(pid);
+            if pid == worker {
                 *exit = Some((code, signal));
             }
         }

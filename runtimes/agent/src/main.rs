@@ -17,6 +17,10 @@ mod zygote;
 
 use ember_proto::{read_frame, write_frame, FrameError, FromAgent, ToAgent};
 use std::io::{self, BufReader, BufWriter};
+use std::time::Duration;
+
+/// How long the next spare worker may take to fork and warm up.
+const SPARE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Options passed on the agent's command line by the sandbox bundle.
 pub struct Options {
@@ -82,9 +86,22 @@ fn run(opts: &Options, out: &mut impl io::Write) -> Result<(), String> {
         match msg {
             ToAgent::Shutdown => return Ok(()),
             ToAgent::Invoke(req) => {
-                let result = invoke::run(&mut zyg, &req)?;
+                let (result, pending) = invoke::run(&mut zyg, &req)?;
                 write_frame(out, &FromAgent::Result(result))
                     .map_err(|e| format!("writing result: {e}"))?;
+                // While the daemon answers its caller: sweep what the
+                // invocation left, let the next worker warm up. The daemon
+                // sends nothing new and freezes the sandbox only after Idle.
+                let strays_killed = invoke::settle(&mut zyg, pending)?;
+                let spare = zyg.wait_spare(SPARE_TIMEOUT)?;
+                write_frame(
+                    out,
+                    &FromAgent::Idle {
+                        spare_pid: spare as u32,
+                        strays_killed,
+                    },
+                )
+                .map_err(|e| format!("writing idle: {e}"))?;
             }
         }
     }

@@ -17,12 +17,26 @@ pub fn others() -> Vec<i32> {
         .collect()
 }
 
+/// Parent pid of `pid`, from `/proc/<pid>/stat`.
+pub fn ppid(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces and parentheses: skip past the
+    // last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split(' ').nth(1)?.parse().ok()
+}
+
 /// SIGKILL every process except the agent and `keep`; returns how many
 /// were signalled.
 pub fn kill_all_but(keep: &[i32]) -> u32 {
+    kill_where(|pid| !keep.contains(&pid))
+}
+
+/// SIGKILL every process (but the agent) for which `doomed` says so.
+pub fn kill_where(doomed: impl Fn(i32) -> bool) -> u32 {
     let mut n = 0;
     for pid in others() {
-        if keep.contains(&pid) {
+        if !doomed(pid) {
             continue;
         }
         if kill(Pid::from_raw(pid), Signal::SIGKILL).is_ok() {

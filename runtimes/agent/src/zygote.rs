@@ -17,11 +17,14 @@ pub struct Zygote {
     pub child: Child,
     pub ctl: UnixStream,
     buf: Vec<u8>,
+    /// The forked, warmed worker waiting for the next request.
+    pub spare: Option<i32>,
 }
 
 /// One line the zygote sent on its control socket.
 pub enum Event {
-    Forked(i32),
+    /// A new spare worker is ready (also recorded in `Zygote::spare`).
+    Spare,
     Exited { pid: i32, code: Option<i32>, signal: Option<i32> },
     Other(serde_json::Value),
 }
@@ -68,6 +71,7 @@ impl Zygote {
             child,
             ctl: UnixStream::from(ours),
             buf: Vec::new(),
+            spare: None,
         })
     }
 
@@ -89,6 +93,7 @@ impl Zygote {
         let pid = v["ready"]
             .as_u64()
             .ok_or_else(|| format!("zygote greeting without ready: {v}"))?;
+        self.wait_spare(READY_TIMEOUT)?;
         Ok(Ready {
             zygote_pid: pid as u32,
             runtime_version: v["version"].as_str().unwrap_or("python").to_string(),
@@ -119,8 +124,9 @@ impl Zygote {
         let line = self.read_line()?;
         let v: serde_json::Value = serde_json::from_slice(&line)
             .map_err(|e| format!("zygote sent a bad line: {e}"))?;
-        if let Some(pid) = v["forked"].as_i64() {
-            return Ok(Event::Forked(pid as i32));
+        if let Some(pid) = v["spare"].as_i64() {
+            self.spare = Some(pid as i32);
+            return Ok(Event::Spare);
         }
         if let Some(pid) = v["exited"].as_i64() {
             return Ok(Event::Exited {
@@ -130,6 +136,28 @@ impl Zygote {
             });
         }
         Ok(Event::Other(v))
+    }
+
+    /// Block until a spare worker is ready (or `wait` runs out).
+    pub fn wait_spare(&mut self, wait: Duration) -> Result<i32, String> {
+        let deadline = Instant::now() + wait;
+        while self.spare.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(format!("no spare worker within {} ms", wait.as_millis()));
+            }
+            self.ctl
+                .set_read_timeout(Some(left))
+                .map_err(|e| format!("zygote socket: {e}"))?;
+            let ev = self.read_event();
+            self.ctl
+                .set_read_timeout(None)
+                .map_err(|e| format!("zygote socket: {e}"))?;
+            if let Event::Other(v) = ev? {
+                eprintln!("ember-agent: zygote says {v}");
+            }
+        }
+        Ok(self.spare.unwrap_or(0))
     }
 
     pub fn has_buffered_line(&self) -> bool {

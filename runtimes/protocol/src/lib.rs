@@ -48,9 +48,13 @@ pub struct InvokeRequest {
 pub enum FromAgent {
     /// The zygote has preloaded its modules and waits for work.
     Ready(Ready),
-    /// The outcome of one invocation; the worker and everything it started
-    /// are gone by the time this is sent.
+    /// The outcome of one invocation. The worker is killed by then; what
+    /// it left running is swept before `Idle`.
     Result(InvokeResult),
+    /// The sandbox is ready for the next request (its next worker is
+    /// forked and warmed). Sent after each `Result`; the daemon freezes the
+    /// sandbox only after this.
+    Idle { spare_pid: u32, strays_killed: u32 },
     /// The agent cannot go on (zygote died, protocol error); it exits next.
     Fatal { message: String },
 }
@@ -117,8 +121,6 @@ pub struct InvokeResult {
     pub exit_code: Option<i32>,
     /// Signal that ended the worker, if any.
     pub signal: Option<i32>,
-    /// Processes left behind by the worker and killed by the agent.
-    pub strays_killed: u32,
 }
 
 /// Errors of the frame codec.

@@ -1,0 +1,85 @@
+//! The `ember` CLI forms users and scripts depend on, against a real emberd.
+
+use ember_integration::{prerequisites_met, Daemon};
+use serde_json::json;
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn init_deploy_invoke_list_with_the_cli() {
+    if !prerequisites_met("init_deploy_invoke_list_with_the_cli") {
+        return;
+    }
+    let mut d = Daemon::start(&[]);
+    let tag = d.tag();
+    let fn_dir = d.dir.path().join("greeter");
+    let fn_dir_s = fn_dir.to_str().unwrap();
+
+    let out = d.cli(&["init", fn_dir_s]);
+    assert!(out.status.success(), "init: {}", text(&out.stderr));
+    assert!(fn_dir.join("main.py").is_file() && fn_dir.join("ember.json").is_file());
+    // init refuses to overwrite.
+    assert!(!d.cli(&["init", fn_dir_s]).status.success());
+
+    let out = d.cli(&["deploy", fn_dir_s, "--name", "greet"]);
+    assert!(out.status.success(), "deploy: {}", text(&out.stderr));
+
+    let out = d.cli(&["invoke", "greet", "--data", r#"{"name":"Ada"}"#]);
+    assert!(out.status.success(), "invoke: {}", text(&out.stderr));
+    let result: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is the JSON result");
+    assert_eq!(result, json!({"greeting": "Hello, Ada!", "function": "greet"}));
+    assert!(out.stderr.is_empty(), "timings only with --verbose: {}", text(&out.stderr));
+
+    let out = d.cli(&["invoke", "greet", "--data", r#"{"name":"Bo"}"#, "--verbose"]);
+    assert!(out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("total") && err.contains("inject") && err.contains("greeting Bo"), "{err}");
+
+    // The manifest's name is used when --name is absent.
+    let out = d.cli(&["deploy", fn_dir_s]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let out = d.cli(&["functions"]);
+    assert!(out.status.success());
+    let list = text(&out.stdout);
+    assert!(list.contains("greet") && list.contains("greeter") && list.contains("main.handler"), "{list}");
+
+    let out = d.cli(&["pool"]);
+    assert!(out.status.success());
+    assert!(text(&out.stdout).contains("python3"));
+
+    // Errors: non-zero exit, message on stderr, nothing on stdout.
+    let out = d.cli(&["invoke", "missing"]);
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty());
+    assert!(text(&out.stderr).contains("not deployed"), "{}", text(&out.stderr));
+    let out = d.cli(&["invoke", "greet", "--data", "{broken"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("not valid JSON"));
+
+    std::fs::write(fn_dir.join("main.py"), "def handler(e, c):\n    raise KeyError('nope')\n").unwrap();
+    assert!(d.cli(&["deploy", fn_dir_s, "--name", "greet"]).status.success());
+    let out = d.cli(&["invoke", "greet"]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("KeyError") && err.contains("Traceback"), "{err}");
+
+    assert!(d.cli(&["delete", "greet"]).status.success());
+    assert!(!d.cli(&["invoke", "greet"]).status.success());
+    d.stop_and_check(&tag);
+}
+
+#[test]
+fn cli_explains_a_missing_daemon() {
+    if !prerequisites_met("cli_explains_a_missing_daemon") {
+        return;
+    }
+    let out = std::process::Command::new(ember_integration::bin("ember"))
+        .args(["--socket", "/nonexistent/ember.sock", "functions"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("is emberd running"), "{}", text(&out.stderr));
+}
