@@ -162,8 +162,10 @@ where
                 f()
             })
             .map_err(InjectError::Thread)?;
-        handle
-            .join()
-            .unwrap_or_else(|_| Err(InjectError::Thread(io::Error::other("injection thread panicked"))))
+        handle.join().unwrap_or_else(|_| {
+            Err(InjectError::Thread(io::Error::other(
+                "injection thread panicked",
+            )))
+        })
     })
 }

@@ -60,7 +60,9 @@ impl Digest {
     /// Accept only what `digest_tree` produces, so a digest can be used as a
     /// path component safely.
     pub fn parse(s: &str) -> Option<Digest> {
-        let ok = s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        let ok = s.len() == 64
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         ok.then(|| Digest(s.to_string()))
     }
     pub fn as_str(&self) -> &str {
@@ -245,7 +247,12 @@ fn clean_relative(p: &Path) -> Option<PathBuf> {
 /// Create the parent directories of `rel` under `root`, refusing to pass
 /// through a symlink (an earlier entry could have planted one pointing out
 /// of the tree).
-fn make_parents(root: &Path, rel: &Path, entry: &str, budget: &mut Budget) -> Result<(), StoreError> {
+fn make_parents(
+    root: &Path,
+    rel: &Path,
+    entry: &str,
+    budget: &mut Budget,
+) -> Result<(), StoreError> {
     let mut cur = root.to_path_buf();
     if let Some(parent) = rel.parent() {
         for c in parent.components() {
@@ -268,7 +275,12 @@ fn make_parents(root: &Path, rel: &Path, entry: &str, budget: &mut Budget) -> Re
     Ok(())
 }
 
-fn write_file(dest: &Path, mut src: impl Read, exec: bool, budget: &mut Budget) -> Result<(), StoreError> {
+fn write_file(
+    dest: &Path,
+    mut src: impl Read,
+    exec: bool,
+    budget: &mut Budget,
+) -> Result<(), StoreError> {
     let mut f = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -313,7 +325,11 @@ fn unpack_tar(reader: impl Read, root: &Path, limits: UnpackLimits) -> Result<()
                 Err(_) => fs::create_dir(&dest).map_err(io_err(&dest))?,
             }
         } else if kind.is_file() {
-            let exec = entry.header().mode().map(|m| m & 0o111 != 0).unwrap_or(false);
+            let exec = entry
+                .header()
+                .mode()
+                .map(|m| m & 0o111 != 0)
+                .unwrap_or(false);
             if fs::symlink_metadata(&dest).is_ok() {
                 return Err(StoreError::BadEntry {
                     entry: name,
@@ -379,7 +395,11 @@ fn seal(root: &Path) -> Result<(), StoreError> {
         if meta.is_dir() {
             seal(&p)?;
         } else if meta.is_file() {
-            let mode = if meta.permissions().mode() & 0o111 != 0 { 0o555 } else { 0o444 };
+            let mode = if meta.permissions().mode() & 0o111 != 0 {
+                0o555
+            } else {
+                0o444
+            };
             fs::set_permissions(&p, fs::Permissions::from_mode(mode)).map_err(io_err(&p))?;
         }
     }
@@ -410,7 +430,13 @@ mod tests {
     }
 
     /// Write a raw header so paths the builder would refuse can be tested.
-    fn raw(b: &mut tar::Builder<Vec<u8>>, path: &str, kind: tar::EntryType, link: Option<&str>, body: &[u8]) {
+    fn raw(
+        b: &mut tar::Builder<Vec<u8>>,
+        path: &str,
+        kind: tar::EntryType,
+        link: Option<&str>,
+        body: &[u8],
+    ) {
         let mut h = tar::Header::new_old();
         h.as_old_mut().name[..path.len()].copy_from_slice(path.as_bytes());
         h.set_size(body.len() as u64);
@@ -433,15 +459,25 @@ mod tests {
         });
         let d1 = store.put_tar_gz(&gz, UnpackLimits::default()).unwrap();
         let src = tempfile::tempdir().unwrap();
-        fs::write(src.path().join("main.py"), b"def handler(e, c):\n    return e\n").unwrap();
+        fs::write(
+            src.path().join("main.py"),
+            b"def handler(e, c):\n    return e\n",
+        )
+        .unwrap();
         fs::create_dir(src.path().join("pkg")).unwrap();
         fs::write(src.path().join("pkg/util.py"), b"X = 1\n").unwrap();
         let d2 = store.put_dir(src.path(), UnpackLimits::default()).unwrap();
         assert_eq!(d1, d2);
         assert_eq!(store.list().unwrap(), vec![d1.clone()]);
         let main = store.path(&d1).join("main.py");
-        assert_eq!(fs::metadata(&main).unwrap().permissions().mode() & 0o777, 0o444);
-        assert!(fs::read_dir(root.path().join("staging")).unwrap().next().is_none());
+        assert_eq!(
+            fs::metadata(&main).unwrap().permissions().mode() & 0o777,
+            0o444
+        );
+        assert!(fs::read_dir(root.path().join("staging"))
+            .unwrap()
+            .next()
+            .is_none());
         store.remove(&d1).unwrap();
         assert!(!store.contains(&d1));
     }

@@ -61,7 +61,10 @@ pub fn missing_prerequisites() -> Vec<String> {
     }
     for b in ["emberd", "ember"] {
         if !bin(b).is_file() {
-            missing.push(format!("{} (cargo build --workspace --bins)", bin(b).display()));
+            missing.push(format!(
+                "{} (cargo build --workspace --bins)",
+                bin(b).display()
+            ));
         }
     }
     if !agent_path().is_file() {
@@ -94,17 +97,30 @@ pub struct Answer {
 
 impl Answer {
     pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("answer is not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "answer is not JSON ({e}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
     }
     pub fn error_code(&self) -> String {
-        self.json()["error"]["code"].as_str().unwrap_or("").to_string()
+        self.json()["error"]["code"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
     }
 }
 
 /// Minimal blocking HTTP/1.1 over a Unix socket (one request per
 /// connection), enough for tests.
-pub fn http(socket: &Path, method: &str, path: &str, content_type: &str, body: &[u8]) -> std::io::Result<Answer> {
+pub fn http(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: &[u8],
+) -> std::io::Result<Answer> {
     let mut s = UnixStream::connect(socket)?;
     s.set_read_timeout(Some(Duration::from_secs(120)))?;
     let head = format!(
@@ -126,7 +142,10 @@ pub fn http(socket: &Path, method: &str, path: &str, content_type: &str, body: &
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| std::io::Error::other(format!("bad status line: {head}")))?;
     let mut body = raw[split + 4..].to_vec();
-    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         body = dechunk(&body);
     }
     Ok(Answer { status, body })
@@ -134,9 +153,9 @@ pub fn http(socket: &Path, method: &str, path: &str, content_type: &str, body: &
 
 fn dechunk(mut b: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    loop {
-        let Some(eol) = b.windows(2).position(|w| w == b"\r\n") else { break };
-        let size = usize::from_str_radix(String::from_utf8_lossy(&b[..eol]).trim(), 16).unwrap_or(0);
+    while let Some(eol) = b.windows(2).position(|w| w == b"\r\n") {
+        let size =
+            usize::from_str_radix(String::from_utf8_lossy(&b[..eol]).trim(), 16).unwrap_or(0);
         if size == 0 {
             break;
         }
@@ -158,7 +177,10 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(extra: &[&str]) -> Daemon {
-        let dir = tempfile::Builder::new().prefix("ember-it-").tempdir().expect("temp dir");
+        let dir = tempfile::Builder::new()
+            .prefix("ember-it-")
+            .tempdir()
+            .expect("temp dir");
         let socket = dir.path().join("ember.sock");
         let state = dir.path().join("state");
         let mut d = Daemon {
@@ -196,10 +218,18 @@ impl Daemon {
         self.child = Some(child);
         let t = Instant::now();
         while self.try_get("/v1/health").map(|a| a.status) != Some(200) {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 panic!("emberd exited with {status}; log:\n{}", self.log());
             }
-            assert!(t.elapsed() < Duration::from_secs(30), "emberd did not come up; log:\n{}", self.log());
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "emberd did not come up; log:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -215,7 +245,10 @@ impl Daemon {
     /// The tag emberd derives from its state dir (names its containers
     /// `ember-<tag>-...` and cgroups `/ember/<tag>`).
     pub fn tag(&self) -> String {
-        self.get("/v1/health").json()["instance"].as_str().expect("instance tag").to_string()
+        self.get("/v1/health").json()["instance"]
+            .as_str()
+            .expect("instance tag")
+            .to_string()
     }
 
     fn try_get(&self, path: &str) -> Option<Answer> {
@@ -254,7 +287,12 @@ impl Daemon {
             std::fs::write(p, content).expect("write function file");
         }
         let a = self.deploy_dir(name, &dir, timeout_ms);
-        assert!(a.status == 200 || a.status == 201, "deploy {name}: {} {}", a.status, String::from_utf8_lossy(&a.body));
+        assert!(
+            a.status == 200 || a.status == 201,
+            "deploy {name}: {} {}",
+            a.status,
+            String::from_utf8_lossy(&a.body)
+        );
         a
     }
 
@@ -317,13 +355,20 @@ impl Daemon {
             let t = Instant::now();
             loop {
                 if let Ok(Some(status)) = c.try_wait() {
-                    assert!(status.success(), "emberd exited with {status}; log:\n{}", self.log());
+                    assert!(
+                        status.success(),
+                        "emberd exited with {status}; log:\n{}",
+                        self.log()
+                    );
                     return;
                 }
                 if t.elapsed() > Duration::from_secs(60) {
                     let _ = c.kill();
                     let _ = c.wait();
-                    panic!("emberd did not stop within 60 s of SIGTERM; log:\n{}", self.log());
+                    panic!(
+                        "emberd did not stop within 60 s of SIGTERM; log:\n{}",
+                        self.log()
+                    );
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
@@ -341,7 +386,9 @@ impl Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         if self.child.is_some() {
-            let tag = self.try_get("/v1/health").and_then(|a| a.json()["instance"].as_str().map(String::from));
+            let tag = self
+                .try_get("/v1/health")
+                .and_then(|a| a.json()["instance"].as_str().map(String::from));
             if std::thread::panicking() {
                 eprintln!("emberd log:\n{}", self.log());
             }
@@ -352,7 +399,8 @@ impl Drop for Daemon {
                     nix::sys::signal::Signal::SIGTERM,
                 );
                 let t = Instant::now();
-                while c.try_wait().ok().flatten().is_none() && t.elapsed() < Duration::from_secs(30) {
+                while c.try_wait().ok().flatten().is_none() && t.elapsed() < Duration::from_secs(30)
+                {
                     std::thread::sleep(Duration::from_millis(20));
                 }
                 let _ = c.kill();
@@ -360,7 +408,9 @@ impl Drop for Daemon {
             }
             if let Some(tag) = tag {
                 for id in runc_ids(&format!("ember-{tag}-")) {
-                    let _ = Command::new("runc").args(["delete", "--force", &id]).status();
+                    let _ = Command::new("runc")
+                        .args(["delete", "--force", &id])
+                        .status();
                 }
             }
         }
@@ -369,7 +419,10 @@ impl Drop for Daemon {
 
 /// Ids of runc containers (default root) starting with `prefix`.
 pub fn runc_ids(prefix: &str) -> Vec<String> {
-    let out = Command::new("runc").args(["list", "--quiet"]).output().expect("runc list");
+    let out = Command::new("runc")
+        .args(["list", "--quiet"])
+        .output()
+        .expect("runc list");
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter(|l| l.starts_with(prefix))
@@ -383,7 +436,9 @@ pub fn cgroup_leftovers(tag: &str) -> Vec<PathBuf> {
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     for line in mounts.lines() {
         let f: Vec<&str> = line.split(' ').collect();
-        let Some(sep) = f.iter().position(|x| *x == "-") else { continue };
+        let Some(sep) = f.iter().position(|x| *x == "-") else {
+            continue;
+        };
         if matches!(f.get(sep + 1), Some(&"cgroup") | Some(&"cgroup2")) {
             let p = Path::new(f[4]).join("ember").join(tag);
             if p.exists() {
@@ -401,6 +456,9 @@ pub fn assert_no_leftovers(tag: &str, state: &Path) {
     assert!(cg.is_empty(), "cgroups left behind: {cg:?}");
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let state = state.to_string_lossy();
-    let leaked: Vec<&str> = mounts.lines().filter(|l| l.contains(state.as_ref())).collect();
+    let leaked: Vec<&str> = mounts
+        .lines()
+        .filter(|l| l.contains(state.as_ref()))
+        .collect();
     assert!(leaked.is_empty(), "mounts left behind: {leaked:?}");
 }

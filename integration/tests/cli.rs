@@ -28,14 +28,25 @@ fn init_deploy_invoke_list_with_the_cli() {
 
     let out = d.cli(&["invoke", "greet", "--data", r#"{"name":"Ada"}"#]);
     assert!(out.status.success(), "invoke: {}", text(&out.stderr));
-    let result: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is the JSON result");
-    assert_eq!(result, json!({"greeting": "Hello, Ada!", "function": "greet"}));
-    assert!(out.stderr.is_empty(), "timings only with --verbose: {}", text(&out.stderr));
+    let result: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("stdout is the JSON result");
+    assert_eq!(
+        result,
+        json!({"greeting": "Hello, Ada!", "function": "greet"})
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "timings only with --verbose: {}",
+        text(&out.stderr)
+    );
 
     let out = d.cli(&["invoke", "greet", "--data", r#"{"name":"Bo"}"#, "--verbose"]);
     assert!(out.status.success());
     let err = text(&out.stderr);
-    assert!(err.contains("total") && err.contains("inject") && err.contains("greeting Bo"), "{err}");
+    assert!(
+        err.contains("total") && err.contains("inject") && err.contains("greeting Bo"),
+        "{err}"
+    );
 
     // The manifest's name is used when --name is absent.
     let out = d.cli(&["deploy", fn_dir_s]);
@@ -44,7 +55,10 @@ fn init_deploy_invoke_list_with_the_cli() {
     let out = d.cli(&["functions"]);
     assert!(out.status.success());
     let list = text(&out.stdout);
-    assert!(list.contains("greet") && list.contains("greeter") && list.contains("main.handler"), "{list}");
+    assert!(
+        list.contains("greet") && list.contains("greeter") && list.contains("main.handler"),
+        "{list}"
+    );
 
     let out = d.cli(&["pool"]);
     assert!(out.status.success());
@@ -54,17 +68,31 @@ fn init_deploy_invoke_list_with_the_cli() {
     let out = d.cli(&["invoke", "missing"]);
     assert!(!out.status.success());
     assert!(out.stdout.is_empty());
-    assert!(text(&out.stderr).contains("not deployed"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("not deployed"),
+        "{}",
+        text(&out.stderr)
+    );
     let out = d.cli(&["invoke", "greet", "--data", "{broken"]);
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("not valid JSON"));
 
-    std::fs::write(fn_dir.join("main.py"), "def handler(e, c):\n    raise KeyError('nope')\n").unwrap();
-    assert!(d.cli(&["deploy", fn_dir_s, "--name", "greet"]).status.success());
+    std::fs::write(
+        fn_dir.join("main.py"),
+        "def handler(e, c):\n    raise KeyError('nope')\n",
+    )
+    .unwrap();
+    assert!(d
+        .cli(&["deploy", fn_dir_s, "--name", "greet"])
+        .status
+        .success());
     let out = d.cli(&["invoke", "greet"]);
     assert!(!out.status.success());
     let err = text(&out.stderr);
-    assert!(err.contains("KeyError") && err.contains("Traceback"), "{err}");
+    assert!(
+        err.contains("KeyError") && err.contains("Traceback"),
+        "{err}"
+    );
 
     assert!(d.cli(&["delete", "greet"]).status.success());
     assert!(!d.cli(&["invoke", "greet"]).status.success());
@@ -81,5 +109,9 @@ fn cli_explains_a_missing_daemon() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("is emberd running"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("is emberd running"),
+        "{}",
+        text(&out.stderr)
+    );
 }

@@ -1,7 +1,9 @@
 //! End-to-end tests of the hot-swap slice on real runc: deploy, invoke,
 //! isolation between invocations, errors, timeouts, concurrency, restart.
 
-use ember_integration::{assert_no_leftovers, cgroup_leftovers, prerequisites_met, runc_ids, Daemon};
+use ember_integration::{
+    assert_no_leftovers, cgroup_leftovers, prerequisites_met, runc_ids, Daemon,
+};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
@@ -29,7 +31,10 @@ fn deploy_and_invoke_passes_the_event_through_intact() {
     assert_eq!(v["outcome"], "ok");
     assert!(v["start"] == "hot" || v["start"] == "cold");
     for phase in ["queue", "thaw", "inject", "run", "cleanup", "total"] {
-        assert!(v["timings_us"][phase].is_u64(), "missing timing {phase}: {v}");
+        assert!(
+            v["timings_us"][phase].is_u64(),
+            "missing timing {phase}: {v}"
+        );
     }
     assert!(v["timings_us"]["run"].as_u64().unwrap() > 0);
     d.stop_and_check(&tag);
@@ -59,20 +64,46 @@ def handler(event, context):
             'env': os.environ.get('EMBER_LEAK'),
             'first_loaded': any(getattr(m, 'SEEN', None) is not None for m in list(sys.modules.values()))}
 "#;
-    d.deploy_files("first", &[("main.py", first), ("first_only.txt", "1")], 5000);
-    d.deploy_files("second", &[("main.py", second), ("second_only.txt", "2")], 5000);
+    d.deploy_files(
+        "first",
+        &[("main.py", first), ("first_only.txt", "1")],
+        5000,
+    );
+    d.deploy_files(
+        "second",
+        &[("main.py", second), ("second_only.txt", "2")],
+        5000,
+    );
     d.wait_pool_idle(1);
 
     let a = d.invoke("first", "{}").json();
-    assert_eq!(a["result"]["fn"], json!(["first_only.txt", "main.py"]), "{a}");
+    assert_eq!(
+        a["result"]["fn"],
+        json!(["first_only.txt", "main.py"]),
+        "{a}"
+    );
     assert_eq!(a["result"]["tmp"], json!(["secret.txt"]));
     assert_eq!(a["result"]["seen"], 1);
     let b = d.invoke("second", "{}").json();
-    assert_eq!(b["sandbox"], a["sandbox"], "both must run in the one sandbox");
-    assert_eq!(b["result"]["fn"], json!(["main.py", "second_only.txt"]), "{b}");
-    assert_eq!(b["result"]["tmp"], json!([]), "/tmp from the first function leaked");
+    assert_eq!(
+        b["sandbox"], a["sandbox"],
+        "both must run in the one sandbox"
+    );
+    assert_eq!(
+        b["result"]["fn"],
+        json!(["main.py", "second_only.txt"]),
+        "{b}"
+    );
+    assert_eq!(
+        b["result"]["tmp"],
+        json!([]),
+        "/tmp from the first function leaked"
+    );
     assert_eq!(b["result"]["env"], Value::Null, "environment leaked");
-    assert_eq!(b["result"]["first_loaded"], false, "first function's module leaked");
+    assert_eq!(
+        b["result"]["first_loaded"], false,
+        "first function's module leaked"
+    );
     // Module globals do not survive into the next invocation of the same
     // function either.
     let c = d.invoke("first", "{}").json();
@@ -88,14 +119,23 @@ def handler(event, context):
     let mounts = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
     for line in mounts.lines() {
         let point = line.split(' ').nth(4).unwrap();
-        assert!(!point.starts_with("/fn") && !point.starts_with("/tmp"), "left mounted: {line}");
+        assert!(
+            !point.starts_with("/fn") && !point.starts_with("/tmp"),
+            "left mounted: {line}"
+        );
     }
     let id = sb["id"].as_str().unwrap();
-    let state = std::path::Path::new("/sys/fs/cgroup/freezer/ember").join(&tag).join(id).join("freezer.state");
+    let state = std::path::Path::new("/sys/fs/cgroup/freezer/ember")
+        .join(&tag)
+        .join(id)
+        .join("freezer.state");
     if state.exists() {
         let t = Instant::now();
         while std::fs::read_to_string(&state).unwrap().trim() != "FROZEN" {
-            assert!(t.elapsed() < Duration::from_secs(5), "idle sandbox not frozen");
+            assert!(
+                t.elapsed() < Duration::from_secs(5),
+                "idle sandbox not frozen"
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -117,10 +157,22 @@ fn a_raising_handler_reports_type_message_and_traceback() {
     let v = a.json();
     assert_eq!(v["error"]["code"], "handler_error");
     assert_eq!(v["error"]["type"], "ValueError");
-    assert!(v["error"]["message"].as_str().unwrap().contains("bad input: 42"), "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("bad input: 42"),
+        "{v}"
+    );
     let tb = v["error"]["traceback"].as_str().unwrap();
-    assert!(tb.contains("Traceback") && tb.contains("in helper") && tb.contains("/fn/main.py"), "{tb}");
-    assert!(!tb.contains("run_worker") && !tb.contains("importlib"), "ember's own frames leak into the traceback: {tb}");
+    assert!(
+        tb.contains("Traceback") && tb.contains("in helper") && tb.contains("/fn/main.py"),
+        "{tb}"
+    );
+    assert!(
+        !tb.contains("run_worker") && !tb.contains("importlib"),
+        "ember's own frames leak into the traceback: {tb}"
+    );
     assert_eq!(v["invocation"]["stdout"], "about to fail\n");
     // The sandbox and daemon carry on.
     let ok = d.invoke("boom", r#"{}"#);
@@ -133,7 +185,13 @@ fn a_raising_handler_reports_type_message_and_traceback() {
     d.deploy_files("nohandler", &[("main.py", "x = 1\n")], 5000);
     let v = d.invoke("nohandler", "{}").json();
     assert_eq!(v["error"]["code"], "handler_error");
-    assert!(v["error"]["message"].as_str().unwrap().contains("main.handler"), "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("main.handler"),
+        "{v}"
+    );
     d.stop_and_check(&tag);
 }
 
@@ -144,7 +202,14 @@ fn a_handler_past_its_timeout_is_killed_and_the_pool_refilled() {
     }
     let mut d = Daemon::start(&["--pool-size", "2"]);
     let tag = d.tag();
-    d.deploy_files("sleepy", &[("main.py", "import time\ndef handler(e, c):\n    time.sleep(30)\n    return 1\n")], 500);
+    d.deploy_files(
+        "sleepy",
+        &[(
+            "main.py",
+            "import time\ndef handler(e, c):\n    time.sleep(30)\n    return 1\n",
+        )],
+        500,
+    );
     d.deploy_files("echo", &[("main.py", ECHO)], 5000);
     d.wait_pool_idle(2);
     let t = Instant::now();
@@ -153,8 +218,14 @@ fn a_handler_past_its_timeout_is_killed_and_the_pool_refilled() {
     assert_eq!(a.status, 504, "{}", String::from_utf8_lossy(&a.body));
     let v = a.json();
     assert_eq!(v["error"]["code"], "timeout");
-    assert!(v["error"]["message"].as_str().unwrap().contains("timed out"));
-    assert!(took < Duration::from_secs(20), "timeout not enforced: took {took:?}");
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("timed out"));
+    assert!(
+        took < Duration::from_secs(20),
+        "timeout not enforced: took {took:?}"
+    );
     let victim = v["invocation"]["sandbox"].as_str().unwrap().to_string();
     // The sandbox that ran it is destroyed and replaced.
     d.wait_pool_idle(2);
@@ -164,8 +235,14 @@ fn a_handler_past_its_timeout_is_killed_and_the_pool_refilled() {
         .iter()
         .map(|s| s["id"].as_str().unwrap().to_string())
         .collect();
-    assert!(!ids.contains(&victim), "timed-out sandbox still pooled: {ids:?}");
-    assert!(!runc_ids(&victim).contains(&victim), "timed-out container still exists");
+    assert!(
+        !ids.contains(&victim),
+        "timed-out sandbox still pooled: {ids:?}"
+    );
+    assert!(
+        !runc_ids(&victim).contains(&victim),
+        "timed-out container still exists"
+    );
     assert!(d.pool()["destroyed_total"].as_u64().unwrap() >= 1);
     let ok = d.invoke("echo", r#"{"still": "serving"}"#);
     assert_eq!(ok.status, 200);
@@ -174,31 +251,65 @@ fn a_handler_past_its_timeout_is_killed_and_the_pool_refilled() {
 
 #[test]
 fn twenty_concurrent_invocations_of_two_functions_all_return_their_own_result() {
-    if !prerequisites_met("twenty_concurrent_invocations_of_two_functions_all_return_their_own_result") {
+    if !prerequisites_met(
+        "twenty_concurrent_invocations_of_two_functions_all_return_their_own_result",
+    ) {
         return;
     }
-    let mut d = Daemon::start(&["--pool-size", "2", "--max-sandboxes", "6"]);
+    let d = Daemon::start(&["--pool-size", "2", "--max-sandboxes", "6"]);
     let tag = d.tag();
-    d.deploy_files("double", &[("main.py", "def handler(e, c):\n    return {'fn': 'double', 'v': e['n'] * 2}\n")], 10000);
-    d.deploy_files("square", &[("main.py", "def handler(e, c):\n    return {'fn': 'square', 'v': e['n'] ** 2}\n")], 10000);
+    d.deploy_files(
+        "double",
+        &[(
+            "main.py",
+            "def handler(e, c):\n    return {'fn': 'double', 'v': e['n'] * 2}\n",
+        )],
+        10000,
+    );
+    d.deploy_files(
+        "square",
+        &[(
+            "main.py",
+            "def handler(e, c):\n    return {'fn': 'square', 'v': e['n'] ** 2}\n",
+        )],
+        10000,
+    );
     let d = std::sync::Arc::new(d);
     let handles: Vec<_> = (0..20)
         .map(|i| {
             let d = d.clone();
             std::thread::spawn(move || {
-                let (name, want) = if i % 2 == 0 { ("double", i * 2) } else { ("square", i * i) };
+                let (name, want) = if i % 2 == 0 {
+                    ("double", i * 2)
+                } else {
+                    ("square", i * i)
+                };
                 let a = d.invoke(name, &json!({ "n": i }).to_string());
-                assert_eq!(a.status, 200, "invocation {i}: {}", String::from_utf8_lossy(&a.body));
+                assert_eq!(
+                    a.status,
+                    200,
+                    "invocation {i}: {}",
+                    String::from_utf8_lossy(&a.body)
+                );
                 let v = a.json();
-                assert_eq!(v["result"], json!({ "fn": name, "v": want }), "invocation {i}");
+                assert_eq!(
+                    v["result"],
+                    json!({ "fn": name, "v": want }),
+                    "invocation {i}"
+                );
                 v["start"].as_str().unwrap().to_string()
             })
         })
         .collect();
-    let starts: Vec<String> = handles.into_iter().map(|h| h.join().expect("invocation thread")).collect();
+    let starts: Vec<String> = handles
+        .into_iter()
+        .map(|h| h.join().expect("invocation thread"))
+        .collect();
     assert_eq!(starts.len(), 20);
     let p = d.pool();
-    assert!(p["hot_starts_total"].as_u64().unwrap() + p["cold_starts_total"].as_u64().unwrap() >= 20);
+    assert!(
+        p["hot_starts_total"].as_u64().unwrap() + p["cold_starts_total"].as_u64().unwrap() >= 20
+    );
     let mut d = std::sync::Arc::try_unwrap(d).ok().expect("threads joined");
     d.stop_and_check(&tag);
 }
@@ -215,12 +326,18 @@ fn bad_requests_get_clear_errors_and_the_daemon_keeps_serving() {
     let a = d.invoke("echo", r#"{"unterminated": "#);
     assert_eq!(a.status, 400);
     assert_eq!(a.error_code(), "invalid_event");
-    assert!(a.json()["error"]["message"].as_str().unwrap().contains("not valid JSON"));
+    assert!(a.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("not valid JSON"));
 
     let a = d.invoke("no-such-function", "{}");
     assert_eq!(a.status, 404);
     assert_eq!(a.error_code(), "function_not_found");
-    assert!(a.json()["error"]["message"].as_str().unwrap().contains("no-such-function"));
+    assert!(a.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("no-such-function"));
 
     let big = format!(r#"{{"blob": "{}"}}"#, "x".repeat(4096));
     let a = d.invoke("echo", &big);
@@ -230,15 +347,36 @@ fn bad_requests_get_clear_errors_and_the_daemon_keeps_serving() {
     let a = d.request("PUT", "/v1/functions/bad", "application/json", b"{not json");
     assert_eq!(a.status, 400);
     assert_eq!(a.error_code(), "invalid_json");
-    let a = d.request("PUT", "/v1/functions/bad", "application/json", br#"{"code": {"path": "/tmp"}, "handler": "no_dot"}"#);
+    let a = d.request(
+        "PUT",
+        "/v1/functions/bad",
+        "application/json",
+        br#"{"code": {"path": "/tmp"}, "handler": "no_dot"}"#,
+    );
     assert_eq!(a.status, 400);
-    assert!(a.json()["error"]["message"].as_str().unwrap().contains("no_dot"));
-    let a = d.request("PUT", "/v1/functions/bad", "application/json", br#"{"code": {"path": "/tmp"}, "runtime": "cobol"}"#);
+    assert!(a.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("no_dot"));
+    let a = d.request(
+        "PUT",
+        "/v1/functions/bad",
+        "application/json",
+        br#"{"code": {"path": "/tmp"}, "runtime": "cobol"}"#,
+    );
     assert_eq!(a.status, 400);
-    assert!(a.json()["error"]["message"].as_str().unwrap().contains("cobol"));
+    assert!(a.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("cobol"));
     let a = d.request("PUT", "/v1/functions/bad%2Fname", "application/gzip", b"");
     assert_eq!(a.status, 400);
-    let a = d.request("PUT", "/v1/functions/bad", "application/gzip", b"this is not gzip");
+    let a = d.request(
+        "PUT",
+        "/v1/functions/bad",
+        "application/gzip",
+        b"this is not gzip",
+    );
     assert_eq!(a.status, 400);
     assert_eq!(a.error_code(), "invalid_code");
     let a = d.request("PUT", "/v1/functions/bad", "text/plain", b"x");
@@ -283,7 +421,11 @@ fn a_restarted_daemon_keeps_its_functions_and_leaves_nothing_behind() {
     // A crash leaves frozen containers and their cgroups behind...
     d.crash();
     let left = runc_ids(&format!("ember-{tag}-"));
-    assert_eq!(left.len(), 2, "expected the crashed daemon's sandboxes: {left:?}");
+    assert_eq!(
+        left.len(),
+        2,
+        "expected the crashed daemon's sandboxes: {left:?}"
+    );
     assert!(!cgroup_leftovers(&tag).is_empty());
 
     // ...which the next start removes, and the functions are still there.
@@ -293,11 +435,18 @@ fn a_restarted_daemon_keeps_its_functions_and_leaves_nothing_behind() {
     assert_eq!(a.json()["result"]["event"]["run"], 2);
     let now = runc_ids(&format!("ember-{tag}-"));
     for id in &old {
-        assert!(!now.contains(id), "old sandbox {id} survived the restart: {now:?}");
+        assert!(
+            !now.contains(id),
+            "old sandbox {id} survived the restart: {now:?}"
+        );
     }
     for id in &old {
         for cg in cgroup_leftovers(&tag) {
-            assert!(!cg.join(id).exists(), "old cgroup {} survived", cg.join(id).display());
+            assert!(
+                !cg.join(id).exists(),
+                "old cgroup {} survived",
+                cg.join(id).display()
+            );
         }
     }
 

@@ -59,10 +59,12 @@ impl AgentConn {
 
     pub async fn recv(&mut self) -> Result<FromAgent, String> {
         let mut prefix = [0u8; 4];
-        self.stdout
-            .read_exact(&mut prefix)
-            .await
-            .map_err(|e| format!("agent closed its output ({e}); stderr: {}", self.stderr_tail()))?;
+        self.stdout.read_exact(&mut prefix).await.map_err(|e| {
+            format!(
+                "agent closed its output ({e}); stderr: {}",
+                self.stderr_tail()
+            )
+        })?;
         let len = frame_len(prefix).map_err(|e| e.to_string())?;
         let mut body = vec![0u8; len];
         self.stdout

@@ -7,7 +7,9 @@
 
 use crate::error::RuntimeError;
 use ember_profiles::{Limits, Profile};
-use oci_spec::runtime::{Mount, MountBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder};
+use oci_spec::runtime::{
+    Mount, MountBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
+};
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -15,7 +17,9 @@ use std::path::{Path, PathBuf};
 pub const AGENT_PATH: &str = "/.ember/agent";
 /// Host directories that become read-only binds (or symlinks, where the
 /// host has a symlink, as merged-/usr systems do).
-const HOST_DIRS: &[&str] = &["/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"];
+const HOST_DIRS: &[&str] = &[
+    "/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32",
+];
 /// Unprivileged user the interpreter and user code run as.
 pub const SANDBOX_UID: u32 = 65534;
 
@@ -47,8 +51,18 @@ pub fn write_bundle(spec: &BundleSpec<'_>) -> Result<PathBuf, RuntimeError> {
 
     let mut mounts = vec![
         mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"]),
-        mount("/dev", "tmpfs", "tmpfs", &["nosuid", "strictatime", "mode=755", "size=64k"]),
-        mount("/sys", "sysfs", "sysfs", &["nosuid", "noexec", "nodev", "ro"]),
+        mount(
+            "/dev",
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "strictatime", "mode=755", "size=64k"],
+        ),
+        mount(
+            "/sys",
+            "sysfs",
+            "sysfs",
+            &["nosuid", "noexec", "nodev", "ro"],
+        ),
     ];
     for dir in HOST_DIRS {
         let host = Path::new(dir);
@@ -100,7 +114,13 @@ fn render(spec: &BundleSpec<'_>, mounts: Vec<Mount>) -> Result<Spec, RuntimeErro
     };
     let mut process = ProcessBuilder::default()
         .terminal(false)
-        .user(UserBuilder::default().uid(0u32).gid(0u32).build().map_err(bad)?)
+        .user(
+            UserBuilder::default()
+                .uid(0u32)
+                .gid(0u32)
+                .build()
+                .map_err(bad)?,
+        )
         .args(vec![
             AGENT_PATH.to_string(),
             "--python".into(),
@@ -117,7 +137,13 @@ fn render(spec: &BundleSpec<'_>, mounts: Vec<Mount>) -> Result<Spec, RuntimeErro
     spec.profile.apply_process(&mut process)?;
     SpecBuilder::default()
         .version("1.0.2")
-        .root(RootBuilder::default().path("rootfs").readonly(true).build().map_err(bad)?)
+        .root(
+            RootBuilder::default()
+                .path("rootfs")
+                .readonly(true)
+                .build()
+                .map_err(bad)?,
+        )
         .hostname("ember")
         .process(process)
         .mounts(mounts)
@@ -149,7 +175,10 @@ mod tests {
         let mounts = v["mounts"].as_array().unwrap();
         let usr = mounts.iter().find(|m| m["destination"] == "/usr").unwrap();
         assert!(usr["options"].as_array().unwrap().iter().any(|o| o == "ro"));
-        let agent = mounts.iter().find(|m| m["destination"] == AGENT_PATH).unwrap();
+        let agent = mounts
+            .iter()
+            .find(|m| m["destination"] == AGENT_PATH)
+            .unwrap();
         assert_eq!(agent["source"], "/opt/ember-agent");
         assert!(dir.path().join("rootfs/fn").is_dir());
         assert!(dir.path().join("rootfs/tmp").is_dir());

@@ -105,7 +105,10 @@ fn remove_dir_tree(dir: &Path, left: &mut Vec<PathBuf>) {
     let _ = fs::write(dir.join("cgroup.freeze"), "0");
     for _ in 0..50 {
         let procs = fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
-        let pids: Vec<i32> = procs.lines().filter_map(|l| l.trim().parse().ok()).collect();
+        let pids: Vec<i32> = procs
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect();
         if pids.is_empty() {
             break;
         }
@@ -223,7 +226,10 @@ mod tests {
         assert_eq!(l.v2_unified, None);
         assert_eq!(l.all.len(), 3);
         match l.freezer("/ember/a/b").unwrap() {
-            Freezer::V1(p) => assert_eq!(p, PathBuf::from("/sys/fs/cgroup/freezer/ember/a/b/freezer.state")),
+            Freezer::V1(p) => assert_eq!(
+                p,
+                PathBuf::from("/sys/fs/cgroup/freezer/ember/a/b/freezer.state")
+            ),
             other => panic!("{other:?}"),
         }
     }
@@ -238,6 +244,9 @@ mod tests {
     #[test]
     fn no_cgroups_is_an_error() {
         let l = CgroupLayout::parse("");
-        assert!(matches!(l.freezer("/x"), Err(RuntimeError::NoCgroup { .. })));
+        assert!(matches!(
+            l.freezer("/x"),
+            Err(RuntimeError::NoCgroup { .. })
+        ));
     }
 }

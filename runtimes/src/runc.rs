@@ -38,7 +38,11 @@ impl Runc {
     /// `runc run --detach`: the container's init inherits the stdio pipes
     /// ("detached pass-through"), which become the agent connection. Returns
     /// the init's host pid and the connection.
-    pub async fn run_detached(&self, id: &str, bundle: &Path) -> Result<(u32, AgentConn), RuntimeError> {
+    pub async fn run_detached(
+        &self,
+        id: &str,
+        bundle: &Path,
+    ) -> Result<(u32, AgentConn), RuntimeError> {
         let pid_file = bundle.join("init.pid");
         let mut child = self
             .command()
@@ -106,7 +110,8 @@ impl Runc {
                 source,
             })?;
         let stderr = String::from_utf8_lossy(&out.stderr);
-        if out.status.success() || stderr.contains("does not exist") || stderr.contains("not found") {
+        if out.status.success() || stderr.contains("does not exist") || stderr.contains("not found")
+        {
             return Ok(());
         }
         Err(RuntimeError::RuntimeFailed {

@@ -91,7 +91,10 @@ impl Sandbox {
                 Ok(Ok(other)) => {
                     return Err(RuntimeError::Agent {
                         id: id.to_string(),
-                        message: format!("expected ready, got {other:?}; stderr: {}", conn.stderr_tail()),
+                        message: format!(
+                            "expected ready, got {other:?}; stderr: {}",
+                            conn.stderr_tail()
+                        ),
                     })
                 }
             };
@@ -121,7 +124,11 @@ impl Sandbox {
         // A polite stop first lets the agent kill its children; a frozen or
         // hung agent is handled by the forced delete anyway.
         let _ = self.freezer.thaw();
-        let _ = tokio::time::timeout(Duration::from_millis(100), self.conn.send(&ToAgent::Shutdown)).await;
+        let _ = tokio::time::timeout(
+            Duration::from_millis(100),
+            self.conn.send(&ToAgent::Shutdown),
+        )
+        .await;
         let res = runc.delete_force(&self.id).await;
         let _ = std::fs::remove_dir_all(&self.bundle);
         res

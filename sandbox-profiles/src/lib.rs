@@ -112,7 +112,12 @@ impl Profile {
                     .build()
                     .map_err(e())?,
             )
-            .pids(LinuxPidsBuilder::default().limit(limits.pids).build().map_err(e())?)
+            .pids(
+                LinuxPidsBuilder::default()
+                    .limit(limits.pids)
+                    .build()
+                    .map_err(e())?,
+            )
             .build()
             .map_err(e())?;
         LinuxBuilder::default()
@@ -185,7 +190,11 @@ mod tests {
         assert_eq!(json["resources"]["pids"]["limit"], 32);
         assert_eq!(json["cgroupsPath"], "/ember/x/sb1");
         assert_eq!(json["rootfsPropagation"], "private");
-        assert!(json["maskedPaths"].as_array().unwrap().iter().any(|p| p == "/proc/kcore"));
+        assert!(json["maskedPaths"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p == "/proc/kcore"));
 
         let mut process = Process::default();
         p.apply_process(&mut process).unwrap();

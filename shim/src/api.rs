@@ -73,9 +73,15 @@ impl From<InvokeError> for ApiError {
         let (status, code) = match &e {
             InvokeError::UnknownFunction(_) => (StatusCode::NOT_FOUND, "function_not_found"),
             InvokeError::BadEvent(_) => (StatusCode::BAD_REQUEST, "invalid_event"),
-            InvokeError::EventTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
-            InvokeError::Pool(PoolError::Exhausted { .. }) => (StatusCode::SERVICE_UNAVAILABLE, "pool_exhausted"),
-            InvokeError::Pool(PoolError::ShuttingDown { .. }) => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+            InvokeError::EventTooLarge { .. } => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
+            }
+            InvokeError::Pool(PoolError::Exhausted { .. }) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "pool_exhausted")
+            }
+            InvokeError::Pool(PoolError::ShuttingDown { .. }) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "shutting_down")
+            }
             InvokeError::Pool(PoolError::Create { .. }) | InvokeError::Sandbox { .. } => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "sandbox_failed")
             }
@@ -107,13 +113,18 @@ impl From<DeployError> for ApiError {
         use ember_injector::StoreError as S;
         match &e {
             DeployError::Invalid(_) => ApiError::bad_request(e.to_string()),
-            DeployError::Store(S::TooLarge { .. }) | DeployError::Store(S::TooManyEntries { .. }) => {
-                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", e.to_string())
-            }
+            DeployError::Store(S::TooLarge { .. })
+            | DeployError::Store(S::TooManyEntries { .. }) => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                e.to_string(),
+            ),
             DeployError::Store(S::Io { .. }) | DeployError::Registry(_) => {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
             }
-            DeployError::Store(_) => ApiError::new(StatusCode::BAD_REQUEST, "invalid_code", e.to_string()),
+            DeployError::Store(_) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_code", e.to_string())
+            }
         }
     }
 }
@@ -136,7 +147,11 @@ pub fn router(daemon: AppState) -> Router {
 }
 
 async fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint; see docs/api.md")
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such endpoint; see docs/api.md",
+    )
 }
 
 async fn method_not_allowed() -> ApiError {
@@ -157,7 +172,12 @@ async fn health(State(d): State<AppState>) -> Json<serde_json::Value> {
 }
 
 /// Read a body up to `limit` bytes; more is a 413, not a truncation.
-async fn read_body(body: Body, headers: &HeaderMap, limit: usize, what: &str) -> Result<bytes::Bytes, ApiError> {
+async fn read_body(
+    body: Body,
+    headers: &HeaderMap,
+    limit: usize,
+    what: &str,
+) -> Result<bytes::Bytes, ApiError> {
     let too_large = |size: String| {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -176,7 +196,9 @@ async fn read_body(body: Body, headers: &HeaderMap, limit: usize, what: &str) ->
     }
     match Limited::new(body, limit).collect().await {
         Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large("more than that".into())),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(too_large("more than that".into()))
+        }
         Err(e) => Err(ApiError::bad_request(format!("reading {what}: {e}"))),
     }
 }
@@ -193,12 +215,21 @@ fn unknown_function(name: &str) -> ApiError {
     )
 }
 
-async fn get_function(State(d): State<AppState>, Path(name): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
-    let rec = d.registry.get(&name)?.ok_or_else(|| unknown_function(&name))?;
+async fn get_function(
+    State(d): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let rec = d
+        .registry
+        .get(&name)?
+        .ok_or_else(|| unknown_function(&name))?;
     Ok(Json(serde_json::to_value(rec).unwrap_or_default()))
 }
 
-async fn delete_function(State(d): State<AppState>, Path(name): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn delete_function(
+    State(d): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     if d.delete_function(&name)? {
         Ok(Json(json!({ "deleted": name })))
     } else {
@@ -239,7 +270,8 @@ async fn put_function(
     body: Body,
 ) -> Result<Response, ApiError> {
     crate::validate::function_name(&name).map_err(ApiError::bad_request)?;
-    let Query(q) = query.map_err(|e| ApiError::bad_request(format!("query string: {}", e.body_text())))?;
+    let Query(q) =
+        query.map_err(|e| ApiError::bad_request(format!("query string: {}", e.body_text())))?;
     let ctype = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -279,7 +311,11 @@ async fn put_function(
         code,
     };
     let (rec, created) = d.deploy(&name, spec).await?;
-    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     Ok((status, Json(rec)).into_response())
 }
 
@@ -310,9 +346,14 @@ fn unknown_pool(runtime: &str) -> ApiError {
     )
 }
 
-async fn get_pool(State(d): State<AppState>, Path(runtime): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn get_pool(
+    State(d): State<AppState>,
+    Path(runtime): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let pool = d.pool(&runtime).ok_or_else(|| unknown_pool(&runtime))?;
-    Ok(Json(serde_json::to_value(pool.status()).unwrap_or_default()))
+    Ok(Json(
+        serde_json::to_value(pool.status()).unwrap_or_default(),
+    ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -328,14 +369,26 @@ async fn put_pool(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let pool = d.pool(&runtime).ok_or_else(|| unknown_pool(&runtime))?.clone();
+    let pool = d
+        .pool(&runtime)
+        .ok_or_else(|| unknown_pool(&runtime))?
+        .clone();
     let body = read_body(body, &headers, 64 * 1024, "pool settings").await?;
-    let size: PoolSize = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("pool settings: {e}")))?;
+    let size: PoolSize = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            format!("pool settings: {e}"),
+        )
+    })?;
     if size.max == Some(0) || size.target.unwrap_or(0) > 256 || size.max.unwrap_or(0) > 256 {
-        return Err(ApiError::bad_request("target must be 0..=256 and max 1..=256"));
+        return Err(ApiError::bad_request(
+            "target must be 0..=256 and max 1..=256",
+        ));
     }
-    Ok(Json(serde_json::to_value(pool.set_size(size.target, size.max)).unwrap_or_default()))
+    Ok(Json(
+        serde_json::to_value(pool.set_size(size.target, size.max)).unwrap_or_default(),
+    ))
 }
 
 async fn list_sandboxes(State(d): State<AppState>) -> Json<serde_json::Value> {

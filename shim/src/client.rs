@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot connect to emberd at {path}: {source} (is emberd running? see `emberd --help`)")]
+    #[error(
+        "cannot connect to emberd at {path}: {source} (is emberd running? see `emberd --help`)"
+    )]
     Connect {
         path: PathBuf,
         source: std::io::Error,
@@ -88,7 +90,10 @@ impl Client {
         let req = req
             .body(Full::new(body.into()))
             .map_err(|e| http(e.to_string()))?;
-        let resp = sender.send_request(req).await.map_err(|e| http(e.to_string()))?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| http(e.to_string()))?;
         let status = resp.status();
         let body = resp
             .into_body()

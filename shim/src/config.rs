@@ -107,7 +107,8 @@ impl DaemonConfig {
     /// and two daemons on different state dirs never touch each other's.
     pub fn instance_tag(&self) -> String {
         use sha2::{Digest, Sha256};
-        let canon = std::fs::canonicalize(&self.state_dir).unwrap_or_else(|_| self.state_dir.clone());
+        let canon =
+            std::fs::canonicalize(&self.state_dir).unwrap_or_else(|_| self.state_dir.clone());
         let h = Sha256::digest(canon.as_os_str().as_encoded_bytes());
         hex::encode(&h[..4])
     }

@@ -106,7 +106,10 @@ impl Daemon {
         gc_store(&registry, &store);
 
         // A fresh boot id keeps new sandbox ids distinct from any leftover.
-        let boot = format!("{:04x}", (crate::registry::now_ms() as u64 ^ u64::from(std::process::id())) & 0xffff);
+        let boot = format!(
+            "{:04x}",
+            (crate::registry::now_ms() as u64 ^ u64::from(std::process::id())) & 0xffff
+        );
         let mut pools = BTreeMap::new();
         for rt in validate::RUNTIMES {
             let sandbox_cfg = SandboxConfig {
@@ -163,7 +166,11 @@ impl Daemon {
 
     /// Store the code and record the function; returns the record and
     /// whether it is new.
-    pub async fn deploy(&self, name: &str, spec: DeploySpec) -> Result<(FunctionRecord, bool), DeployError> {
+    pub async fn deploy(
+        &self,
+        name: &str,
+        spec: DeploySpec,
+    ) -> Result<(FunctionRecord, bool), DeployError> {
         validate::function_name(name).map_err(DeployError::Invalid)?;
         validate::runtime(&spec.runtime).map_err(DeployError::Invalid)?;
         validate::handler(&spec.handler).map_err(DeployError::Invalid)?;
@@ -193,9 +200,13 @@ impl Daemon {
             }
         };
         let old = self.registry.get(name)?;
-        let rec = self
-            .registry
-            .upsert(name, &spec.runtime, &spec.handler, spec.timeout_ms, digest.as_str())?;
+        let rec = self.registry.upsert(
+            name,
+            &spec.runtime,
+            &spec.handler,
+            spec.timeout_ms,
+            digest.as_str(),
+        )?;
         if let Some(old) = old {
             self.drop_code_if_unused(&old.digest);
         }
@@ -244,7 +255,10 @@ async fn recover(runc: &Runc, cgroups: &CgroupLayout, prefix: &str, cfg: &Daemon
     let mut removed = 0;
     match runc.list().await {
         Ok(list) => {
-            for c in list.iter().filter(|c| c.id.starts_with(&format!("{prefix}-"))) {
+            for c in list
+                .iter()
+                .filter(|c| c.id.starts_with(&format!("{prefix}-")))
+            {
                 match runc.delete_force(&c.id).await {
                     Ok(()) => removed += 1,
                     Err(e) => tracing::warn!(sandbox = %c.id, "removing leftover sandbox: {e}"),
@@ -299,7 +313,8 @@ pub async fn run(cfg: DaemonConfig) -> Result<(), DaemonError> {
     let listener = tokio::net::UnixListener::bind(&socket).map_err(sock_err)?;
     {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o660)).map_err(sock_err)?;
+        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o660))
+            .map_err(sock_err)?;
     }
     tracing::info!(socket = %socket.display(), "serving");
     let stop = async {

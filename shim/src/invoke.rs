@@ -96,7 +96,10 @@ fn describe(r: &Report) -> String {
         (_, Some(e)) => format!("{}: {}", e.kind, e.message),
         ("crashed", None) => match (r.exit_code, r.signal) {
             (_, Some(sig)) => format!("worker of {:?} was killed by signal {sig}", r.function),
-            (Some(code), _) => format!("worker of {:?} exited with status {code} without a result", r.function),
+            (Some(code), _) => format!(
+                "worker of {:?} exited with status {code} without a result",
+                r.function
+            ),
             _ => format!("worker of {:?} died without a result", r.function),
         },
         (o, None) => format!("function {:?} failed: {o}", r.function),
@@ -131,7 +134,11 @@ pub fn check_event(body: &[u8], limit: usize) -> Result<String, InvokeError> {
 
 /// Run one invocation to the end, whatever happens to the caller: the work
 /// is spawned so a client that hangs up cannot leave a sandbox half-used.
-pub async fn invoke(daemon: Arc<Daemon>, name: String, body: bytes::Bytes) -> Result<Report, InvokeError> {
+pub async fn invoke(
+    daemon: Arc<Daemon>,
+    name: String,
+    body: bytes::Bytes,
+) -> Result<Report, InvokeError> {
     let id = invocation_id();
     let span = tracing::info_span!("invoke", invocation = %id, function = %name);
     tokio::spawn(async move { invoke_inner(&daemon, id, &name, &body).await }.instrument(span))
@@ -157,10 +164,11 @@ async fn invoke_inner(
         .registry
         .get(name)?
         .ok_or_else(|| InvokeError::UnknownFunction(name.to_string()))?;
-    let digest = ember_injector::Digest::parse(&func.digest).ok_or_else(|| InvokeError::CodeMissing {
-        function: name.to_string(),
-        digest: func.digest.clone(),
-    })?;
+    let digest =
+        ember_injector::Digest::parse(&func.digest).ok_or_else(|| InvokeError::CodeMissing {
+            function: name.to_string(),
+            digest: func.digest.clone(),
+        })?;
     let code = daemon.store.path(&digest);
     if !code.is_dir() {
         return Err(InvokeError::CodeMissing {
@@ -168,11 +176,13 @@ async fn invoke_inner(
             digest: func.digest.clone(),
         });
     }
-    let pool = daemon.pool(&func.runtime).ok_or_else(|| InvokeError::Sandbox {
-        sandbox: String::new(),
-        phase: "acquire",
-        message: format!("no pool for runtime {}", func.runtime),
-    })?;
+    let pool = daemon
+        .pool(&func.runtime)
+        .ok_or_else(|| InvokeError::Sandbox {
+            sandbox: String::new(),
+            phase: "acquire",
+            message: format!("no pool for runtime {}", func.runtime),
+        })?;
     let mut timings = Timings::default();
     let (mut sb, start, waited) = pool.acquire(name).await?;
     if start == StartKind::Cold {
@@ -199,9 +209,12 @@ async fn invoke_inner(
     // Inject code at /fn and a fresh /tmp.
     let t = Instant::now();
     let tmpfs_bytes = daemon.cfg.tmpfs_mb * 1024 * 1024;
-    let injected = tokio::task::block_in_place(|| ember_injector::inject(sb.mntns.as_fd(), &code, tmpfs_bytes));
+    let injected = tokio::task::block_in_place(|| {
+        ember_injector::inject(sb.mntns.as_fd(), &code, tmpfs_bytes)
+    });
     if let Err(e) = injected {
-        let _ = tokio::task::block_in_place(|| ember_injector::eject(sb.mntns.as_fd(), sb.init_pid));
+        let _ =
+            tokio::task::block_in_place(|| ember_injector::eject(sb.mntns.as_fd(), sb.init_pid));
         pool.release(sb, false);
         return Err(fail("inject", e.to_string()));
     }
@@ -255,7 +268,9 @@ async fn invoke_inner(
         answer.outcome,
         Outcome::Ok | Outcome::HandlerError | Outcome::ResultTooLarge
     );
-    if let Err(e) = tokio::task::block_in_place(|| ember_injector::eject(sb.mntns.as_fd(), sb.init_pid)) {
+    if let Err(e) =
+        tokio::task::block_in_place(|| ember_injector::eject(sb.mntns.as_fd(), sb.init_pid))
+    {
         tracing::warn!(sandbox = %sb.id, "eject failed, discarding sandbox: {e}");
         healthy = false;
     }
@@ -271,7 +286,10 @@ async fn invoke_inner(
 
     let result = match (&answer.outcome, answer.result) {
         (Outcome::Ok, Some(text)) => Some(RawValue::from_string(text).map_err(|e| {
-            fail("run", format!("agent returned a result that is not JSON: {e}"))
+            fail(
+                "run",
+                format!("agent returned a result that is not JSON: {e}"),
+            )
         })?),
         _ => None,
     };
@@ -357,8 +375,14 @@ mod tests {
         assert_eq!(check_event(b"", 10).unwrap(), "{}");
         assert_eq!(check_event(b" \n", 10).unwrap(), "{}");
         assert_eq!(check_event(br#"{"a":[1]}"#, 100).unwrap(), r#"{"a":[1]}"#);
-        assert!(matches!(check_event(b"{bad", 100), Err(InvokeError::BadEvent(_))));
-        assert!(matches!(check_event(b"\xff\xfe", 100), Err(InvokeError::BadEvent(_))));
+        assert!(matches!(
+            check_event(b"{bad", 100),
+            Err(InvokeError::BadEvent(_))
+        ));
+        assert!(matches!(
+            check_event(b"\xff\xfe", 100),
+            Err(InvokeError::BadEvent(_))
+        ));
         assert!(matches!(
             check_event(b"[1,2,3]", 3),
             Err(InvokeError::EventTooLarge { size: 7, limit: 3 })

@@ -173,13 +173,20 @@ impl Pool {
     }
 
     fn next_id(&self) -> String {
-        format!("{}-{}", self.id_prefix, self.seq.fetch_add(1, Ordering::Relaxed))
+        format!(
+            "{}-{}",
+            self.id_prefix,
+            self.seq.fetch_add(1, Ordering::Relaxed)
+        )
     }
 
     async fn create(&self) -> Result<Sandbox, PoolError> {
         let id = self.next_id();
         let span = tracing::info_span!("create_sandbox", sandbox = %id, runtime = %self.runtime);
-        match Sandbox::create(&self.cfg, &self.cgroups, &id).instrument(span).await {
+        match Sandbox::create(&self.cfg, &self.cgroups, &id)
+            .instrument(span)
+            .await
+        {
             Ok(sb) => {
                 self.counters.created.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(
@@ -191,7 +198,9 @@ impl Pool {
                 Ok(sb)
             }
             Err(source) => {
-                self.counters.create_failures.fetch_add(1, Ordering::Relaxed);
+                self.counters
+                    .create_failures
+                    .fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(sandbox = %id, "sandbox creation failed: {source}");
                 Err(PoolError::Create {
                     runtime: self.runtime.clone(),
@@ -203,7 +212,10 @@ impl Pool {
 
     /// Take a sandbox for `function`: an idle one (hot), a new one (cold),
     /// or the next one returned. Returns how long it waited.
-    pub async fn acquire(&self, function: &str) -> Result<(Sandbox, StartKind, Duration), PoolError> {
+    pub async fn acquire(
+        &self,
+        function: &str,
+    ) -> Result<(Sandbox, StartKind, Duration), PoolError> {
         let started = Instant::now();
         let deadline = started + self.queue_timeout;
         // Waiting a moment for a sandbox that is about to come back beats
@@ -446,11 +458,13 @@ impl Pool {
         self.refill.notify_waiters();
         let deadline = Instant::now() + grace;
         while Instant::now() < deadline {
-            let st = self.lock();
-            if st.busy.is_empty() && st.creating == 0 {
+            let drained = {
+                let st = self.lock();
+                st.busy.is_empty() && st.creating == 0
+            };
+            if drained {
                 break;
             }
-            drop(st);
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let idle: Vec<Sandbox> = self.lock().idle.drain(..).collect();

@@ -60,9 +60,12 @@ impl Registry {
         };
         let conn = Connection::open(path).map_err(err)?;
         // WAL with full sync: a deploy that got its answer survives a crash.
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
-        conn.pragma_update(None, "synchronous", "FULL").map_err(err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(err)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
         Ok(Registry {
             path: path.to_path_buf(),
@@ -70,7 +73,10 @@ impl Registry {
         })
     }
 
-    fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, RegistryError> {
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, RegistryError> {
         let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
         f(&conn).map_err(|source| RegistryError::Sql {
             path: self.path.clone(),
@@ -184,7 +190,10 @@ mod tests {
         }
         let r = Registry::open(&db).unwrap();
         let f = r.get("f").unwrap().unwrap();
-        assert_eq!((f.handler.as_str(), f.timeout_ms, f.digest.as_str()), ("main.other", 200, "bb"));
+        assert_eq!(
+            (f.handler.as_str(), f.timeout_ms, f.digest.as_str()),
+            ("main.other", 200, "bb")
+        );
         assert_eq!(r.list().unwrap().len(), 2);
         assert!(r.digest_in_use("bb").unwrap());
         assert!(!r.digest_in_use("aa").unwrap());

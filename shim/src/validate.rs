@@ -41,9 +41,7 @@ fn is_identifier(s: &str) -> bool {
 
 /// `module.function`, where module may be dotted (`pkg.mod.function`).
 pub fn handler(h: &str) -> Result<(), String> {
-    let ok = h.len() <= 256
-        && h.contains('.')
-        && h.split('.').all(is_identifier);
+    let ok = h.len() <= 256 && h.contains('.') && h.split('.').all(is_identifier);
     if ok {
         Ok(())
     } else {
@@ -57,7 +55,9 @@ pub fn timeout_ms(t: u64) -> Result<(), String> {
     if (1..=MAX_TIMEOUT_MS).contains(&t) {
         Ok(())
     } else {
-        Err(format!("invalid timeout_ms {t}: must be 1..={MAX_TIMEOUT_MS}"))
+        Err(format!(
+            "invalid timeout_ms {t}: must be 1..={MAX_TIMEOUT_MS}"
+        ))
     }
 }
 
@@ -77,7 +77,14 @@ mod tests {
     fn handlers() {
         assert!(handler("main.handler").is_ok());
         assert!(handler("pkg.sub.run_it").is_ok());
-        for bad in ["main", "main.", ".handler", "main.hand-ler", "os.system('x')", "a..b"] {
+        for bad in [
+            "main",
+            "main.",
+            ".handler",
+            "main.hand-ler",
+            "os.system('x')",
+            "a..b",
+        ] {
             assert!(handler(bad).is_err(), "{bad:?} accepted");
         }
     }

@@ -2,7 +2,9 @@
 
 use crate::Options;
 use ember_proto::Ready;
-use nix::sys::socket::{sendmsg, socketpair, AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType};
+use nix::sys::socket::{
+    sendmsg, socketpair, AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType,
+};
 use std::io::{IoSlice, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
@@ -25,7 +27,11 @@ pub struct Zygote {
 pub enum Event {
     /// A new spare worker is ready (also recorded in `Zygote::spare`).
     Spare,
-    Exited { pid: i32, code: Option<i32>, signal: Option<i32> },
+    Exited {
+        pid: i32,
+        code: Option<i32>,
+        signal: Option<i32>,
+    },
     Other(serde_json::Value),
 }
 
@@ -122,8 +128,8 @@ impl Zygote {
     /// Read and parse the next line, blocking until it is complete.
     pub fn read_event(&mut self) -> Result<Event, String> {
         let line = self.read_line()?;
-        let v: serde_json::Value = serde_json::from_slice(&line)
-            .map_err(|e| format!("zygote sent a bad line: {e}"))?;
+        let v: serde_json::Value =
+            serde_json::from_slice(&line).map_err(|e| format!("zygote sent a bad line: {e}"))?;
         if let Some(pid) = v["spare"].as_i64() {
             self.spare = Some(pid as i32);
             return Ok(Event::Spare);
@@ -185,4 +191,3 @@ impl Zygote {
         }
     }
 }
-

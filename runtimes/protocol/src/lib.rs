@@ -212,7 +212,10 @@ mod tests {
         let mut r = &buf[..];
         assert_eq!(read_frame::<_, ToAgent>(&mut r).unwrap(), msg);
         assert_eq!(read_frame::<_, ToAgent>(&mut r).unwrap(), ToAgent::Shutdown);
-        assert!(matches!(read_frame::<_, ToAgent>(&mut r), Err(FrameError::Closed)));
+        assert!(matches!(
+            read_frame::<_, ToAgent>(&mut r),
+            Err(FrameError::Closed)
+        ));
     }
 
     #[test]
@@ -229,6 +232,9 @@ mod tests {
         let mut buf = encode(&ToAgent::Shutdown).unwrap();
         buf.truncate(buf.len() - 1);
         let mut r = &buf[..];
-        assert!(matches!(read_frame::<_, ToAgent>(&mut r), Err(FrameError::Io(_))));
+        assert!(matches!(
+            read_frame::<_, ToAgent>(&mut r),
+            Err(FrameError::Io(_))
+        ));
     }
 }

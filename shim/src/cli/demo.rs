@@ -30,7 +30,10 @@ struct DaemonGuard(Option<std::process::Child>);
 impl DaemonGuard {
     fn stop(&mut self) -> Result<()> {
         if let Some(mut child) = self.0.take() {
-            nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM)?;
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            )?;
             let status = child.wait()?;
             if !status.success() {
                 bail!("emberd exited with {status}");
@@ -58,7 +61,11 @@ pub async fn run(invocations: usize, emberd: Option<PathBuf>) -> Result<()> {
     let socket = tmp.path().join("ember.sock");
     let state = tmp.path().join("state");
     let log = std::fs::File::create(tmp.path().join("emberd.log"))?;
-    eprintln!("starting {} (state in {})", emberd.display(), state.display());
+    eprintln!(
+        "starting {} (state in {})",
+        emberd.display(),
+        state.display()
+    );
     let child = std::process::Command::new(&emberd)
         .arg("--socket")
         .arg(&socket)
@@ -85,14 +92,22 @@ pub async fn run(invocations: usize, emberd: Option<PathBuf>) -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    eprintln!("warm pool ready after {:.0} ms", started.elapsed().as_secs_f64() * 1000.0);
+    eprintln!(
+        "warm pool ready after {:.0} ms",
+        started.elapsed().as_secs_f64() * 1000.0
+    );
 
     let code = tmp.path().join("demo-fn");
     std::fs::create_dir(&code)?;
     std::fs::write(code.join("main.py"), SAMPLE)?;
     let archive = super::pack::tar_gz(&code)?;
     let a = client
-        .request(Method::PUT, "/v1/functions/demo?timeout_ms=2000", Some("application/gzip"), archive)
+        .request(
+            Method::PUT,
+            "/v1/functions/demo?timeout_ms=2000",
+            Some("application/gzip"),
+            archive,
+        )
         .await?;
     if !a.status.is_success() {
         bail!("deploy failed: {}", a.error_message());
@@ -139,7 +154,9 @@ client round trip p50 {:.2} ms, p99 {:.2} ms",
         percentile(&client_ms, 50.0),
         percentile(&client_ms, 99.0),
     );
-    println!("compare with a cold `runc run`: cargo run --release -p ember-benches -- --iterations 100");
+    println!(
+        "compare with a cold `runc run`: cargo run --release -p ember-benches -- --iterations 100"
+    );
     guard.stop()?;
     eprintln!("emberd stopped; sandboxes removed");
     Ok(())

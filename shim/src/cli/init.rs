@@ -22,7 +22,8 @@ impl Manifest {
         let path = dir.join(MANIFEST);
         match std::fs::read(&path) {
             Ok(bytes) => Ok(Some(
-                serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))?,
+                serde_json::from_slice(&bytes)
+                    .with_context(|| format!("parsing {}", path.display()))?,
             )),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
@@ -55,7 +56,10 @@ pub fn run(dir: &Path, runtime: &str) -> Result<()> {
         handler: Some(crate::validate::DEFAULT_HANDLER.to_string()),
         timeout_ms: Some(3000),
     };
-    std::fs::write(dir.join(MANIFEST), serde_json::to_string_pretty(&manifest)? + "\n")?;
+    std::fs::write(
+        dir.join(MANIFEST),
+        serde_json::to_string_pretty(&manifest)? + "\n",
+    )?;
     eprintln!(
         "created {0}/main.py and {0}/{MANIFEST}; deploy with: ember deploy {0}",
         dir.display()

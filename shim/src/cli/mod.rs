@@ -19,7 +19,12 @@ use std::path::PathBuf;
 )]
 pub struct Cli {
     /// emberd's Unix socket.
-    #[arg(long, global = true, env = "EMBER_SOCKET", default_value = "/run/ember/ember.sock")]
+    #[arg(
+        long,
+        global = true,
+        env = "EMBER_SOCKET",
+        default_value = "/run/ember/ember.sock"
+    )]
     pub socket: PathBuf,
 
     #[command(subcommand)]
@@ -104,7 +109,11 @@ pub async fn run(cli: Cli) -> Result<()> {
             handler,
             timeout_ms,
         } => deploy(&client, dir, name, runtime, handler, timeout_ms).await,
-        Command::Invoke { name, data, verbose } => invoke(&client, &name, data, verbose).await,
+        Command::Invoke {
+            name,
+            data,
+            verbose,
+        } => invoke(&client, &name, data, verbose).await,
         Command::Functions { json } => functions(&client, json).await,
         Command::Function { name } => {
             let a = ok(client.get(&format!("/v1/functions/{name}")).await?)?;
@@ -120,7 +129,10 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         Command::Pool { json } => pools(&client, json).await,
         Command::Sandboxes { json } => sandboxes(&client, json).await,
-        Command::Demo { invocations, emberd } => demo::run(invocations, emberd).await,
+        Command::Demo {
+            invocations,
+            emberd,
+        } => demo::run(invocations, emberd).await,
     }
 }
 
@@ -190,7 +202,8 @@ fn read_data(data: Option<String>) -> Result<Vec<u8>> {
         None => Ok(b"{}".to_vec()),
         Some("-") => {
             let mut buf = Vec::new();
-            std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf).context("reading event from stdin")?;
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)
+                .context("reading event from stdin")?;
             Ok(buf)
         }
         Some(s) if s.starts_with('@') => {
@@ -203,7 +216,14 @@ fn read_data(data: Option<String>) -> Result<Vec<u8>> {
 fn print_function_output(inv: &serde_json::Value) {
     for stream in ["stdout", "stderr"] {
         if let Some(text) = inv[stream].as_str().filter(|t| !t.is_empty()) {
-            eprintln!("--- function {stream}{} ---", if inv[format!("{stream}_truncated")] == true { " (truncated)" } else { "" });
+            eprintln!(
+                "--- function {stream}{} ---",
+                if inv[format!("{stream}_truncated")] == true {
+                    " (truncated)"
+                } else {
+                    ""
+                }
+            );
             eprint!("{text}");
             if !text.ends_with('\n') {
                 eprintln!();
@@ -327,13 +347,28 @@ async fn pools(client: &Client, json: bool) -> Result<()> {
         .unwrap_or_default()
         .iter()
         .map(|p| {
-            ["runtime", "backend", "target", "max", "idle", "busy", "creating", "hot_starts_total", "cold_starts_total"]
-                .iter()
-                .map(|k| s(&p[*k]))
-                .collect()
+            [
+                "runtime",
+                "backend",
+                "target",
+                "max",
+                "idle",
+                "busy",
+                "creating",
+                "hot_starts_total",
+                "cold_starts_total",
+            ]
+            .iter()
+            .map(|k| s(&p[*k]))
+            .collect()
         })
         .collect();
-    table(&["RUNTIME", "BACKEND", "TARGET", "MAX", "IDLE", "BUSY", "CREATING", "HOT", "COLD"], rows);
+    table(
+        &[
+            "RUNTIME", "BACKEND", "TARGET", "MAX", "IDLE", "BUSY", "CREATING", "HOT", "COLD",
+        ],
+        rows,
+    );
     Ok(())
 }
 
@@ -355,6 +390,9 @@ async fn sandboxes(client: &Client, json: bool) -> Result<()> {
                 .collect()
         })
         .collect();
-    table(&["ID", "RUNTIME", "STATE", "PID", "INVOCATIONS", "FUNCTION"], rows);
+    table(
+        &["ID", "RUNTIME", "STATE", "PID", "INVOCATIONS", "FUNCTION"],
+        rows,
+    );
     Ok(())
 }

@@ -4,7 +4,14 @@ use anyhow::{bail, Context, Result};
 use std::path::Path;
 
 /// Names never uploaded: caches and VCS metadata.
-const SKIP: &[&str] = &["__pycache__", ".git", ".hg", ".svn", ".mypy_cache", ".pytest_cache"];
+const SKIP: &[&str] = &[
+    "__pycache__",
+    ".git",
+    ".hg",
+    ".svn",
+    ".mypy_cache",
+    ".pytest_cache",
+];
 
 pub fn tar_gz(dir: &Path) -> Result<Vec<u8>> {
     if !dir.is_dir() {
