@@ -2,20 +2,23 @@
 //!
 //! The code directory is cloned as a detached mount (`open_tree`) in the
 //! host namespace, made read-only/nosuid/nodev (`mount_setattr`), and then
-//! attached at `/fn` from a short-lived thread that has joined the
-//! sandbox's mount namespace (`setns`). Only that directory is cloned, so no
-//! other function's code is reachable through the mount, and nothing is
-//! copied. A thread is used because `setns(CLONE_NEWNS)` is refused to a
-//! thread that shares its filesystem context with others (every thread of
-//! a multi-threaded daemon); `unshare(CLONE_FS)` first makes it private.
+//! attached at `/fn` by a thread that lives in the sandbox's mount
+//! namespace (one per sandbox, for its whole life: joining a namespace per
+//! invocation would cost a thread start and a `setns` each time). Only that
+//! directory is cloned, so no other function's code is reachable through
+//! the mount, and nothing is copied. A dedicated thread is needed because
+//! `setns(CLONE_NEWNS)` is refused to a thread that shares its filesystem
+//! context with others (every thread of a multi-threaded daemon);
+//! `unshare(CLONE_FS)` first makes it private.
 
 use crate::mountinfo;
 use crate::syscalls::{self, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{setns, unshare, CloneFlags};
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 use std::time::Instant;
 
 /// Where the code appears inside the sandbox.
@@ -57,82 +60,172 @@ pub struct Injection {
     pub attach_us: u64,
 }
 
-/// Mount `code_dir` read-only at `/fn` and a fresh tmpfs of `tmpfs_bytes`
-/// at `/tmp` inside the mount namespace `mntns`. On error nothing stays
-/// mounted.
-pub fn inject(
-    mntns: BorrowedFd<'_>,
-    code_dir: &Path,
-    tmpfs_bytes: u64,
-) -> Result<Injection, InjectError> {
-    let t0 = Instant::now();
-    let tree = syscalls::open_tree_clone(code_dir).map_err(|source| InjectError::OpenTree {
-        path: code_dir.to_path_buf(),
-        source,
-    })?;
-    syscalls::mount_setattr(
-        tree.as_fd(),
-        MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
-    )
-    .map_err(|source| InjectError::SetAttr {
-        path: code_dir.to_path_buf(),
-        source,
-    })?;
-    let clone_us = t0.elapsed().as_micros() as u64;
-    let t1 = Instant::now();
-    in_namespace(mntns, || {
-        syscalls::move_mount(tree.as_fd(), Path::new(CODE_MOUNT)).map_err(|source| {
-            InjectError::Attach {
-                what: "code",
-                target: CODE_MOUNT,
-                source,
-            }
-        })?;
-        let opts = format!("size={tmpfs_bytes},mode=1777");
-        if let Err(e) = mount(
-            Some("tmpfs"),
-            SCRATCH_MOUNT,
-            Some("tmpfs"),
-            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-            Some(opts.as_str()),
-        ) {
-            let _ = umount2(CODE_MOUNT, MntFlags::MNT_DETACH);
-            return Err(InjectError::Attach {
-                what: "scratch tmpfs",
-                target: SCRATCH_MOUNT,
-                source: io::Error::from(e),
-            });
-        }
-        Ok(())
-    })?;
-    Ok(Injection {
-        clone_us,
-        attach_us: t1.elapsed().as_micros() as u64,
-    })
+enum Job {
+    Attach {
+        tree: OwnedFd,
+        tmpfs_bytes: u64,
+        reply: mpsc::SyncSender<Result<(), InjectError>>,
+    },
+    Detach {
+        reply: mpsc::SyncSender<Result<(), InjectError>>,
+    },
 }
 
-/// Unmount `/tmp` and `/fn` in `mntns`, then check in the mountinfo of
-/// `pid` (a process in that namespace) that neither is mounted any more.
-/// Safe to call when nothing is mounted.
-pub fn eject(mntns: BorrowedFd<'_>, pid: u32) -> Result<(), InjectError> {
-    in_namespace(mntns, || {
-        for target in [SCRATCH_MOUNT, CODE_MOUNT] {
-            // Repeat: a target could carry stacked mounts if user code
-            // managed to mount over it.
-            // Lazy detach: the mount leaves the namespace at once even if
-            // the just-killed worker has not finished exiting (its cwd is
-            // in /fn); nothing new can reach it after this.
-            for _ in 0..8 {
-                match umount2(target, MntFlags::MNT_DETACH) {
-                    Ok(()) => continue,
-                    Err(nix::Error::EINVAL) => break, // not a mount point
-                    Err(source) => return Err(InjectError::Detach { target, source }),
+/// The injector of one sandbox: a thread parked in its mount namespace.
+/// Dropping it ends the thread (and its hold on the namespace).
+pub struct Injector {
+    jobs: Option<mpsc::Sender<Job>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    pid: u32,
+}
+
+impl Injector {
+    /// Start the thread in the mount namespace `mntns` of the process
+    /// `pid` (used to verify ejection through its mountinfo).
+    pub fn new(mntns: OwnedFd, pid: u32) -> Result<Injector, InjectError> {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let (ready_tx, ready_rx) = mpsc::sync_channel(1);
+        let thread = std::thread::Builder::new()
+            .name(format!("ember-ns-{pid}"))
+            .spawn(move || {
+                let joined = unshare(CloneFlags::CLONE_FS)
+                    .and_then(|_| setns(&mntns, CloneFlags::CLONE_NEWNS))
+                    .map_err(InjectError::Setns);
+                drop(mntns);
+                let ok = joined.is_ok();
+                let _ = ready_tx.send(joined);
+                if !ok {
+                    return;
                 }
+                for job in rx {
+                    match job {
+                        Job::Attach {
+                            tree,
+                            tmpfs_bytes,
+                            reply,
+                        } => {
+                            let _ = reply.send(attach(tree, tmpfs_bytes));
+                        }
+                        Job::Detach { reply } => {
+                            let _ = reply.send(detach());
+                        }
+                    }
+                }
+            })
+            .map_err(InjectError::Thread)?;
+        ready_rx
+            .recv()
+            .map_err(|_| InjectError::Thread(io::Error::other("namespace thread died")))??;
+        Ok(Injector {
+            jobs: Some(tx),
+            thread: Some(thread),
+            pid,
+        })
+    }
+
+    fn run(
+        &self,
+        job: impl FnOnce(mpsc::SyncSender<Result<(), InjectError>>) -> Job,
+    ) -> Result<(), InjectError> {
+        let (reply, answer) = mpsc::sync_channel(1);
+        let gone = || InjectError::Thread(io::Error::other("namespace thread is gone"));
+        self.jobs
+            .as_ref()
+            .ok_or_else(gone)?
+            .send(job(reply))
+            .map_err(|_| gone())?;
+        answer.recv().map_err(|_| gone())?
+    }
+
+    /// Mount `code_dir` read-only at `/fn` and a fresh tmpfs of
+    /// `tmpfs_bytes` at `/tmp`. On error nothing stays mounted.
+    pub fn inject(&self, code_dir: &Path, tmpfs_bytes: u64) -> Result<Injection, InjectError> {
+        let t0 = Instant::now();
+        let tree = syscalls::open_tree_clone(code_dir).map_err(|source| InjectError::OpenTree {
+            path: code_dir.to_path_buf(),
+            source,
+        })?;
+        syscalls::mount_setattr(
+            tree.as_fd(),
+            MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+        )
+        .map_err(|source| InjectError::SetAttr {
+            path: code_dir.to_path_buf(),
+            source,
+        })?;
+        let clone_us = t0.elapsed().as_micros() as u64;
+        let t1 = Instant::now();
+        self.run(|reply| Job::Attach {
+            tree,
+            tmpfs_bytes,
+            reply,
+        })?;
+        Ok(Injection {
+            clone_us,
+            attach_us: t1.elapsed().as_micros() as u64,
+        })
+    }
+
+    /// Unmount `/tmp` and `/fn`, then check in the sandbox's mountinfo that
+    /// neither is mounted any more. Safe to call when nothing is mounted.
+    pub fn eject(&self) -> Result<(), InjectError> {
+        self.run(|reply| Job::Detach { reply })?;
+        verify_clean(self.pid)
+    }
+}
+
+impl Drop for Injector {
+    fn drop(&mut self) {
+        self.jobs.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// In the sandbox's namespace: attach the code clone and a fresh tmpfs.
+fn attach(tree: OwnedFd, tmpfs_bytes: u64) -> Result<(), InjectError> {
+    syscalls::move_mount(tree.as_fd(), Path::new(CODE_MOUNT)).map_err(|source| {
+        InjectError::Attach {
+            what: "code",
+            target: CODE_MOUNT,
+            source,
+        }
+    })?;
+    let opts = format!("size={tmpfs_bytes},mode=1777");
+    if let Err(e) = mount(
+        Some("tmpfs"),
+        SCRATCH_MOUNT,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some(opts.as_str()),
+    ) {
+        let _ = umount2(CODE_MOUNT, MntFlags::MNT_DETACH);
+        return Err(InjectError::Attach {
+            what: "scratch tmpfs",
+            target: SCRATCH_MOUNT,
+            source: io::Error::from(e),
+        });
+    }
+    Ok(())
+}
+
+/// In the sandbox's namespace: take `/tmp` and `/fn` out.
+fn detach() -> Result<(), InjectError> {
+    for target in [SCRATCH_MOUNT, CODE_MOUNT] {
+        // Lazy detach: the mount leaves the namespace at once even if the
+        // just-killed worker has not finished exiting (its cwd is in /fn);
+        // nothing new can reach it after this. Repeat: user code could have
+        // stacked mounts on the target.
+        for _ in 0..8 {
+            match umount2(target, MntFlags::MNT_DETACH) {
+                Ok(()) => continue,
+                Err(nix::Error::EINVAL) => break, // not a mount point
+                Err(source) => return Err(InjectError::Detach { target, source }),
             }
         }
-        Ok(())
-    })?;
-    verify_clean(pid)
+    }
+    Ok(())
 }
 
 /// Error if `/fn` or `/tmp` (or anything below them) is mounted in the
@@ -146,26 +239,4 @@ pub fn verify_clean(pid: u32) -> Result<(), InjectError> {
         }
     }
     Ok(())
-}
-
-/// Run `f` on a fresh thread that has joined `mntns`.
-fn in_namespace<F>(mntns: BorrowedFd<'_>, f: F) -> Result<(), InjectError>
-where
-    F: FnOnce() -> Result<(), InjectError> + Send,
-{
-    std::thread::scope(|s| {
-        let handle = std::thread::Builder::new()
-            .name("ember-inject".into())
-            .spawn_scoped(s, move || {
-                unshare(CloneFlags::CLONE_FS).map_err(InjectError::Setns)?;
-                setns(mntns, CloneFlags::CLONE_NEWNS).map_err(InjectError::Setns)?;
-                f()
-            })
-            .map_err(InjectError::Thread)?;
-        handle.join().unwrap_or_else(|_| {
-            Err(InjectError::Thread(io::Error::other(
-                "injection thread panicked",
-            )))
-        })
-    })
 }

@@ -12,5 +12,5 @@ pub mod mountinfo;
 pub mod store;
 mod syscalls;
 
-pub use inject::{eject, inject, InjectError, Injection};
+pub use inject::{verify_clean, InjectError, Injection, Injector};
 pub use store::{CodeStore, Digest, StoreError, UnpackLimits};

@@ -128,9 +128,14 @@ pub fn http(
         body.len()
     );
     s.write_all(head.as_bytes())?;
-    s.write_all(body)?;
+    // The server may answer (413) and close before reading a large body.
+    let _ = s.write_all(body);
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
+    if let Err(e) = s.read_to_end(&mut raw) {
+        if raw.is_empty() {
+            return Err(e);
+        }
+    }
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")

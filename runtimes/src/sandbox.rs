@@ -6,6 +6,7 @@ use crate::bundle::{write_bundle, BundleSpec};
 use crate::cgroup::{CgroupLayout, Freezer};
 use crate::error::RuntimeError;
 use crate::runc::Runc;
+use ember_injector::Injector;
 use ember_profiles::{Limits, Profile};
 use ember_proto::{FromAgent, Ready, ToAgent};
 use std::os::fd::OwnedFd;
@@ -33,9 +34,10 @@ pub struct SandboxConfig {
 pub struct Sandbox {
     pub id: String,
     pub init_pid: u32,
-    /// Held open so injection always targets this sandbox's namespace even
-    /// if its pid were reused.
-    pub mntns: OwnedFd,
+    /// Mounts code into this sandbox's namespace (its thread holds the
+    /// namespace, so injection never targets another process even if the
+    /// pid were reused).
+    pub injector: Injector,
     pub freezer: Freezer,
     pub conn: AgentConn,
     pub ready: Ready,
@@ -74,6 +76,10 @@ impl Sandbox {
                     pid: init_pid,
                     source,
                 })?;
+            let injector = Injector::new(mntns, init_pid).map_err(|e| RuntimeError::Agent {
+                id: id.to_string(),
+                message: format!("joining its mount namespace: {e}"),
+            })?;
             let ready = match tokio::time::timeout(cfg.ready_timeout, conn.recv()).await {
                 Err(_) => {
                     return Err(RuntimeError::AgentTimeout {
@@ -101,7 +107,7 @@ impl Sandbox {
             Ok(Sandbox {
                 id: id.to_string(),
                 init_pid,
-                mntns,
+                injector,
                 freezer,
                 conn,
                 ready,

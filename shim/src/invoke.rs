@@ -8,7 +8,6 @@ use crate::registry::RegistryError;
 use ember_proto::{FromAgent, InvokeRequest, Outcome, ToAgent};
 use serde::Serialize;
 use serde_json::value::RawValue;
-use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -209,12 +208,9 @@ async fn invoke_inner(
     // Inject code at /fn and a fresh /tmp.
     let t = Instant::now();
     let tmpfs_bytes = daemon.cfg.tmpfs_mb * 1024 * 1024;
-    let injected = tokio::task::block_in_place(|| {
-        ember_injector::inject(sb.mntns.as_fd(), &code, tmpfs_bytes)
-    });
+    let injected = tokio::task::block_in_place(|| sb.injector.inject(&code, tmpfs_bytes));
     if let Err(e) = injected {
-        let _ =
-            tokio::task::block_in_place(|| ember_injector::eject(sb.mntns.as_fd(), sb.init_pid));
+        let _ = tokio::task::block_in_place(|| sb.injector.eject());
         pool.release(sb, false);
         return Err(fail("inject", e.to_string()));
     }
@@ -268,9 +264,7 @@ async fn invoke_inner(
         answer.outcome,
         Outcome::Ok | Outcome::HandlerError | Outcome::ResultTooLarge
     );
-    if let Err(e) =
-        tokio::task::block_in_place(|| ember_injector::eject(sb.mntns.as_fd(), sb.init_pid))
-    {
+    if let Err(e) = tokio::task::block_in_place(|| sb.injector.eject()) {
         tracing::warn!(sandbox = %sb.id, "eject failed, discarding sandbox: {e}");
         healthy = false;
     }
