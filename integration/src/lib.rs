@@ -314,13 +314,13 @@ impl Daemon {
         self.get("/v1/pools").json()["pools"][0].clone()
     }
 
-    /// Wait until the pool has `n` idle sandboxes and nothing busy or
-    /// being created.
+    /// Wait until the pool has at least `n` idle sandboxes and nothing
+    /// busy or being created.
     pub fn wait_pool_idle(&self, n: u64) {
         let t = Instant::now();
         loop {
             let p = self.pool();
-            if p["idle"] == n && p["busy"] == 0 && p["creating"] == 0 {
+            if p["idle"].as_u64().unwrap_or(0) >= n && p["busy"] == 0 && p["creating"] == 0 {
                 return;
             }
             assert!(

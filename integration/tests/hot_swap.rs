@@ -265,7 +265,14 @@ fn twenty_concurrent_invocations_of_two_functions_all_return_their_own_result() 
     ) {
         return;
     }
-    let d = Daemon::start(&["--pool-size", "2", "--max-sandboxes", "6"]);
+    let d = Daemon::start(&[
+        "--pool-size",
+        "2",
+        "--max-sandboxes",
+        "6",
+        "--idle-trim-ms",
+        "300",
+    ]);
     let tag = d.tag();
     d.deploy_files(
         "double",
@@ -319,6 +326,16 @@ fn twenty_concurrent_invocations_of_two_functions_all_return_their_own_result() 
     assert!(
         p["hot_starts_total"].as_u64().unwrap() + p["cold_starts_total"].as_u64().unwrap() >= 20
     );
+    // Sandboxes made for the burst are trimmed back to the target.
+    let t = Instant::now();
+    while d.pool()["idle"] != 2 || d.pool()["busy"] != 0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "pool never shrank back: {}",
+            d.pool()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let mut d = std::sync::Arc::try_unwrap(d).ok().expect("threads joined");
     d.stop_and_check(&tag);
 }

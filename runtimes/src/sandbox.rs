@@ -46,6 +46,8 @@ pub struct Sandbox {
     /// How long creation took (runtime start + zygote preload).
     pub create_us: u64,
     pub invocations: u64,
+    /// When it last went back to its pool (creation time until then).
+    pub last_used: Instant,
 }
 
 impl Sandbox {
@@ -115,6 +117,7 @@ impl Sandbox {
                 created: Instant::now(),
                 create_us: started.elapsed().as_micros() as u64,
                 invocations: 0,
+                last_used: Instant::now(),
             })
         }
         .await;

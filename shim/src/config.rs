@@ -31,6 +31,11 @@ pub struct DaemonConfig {
     #[arg(long, default_value_t = 8)]
     pub max_sandboxes: usize,
 
+    /// Idle sandboxes above --pool-size (made for a burst) are destroyed
+    /// after this long unused.
+    #[arg(long, default_value_t = 10_000)]
+    pub idle_trim_ms: u64,
+
     /// How long an invocation may wait for a sandbox before failing.
     #[arg(long, default_value_t = 30_000)]
     pub queue_timeout_ms: u64,

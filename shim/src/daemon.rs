@@ -134,6 +134,7 @@ impl Daemon {
                 cfg.pool_size,
                 cfg.max_sandboxes,
                 Duration::from_millis(cfg.queue_timeout_ms),
+                Duration::from_millis(cfg.idle_trim_ms),
             );
             tokio::spawn(pool.clone().refill_loop());
             pools.insert(rt.to_string(), pool);

@@ -99,6 +99,7 @@ pub struct Pool {
     closing: AtomicBool,
     counters: Counters,
     queue_timeout: Duration,
+    idle_trim: Duration,
     reaper: Mutex<JoinSet<()>>,
 }
 
@@ -143,6 +144,7 @@ impl Pool {
         target: usize,
         max: usize,
         queue_timeout: Duration,
+        idle_trim: Duration,
     ) -> Arc<Pool> {
         Arc::new(Pool {
             runtime: runtime.to_string(),
@@ -160,6 +162,7 @@ impl Pool {
             closing: AtomicBool::new(false),
             counters: Counters::default(),
             queue_timeout,
+            idle_trim,
             reaper: Mutex::new(JoinSet::new()),
         })
     }
@@ -298,6 +301,7 @@ impl Pool {
     /// background and the pool refilled.
     pub fn release(self: &Arc<Self>, mut sb: Sandbox, healthy: bool) {
         sb.invocations += 1;
+        sb.last_used = Instant::now();
         let mut st = self.lock();
         if st.busy.remove(&sb.id).is_some_and(|b| b.returning) {
             st.returning -= 1;
@@ -347,7 +351,9 @@ impl Pool {
                 need
             };
             if !need {
-                let _ = tokio::time::timeout(Duration::from_secs(1), self.refill.notified()).await;
+                self.trim_idle();
+                let _ =
+                    tokio::time::timeout(Duration::from_millis(250), self.refill.notified()).await;
                 continue;
             }
             let res = self.create().await;
@@ -372,6 +378,36 @@ impl Pool {
                     tokio::time::sleep(wait).await;
                 }
             }
+        }
+    }
+
+    /// Destroy idle sandboxes above the target that have not been used
+    /// for `idle_trim` (extras made by a burst), oldest use first.
+    fn trim_idle(self: &Arc<Self>) {
+        let extra: Vec<Sandbox> = {
+            let mut st = self.lock();
+            let mut out = Vec::new();
+            while st.idle.len() > st.target {
+                let oldest = st
+                    .idle
+                    .iter()
+                    .enumerate()
+                    .min_by_key(|(_, sb)| sb.last_used)
+                    .map(|(i, sb)| (i, sb.last_used.elapsed()));
+                match oldest {
+                    Some((i, age)) if age >= self.idle_trim => {
+                        if let Some(sb) = st.idle.remove(i) {
+                            out.push(sb);
+                        }
+                    }
+                    _ => break,
+                }
+            }
+            out
+        };
+        for sb in extra {
+            tracing::info!(sandbox = %sb.id, "trimming idle sandbox above pool target");
+            self.destroy_later(sb);
         }
     }
 

@@ -1,0 +1,259 @@
+//! Failure paths on real runc: crashing handlers, oversized output and
+//! results, leftover processes, clients that hang up, redeploys, draining.
+
+use ember_integration::{prerequisites_met, Daemon};
+use serde_json::json;
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+const ECHO: &str = "def handler(event, context):\n    return {'event': event}\n";
+
+#[test]
+fn a_crashing_worker_is_reported_and_its_sandbox_replaced() {
+    if !prerequisites_met("a_crashing_worker_is_reported_and_its_sandbox_replaced") {
+        return;
+    }
+    let mut d = Daemon::start(&["--pool-size", "1"]);
+    let tag = d.tag();
+    d.deploy_files(
+        "exit3",
+        &[(
+            "main.py",
+            "import os\ndef handler(e, c):\n    print('bye')\n    os._exit(3)\n",
+        )],
+        5000,
+    );
+    d.deploy_files(
+        "segv",
+        &[(
+            "main.py",
+            "import os, signal\ndef handler(e, c):\n    os.kill(os.getpid(), signal.SIGSEGV)\n",
+        )],
+        5000,
+    );
+    d.deploy_files("echo", &[("main.py", ECHO)], 5000);
+
+    let a = d.invoke("exit3", "{}");
+    assert_eq!(a.status, 502);
+    let v = a.json();
+    assert_eq!(v["error"]["code"], "crashed");
+    assert_eq!(v["invocation"]["exit_code"], 3);
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("status 3"),
+        "{v}"
+    );
+    assert_eq!(v["invocation"]["stdout"], "bye\n");
+
+    let v = d.invoke("segv", "{}").json();
+    assert_eq!(v["error"]["code"], "crashed");
+    assert_eq!(v["invocation"]["signal"], 11);
+
+    let a = d.invoke("echo", r#"{"n": 1}"#);
+    assert_eq!(a.status, 200);
+    d.wait_pool_idle(1);
+    assert!(d.pool()["destroyed_total"].as_u64().unwrap() >= 1);
+    d.stop_and_check(&tag);
+}
+
+#[test]
+fn output_and_results_are_bounded() {
+    if !prerequisites_met("output_and_results_are_bounded") {
+        return;
+    }
+    let mut d = Daemon::start(&[
+        "--pool-size",
+        "1",
+        "--max-output-bytes",
+        "1000",
+        "--max-result-bytes",
+        "2000",
+    ]);
+    let tag = d.tag();
+    d.deploy_files(
+        "chatty",
+        &[("main.py", "import sys\ndef handler(e, c):\n    sys.stdout.write('x' * 5_000_000)\n    sys.stderr.write('y' * 3000)\n    return 'done'\n")],
+        10000,
+    );
+    d.deploy_files(
+        "huge",
+        &[("main.py", "def handler(e, c):\n    return 'z' * 10000\n")],
+        5000,
+    );
+    d.deploy_files(
+        "notjson",
+        &[("main.py", "def handler(e, c):\n    return {1, 2}\n")],
+        5000,
+    );
+
+    let v = d.invoke("chatty", "{}").json();
+    assert_eq!(v["result"], "done", "{v}");
+    assert_eq!(v["stdout"].as_str().unwrap().len(), 1000);
+    assert_eq!(v["stdout_truncated"], true);
+    assert_eq!(v["stderr"].as_str().unwrap().len(), 1000);
+    assert_eq!(v["stderr_truncated"], true);
+
+    let a = d.invoke("huge", "{}");
+    assert_eq!(a.status, 502);
+    assert_eq!(a.error_code(), "result_too_large");
+    assert!(a.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("2000"));
+
+    let a = d.invoke("notjson", "{}");
+    assert_eq!(a.status, 502);
+    assert!(a.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("not JSON serializable"));
+    d.stop_and_check(&tag);
+}
+
+#[test]
+fn processes_left_running_by_a_handler_do_not_survive() {
+    if !prerequisites_met("processes_left_running_by_a_handler_do_not_survive") {
+        return;
+    }
+    let mut d = Daemon::start(&["--pool-size", "1", "--max-sandboxes", "1"]);
+    let tag = d.tag();
+    let leaver = r#"import os, subprocess, threading, time
+def handler(event, context):
+    subprocess.Popen(['sleep', '300'])
+    if os.fork() == 0:          # a daemonized grandchild in its own session
+        os.setsid()
+        if os.fork() == 0:
+            time.sleep(300)
+        os._exit(0)
+    threading.Thread(target=time.sleep, args=(300,), daemon=False).start()
+    return 'left some behind'
+"#;
+    let census = r#"import os
+def handler(event, context):
+    procs = []
+    for p in os.listdir('/proc'):
+        if p.isdigit():
+            try:
+                with open('/proc/%s/cmdline' % p, 'rb') as f:
+                    procs.append(f.read().replace(b'\0', b' ').decode().strip())
+            except OSError:
+                pass
+    return procs
+"#;
+    d.deploy_files("leaver", &[("main.py", leaver)], 5000);
+    d.deploy_files("census", &[("main.py", census)], 5000);
+    let a = d.invoke("leaver", "{}");
+    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+    let procs = d.invoke("census", "{}").json()["result"].clone();
+    let list: Vec<&str> = procs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    assert!(
+        !list.iter().any(|p| p.contains("sleep")),
+        "leftover processes: {list:?}"
+    );
+    // The agent, the zygote and the worker itself: nothing else.
+    assert_eq!(list.len(), 3, "unexpected processes: {list:?}");
+    d.stop_and_check(&tag);
+}
+
+#[test]
+fn a_client_that_hangs_up_does_not_lose_the_sandbox() {
+    if !prerequisites_met("a_client_that_hangs_up_does_not_lose_the_sandbox") {
+        return;
+    }
+    let mut d = Daemon::start(&["--pool-size", "1", "--max-sandboxes", "1"]);
+    let tag = d.tag();
+    d.deploy_files(
+        "slow",
+        &[(
+            "main.py",
+            "import time\ndef handler(e, c):\n    time.sleep(0.5)\n    return 1\n",
+        )],
+        5000,
+    );
+    d.deploy_files("echo", &[("main.py", ECHO)], 5000);
+    d.wait_pool_idle(1);
+    {
+        let mut s = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
+        s.write_all(
+            b"POST /v1/functions/slow/invoke HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}",
+        )
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+    } // hang up mid-invocation
+    d.wait_pool_idle(1);
+    let a = d.invoke("echo", r#"{"after": "hangup"}"#);
+    assert_eq!(a.status, 200);
+    assert_eq!(
+        d.pool()["destroyed_total"],
+        0,
+        "a hang-up must not cost a sandbox"
+    );
+    d.stop_and_check(&tag);
+}
+
+#[test]
+fn a_redeploy_takes_effect_for_the_next_invocation() {
+    if !prerequisites_met("a_redeploy_takes_effect_for_the_next_invocation") {
+        return;
+    }
+    let mut d = Daemon::start(&["--pool-size", "1"]);
+    let tag = d.tag();
+    let a = d.deploy_files(
+        "ver",
+        &[("main.py", "def handler(e, c):\n    return 1\n")],
+        5000,
+    );
+    assert_eq!(a.status, 201);
+    let first_digest = a.json()["digest"].as_str().unwrap().to_string();
+    assert_eq!(d.invoke("ver", "{}").json()["result"], 1);
+    let a = d.deploy_files(
+        "ver",
+        &[("main.py", "def handler(e, c):\n    return 2\n")],
+        5000,
+    );
+    assert_eq!(a.status, 200);
+    assert_ne!(a.json()["digest"], first_digest.as_str());
+    assert_eq!(d.invoke("ver", "{}").json()["result"], 2);
+    // The old code is gone from the store once nothing uses it.
+    assert!(!d.state.join("code/objects").join(&first_digest).exists());
+    d.stop_and_check(&tag);
+}
+
+#[test]
+fn sigterm_lets_a_running_invocation_finish() {
+    if !prerequisites_met("sigterm_lets_a_running_invocation_finish") {
+        return;
+    }
+    let mut d = Daemon::start(&["--pool-size", "1"]);
+    let tag = d.tag();
+    d.deploy_files(
+        "slow",
+        &[(
+            "main.py",
+            "import time\ndef handler(e, c):\n    time.sleep(1)\n    return 'finished'\n",
+        )],
+        5000,
+    );
+    d.wait_pool_idle(1);
+    let socket = d.socket.clone();
+    let call = std::thread::spawn(move || {
+        ember_integration::http(
+            &socket,
+            "POST",
+            "/v1/functions/slow/invoke",
+            "application/json",
+            b"{}",
+        )
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let t = Instant::now();
+    d.stop_and_check(&tag);
+    let a = call.join().unwrap().expect("answer before shutdown");
+    assert_eq!(a.status, 200);
+    assert_eq!(a.json()["result"], json!("finished"));
+    assert!(t.elapsed() < Duration::from_secs(30));
+}
