@@ -2,7 +2,7 @@
 //! run's sandboxes, pools), deploy/delete, and orderly shutdown.
 
 use crate::config::DaemonConfig;
-use crate::pool::Pool;
+use crate::pool::{Pool, PoolSettings};
 use crate::registry::{FunctionRecord, Registry, RegistryError};
 use crate::validate;
 use ember_injector::{CodeStore, Digest, StoreError, UnpackLimits};
@@ -131,10 +131,12 @@ impl Daemon {
                 sandbox_cfg,
                 cgroups.clone(),
                 format!("{daemon_prefix}-{boot}-{short}"),
-                cfg.pool_size,
-                cfg.max_sandboxes,
-                Duration::from_millis(cfg.queue_timeout_ms),
-                Duration::from_millis(cfg.idle_trim_ms),
+                PoolSettings {
+                    target: cfg.pool_size,
+                    max: cfg.max_sandboxes,
+                    queue_timeout: Duration::from_millis(cfg.queue_timeout_ms),
+                    idle_trim: Duration::from_millis(cfg.idle_trim_ms),
+                },
             );
             tokio::spawn(pool.clone().refill_loop());
             pools.insert(rt.to_string(), pool);

@@ -85,6 +85,19 @@ struct Counters {
     cold: AtomicU64,
 }
 
+/// Sizes and waits of one pool.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolSettings {
+    /// Warm sandboxes to keep.
+    pub target: usize,
+    /// Most sandboxes at once (warm and busy).
+    pub max: usize,
+    /// Longest an invocation waits for a sandbox.
+    pub queue_timeout: Duration,
+    /// Idle sandboxes above the target are destroyed after this long unused.
+    pub idle_trim: Duration,
+}
+
 pub struct Pool {
     pub runtime: String,
     cfg: SandboxConfig,
@@ -141,10 +154,7 @@ impl Pool {
         cfg: SandboxConfig,
         cgroups: CgroupLayout,
         id_prefix: String,
-        target: usize,
-        max: usize,
-        queue_timeout: Duration,
-        idle_trim: Duration,
+        settings: PoolSettings,
     ) -> Arc<Pool> {
         Arc::new(Pool {
             runtime: runtime.to_string(),
@@ -153,16 +163,16 @@ impl Pool {
             id_prefix,
             seq: AtomicU64::new(0),
             state: Mutex::new(State {
-                target,
-                max: max.max(1),
+                target: settings.target,
+                max: settings.max.max(1),
                 ..State::default()
             }),
             returned: Notify::new(),
             refill: Notify::new(),
             closing: AtomicBool::new(false),
             counters: Counters::default(),
-            queue_timeout,
-            idle_trim,
+            queue_timeout: settings.queue_timeout,
+            idle_trim: settings.idle_trim,
             reaper: Mutex::new(JoinSet::new()),
         })
     }
