@@ -13,4 +13,4 @@ pub mod store;
 mod syscalls;
 
 pub use inject::{verify_clean, InjectError, Injection, Injector};
-pub use store::{CodeStore, Digest, StoreError, UnpackLimits};
+pub use store::{no_prepare, CodeStore, Digest, Prepare, StoreError, UnpackLimits};

@@ -27,6 +27,8 @@ pub enum StoreError {
     NotADirectory(PathBuf),
     #[error("unknown code digest {0}")]
     Unknown(String),
+    #[error("preparing code for its runtime: {0}")]
+    Prepare(String),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
@@ -74,6 +76,14 @@ impl std::fmt::Display for Digest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "sha256:{}", self.0)
     }
+}
+
+/// Runtime-specific work on a freshly stored tree before it is sealed.
+pub type Prepare<'a> = &'a (dyn Fn(&Path) -> Result<(), String> + Sync);
+
+/// A `Prepare` that does nothing.
+pub fn no_prepare(_: &Path) -> Result<(), String> {
+    Ok(())
 }
 
 pub struct CodeStore {
@@ -154,30 +164,43 @@ impl CodeStore {
         Ok(Staging(p))
     }
 
-    /// Unpack a gzip-compressed tar archive into the store.
-    pub fn put_tar_gz(&self, data: &[u8], limits: UnpackLimits) -> Result<Digest, StoreError> {
+    /// Unpack a gzip-compressed tar archive into the store. `prepare` runs
+    /// on a new tree before it is sealed (e.g. to precompile bytecode); the
+    /// digest covers only the uploaded content.
+    pub fn put_tar_gz(
+        &self,
+        data: &[u8],
+        limits: UnpackLimits,
+        prepare: Prepare<'_>,
+    ) -> Result<Digest, StoreError> {
         let staging = self.new_staging()?;
         unpack_tar(GzDecoder::new(data), &staging.0, limits)?;
-        self.commit(staging)
+        self.commit(staging, prepare)
     }
 
     /// Copy a host directory into the store (symlinks kept as links).
-    pub fn put_dir(&self, src: &Path, limits: UnpackLimits) -> Result<Digest, StoreError> {
+    pub fn put_dir(
+        &self,
+        src: &Path,
+        limits: UnpackLimits,
+        prepare: Prepare<'_>,
+    ) -> Result<Digest, StoreError> {
         if !src.is_dir() {
             return Err(StoreError::NotADirectory(src.to_path_buf()));
         }
         let staging = self.new_staging()?;
         let mut budget = Budget::new(limits);
         copy_tree(src, &staging.0, &mut budget)?;
-        self.commit(staging)
+        self.commit(staging, prepare)
     }
 
-    fn commit(&self, staging: Staging) -> Result<Digest, StoreError> {
+    fn commit(&self, staging: Staging, prepare: Prepare<'_>) -> Result<Digest, StoreError> {
         let digest = Digest(digest_tree(&staging.0).map_err(io_err(&staging.0))?);
         let dest = self.path(&digest);
         if dest.exists() {
             return Ok(digest); // same content already stored; staging dropped
         }
+        prepare(&staging.0).map_err(StoreError::Prepare)?;
         seal(&staging.0)?;
         fs::rename(&staging.0, &dest).map_err(io_err(&dest))?;
         std::mem::forget(staging);
@@ -457,7 +480,9 @@ mod tests {
             file(b, "main.py", b"def handler(e, c):\n    return e\n");
             file(b, "pkg/util.py", b"X = 1\n");
         });
-        let d1 = store.put_tar_gz(&gz, UnpackLimits::default()).unwrap();
+        let d1 = store
+            .put_tar_gz(&gz, UnpackLimits::default(), &no_prepare)
+            .unwrap();
         let src = tempfile::tempdir().unwrap();
         fs::write(
             src.path().join("main.py"),
@@ -466,7 +491,9 @@ mod tests {
         .unwrap();
         fs::create_dir(src.path().join("pkg")).unwrap();
         fs::write(src.path().join("pkg/util.py"), b"X = 1\n").unwrap();
-        let d2 = store.put_dir(src.path(), UnpackLimits::default()).unwrap();
+        let d2 = store
+            .put_dir(src.path(), UnpackLimits::default(), &no_prepare)
+            .unwrap();
         assert_eq!(d1, d2);
         assert_eq!(store.list().unwrap(), vec![d1.clone()]);
         let main = store.path(&d1).join("main.py");
@@ -487,12 +514,14 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let store = CodeStore::open(root.path()).unwrap();
         let gz = targz(|b| raw(b, "../evil.py", tar::EntryType::Regular, None, b"x"));
-        let err = store.put_tar_gz(&gz, UnpackLimits::default()).unwrap_err();
+        let err = store
+            .put_tar_gz(&gz, UnpackLimits::default(), &no_prepare)
+            .unwrap_err();
         assert!(matches!(err, StoreError::BadEntry { .. }), "{err}");
         assert!(!root.path().join("evil.py").exists());
         let gz = targz(|b| raw(b, "/abs.py", tar::EntryType::Regular, None, b"x"));
         assert!(matches!(
-            store.put_tar_gz(&gz, UnpackLimits::default()),
+            store.put_tar_gz(&gz, UnpackLimits::default(), &no_prepare),
             Err(StoreError::BadEntry { .. })
         ));
     }
@@ -507,7 +536,9 @@ mod tests {
             raw(b, "link", tar::EntryType::Symlink, Some(&target), b"");
             raw(b, "link/owned.py", tar::EntryType::Regular, None, b"x");
         });
-        let err = store.put_tar_gz(&gz, UnpackLimits::default()).unwrap_err();
+        let err = store
+            .put_tar_gz(&gz, UnpackLimits::default(), &no_prepare)
+            .unwrap_err();
         assert!(matches!(err, StoreError::BadEntry { .. }), "{err}");
         assert!(!outside.path().join("owned.py").exists());
     }
@@ -522,7 +553,7 @@ mod tests {
             max_entries: 10,
         };
         assert!(matches!(
-            store.put_tar_gz(&gz, limits),
+            store.put_tar_gz(&gz, limits, &no_prepare),
             Err(StoreError::TooLarge { limit: 4095 })
         ));
         let gz = targz(|b| {
@@ -535,7 +566,7 @@ mod tests {
             max_entries: 3,
         };
         assert!(matches!(
-            store.put_tar_gz(&gz, limits),
+            store.put_tar_gz(&gz, limits, &no_prepare),
             Err(StoreError::TooManyEntries { limit: 3 })
         ));
     }
@@ -546,11 +577,11 @@ mod tests {
         let store = CodeStore::open(root.path()).unwrap();
         let gz = targz(|b| raw(b, "dev", tar::EntryType::Char, None, b""));
         assert!(matches!(
-            store.put_tar_gz(&gz, UnpackLimits::default()),
+            store.put_tar_gz(&gz, UnpackLimits::default(), &no_prepare),
             Err(StoreError::BadEntry { .. })
         ));
         assert!(matches!(
-            store.put_tar_gz(b"definitely not gzip", UnpackLimits::default()),
+            store.put_tar_gz(b"definitely not gzip", UnpackLimits::default(), &no_prepare),
             Err(StoreError::BadArchive(_))
         ));
     }

@@ -55,13 +55,14 @@ def handler(event, context):
     os.environ['EMBER_LEAK'] = 'first'
     with open('/tmp/secret.txt', 'w') as f:
         f.write('first was here')
-    return {'fn': sorted(os.listdir('/fn')), 'tmp': sorted(os.listdir('/tmp')),
-            'seen': len(SEEN), 'env': os.environ.get('EMBER_LEAK')}
+    return {'fn': sorted(n for n in os.listdir('/fn') if n != '__pycache__'),
+            'tmp': sorted(os.listdir('/tmp')), 'seen': len(SEEN), 'env': os.environ.get('EMBER_LEAK'),
+            'precompiled': __spec__.cached is not None and os.path.exists(__spec__.cached)}
 "#;
     let second = r#"import os, sys
 def handler(event, context):
-    return {'fn': sorted(os.listdir('/fn')), 'tmp': sorted(os.listdir('/tmp')),
-            'env': os.environ.get('EMBER_LEAK'),
+    return {'fn': sorted(n for n in os.listdir('/fn') if n != '__pycache__'),
+            'tmp': sorted(os.listdir('/tmp')), 'env': os.environ.get('EMBER_LEAK'),
             'first_loaded': any(getattr(m, 'SEEN', None) is not None for m in list(sys.modules.values()))}
 "#;
     d.deploy_files(
@@ -84,6 +85,7 @@ def handler(event, context):
     );
     assert_eq!(a["result"]["tmp"], json!(["secret.txt"]));
     assert_eq!(a["result"]["seen"], 1);
+    assert_eq!(a["result"]["precompiled"], true, "code was not precompiled at deploy");
     let b = d.invoke("second", "{}").json();
     assert_eq!(
         b["sandbox"], a["sandbox"],

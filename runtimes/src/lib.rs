@@ -11,6 +11,7 @@ pub mod agent_conn;
 pub mod bundle;
 pub mod cgroup;
 pub mod error;
+pub mod python;
 pub mod runc;
 pub mod sandbox;
 

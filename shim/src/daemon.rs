@@ -185,9 +185,14 @@ impl Daemon {
         let digest = match spec.code {
             CodeSource::TarGz(bytes) => {
                 let store = self.store.clone();
-                tokio::task::spawn_blocking(move || store.put_tar_gz(&bytes, limits))
-                    .await
-                    .map_err(|e| DeployError::Invalid(format!("unpacking task failed: {e}")))??
+                let python = self.cfg.python.clone();
+                tokio::task::spawn_blocking(move || {
+                    store.put_tar_gz(&bytes, limits, &|dir: &std::path::Path| {
+                        ember_runtimes::python::precompile(&python, dir)
+                    })
+                })
+                .await
+                .map_err(|e| DeployError::Invalid(format!("unpacking task failed: {e}")))??
             }
             CodeSource::Path(path) => {
                 if !path.is_absolute() {
@@ -197,9 +202,14 @@ impl Daemon {
                     )));
                 }
                 let store = self.store.clone();
-                tokio::task::spawn_blocking(move || store.put_dir(&path, limits))
-                    .await
-                    .map_err(|e| DeployError::Invalid(format!("copying task failed: {e}")))??
+                let python = self.cfg.python.clone();
+                tokio::task::spawn_blocking(move || {
+                    store.put_dir(&path, limits, &|dir: &std::path::Path| {
+                        ember_runtimes::python::precompile(&python, dir)
+                    })
+                })
+                .await
+                .map_err(|e| DeployError::Invalid(format!("copying task failed: {e}")))??
             }
         };
         let old = self.registry.get(name)?;
