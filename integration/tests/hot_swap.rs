@@ -85,7 +85,10 @@ def handler(event, context):
     );
     assert_eq!(a["result"]["tmp"], json!(["secret.txt"]));
     assert_eq!(a["result"]["seen"], 1);
-    assert_eq!(a["result"]["precompiled"], true, "code was not precompiled at deploy");
+    assert_eq!(
+        a["result"]["precompiled"], true,
+        "code was not precompiled at deploy"
+    );
     let b = d.invoke("second", "{}").json();
     assert_eq!(
         b["sandbox"], a["sandbox"],

@@ -159,8 +159,14 @@ impl Zygote {
             self.ctl
                 .set_read_timeout(None)
                 .map_err(|e| format!("zygote socket: {e}"))?;
-            if let Event::Other(v) = ev? {
-                eprintln!("ember-agent: zygote says {v}");
+            match ev? {
+                Event::Exited { pid, code, signal } => {
+                    return Err(format!(
+                        "worker {pid} died while warming up (exit code {code:?}, signal {signal:?}); see the sandbox's stderr"
+                    ))
+                }
+                Event::Other(v) => eprintln!("ember-agent: zygote says {v}"),
+                Event::Spare => {}
             }
         }
         Ok(self.spare.unwrap_or(0))

@@ -36,6 +36,7 @@ import gc
 import hashlib  # noqa: F401
 import importlib
 import importlib.machinery
+import importlib.util
 import io
 import itertools  # noqa: F401
 import json
@@ -131,10 +132,15 @@ def rehearse():
     json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8", "surrogatepass")
     # Not rehearsed: formatting a traceback (~1 ms of CPU per worker); the
     # error path pays it only when a handler raises.
-    # Warm the path-based finder on a directory that is not /fn (a finder
-    # cached for /fn before the code is mounted could go stale).
+    # Warm the path-based finder and the bytecode loader on a small stdlib
+    # module, never on /fn (a finder cached for /fn before the code is
+    # mounted could go stale). The module is executed but never
+    # registered in sys.modules.
+    spec = importlib.machinery.PathFinder.find_spec("colorsys", [os.path.dirname(json.__path__[0])])
+    if spec is not None and spec.loader is not None:
+        spec.loader.exec_module(importlib.util.module_from_spec(spec))
     importlib.machinery.PathFinder.find_spec("_ember_no_such_module", ["/"])
-    sys.path_importer_cache.pop("/", None)
+    sys.path_importer_cache.clear()
 
 
 def run_worker(req, fds, out, err):
@@ -197,7 +203,10 @@ def spare():
         write_through=True,
     )
     gc.enable()
-    rehearse()
+    try:
+        rehearse()
+    except Exception:  # a warm-up failure must not cost the sandbox
+        traceback.print_exc()
     send({"spare": os.getpid()})
     req, fds = recv_request()
     # User code must never reach the agent's control socket.
