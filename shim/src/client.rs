@@ -110,3 +110,70 @@ impl Client {
         self.request(Method::GET, path, None, Bytes::new()).await
     }
 }
+
+/// A kept-alive HTTP/1.1 connection to emberd, for callers that send many
+/// requests (benches, orchestrators): no connect or handshake per request.
+pub struct Connection {
+    socket: PathBuf,
+    sender: http1::SendRequest<Full<Bytes>>,
+}
+
+impl Connection {
+    pub async fn open(socket: &Path) -> Result<Connection, ClientError> {
+        let stream = tokio::net::UnixStream::connect(socket)
+            .await
+            .map_err(|source| ClientError::Connect {
+                path: socket.to_path_buf(),
+                source,
+            })?;
+        let (sender, conn) =
+            http1::handshake(TokioIo::new(stream))
+                .await
+                .map_err(|e| ClientError::Http {
+                    path: socket.to_path_buf(),
+                    message: e.to_string(),
+                })?;
+        tokio::spawn(conn);
+        Ok(Connection {
+            socket: socket.to_path_buf(),
+            sender,
+        })
+    }
+
+    pub async fn request(
+        &mut self,
+        method: Method,
+        path: &str,
+        content_type: Option<&str>,
+        body: impl Into<Bytes>,
+    ) -> Result<Answer, ClientError> {
+        let http = |message: String| ClientError::Http {
+            path: self.socket.clone(),
+            message,
+        };
+        self.sender.ready().await.map_err(|e| http(e.to_string()))?;
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, "ember");
+        if let Some(ct) = content_type {
+            req = req.header(hyper::header::CONTENT_TYPE, ct);
+        }
+        let req = req
+            .body(Full::new(body.into()))
+            .map_err(|e| http(e.to_string()))?;
+        let resp = self
+            .sender
+            .send_request(req)
+            .await
+            .map_err(|e| http(e.to_string()))?;
+        let status = resp.status();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| http(e.to_string()))?
+            .to_bytes();
+        Ok(Answer { status, body })
+    }
+}

@@ -1,0 +1,144 @@
+//! The baseline: `runc run` of the same handler in a fresh container with
+//! the same lean root filesystem ember's sandboxes use (read-only host
+//! binds, no network), timed from spawn to exit.
+
+use anyhow::{bail, Context, Result};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+const HOST_DIRS: &[&str] = &[
+    "/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32",
+];
+
+/// One bundle directory per run; removed (and the container force-deleted)
+/// on drop.
+struct Bundle {
+    dir: tempfile::TempDir,
+    id: String,
+    runc: PathBuf,
+}
+
+impl Drop for Bundle {
+    fn drop(&mut self) {
+        let _ = Command::new(&self.runc)
+            .args(["delete", "--force", &self.id])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+fn mount(dest: &str, source: &str, typ: &str, opts: &[&str]) -> serde_json::Value {
+    json!({ "destination": dest, "source": source, "type": typ, "options": opts })
+}
+
+fn bundle(runc: &Path, id: &str, code: &Path, event: &str) -> Result<Bundle> {
+    let dir = tempfile::Builder::new().prefix("bench-cold-").tempdir()?;
+    let rootfs = dir.path().join("rootfs");
+    for d in ["proc", "dev", "fn", "tmp"] {
+        std::fs::create_dir_all(rootfs.join(d))?;
+    }
+    let mut mounts = vec![
+        mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"]),
+        mount(
+            "/dev",
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "strictatime", "mode=755", "size=64k"],
+        ),
+        mount(
+            "/tmp",
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "nodev", "mode=1777", "size=64m"],
+        ),
+        mount(
+            "/fn",
+            &code.to_string_lossy(),
+            "bind",
+            &["bind", "ro", "nosuid", "nodev"],
+        ),
+    ];
+    for d in HOST_DIRS {
+        let host = Path::new(d);
+        let Ok(meta) = std::fs::symlink_metadata(host) else {
+            continue;
+        };
+        let inside = rootfs.join(d.trim_start_matches('/'));
+        if meta.file_type().is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(host)?, &inside)?;
+        } else if meta.is_dir() {
+            std::fs::create_dir_all(&inside)?;
+            mounts.push(mount(d, d, "bind", &["bind", "ro", "nosuid", "nodev"]));
+        }
+    }
+    let script = format!(
+        "import sys, json; sys.path.insert(0, '/fn'); import main; \
+         print(json.dumps(main.handler(json.loads({event:?}), None)))"
+    );
+    let config = json!({
+        "ociVersion": "1.0.2",
+        "root": { "path": "rootfs", "readonly": true },
+        "hostname": "bench",
+        "process": {
+            "terminal": false,
+            "user": { "uid": 65534, "gid": 65534 },
+            "args": ["/usr/bin/python3", "-I", "-B", "-c", script],
+            "env": ["PATH=/usr/bin:/bin", "HOME=/tmp", "LANG=C.UTF-8"],
+            "cwd": "/fn",
+            "noNewPrivileges": true,
+            "capabilities": { "bounding": [], "effective": [], "permitted": [], "inheritable": [], "ambient": [] }
+        },
+        "mounts": mounts,
+        "linux": {
+            "namespaces": [
+                {"type": "pid"}, {"type": "mount"}, {"type": "network"},
+                {"type": "ipc"}, {"type": "uts"}, {"type": "cgroup"}
+            ],
+            "cgroupsPath": format!("/bench/{id}"),
+            "resources": { "memory": { "limit": 536870912 }, "pids": { "limit": 256 } },
+            "rootfsPropagation": "private",
+            "maskedPaths": ["/proc/kcore", "/proc/keys", "/proc/timer_list", "/sys/firmware"],
+            "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
+        }
+    });
+    std::fs::write(
+        dir.path().join("config.json"),
+        serde_json::to_vec_pretty(&config)?,
+    )?;
+    Ok(Bundle {
+        dir,
+        id: id.to_string(),
+        runc: runc.to_path_buf(),
+    })
+}
+
+/// Time `runc run` of the handler `n` times; returns milliseconds.
+pub fn run(runc: &Path, code: &Path, event: &str, n: usize, expect: &str) -> Result<Vec<f64>> {
+    let mut samples = Vec::with_capacity(n);
+    for i in 0..n {
+        let id = format!("bench-cold-{}-{i}", std::process::id());
+        let b = bundle(runc, &id, code, event)?;
+        let t = Instant::now();
+        let out = Command::new(runc)
+            .arg("run")
+            .arg("--bundle")
+            .arg(b.dir.path())
+            .arg(&id)
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("running {}", runc.display()))?;
+        let ms = t.elapsed().as_secs_f64() * 1000.0;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        if !out.status.success() || !stdout.contains(expect) {
+            bail!(
+                "cold start {i} failed ({}): stdout {stdout:?} stderr {:?}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        samples.push(ms);
+    }
+    Ok(samples)
+}

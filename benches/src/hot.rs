@@ -1,0 +1,152 @@
+//! The ember side: a private emberd, one deployed handler, sequential
+//! invocations over the Unix socket.
+
+use anyhow::{bail, Context, Result};
+use ember_shim::client::{Client, Connection};
+use hyper::Method;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Stops the private emberd (SIGTERM, then wait) even on error.
+pub struct Emberd {
+    child: Option<std::process::Child>,
+    pub client: Client,
+    _dir: tempfile::TempDir,
+}
+
+impl Emberd {
+    pub async fn start(emberd: &Path, pool_size: usize) -> Result<Emberd> {
+        let dir = tempfile::Builder::new().prefix("ember-bench-").tempdir()?;
+        let socket = dir.path().join("ember.sock");
+        let log = std::fs::File::create(dir.path().join("emberd.log"))?;
+        let child = std::process::Command::new(emberd)
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .arg("--pool-size")
+            .arg(pool_size.to_string())
+            .env("RUST_LOG", "warn")
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", emberd.display()))?;
+        let e = Emberd {
+            child: Some(child),
+            client: Client::new(&socket),
+            _dir: dir,
+        };
+        let t = Instant::now();
+        loop {
+            if let Ok(a) = e.client.get("/v1/pools").await {
+                if a.json()["pools"][0]["idle"].as_u64().unwrap_or(0) >= pool_size as u64 {
+                    return Ok(e);
+                }
+            }
+            if t.elapsed() > Duration::from_secs(60) {
+                bail!("emberd's pool did not fill within 60 s");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn stop(&mut self) -> Result<()> {
+        if let Some(mut c) = self.child.take() {
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            )?;
+            let status = c.wait()?;
+            if !status.success() {
+                bail!("emberd exited with {status}");
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Emberd {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
+
+pub fn tar_gz(dir: &Path) -> Result<Vec<u8>> {
+    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut t = tar::Builder::new(gz);
+    t.append_dir_all(".", dir)?;
+    Ok(t.into_inner()?.finish()?)
+}
+
+/// One invocation as the bench saw it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Sample {
+    pub client_ms: f64,
+    pub start: String,
+    pub timings_us: serde_json::Value,
+}
+
+pub async fn deploy(e: &Emberd, name: &str, code: &Path) -> Result<()> {
+    let a = e
+        .client
+        .request(
+            Method::PUT,
+            &format!("/v1/functions/{name}?timeout_ms=5000"),
+            Some("application/gzip"),
+            tar_gz(code)?,
+        )
+        .await?;
+    if !a.status.is_success() {
+        bail!("deploy failed: {}", a.error_message());
+    }
+    Ok(())
+}
+
+pub async fn invoke_n(
+    e: &Emberd,
+    name: &str,
+    event: &str,
+    n: usize,
+    expect: &str,
+    gap_ms: u64,
+) -> Result<Vec<Sample>> {
+    let mut out = Vec::with_capacity(n);
+    let path = format!("/v1/functions/{name}/invoke");
+    // One kept-alive connection, as an orchestrator would hold.
+    let mut conn = Connection::open(e.client.socket()).await?;
+    for i in 0..n {
+        if gap_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(gap_ms)).await;
+        }
+        let t = Instant::now();
+        let a = conn
+            .request(
+                Method::POST,
+                &path,
+                Some("application/json"),
+                event.to_string(),
+            )
+            .await?;
+        let client_ms = t.elapsed().as_secs_f64() * 1000.0;
+        let v = a.json();
+        if !a.status.is_success() || !v["result"].to_string().contains(expect) {
+            bail!(
+                "invocation {i} failed: {}",
+                String::from_utf8_lossy(&a.body)
+            );
+        }
+        out.push(Sample {
+            client_ms,
+            start: v["start"].as_str().unwrap_or("?").to_string(),
+            timings_us: v["timings_us"].clone(),
+        });
+    }
+    Ok(out)
+}
+
+pub fn default_emberd() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("emberd")))
+        .unwrap_or_else(|| PathBuf::from("emberd"))
+}
