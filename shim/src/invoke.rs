@@ -28,7 +28,10 @@ pub struct Timings {
     pub inject: u64,
     /// From the request reaching the agent's pipe to its answer.
     pub run: u64,
-    /// Unmounting and verifying, plus freezing.
+    /// Cleanup the caller waited for. The worker is killed inside `run`;
+    /// unmounting `/fn` and `/tmp`, verifying and freezing happen after the
+    /// answer, before the sandbox is used again (logged as "sandbox
+    /// returned" with `eject_us`).
     pub cleanup: u64,
     pub total: u64,
 }
@@ -257,19 +260,16 @@ async fn invoke_inner(
     };
     timings.run = t.elapsed().as_micros() as u64;
 
-    // Clean up: out with /fn and /tmp, verified. Freezing waits for the
-    // agent's `Idle` (next worker warm), after the caller has its answer.
+    // The worker is already dead (the agent kills it before answering).
+    // Unmounting /fn and /tmp, verifying, and freezing happen after the
+    // caller has its answer and before the sandbox can be used again:
+    // unmounting costs an RCU grace period per mount, which the caller
+    // should not wait for.
     let t = Instant::now();
-    let mut healthy = matches!(
+    let healthy = matches!(
         answer.outcome,
         Outcome::Ok | Outcome::HandlerError | Outcome::ResultTooLarge
     );
-    if let Err(e) = tokio::task::block_in_place(|| sb.injector.eject()) {
-        tracing::warn!(sandbox = %sb.id, "eject failed, discarding sandbox: {e}");
-        healthy = false;
-    }
-    timings.cleanup = t.elapsed().as_micros() as u64;
-    timings.total = t0.elapsed().as_micros() as u64;
     if healthy {
         pool.mark_returning(&sb.id);
         let pool = pool.clone();
@@ -277,6 +277,8 @@ async fn invoke_inner(
     } else {
         pool.release(sb, false);
     }
+    timings.cleanup = t.elapsed().as_micros() as u64;
+    timings.total = t0.elapsed().as_micros() as u64;
 
     let result = match (&answer.outcome, answer.result) {
         (Outcome::Ok, Some(text)) => Some(RawValue::from_string(text).map_err(|e| {
@@ -332,31 +334,48 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Wait for the agent's `Idle`, freeze, and put the sandbox back; any
 /// surprise discards it.
 async fn return_when_idle(pool: Arc<crate::pool::Pool>, mut sb: ember_runtimes::Sandbox) {
-    let healthy = match tokio::time::timeout(IDLE_TIMEOUT, sb.conn.recv()).await {
-        Ok(Ok(FromAgent::Idle { strays_killed, .. })) => match sb.freezer.request_freeze() {
-            Ok(()) if strays_killed > 0 => {
-                tracing::info!(sandbox = %sb.id, strays_killed, "killed processes the invocation left behind");
-                true
+    let t = Instant::now();
+    let ejected = tokio::task::block_in_place(|| sb.injector.eject());
+    let eject_us = t.elapsed().as_micros() as u64;
+    let healthy = match ejected {
+        Err(e) => {
+            tracing::warn!(sandbox = %sb.id, "eject failed, discarding sandbox: {e}");
+            false
+        }
+        Ok(()) => match tokio::time::timeout(IDLE_TIMEOUT, sb.conn.recv()).await {
+            Ok(Ok(FromAgent::Idle { strays_killed, .. })) => match sb.freezer.request_freeze() {
+                Ok(()) => {
+                    if strays_killed > 0 {
+                        tracing::info!(sandbox = %sb.id, strays_killed, "killed processes the invocation left behind");
+                    }
+                    true
+                }
+                Err(e) => {
+                    tracing::warn!(sandbox = %sb.id, "freeze failed, discarding sandbox: {e}");
+                    false
+                }
+            },
+            Ok(Ok(other)) => {
+                tracing::warn!(sandbox = %sb.id, "expected idle from agent, got {other:?}; discarding");
+                false
             }
-            Ok(()) => true,
-            Err(e) => {
-                tracing::warn!(sandbox = %sb.id, "freeze failed, discarding sandbox: {e}");
+            Ok(Err(e)) => {
+                tracing::warn!(sandbox = %sb.id, "agent failed after invocation: {e}; discarding");
+                false
+            }
+            Err(_) => {
+                tracing::warn!(sandbox = %sb.id, "agent not idle within {IDLE_TIMEOUT:?}; discarding");
                 false
             }
         },
-        Ok(Ok(other)) => {
-            tracing::warn!(sandbox = %sb.id, "expected idle from agent, got {other:?}; discarding");
-            false
-        }
-        Ok(Err(e)) => {
-            tracing::warn!(sandbox = %sb.id, "agent failed after invocation: {e}; discarding");
-            false
-        }
-        Err(_) => {
-            tracing::warn!(sandbox = %sb.id, "agent not idle within {IDLE_TIMEOUT:?}; discarding");
-            false
-        }
     };
+    tracing::debug!(
+        sandbox = %sb.id,
+        eject_us,
+        return_us = t.elapsed().as_micros() as u64,
+        healthy,
+        "sandbox returned"
+    );
     pool.release(sb, healthy);
 }
 
