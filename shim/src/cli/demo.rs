@@ -155,7 +155,7 @@ client round trip p50 {:.2} ms, p99 {:.2} ms",
         percentile(&client_ms, 99.0),
     );
     println!(
-        "compare with a cold `runc run`: cargo run --release -p ember-benches -- --iterations 100"
+        "compare with `runc run` cold starts: cargo run --release -p ember-benches -- --iterations 300 --gap-ms 5"
     );
     guard.stop()?;
     eprintln!("emberd stopped; sandboxes removed");
