@@ -8,10 +8,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-const HOST_DIRS: &[&str] = &[
-    "/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32",
-];
-
 /// One bundle directory per run; removed (and the container force-deleted)
 /// on drop.
 struct Bundle {
@@ -60,18 +56,8 @@ fn bundle(runc: &Path, id: &str, code: &Path, event: &str) -> Result<Bundle> {
             &["bind", "ro", "nosuid", "nodev"],
         ),
     ];
-    for d in HOST_DIRS {
-        let host = Path::new(d);
-        let Ok(meta) = std::fs::symlink_metadata(host) else {
-            continue;
-        };
-        let inside = rootfs.join(d.trim_start_matches('/'));
-        if meta.file_type().is_symlink() {
-            std::os::unix::fs::symlink(std::fs::read_link(host)?, &inside)?;
-        } else if meta.is_dir() {
-            std::fs::create_dir_all(&inside)?;
-            mounts.push(mount(d, d, "bind", &["bind", "ro", "nosuid", "nodev"]));
-        }
+    for d in ember_runtimes::bundle::host_dirs(&rootfs)? {
+        mounts.push(mount(&d, &d, "bind", &["bind", "ro", "nosuid", "nodev"]));
     }
     let script = format!(
         "import sys, json; sys.path.insert(0, '/fn'); import main; \

@@ -85,15 +85,8 @@ fn first_line(cmd: &str, args: &[&str]) -> String {
 
 /// runc leaves the parent of the cgroups it created; remove it.
 fn remove_bench_cgroups() {
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    for line in mounts.lines() {
-        let f: Vec<&str> = line.split(' ').collect();
-        let Some(sep) = f.iter().position(|x| *x == "-") else {
-            continue;
-        };
-        if matches!(f.get(sep + 1), Some(&"cgroup") | Some(&"cgroup2")) {
-            let _ = std::fs::remove_dir(std::path::Path::new(f[4]).join("bench"));
-        }
+    for root in ember_runtimes::cgroup::CgroupLayout::detect().all {
+        let _ = std::fs::remove_dir(root.join("bench"));
     }
 }
 

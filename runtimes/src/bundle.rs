@@ -64,21 +64,13 @@ pub fn write_bundle(spec: &BundleSpec<'_>) -> Result<PathBuf, RuntimeError> {
             &["nosuid", "noexec", "nodev", "ro"],
         ),
     ];
-    for dir in HOST_DIRS {
-        let host = Path::new(dir);
-        let Ok(meta) = fs::symlink_metadata(host) else {
-            continue;
-        };
-        let inside = rootfs.join(dir.trim_start_matches('/'));
-        if meta.file_type().is_symlink() {
-            let target = fs::read_link(host).map_err(io(host))?;
-            if fs::symlink_metadata(&inside).is_err() {
-                std::os::unix::fs::symlink(&target, &inside).map_err(io(&inside))?;
-            }
-        } else if meta.is_dir() {
-            fs::create_dir_all(&inside).map_err(io(&inside))?;
-            mounts.push(mount(dir, dir, "bind", &["bind", "ro", "nosuid", "nodev"]));
-        }
+    for dir in host_dirs(&rootfs)? {
+        mounts.push(mount(
+            &dir,
+            &dir,
+            "bind",
+            &["bind", "ro", "nosuid", "nodev"],
+        ));
     }
     mounts.push(mount(
         AGENT_PATH,
@@ -95,6 +87,31 @@ pub fn write_bundle(spec: &BundleSpec<'_>) -> Result<PathBuf, RuntimeError> {
     })?;
     fs::write(&config, json).map_err(io(&config))?;
     Ok(config)
+}
+
+/// Lay out the host directories ember's root filesystems share: where the
+/// host has a symlink (`/bin -> usr/bin` on merged-/usr systems) the same
+/// symlink is made under `rootfs`; real directories get a mount point and
+/// are returned, to be bound read-only.
+pub fn host_dirs(rootfs: &Path) -> Result<Vec<String>, RuntimeError> {
+    let mut binds = Vec::new();
+    for dir in HOST_DIRS {
+        let host = Path::new(dir);
+        let Ok(meta) = fs::symlink_metadata(host) else {
+            continue;
+        };
+        let inside = rootfs.join(dir.trim_start_matches('/'));
+        if meta.file_type().is_symlink() {
+            let target = fs::read_link(host).map_err(io(host))?;
+            if fs::symlink_metadata(&inside).is_err() {
+                std::os::unix::fs::symlink(&target, &inside).map_err(io(&inside))?;
+            }
+        } else if meta.is_dir() {
+            fs::create_dir_all(&inside).map_err(io(&inside))?;
+            binds.push(dir.to_string());
+        }
+    }
+    Ok(binds)
 }
 
 fn mount(dest: &str, source: &str, typ: &str, opts: &[&str]) -> Mount {

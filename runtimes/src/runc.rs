@@ -96,19 +96,23 @@ impl Runc {
         Ok((pid, AgentConn::new(id, stdin, stdout, stderr)))
     }
 
-    /// `runc delete --force`: kills (thawing if needed) and removes the
-    /// container and its cgroups. A container runc does not know is fine.
-    pub async fn delete_force(&self, id: &str) -> Result<(), RuntimeError> {
-        let out = self
-            .command()
-            .args(["delete", "--force", id])
+    /// Run a short runc subcommand to completion.
+    async fn output(&self, args: &[&str]) -> Result<std::process::Output, RuntimeError> {
+        self.command()
+            .args(args)
             .stdin(Stdio::null())
             .output()
             .await
             .map_err(|source| RuntimeError::Spawn {
                 binary: self.binary.clone(),
                 source,
-            })?;
+            })
+    }
+
+    /// `runc delete --force`: kills (thawing if needed) and removes the
+    /// container and its cgroups. A container runc does not know is fine.
+    pub async fn delete_force(&self, id: &str) -> Result<(), RuntimeError> {
+        let out = self.output(&["delete", "--force", id]).await?;
         let stderr = String::from_utf8_lossy(&out.stderr);
         if out.status.success() || stderr.contains("does not exist") || stderr.contains("not found")
         {
@@ -124,16 +128,7 @@ impl Runc {
 
     /// Containers runc knows in its root.
     pub async fn list(&self) -> Result<Vec<ContainerInfo>, RuntimeError> {
-        let out = self
-            .command()
-            .args(["list", "--format", "json"])
-            .stdin(Stdio::null())
-            .output()
-            .await
-            .map_err(|source| RuntimeError::Spawn {
-                binary: self.binary.clone(),
-                source,
-            })?;
+        let out = self.output(&["list", "--format", "json"]).await?;
         if !out.status.success() {
             return Err(RuntimeError::RuntimeFailed {
                 op: "list",

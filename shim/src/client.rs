@@ -59,6 +59,7 @@ impl Client {
         &self.socket
     }
 
+    /// One request on a fresh connection (closed afterwards).
     pub async fn request(
         &self,
         method: Method,
@@ -66,44 +67,8 @@ impl Client {
         content_type: Option<&str>,
         body: impl Into<Bytes>,
     ) -> Result<Answer, ClientError> {
-        let http = |message: String| ClientError::Http {
-            path: self.socket.clone(),
-            message,
-        };
-        let stream = tokio::net::UnixStream::connect(&self.socket)
-            .await
-            .map_err(|source| ClientError::Connect {
-                path: self.socket.clone(),
-                source,
-            })?;
-        let (mut sender, conn) = http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| http(e.to_string()))?;
-        let conn = tokio::spawn(conn);
-        let mut req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(hyper::header::HOST, "ember");
-        if let Some(ct) = content_type {
-            req = req.header(hyper::header::CONTENT_TYPE, ct);
-        }
-        let req = req
-            .body(Full::new(body.into()))
-            .map_err(|e| http(e.to_string()))?;
-        let resp = sender
-            .send_request(req)
-            .await
-            .map_err(|e| http(e.to_string()))?;
-        let status = resp.status();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| http(e.to_string()))?
-            .to_bytes();
-        drop(sender);
-        let _ = conn.await;
-        Ok(Answer { status, body })
+        let mut conn = Connection::open(&self.socket).await?;
+        conn.request(method, path, content_type, body).await
     }
 
     pub async fn get(&self, path: &str) -> Result<Answer, ClientError> {
