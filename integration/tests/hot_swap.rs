@@ -490,3 +490,31 @@ fn a_restarted_daemon_keeps_its_functions_and_leaves_nothing_behind() {
     assert_eq!(d.get("/v1/functions/echo").json()["name"], "echo");
     d.stop_and_check(&tag);
 }
+
+#[test]
+fn an_empty_pool_reports_a_cold_start_then_serves_hot() {
+    if !prerequisites_met("an_empty_pool_reports_a_cold_start_then_serves_hot") {
+        return;
+    }
+    let mut d = Daemon::start(&["--pool-size", "0", "--idle-trim-ms", "60000"]);
+    let tag = d.tag();
+    d.deploy_files("echo", &[("main.py", ECHO)], 5000);
+    assert_eq!(d.pool()["idle"], 0);
+    let v = d.invoke("echo", r#"{"n": 1}"#).json();
+    assert_eq!(v["start"], "cold", "{v}");
+    assert!(v["timings_us"]["create"].as_u64().unwrap() > 0);
+    assert_eq!(v["result"]["event"]["n"], 1);
+    d.wait_pool_idle(1);
+    let v = d.invoke("echo", r#"{"n": 2}"#).json();
+    assert_eq!(v["start"], "hot", "{v}");
+    assert_eq!(v["timings_us"]["create"], 0);
+    let p = d.pool();
+    assert_eq!(
+        (
+            p["cold_starts_total"].as_u64(),
+            p["hot_starts_total"].as_u64()
+        ),
+        (Some(1), Some(1))
+    );
+    d.stop_and_check(&tag);
+}
