@@ -257,3 +257,63 @@ fn sigterm_lets_a_running_invocation_finish() {
     assert_eq!(a.json()["result"], json!("finished"));
     assert!(t.elapsed() < Duration::from_secs(30));
 }
+
+#[test]
+fn a_full_pool_queues_then_refuses_with_pool_exhausted() {
+    if !prerequisites_met("a_full_pool_queues_then_refuses_with_pool_exhausted") {
+        return;
+    }
+    let mut d = Daemon::start(&[
+        "--pool-size",
+        "1",
+        "--max-sandboxes",
+        "1",
+        "--queue-timeout-ms",
+        "300",
+    ]);
+    let tag = d.tag();
+    d.deploy_files(
+        "slow",
+        &[(
+            "main.py",
+            "import time\ndef handler(e, c):\n    time.sleep(e['s'])\n    return e['s']\n",
+        )],
+        10000,
+    );
+    d.wait_pool_idle(1);
+    let socket = d.socket.clone();
+    let busy = std::thread::spawn(move || {
+        ember_integration::http(
+            &socket,
+            "POST",
+            "/v1/functions/slow/invoke",
+            "application/json",
+            br#"{"s": 2}"#,
+        )
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let a = d.invoke("slow", r#"{"s": 0}"#);
+    assert_eq!(a.status, 503, "{}", String::from_utf8_lossy(&a.body));
+    assert_eq!(a.error_code(), "pool_exhausted");
+    assert_eq!(busy.join().unwrap().expect("first invocation").status, 200);
+    // Queued work that fits in the wait is served from the same sandbox.
+    let socket = d.socket.clone();
+    let first = std::thread::spawn(move || {
+        ember_integration::http(
+            &socket,
+            "POST",
+            "/v1/functions/slow/invoke",
+            "application/json",
+            br#"{"s": 0.1}"#,
+        )
+    });
+    std::thread::sleep(Duration::from_millis(20));
+    let a = d.invoke("slow", r#"{"s": 0}"#);
+    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+    let b = first.join().unwrap().unwrap();
+    assert_eq!(b.status, 200);
+    let queued = |x: &ember_integration::Answer| x.json()["timings_us"]["queue"].as_u64().unwrap();
+    // Whichever came second waited for the one sandbox.
+    assert!(queued(&a).max(queued(&b)) >= 50_000, "no invocation queued");
+    d.stop_and_check(&tag);
+}
