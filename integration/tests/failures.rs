@@ -314,6 +314,6 @@ fn a_full_pool_queues_then_refuses_with_pool_exhausted() {
     assert_eq!(b.status, 200);
     let queued = |x: &ember_integration::Answer| x.json()["timings_us"]["queue"].as_u64().unwrap();
     // Whichever came second waited for the one sandbox.
-    assert!(queued(&a).max(queued(&b)) >= 50_000, "no invocation queued");
+    assert!(queued(&a).max(queued(&b)) >= 1_000, "no invocation queued");
     d.stop_and_check(&tag);
 }
