@@ -54,6 +54,9 @@ impl Zygote {
             .env("TMPDIR", "/tmp")
             .current_dir("/")
             .stdin(Stdio::null())
+            // The agent's stdout carries frames to emberd: nothing else may
+            // ever write there. Workers get their own pipes per invocation.
+            .stdout(std::io::stderr())
             .uid(opts.uid)
             .gid(opts.gid);
         // SAFETY: only async-signal-safe calls (dup2, fcntl) between fork and
