@@ -106,11 +106,9 @@ impl CodeStore {
         for dir in [store.objects_root(), staging] {
             fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         }
-        // Sandboxes run code as an unprivileged user: it must traverse here.
-        fs::set_permissions(root, fs::Permissions::from_mode(0o755)).map_err(io_err(root))?;
-        let objects = store.objects_root();
-        fs::set_permissions(&objects, fs::Permissions::from_mode(0o711))
-            .map_err(io_err(&objects))?;
+        // Only the daemon reads the store; sandboxes see one tree each,
+        // through a mount of that tree (whose own modes are world-readable).
+        fs::set_permissions(root, fs::Permissions::from_mode(0o700)).map_err(io_err(root))?;
         Ok(store)
     }
 

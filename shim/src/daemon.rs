@@ -81,6 +81,13 @@ impl Daemon {
             source,
         };
         std::fs::create_dir_all(&cfg.state_dir).map_err(sd)?;
+        // Functions' code and the registry are nobody else's business on
+        // the host; sandboxes see code only through their own mounts.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&cfg.state_dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(sd)?;
+        }
         std::fs::create_dir_all(cfg.bundles_dir()).map_err(sd)?;
         let lock_file = std::fs::OpenOptions::new()
             .create(true)
