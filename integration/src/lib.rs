@@ -283,6 +283,11 @@ impl Daemon {
 
     /// Deploy a function given as (file name, content) pairs.
     pub fn deploy_files(&self, name: &str, files: &[(&str, &str)], timeout_ms: u64) -> Answer {
+        self.deploy_files_with(name, files, serde_json::json!({ "timeout_ms": timeout_ms }))
+    }
+
+    /// Deploy with any settings of the JSON deploy body (profile, limits).
+    pub fn deploy_files_with(&self, name: &str, files: &[(&str, &str)], settings: Value) -> Answer {
         let dir = self.dir.path().join(format!("src-{name}"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("function dir");
@@ -291,7 +296,14 @@ impl Daemon {
             std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
             std::fs::write(p, content).expect("write function file");
         }
-        let a = self.deploy_dir(name, &dir, timeout_ms);
+        let mut body = settings;
+        body["code"] = serde_json::json!({ "path": dir });
+        let a = self.request(
+            "PUT",
+            &format!("/v1/functions/{name}"),
+            "application/json",
+            body.to_string().as_bytes(),
+        );
         assert!(
             a.status == 200 || a.status == 201,
             "deploy {name}: {} {}",

@@ -20,6 +20,8 @@ pub struct CgroupLayout {
     pub v2_unified: Option<PathBuf>,
     /// Every cgroup mount (v1 and v2), for cleanup.
     pub all: Vec<PathBuf>,
+    /// v1 hierarchies with the controllers each carries.
+    pub v1: Vec<(Vec<String>, PathBuf)>,
 }
 
 impl CgroupLayout {
@@ -33,6 +35,7 @@ impl CgroupLayout {
             v1_freezer: None,
             v2_unified: None,
             all: Vec::new(),
+            v1: Vec::new(),
         };
         let mut v2 = None;
         for line in mountinfo.lines() {
@@ -47,6 +50,10 @@ impl CgroupLayout {
             match *fstype {
                 "cgroup" => {
                     layout.all.push(PathBuf::from(point));
+                    layout.v1.push((
+                        opts.split(',').map(str::to_string).collect(),
+                        PathBuf::from(point),
+                    ));
                     if opts.split(',').any(|o| o == "freezer") {
                         layout.v1_freezer = Some(PathBuf::from(point));
                     }
@@ -62,6 +69,14 @@ impl CgroupLayout {
             layout.v2_unified = v2;
         }
         layout
+    }
+
+    /// The v1 hierarchy that carries `controller`, if mounted.
+    pub fn v1_controller(&self, controller: &str) -> Option<&Path> {
+        self.v1
+            .iter()
+            .find(|(c, _)| c.iter().any(|x| x == controller))
+            .map(|(_, p)| p.as_path())
     }
 
     /// The freezer of the cgroup at `cgroups_path` (as in the OCI config).

@@ -3,7 +3,7 @@
 //! Owns: rendering a sandbox's OCI bundle (lean root filesystem of
 //! read-only host binds, the agent as PID 1), creating and destroying
 //! sandboxes with the runtime binary (runc), freezing and thawing them via
-//! the cgroup freezer, and the framed stdio connection to `ember-agent`.
+//! the cgroup freezer, per-invocation cgroup limits, and the framed stdio connection to `ember-agent`.
 //! Does not own pools, scheduling or code injection (see `ember-shim` and
 //! `ember-injector`), nor the agent binary itself (`runtimes/agent`).
 
@@ -11,6 +11,7 @@ pub mod agent_conn;
 pub mod bundle;
 pub mod cgroup;
 pub mod error;
+pub mod limits;
 pub mod python;
 pub mod runc;
 pub mod sandbox;

@@ -5,6 +5,7 @@ use crate::agent_conn::AgentConn;
 use crate::bundle::{write_bundle, BundleSpec};
 use crate::cgroup::{CgroupLayout, Freezer};
 use crate::error::RuntimeError;
+use crate::limits::{CgroupLimits, InvocationLimits};
 use crate::runc::Runc;
 use ember_injector::Injector;
 use ember_profiles::{Limits, Profile};
@@ -39,6 +40,13 @@ pub struct Sandbox {
     /// pid were reused).
     pub injector: Injector,
     pub freezer: Freezer,
+    /// Memory, pids and CPU limit files of its cgroup.
+    pub limits: CgroupLimits,
+    /// The limits last written (`None`: the bundle's own so far).
+    pub applied: Option<InvocationLimits>,
+    /// Memory the idle sandbox uses (agent, zygote, spare), measured when
+    /// it became ready; a function's memory limit comes on top of it.
+    pub baseline_memory: u64,
     pub conn: AgentConn,
     pub ready: Ready,
     pub bundle: PathBuf,
@@ -71,6 +79,7 @@ impl Sandbox {
                 limits: cfg.limits,
             })?;
             let freezer = cgroups.freezer(&cgroups_path)?;
+            let limits = cgroups.limits(&cgroups_path);
             let (init_pid, mut conn) = cfg.runc.run_detached(id, &bundle).await?;
             let mntns = std::fs::File::open(format!("/proc/{init_pid}/ns/mnt"))
                 .map(OwnedFd::from)
@@ -106,11 +115,15 @@ impl Sandbox {
                     })
                 }
             };
+            let baseline_memory = limits.memory_usage().unwrap_or(0);
             Ok(Sandbox {
                 id: id.to_string(),
                 init_pid,
                 injector,
                 freezer,
+                limits,
+                applied: None,
+                baseline_memory,
                 conn,
                 ready,
                 bundle: bundle.clone(),

@@ -1,32 +1,39 @@
-//! Sandbox profiles: what a sandbox may do, rendered as OCI runtime config.
+//! Sandbox profiles: what a sandbox and the function code in it may do.
 //!
-//! Owns the named profiles (namespaces, capabilities, rlimits, masked and
-//! read-only paths, `no_new_privileges`) and per-sandbox cgroup limits, and
-//! renders them into the `linux` section and the process settings of an OCI
-//! `config.json`. It does not own root filesystems, mounts or the process
-//! command line (see `ember-runtimes`), nor run anything.
+//! Owns the named profiles (`default`, `strict`): namespaces, capabilities,
+//! rlimits, masked and read-only paths, `no_new_privileges`, the seccomp
+//! rules, and per-sandbox cgroup limits. A profile renders two things: the
+//! OCI `linux` section and process settings of a sandbox (feature `oci`),
+//! and the BPF programs a worker installs on itself before user code runs
+//! (always available, so the static agent can build them without
+//! `oci-spec`). It does not own root filesystems, mounts, the process
+//! command line (see `ember-runtimes`), nor run or install anything.
+//!
+//! Why each rule exists is written down in `docs/isolation.md`.
 
-use oci_spec::runtime::{
-    get_default_maskedpaths, get_default_readonly_paths, Capability, Linux, LinuxBuilder,
-    LinuxCapabilitiesBuilder, LinuxDeviceCgroupBuilder, LinuxMemoryBuilder, LinuxNamespaceBuilder,
-    LinuxNamespaceType, LinuxPidsBuilder, LinuxResourcesBuilder, PosixRlimitBuilder,
-    PosixRlimitType, Process,
-};
-use std::collections::HashSet;
+#[cfg(feature = "oci")]
+mod oci;
+pub mod seccomp;
+pub mod syscalls;
+
+pub use seccomp::{WorkerRules, KERNEL_SURFACE, STRICT_EXTRA};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProfileError {
     #[error("unknown sandbox profile {name:?} (known: {known})")]
     Unknown { name: String, known: String },
+    #[cfg(feature = "oci")]
     #[error("rendering profile {profile:?} as OCI config: {source}")]
     Render {
         profile: &'static str,
         source: oci_spec::OciSpecError,
     },
+    #[error("building seccomp filter: {message}")]
+    Seccomp { message: String },
 }
 
 /// Names accepted by [`Profile::by_name`].
-pub const PROFILE_NAMES: &[&str] = &["default"];
+pub const PROFILE_NAMES: &[&str] = &["default", "strict"];
 
 /// cgroup limits of one sandbox.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,33 +51,49 @@ impl Default for Limits {
     }
 }
 
-/// A named set of restrictions for a sandbox's processes.
-#[derive(Debug, Clone)]
+/// Capabilities of a sandbox's PID 1 (the agent): drop to the unprivileged
+/// user that runs the interpreter (`SETUID`, `SETGID`, given up once the
+/// zygote runs) and kill what an invocation leaves behind (`KILL`). The
+/// interpreter and user code run as that user with none.
+pub const AGENT_CAPABILITIES: &[&str] = &["CAP_KILL", "CAP_SETGID", "CAP_SETUID"];
+
+/// A named set of restrictions.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Profile {
     pub name: &'static str,
-    /// Capabilities of the sandbox's PID 1 (the agent). The interpreter
-    /// and user code run as an unprivileged user with none.
-    pub capabilities: Vec<Capability>,
+    /// `strict`: for untrusted code (see [`STRICT_EXTRA`]).
+    pub strict: bool,
+    /// `RLIMIT_NOFILE` of the sandbox.
     pub nofile: u64,
 }
 
 impl Profile {
-    /// The profile every sandbox gets unless configured otherwise: fresh
-    /// pid, mount, network (no interfaces but a down loopback), ipc, uts and
-    /// cgroup namespaces; only the capabilities the agent needs to drop to an
-    /// unprivileged user and to kill leftovers; Docker's masked and
-    /// read-only `/proc` paths.
+    /// Fresh pid, mount, network (no interfaces but a down loopback), ipc,
+    /// uts and cgroup namespaces; the agent's three capabilities; Docker's
+    /// masked and read-only `/proc` paths; a seccomp allow-list close to
+    /// Docker's default; workers refuse [`KERNEL_SURFACE`].
     pub fn default_profile() -> Profile {
         Profile {
             name: "default",
-            capabilities: vec![Capability::Kill, Capability::Setuid, Capability::Setgid],
+            strict: false,
             nofile: 1024,
+        }
+    }
+
+    /// `default`, and workers also refuse [`STRICT_EXTRA`] and every socket
+    /// family but `AF_UNIX`.
+    pub fn strict_profile() -> Profile {
+        Profile {
+            name: "strict",
+            strict: true,
+            nofile: 256,
         }
     }
 
     pub fn by_name(name: &str) -> Result<Profile, ProfileError> {
         match name {
             "default" => Ok(Profile::default_profile()),
+            "strict" => Ok(Profile::strict_profile()),
             _ => Err(ProfileError::Unknown {
                 name: name.to_string(),
                 known: PROFILE_NAMES.join(", "),
@@ -78,83 +101,19 @@ impl Profile {
         }
     }
 
-    fn render_err(&self) -> impl FnOnce(oci_spec::OciSpecError) -> ProfileError {
-        let profile = self.name;
-        move |source| ProfileError::Render { profile, source }
+    /// The rules of the filters a worker installs before user code runs.
+    pub fn worker_rules(&self) -> WorkerRules {
+        WorkerRules::for_profile(self.strict)
     }
 
-    /// The OCI `linux` section for a sandbox in cgroup `cgroups_path`.
-    pub fn linux(&self, cgroups_path: &str, limits: &Limits) -> Result<Linux, ProfileError> {
-        let e = || self.render_err();
-        let namespaces = [
-            LinuxNamespaceType::Pid,
-            LinuxNamespaceType::Mount,
-            LinuxNamespaceType::Network,
-            LinuxNamespaceType::Ipc,
-            LinuxNamespaceType::Uts,
-            LinuxNamespaceType::Cgroup,
-        ]
-        .into_iter()
-        .map(|t| LinuxNamespaceBuilder::default().typ(t).build())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(e())?;
-        let resources = LinuxResourcesBuilder::default()
-            .devices(vec![LinuxDeviceCgroupBuilder::default()
-                .allow(false)
-                .access("rwm")
-                .build()
-                .map_err(e())?])
-            .memory(
-                LinuxMemoryBuilder::default()
-                    .limit(limits.memory_bytes as i64)
-                    // No swap: an over-limit sandbox is OOM-killed, not slowed.
-                    .swap(limits.memory_bytes as i64)
-                    .build()
-                    .map_err(e())?,
-            )
-            .pids(
-                LinuxPidsBuilder::default()
-                    .limit(limits.pids)
-                    .build()
-                    .map_err(e())?,
-            )
-            .build()
-            .map_err(e())?;
-        LinuxBuilder::default()
-            .namespaces(namespaces)
-            .resources(resources)
-            .cgroups_path(cgroups_path)
-            // Mounts made in the sandbox never propagate anywhere.
-            .rootfs_propagation("private")
-            .masked_paths(get_default_maskedpaths())
-            .readonly_paths(get_default_readonly_paths())
-            .build()
-            .map_err(e())
-    }
-
-    /// Apply capabilities, rlimits and `no_new_privileges` to the sandbox's
-    /// init process.
-    pub fn apply_process(&self, process: &mut Process) -> Result<(), ProfileError> {
-        let e = || self.render_err();
-        let caps: HashSet<Capability> = self.capabilities.iter().copied().collect();
-        let capabilities = LinuxCapabilitiesBuilder::default()
-            .bounding(caps.clone())
-            .effective(caps.clone())
-            .permitted(caps)
-            .inheritable(HashSet::new())
-            .ambient(HashSet::new())
-            .build()
-            .map_err(e())?;
-        let nofile = PosixRlimitBuilder::default()
-            .typ(PosixRlimitType::RlimitNofile)
-            .soft(self.nofile)
-            .hard(self.nofile)
-            .build()
-            .map_err(e())?;
-        process.set_capabilities(Some(capabilities));
-        process.set_rlimits(Some(vec![nofile]));
-        process.set_no_new_privileges(Some(true));
-        Ok(())
+    /// The worker filters as BPF bytes, in installation order.
+    pub fn worker_programs(&self) -> Result<Vec<Vec<u8>>, ProfileError> {
+        Ok(self
+            .worker_rules()
+            .compile()?
+            .iter()
+            .map(seccomp::program_bytes)
+            .collect())
     }
 }
 
@@ -165,43 +124,58 @@ mod tests {
     #[test]
     fn unknown_profile_names_the_known_ones() {
         let err = Profile::by_name("nope").unwrap_err().to_string();
-        assert!(err.contains("\"nope\"") && err.contains("default"), "{err}");
+        assert!(
+            err.contains("\"nope\"") && err.contains("default") && err.contains("strict"),
+            "{err}"
+        );
     }
 
     #[test]
-    fn default_profile_renders_isolated_namespaces_and_limits() {
-        let p = Profile::by_name("default").unwrap();
-        let limits = Limits {
-            memory_bytes: 64 << 20,
-            pids: 32,
-        };
-        let linux = p.linux("/ember/x/sb1", &limits).unwrap();
-        let json = serde_json::to_value(&linux).unwrap();
-        let ns: Vec<&str> = json["namespaces"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|n| n["type"].as_str().unwrap())
-            .collect();
-        for want in ["pid", "mount", "network", "ipc", "uts", "cgroup"] {
-            assert!(ns.contains(&want), "missing {want} in {ns:?}");
+    fn every_named_profile_compiles_to_bpf() {
+        for name in PROFILE_NAMES {
+            let progs = Profile::by_name(name).unwrap().worker_programs().unwrap();
+            assert_eq!(progs.len(), 2, "{name}");
+            for p in &progs {
+                assert!(
+                    !p.is_empty() && p.len() % 8 == 0,
+                    "{name}: {} bytes",
+                    p.len()
+                );
+                // The kernel refuses programs longer than BPF_MAXINSNS.
+                assert!(p.len() / 8 <= 4096, "{name}: {} instructions", p.len() / 8);
+            }
         }
-        assert_eq!(json["resources"]["memory"]["limit"], 64 << 20);
-        assert_eq!(json["resources"]["pids"]["limit"], 32);
-        assert_eq!(json["cgroupsPath"], "/ember/x/sb1");
-        assert_eq!(json["rootfsPropagation"], "private");
-        assert!(json["maskedPaths"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|p| p == "/proc/kcore"));
+    }
 
-        let mut process = Process::default();
-        p.apply_process(&mut process).unwrap();
-        let pj = serde_json::to_value(&process).unwrap();
-        let bounding = pj["capabilities"]["bounding"].as_array().unwrap();
-        assert!(bounding.iter().any(|c| c == "CAP_KILL"));
-        assert!(!bounding.iter().any(|c| c == "CAP_SYS_ADMIN"));
-        assert_eq!(pj["noNewPrivileges"], true);
+    #[test]
+    fn strict_refuses_more_than_default() {
+        let d = Profile::default_profile().worker_rules();
+        let s = Profile::strict_profile().worker_rules();
+        for n in &d.eperm {
+            assert!(s.eperm.contains(n), "strict lets {n} through");
+        }
+        for n in ["ptrace", "execve", "process_vm_readv", "memfd_create"] {
+            assert!(s.eperm.contains(&n) && !d.eperm.contains(&n), "{n}");
+        }
+        assert!(s.unix_sockets_only && !d.unix_sockets_only);
+        for n in [
+            "mount",
+            "umount2",
+            "unshare",
+            "setns",
+            "bpf",
+            "keyctl",
+            "add_key",
+            "perf_event_open",
+            "kexec_load",
+            "kexec_file_load",
+            "init_module",
+            "finit_module",
+            "userfaultfd",
+            "io_uring_setup",
+            "io_uring_enter",
+        ] {
+            assert!(d.eperm.contains(&n), "default lets {n} through");
+        }
     }
 }

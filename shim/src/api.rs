@@ -2,7 +2,7 @@
 //! `docs/api.md`). Every error is `{"error": {"code", "message"}}` with a
 //! fitting status; nothing a client sends can take the daemon down.
 
-use crate::daemon::{CodeSource, Daemon, DeployError, DeploySpec};
+use crate::daemon::{CodeSource, Daemon, DeployError, DeployOptions, DeploySpec};
 use crate::invoke::{self, InvokeError, Report};
 use crate::pool::PoolError;
 use crate::registry::RegistryError;
@@ -92,6 +92,9 @@ impl From<InvokeError> for ApiError {
                 "timeout" => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
                 "crashed" => (StatusCode::BAD_GATEWAY, "crashed"),
                 "result_too_large" => (StatusCode::BAD_GATEWAY, "result_too_large"),
+                "oom" => (StatusCode::BAD_GATEWAY, "oom"),
+                "pids" => (StatusCode::BAD_GATEWAY, "pids"),
+                "killed" => (StatusCode::CONFLICT, "killed"),
                 _ => (StatusCode::BAD_GATEWAY, "handler_error"),
             },
         };
@@ -141,6 +144,7 @@ pub fn router(daemon: AppState) -> Router {
         .route("/v1/pools", get(list_pools))
         .route("/v1/pools/{runtime}", get(get_pool).put(put_pool))
         .route("/v1/sandboxes", get(list_sandboxes))
+        .route("/v1/sandboxes/{id}/kill", post(kill_sandbox))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(daemon)
@@ -237,23 +241,23 @@ async fn delete_function(
     }
 }
 
-/// Deploy settings given in the query string (with a tar.gz body).
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DeployQuery {
-    runtime: Option<String>,
-    handler: Option<String>,
-    timeout_ms: Option<u64>,
-}
-
-/// Deploy settings as a JSON body (code from a host path).
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DeployJson {
-    runtime: Option<String>,
-    handler: Option<String>,
-    timeout_ms: Option<u64>,
-    code: CodeJson,
+/// A JSON deploy body: the settings of [`DeployOptions`] plus
+/// `"code": {"path": "/abs/dir"}`, unknown keys refused.
+fn deploy_json(body: &[u8]) -> Result<DeploySpec, ApiError> {
+    let invalid = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", m);
+    let mut v: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(body).map_err(|e| invalid(format!("deploy body: {e}")))?;
+    let code = v
+        .remove("code")
+        .ok_or_else(|| invalid("deploy body: missing field `code`".into()))?;
+    let code: CodeJson =
+        serde_json::from_value(code).map_err(|e| invalid(format!("deploy body: code: {e}")))?;
+    let options: DeployOptions = serde_json::from_value(serde_json::Value::Object(v))
+        .map_err(|e| invalid(format!("deploy body: {e}")))?;
+    Ok(DeploySpec {
+        options,
+        code: CodeSource::Path(code.path.into()),
+    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -265,7 +269,7 @@ struct CodeJson {
 async fn put_function(
     State(d): State<AppState>,
     Path(name): Path<String>,
-    query: Result<Query<DeployQuery>, QueryRejection>,
+    query: Result<Query<DeployOptions>, QueryRejection>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -282,19 +286,17 @@ async fn put_function(
         .trim()
         .to_ascii_lowercase();
     let body = read_body(body, &headers, d.cfg.max_code_bytes, "code archive").await?;
-    let (runtime, handler, timeout_ms, code) = match ctype.as_str() {
+    let spec = match ctype.as_str() {
         "application/json" => {
-            if q.runtime.is_some() || q.handler.is_some() || q.timeout_ms.is_some() {
+            if q != DeployOptions::default() {
                 return Err(ApiError::bad_request(
-                    "with a JSON body, give runtime/handler/timeout_ms in the body, not the query",
+                    "with a JSON body, give the settings in the body, not the query",
                 ));
             }
-            let j: DeployJson = serde_json::from_slice(&body)
-                .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("deploy body: {e}")))?;
-            (j.runtime, j.handler, j.timeout_ms, CodeSource::Path(j.code.path.into()))
+            deploy_json(&body)?
         }
         "application/gzip" | "application/x-gzip" | "application/x-tar+gzip" | "application/octet-stream" => {
-            (q.runtime, q.handler, q.timeout_ms, CodeSource::TarGz(body))
+            DeploySpec { options: q, code: CodeSource::TarGz(body) }
         }
         other => {
             return Err(ApiError::new(
@@ -303,12 +305,6 @@ async fn put_function(
                 format!("content type {other:?}: send application/gzip (a tar.gz of the code) or application/json ({{\"code\":{{\"path\":...}}}})"),
             ))
         }
-    };
-    let spec = DeploySpec {
-        runtime: runtime.unwrap_or_else(|| "python3".into()),
-        handler: handler.unwrap_or_else(|| crate::validate::DEFAULT_HANDLER.into()),
-        timeout_ms: timeout_ms.unwrap_or(d.cfg.default_timeout_ms),
-        code,
     };
     let (rec, created) = d.deploy(&name, spec).await?;
     let status = if created {
@@ -394,6 +390,32 @@ async fn put_pool(
 async fn list_sandboxes(State(d): State<AppState>) -> Json<serde_json::Value> {
     let all: Vec<_> = d.pools().flat_map(|p| p.sandboxes()).collect();
     Json(json!({ "sandboxes": all }))
+}
+
+async fn kill_sandbox(
+    State(d): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    for pool in d.pools() {
+        match pool.kill(&id) {
+            Ok(Some(killed)) => {
+                return Ok(Json(json!({ "killed": killed })));
+            }
+            Ok(None) => {}
+            Err(e) => {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "not_running",
+                    e.to_string(),
+                ))
+            }
+        }
+    }
+    Err(ApiError::new(
+        StatusCode::NOT_FOUND,
+        "sandbox_not_found",
+        format!("no sandbox {id:?}; see GET /v1/sandboxes"),
+    ))
 }
 
 /// Serve the API on `listener` until `shutdown` resolves, then wait for

@@ -3,7 +3,7 @@
 
 use crate::config::DaemonConfig;
 use crate::pool::{Pool, PoolSettings};
-use crate::registry::{FunctionRecord, Registry, RegistryError};
+use crate::registry::{FunctionLimits, FunctionRecord, FunctionSettings, Registry, RegistryError};
 use crate::validate;
 use ember_injector::{CodeStore, Digest, StoreError, UnpackLimits};
 use ember_profiles::{Limits, Profile};
@@ -45,10 +45,24 @@ pub enum CodeSource {
     Path(PathBuf),
 }
 
+/// Deploy settings as a client gives them (query string, JSON body or the
+/// CLI's manifest); anything left out gets the daemon's default.
+#[derive(Debug, Default, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeployOptions {
+    pub runtime: Option<String>,
+    pub handler: Option<String>,
+    pub timeout_ms: Option<u64>,
+    pub profile: Option<String>,
+    pub memory_mb: Option<u64>,
+    pub pids: Option<u64>,
+    pub cpu_shares: Option<u64>,
+    pub max_output_bytes: Option<u64>,
+    pub max_event_bytes: Option<u64>,
+}
+
 pub struct DeploySpec {
-    pub runtime: String,
-    pub handler: String,
-    pub timeout_ms: u64,
+    pub options: DeployOptions,
     pub code: CodeSource,
 }
 
@@ -182,9 +196,7 @@ impl Daemon {
         spec: DeploySpec,
     ) -> Result<(FunctionRecord, bool), DeployError> {
         validate::function_name(name).map_err(DeployError::Invalid)?;
-        validate::runtime(&spec.runtime).map_err(DeployError::Invalid)?;
-        validate::handler(&spec.handler).map_err(DeployError::Invalid)?;
-        validate::timeout_ms(spec.timeout_ms).map_err(DeployError::Invalid)?;
+        let settings = self.settings(spec.options)?;
         let limits = UnpackLimits {
             max_bytes: self.cfg.max_unpacked_code_bytes,
             ..UnpackLimits::default()
@@ -220,18 +232,44 @@ impl Daemon {
             }
         };
         let old = self.registry.get(name)?;
-        let rec = self.registry.upsert(
-            name,
-            &spec.runtime,
-            &spec.handler,
-            spec.timeout_ms,
-            digest.as_str(),
-        )?;
+        let rec = self.registry.upsert(name, &settings, digest.as_str())?;
         if let Some(old) = old {
             self.drop_code_if_unused(&old.digest);
         }
         tracing::info!(function = name, digest = %digest, "deployed");
         Ok(rec)
+    }
+
+    /// Fill in defaults and check every setting before any code is stored.
+    pub fn settings(&self, o: DeployOptions) -> Result<FunctionSettings, DeployError> {
+        let d = FunctionLimits::default();
+        let cfg = &self.cfg;
+        let settings = FunctionSettings {
+            runtime: o.runtime.unwrap_or_else(|| "python3".into()),
+            handler: o
+                .handler
+                .unwrap_or_else(|| validate::DEFAULT_HANDLER.into()),
+            timeout_ms: o.timeout_ms.unwrap_or(cfg.default_timeout_ms),
+            profile: o.profile.unwrap_or_else(|| "default".into()),
+            limits: FunctionLimits {
+                memory_mb: o.memory_mb.unwrap_or(d.memory_mb),
+                pids: o.pids.unwrap_or(d.pids),
+                cpu_shares: o.cpu_shares.unwrap_or(d.cpu_shares),
+                max_output_bytes: o.max_output_bytes.unwrap_or(cfg.max_output_bytes as u64),
+                max_event_bytes: o.max_event_bytes.unwrap_or(cfg.max_event_bytes as u64),
+            },
+        };
+        validate::runtime(&settings.runtime).map_err(DeployError::Invalid)?;
+        validate::handler(&settings.handler).map_err(DeployError::Invalid)?;
+        validate::timeout_ms(settings.timeout_ms).map_err(DeployError::Invalid)?;
+        validate::profile(&settings.profile).map_err(DeployError::Invalid)?;
+        validate::limits(
+            &settings.limits,
+            cfg.max_output_bytes as u64,
+            cfg.max_event_bytes as u64,
+        )
+        .map_err(DeployError::Invalid)?;
+        Ok(settings)
     }
 
     pub fn delete_function(&self, name: &str) -> Result<bool, RegistryError> {

@@ -6,6 +6,7 @@ use crate::daemon::Daemon;
 use crate::pool::{PoolError, StartKind};
 use crate::registry::RegistryError;
 use ember_proto::{FromAgent, InvokeRequest, Outcome, ToAgent};
+use ember_runtimes::limits::{InvocationLimits, LimitHits};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -51,7 +52,12 @@ pub struct Report {
     pub function: String,
     pub sandbox: String,
     pub start: StartKind,
+    /// Sandbox profile the worker ran under.
+    pub profile: String,
     pub outcome: &'static str,
+    /// Limits the invocation ran into: `oom`, `pids`, `timeout`,
+    /// `output_truncated`, `result_too_large`.
+    pub limits_hit: Vec<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub result: Option<Box<RawValue>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -65,6 +71,11 @@ pub struct Report {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub signal: Option<i32>,
     pub timings_us: Timings,
+    /// The limits in force, for the messages above.
+    #[serde(skip)]
+    pub memory_mb: u64,
+    #[serde(skip)]
+    pub pids: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -95,6 +106,18 @@ pub enum InvokeError {
 fn describe(r: &Report) -> String {
     match (r.outcome, &r.error) {
         ("timeout", _) => format!("function {:?} timed out", r.function),
+        ("oom", _) => format!(
+            "function {:?} ran out of memory and was killed (limit {} MiB)",
+            r.function, r.memory_mb
+        ),
+        ("pids", _) => format!(
+            "function {:?} hit its process limit ({} processes and threads)",
+            r.function, r.pids
+        ),
+        ("killed", _) => format!(
+            "invocation {} of {:?} was killed through the kill switch",
+            r.id, r.function
+        ),
         (_, Some(e)) => format!("{}: {}", e.kind, e.message),
         ("crashed", None) => match (r.exit_code, r.signal) {
             (_, Some(sig)) => format!("worker of {:?} was killed by signal {sig}", r.function),
@@ -166,6 +189,13 @@ async fn invoke_inner(
         .registry
         .get(name)?
         .ok_or_else(|| InvokeError::UnknownFunction(name.to_string()))?;
+    let event_limit = func.limits.max_event_bytes as usize;
+    if body.len() > event_limit {
+        return Err(InvokeError::EventTooLarge {
+            size: body.len(),
+            limit: event_limit,
+        });
+    }
     let digest =
         ember_injector::Digest::parse(&func.digest).ok_or_else(|| InvokeError::CodeMissing {
             function: name.to_string(),
@@ -186,7 +216,7 @@ async fn invoke_inner(
             message: format!("no pool for runtime {}", func.runtime),
         })?;
     let mut timings = Timings::default();
-    let (mut sb, start, waited) = pool.acquire(name).await?;
+    let (mut sb, start, waited) = pool.acquire(name, &id).await?;
     if start == StartKind::Cold {
         timings.create = sb.create_us;
         timings.queue = (waited.as_micros() as u64).saturating_sub(sb.create_us);
@@ -208,6 +238,23 @@ async fn invoke_inner(
     }
     timings.thaw = t.elapsed().as_micros() as u64;
 
+    // This function's limits, written only where they differ from what the
+    // sandbox's last invocation had.
+    let want = InvocationLimits {
+        memory_bytes: sb.baseline_memory + func.limits.memory_mb * 1024 * 1024,
+        // The agent and the zygote count too.
+        pids: func.limits.pids + 2,
+        cpu_shares: func.limits.cpu_shares,
+    };
+    if sb.applied != Some(want) {
+        let applied = tokio::task::block_in_place(|| sb.limits.apply(&want, sb.applied.as_ref()));
+        if let Err(e) = applied {
+            pool.release(sb, false);
+            return Err(fail("limits", e.to_string()));
+        }
+        sb.applied = Some(want);
+    }
+
     // Inject code at /fn and a fresh /tmp.
     let t = Instant::now();
     let tmpfs_bytes = daemon.cfg.tmpfs_mb * 1024 * 1024;
@@ -227,16 +274,50 @@ async fn invoke_inner(
         handler: func.handler.clone(),
         event,
         timeout_ms: func.timeout_ms,
-        max_output_bytes: daemon.cfg.max_output_bytes,
+        max_output_bytes: func.limits.max_output_bytes as usize,
         max_result_bytes: daemon.cfg.max_result_bytes,
-        memory_limit_mb: daemon.cfg.sandbox_memory_mb,
+        memory_limit_mb: func.limits.memory_mb,
+        profile: func.profile.clone(),
     };
     let wait = Duration::from_millis(func.timeout_ms) + AGENT_GRACE;
+    let kill = pool.kill_signal(&sb.id).unwrap_or_default();
     let answer = async {
         sb.conn.send(&ToAgent::Invoke(req)).await?;
         sb.conn.recv().await
     };
-    let answer = match tokio::time::timeout(wait, answer).await {
+    let answer = tokio::select! {
+        a = tokio::time::timeout(wait, answer) => Some(a),
+        _ = kill.notified() => None,
+    };
+    let Some(answer) = answer else {
+        // The kill switch: the sandbox (worker and all) is destroyed; a
+        // fresh one replaces it.
+        timings.run = t.elapsed().as_micros() as u64;
+        pool.release(sb, false);
+        timings.total = t0.elapsed().as_micros() as u64;
+        tracing::info!(sandbox = %sandbox_id, "invocation killed through the kill switch");
+        return Err(InvokeError::Failed(Box::new(Report {
+            id,
+            function: name.to_string(),
+            sandbox: sandbox_id,
+            start,
+            profile: func.profile.clone(),
+            outcome: "killed",
+            limits_hit: Vec::new(),
+            result: None,
+            error: None,
+            stdout: String::new(),
+            stderr: String::new(),
+            stdout_truncated: false,
+            stderr_truncated: false,
+            exit_code: None,
+            signal: None,
+            timings_us: timings,
+            memory_mb: func.limits.memory_mb,
+            pids: func.limits.pids,
+        })));
+    };
+    let answer = match answer {
         Ok(Ok(FromAgent::Result(r))) => r,
         Ok(Ok(FromAgent::Fatal { message })) => {
             pool.release(sb, false);
@@ -266,10 +347,50 @@ async fn invoke_inner(
     // unmounting costs an RCU grace period per mount, which the caller
     // should not wait for.
     let t = Instant::now();
+    if answer.outcome == Outcome::SetupError {
+        pool.release(sb, false);
+        let why = answer.error.map(|e| e.message).unwrap_or_default();
+        return Err(fail("confine", why));
+    }
+    // Did it run into a cgroup limit? Any hit discards the sandbox, so the
+    // counters are zero before every invocation. A successful invocation's
+    // counters are read after the answer, on the way back to the pool.
+    let hits = if answer.outcome == Outcome::Ok {
+        LimitHits::default()
+    } else {
+        sb.limits.hits()
+    };
+    let mut outcome = answer.outcome.as_str();
+    let mut limits_hit = Vec::new();
+    if hits.oom_kills > 0 {
+        limits_hit.push("oom");
+        if answer.outcome != Outcome::Ok {
+            outcome = "oom";
+        }
+    }
+    if hits.pids_max > 0 {
+        limits_hit.push("pids");
+        if matches!(
+            answer.outcome,
+            Outcome::HandlerError | Outcome::Crashed | Outcome::Timeout
+        ) && outcome != "oom"
+        {
+            outcome = "pids";
+        }
+    }
+    if answer.outcome == Outcome::Timeout {
+        limits_hit.push("timeout");
+    }
+    if answer.stdout_truncated || answer.stderr_truncated {
+        limits_hit.push("output_truncated");
+    }
+    if answer.outcome == Outcome::ResultTooLarge {
+        limits_hit.push("result_too_large");
+    }
     let healthy = matches!(
         answer.outcome,
         Outcome::Ok | Outcome::HandlerError | Outcome::ResultTooLarge
-    );
+    ) && hits == LimitHits::default();
     if healthy {
         pool.mark_returning(&sb.id);
         let pool = pool.clone();
@@ -294,7 +415,9 @@ async fn invoke_inner(
         function: name.to_string(),
         sandbox: sandbox_id.clone(),
         start,
-        outcome: answer.outcome.as_str(),
+        profile: func.profile.clone(),
+        outcome,
+        limits_hit,
         result,
         error: answer.error.map(|e| HandlerErrorInfo {
             kind: e.kind,
@@ -308,6 +431,8 @@ async fn invoke_inner(
         exit_code: answer.exit_code,
         signal: answer.signal,
         timings_us: timings,
+        memory_mb: func.limits.memory_mb,
+        pids: func.limits.pids,
     };
     tracing::info!(
         outcome = report.outcome,
@@ -321,11 +446,18 @@ async fn invoke_inner(
         cleanup_us = report.timings_us.cleanup,
         "invocation done"
     );
-    if answer.outcome == Outcome::Ok {
+    if report.outcome == "ok" {
         Ok(report)
     } else {
         Err(InvokeError::Failed(Box::new(report)))
     }
+}
+
+/// Ask the agent to check the sandbox is back to its clean state (mounts
+/// are gone by now) and read its answer.
+async fn check(sb: &mut ember_runtimes::Sandbox) -> Result<FromAgent, String> {
+    sb.conn.send(&ToAgent::Check).await?;
+    sb.conn.recv().await
 }
 
 /// How long a sandbox may take to warm its next worker.
@@ -342,7 +474,15 @@ async fn return_when_idle(pool: Arc<crate::pool::Pool>, mut sb: ember_runtimes::
             tracing::warn!(sandbox = %sb.id, "eject failed, discarding sandbox: {e}");
             false
         }
-        Ok(()) => match tokio::time::timeout(IDLE_TIMEOUT, sb.conn.recv()).await {
+        Ok(()) => match tokio::time::timeout(IDLE_TIMEOUT, check(&mut sb)).await {
+            Ok(Ok(FromAgent::Idle { problems, .. })) if !problems.is_empty() => {
+                tracing::warn!(sandbox = %sb.id, ?problems, "sandbox not clean after invocation; discarding");
+                false
+            }
+            Ok(Ok(FromAgent::Idle { .. })) if sb.limits.hits() != LimitHits::default() => {
+                tracing::info!(sandbox = %sb.id, "invocation ran into a cgroup limit; discarding sandbox");
+                false
+            }
             Ok(Ok(FromAgent::Idle { strays_killed, .. })) => match sb.freezer.request_freeze() {
                 Ok(()) => {
                     if strays_killed > 0 {

@@ -47,11 +47,31 @@ pub enum PoolError {
     },
 }
 
+/// What [`Pool::kill`] ended.
+#[derive(Debug, Clone, Serialize)]
+pub struct KilledInvocation {
+    pub sandbox: String,
+    pub function: String,
+    pub invocation: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KillError {
+    #[error("sandbox {sandbox} is not running an invocation (it is {state})")]
+    NotRunning {
+        sandbox: String,
+        state: &'static str,
+    },
+}
+
 struct BusyInfo {
     /// The invocation has answered; the sandbox is warming its next worker
     /// and comes back to the pool within milliseconds.
     returning: bool,
     function: String,
+    invocation: String,
+    /// Fired by [`Pool::kill`]; the invocation ends at once.
+    kill: Arc<Notify>,
     since: Instant,
     pid: u32,
     created: Instant,
@@ -228,6 +248,7 @@ impl Pool {
     pub async fn acquire(
         &self,
         function: &str,
+        invocation: &str,
     ) -> Result<(Sandbox, StartKind, Duration), PoolError> {
         let started = Instant::now();
         let deadline = started + self.queue_timeout;
@@ -246,7 +267,8 @@ impl Pool {
             let cold = {
                 let mut st = self.lock();
                 if let Some(sb) = st.idle.pop_front() {
-                    st.busy.insert(sb.id.clone(), busy_info(&sb, function));
+                    st.busy
+                        .insert(sb.id.clone(), busy_info(&sb, function, invocation));
                     drop(st);
                     self.counters.hot.fetch_add(1, Ordering::Relaxed);
                     self.refill.notify_one();
@@ -266,7 +288,8 @@ impl Pool {
                 st.creating -= 1;
                 return match res {
                     Ok(sb) => {
-                        st.busy.insert(sb.id.clone(), busy_info(&sb, function));
+                        st.busy
+                            .insert(sb.id.clone(), busy_info(&sb, function, invocation));
                         self.counters.cold.fetch_add(1, Ordering::Relaxed);
                         Ok((sb, StartKind::Cold, started.elapsed()))
                     }
@@ -292,6 +315,39 @@ impl Pool {
             }
             let _ = tokio::time::timeout(wait, notified).await;
         }
+    }
+
+    /// The kill switch of the busy sandbox `id` (see [`Pool::kill`]).
+    pub fn kill_signal(&self, id: &str) -> Option<Arc<Notify>> {
+        self.lock().busy.get(id).map(|b| b.kill.clone())
+    }
+
+    /// End the invocation running in sandbox `id` at once: its invocation
+    /// answers `killed` and the sandbox is destroyed. `Ok(None)`: no such
+    /// sandbox in this pool.
+    pub fn kill(&self, id: &str) -> Result<Option<KilledInvocation>, KillError> {
+        let st = self.lock();
+        if let Some(b) = st.busy.get(id) {
+            if b.returning {
+                return Err(KillError::NotRunning {
+                    sandbox: id.to_string(),
+                    state: "returning",
+                });
+            }
+            b.kill.notify_one();
+            return Ok(Some(KilledInvocation {
+                sandbox: id.to_string(),
+                function: b.function.clone(),
+                invocation: b.invocation.clone(),
+            }));
+        }
+        if st.idle.iter().any(|sb| sb.id == id) {
+            return Err(KillError::NotRunning {
+                sandbox: id.to_string(),
+                state: "idle",
+            });
+        }
+        Ok(None)
     }
 
     /// The invocation on `id` has answered its caller; the sandbox will be
@@ -522,10 +578,12 @@ impl Pool {
     }
 }
 
-fn busy_info(sb: &Sandbox, function: &str) -> BusyInfo {
+fn busy_info(sb: &Sandbox, function: &str, invocation: &str) -> BusyInfo {
     BusyInfo {
         returning: false,
         function: function.to_string(),
+        invocation: invocation.to_string(),
+        kill: Arc::new(Notify::new()),
         since: Instant::now(),
         pid: sb.init_pid,
         created: sb.created,

@@ -2,7 +2,7 @@
 //! restarted daemon knows every deployed function.
 
 use rusqlite::{params, Connection, OptionalExtension};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -15,12 +15,57 @@ pub enum RegistryError {
     },
 }
 
+/// What one invocation of a function may use. Stored with the function;
+/// rows from before limits existed read as the defaults.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct FunctionLimits {
+    /// Memory for the function's worker, on top of what the idle sandbox
+    /// uses. Over it, the worker is OOM-killed (`oom`).
+    pub memory_mb: u64,
+    /// Processes and threads the function may have at once, its worker
+    /// included. Over it, fork fails (`pids`).
+    pub pids: u64,
+    /// CPU weight against other sandboxes (cgroup v1 shares, 1024 normal).
+    pub cpu_shares: u64,
+    /// Cap for each of stdout and stderr; the rest is dropped and a marker
+    /// says so (`output_truncated`).
+    pub max_output_bytes: u64,
+    /// Largest event accepted for this function (413 above it).
+    pub max_event_bytes: u64,
+}
+
+impl Default for FunctionLimits {
+    fn default() -> Self {
+        FunctionLimits {
+            memory_mb: 256,
+            pids: 64,
+            cpu_shares: 1024,
+            max_output_bytes: 1024 * 1024,
+            max_event_bytes: 6 * 1024 * 1024,
+        }
+    }
+}
+
+/// Everything a deploy sets besides the code.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FunctionSettings {
+    pub runtime: String,
+    pub handler: String,
+    pub timeout_ms: u64,
+    /// Sandbox profile (`default`, `strict`).
+    pub profile: String,
+    pub limits: FunctionLimits,
+}
+
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct FunctionRecord {
     pub name: String,
     pub runtime: String,
     pub handler: String,
     pub timeout_ms: u64,
+    pub profile: String,
+    pub limits: FunctionLimits,
     /// Hex SHA-256 of the code tree in the store.
     pub digest: String,
     /// Unix milliseconds.
@@ -45,6 +90,16 @@ CREATE TABLE IF NOT EXISTS functions (
 );
 ";
 
+/// Columns added after the first schema: (name, definition). Added in
+/// place to databases of older daemons.
+const ADDED_COLUMNS: &[(&str, &str)] = &[
+    ("profile", "TEXT NOT NULL DEFAULT 'default'"),
+    ("limits", "TEXT NOT NULL DEFAULT '{}'"),
+];
+
+const COLUMNS: &str =
+    "name, runtime, handler, timeout_ms, digest, created_at, updated_at, profile, limits";
+
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -67,6 +122,16 @@ impl Registry {
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
+        let have: Vec<String> = conn
+            .prepare("SELECT name FROM pragma_table_info('functions')")
+            .and_then(|mut st| st.query_map([], |r| r.get(0))?.collect())
+            .map_err(err)?;
+        for (col, def) in ADDED_COLUMNS {
+            if !have.iter().any(|h| h == col) {
+                conn.execute_batch(&format!("ALTER TABLE functions ADD COLUMN {col} {def}"))
+                    .map_err(err)?;
+            }
+        }
         Ok(Registry {
             path: path.to_path_buf(),
             conn: Mutex::new(conn),
@@ -88,28 +153,39 @@ impl Registry {
     pub fn upsert(
         &self,
         name: &str,
-        runtime: &str,
-        handler: &str,
-        timeout_ms: u64,
+        settings: &FunctionSettings,
         digest: &str,
     ) -> Result<(FunctionRecord, bool), RegistryError> {
         let now = now_ms();
         let existing = self.get(name)?;
         let created_at = existing.as_ref().map(|r| r.created_at).unwrap_or(now);
+        let limits = serde_json::to_string(&settings.limits).unwrap_or_else(|_| "{}".into());
         self.with(|c| {
             c.execute(
-                "INSERT INTO functions (name, runtime, handler, timeout_ms, digest, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                "INSERT INTO functions (name, runtime, handler, timeout_ms, digest, created_at, updated_at, profile, limits)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
                  ON CONFLICT(name) DO UPDATE SET runtime = ?2, handler = ?3, timeout_ms = ?4,
-                    digest = ?5, updated_at = ?7",
-                params![name, runtime, handler, timeout_ms as i64, digest, created_at, now],
+                    digest = ?5, updated_at = ?7, profile = ?8, limits = ?9",
+                params![
+                    name,
+                    settings.runtime,
+                    settings.handler,
+                    settings.timeout_ms as i64,
+                    digest,
+                    created_at,
+                    now,
+                    settings.profile,
+                    limits
+                ],
             )
         })?;
         let rec = FunctionRecord {
             name: name.to_string(),
-            runtime: runtime.to_string(),
-            handler: handler.to_string(),
-            timeout_ms,
+            runtime: settings.runtime.clone(),
+            handler: settings.handler.clone(),
+            timeout_ms: settings.timeout_ms,
+            profile: settings.profile.clone(),
+            limits: settings.limits,
             digest: digest.to_string(),
             created_at,
             updated_at: now,
@@ -120,8 +196,7 @@ impl Registry {
     pub fn get(&self, name: &str) -> Result<Option<FunctionRecord>, RegistryError> {
         self.with(|c| {
             c.query_row(
-                "SELECT name, runtime, handler, timeout_ms, digest, created_at, updated_at
-                 FROM functions WHERE name = ?1",
+                &format!("SELECT {COLUMNS} FROM functions WHERE name = ?1"),
                 params![name],
                 row_to_record,
             )
@@ -131,10 +206,7 @@ impl Registry {
 
     pub fn list(&self) -> Result<Vec<FunctionRecord>, RegistryError> {
         self.with(|c| {
-            let mut st = c.prepare(
-                "SELECT name, runtime, handler, timeout_ms, digest, created_at, updated_at
-                 FROM functions ORDER BY name",
-            )?;
+            let mut st = c.prepare(&format!("SELECT {COLUMNS} FROM functions ORDER BY name"))?;
             let rows = st.query_map([], row_to_record)?;
             rows.collect()
         })
@@ -167,6 +239,10 @@ fn row_to_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<FunctionRecord> {
         digest: r.get(4)?,
         created_at: r.get(5)?,
         updated_at: r.get(6)?,
+        profile: r.get(7)?,
+        // A row this daemon cannot read back is a bug, but it must not
+        // make the function unusable: fall back to the defaults.
+        limits: serde_json::from_str(&r.get::<_, String>(8)?).unwrap_or_default(),
     })
 }
 
@@ -174,19 +250,51 @@ fn row_to_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<FunctionRecord> {
 mod tests {
     use super::*;
 
+    fn settings(handler: &str, timeout_ms: u64) -> FunctionSettings {
+        FunctionSettings {
+            runtime: "python3".into(),
+            handler: handler.into(),
+            timeout_ms,
+            profile: "default".into(),
+            limits: FunctionLimits::default(),
+        }
+    }
+
+    #[test]
+    fn databases_of_older_daemons_gain_the_new_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("ember.db");
+        {
+            let c = Connection::open(&db).unwrap();
+            c.execute_batch(SCHEMA).unwrap();
+            c.execute(
+                "INSERT INTO functions VALUES ('old', 'python3', 'main.handler', 100, 'aa', 1, 1)",
+                [],
+            )
+            .unwrap();
+        }
+        let r = Registry::open(&db).unwrap();
+        let f = r.get("old").unwrap().unwrap();
+        assert_eq!(f.profile, "default");
+        assert_eq!(f.limits, FunctionLimits::default());
+    }
+
     #[test]
     fn survives_reopen_and_tracks_updates() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("ember.db");
         {
             let r = Registry::open(&db).unwrap();
-            let (rec, new) = r.upsert("f", "python3", "main.handler", 100, "aa").unwrap();
+            let (rec, new) = r.upsert("f", &settings("main.handler", 100), "aa").unwrap();
             assert!(new);
             assert_eq!(rec.digest, "aa");
-            let (rec2, new) = r.upsert("f", "python3", "main.other", 200, "bb").unwrap();
+            let mut strict = settings("main.other", 200);
+            strict.profile = "strict".into();
+            strict.limits.memory_mb = 64;
+            let (rec2, new) = r.upsert("f", &strict, "bb").unwrap();
             assert!(!new);
             assert_eq!(rec2.created_at, rec.created_at);
-            r.upsert("g", "python3", "main.handler", 100, "bb").unwrap();
+            r.upsert("g", &settings("main.handler", 100), "bb").unwrap();
         }
         let r = Registry::open(&db).unwrap();
         let f = r.get("f").unwrap().unwrap();
@@ -194,6 +302,7 @@ mod tests {
             (f.handler.as_str(), f.timeout_ms, f.digest.as_str()),
             ("main.other", 200, "bb")
         );
+        assert_eq!((f.profile.as_str(), f.limits.memory_mb), ("strict", 64));
         assert_eq!(r.list().unwrap().len(), 2);
         assert!(r.digest_in_use("bb").unwrap());
         assert!(!r.digest_in_use("aa").unwrap());

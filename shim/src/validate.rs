@@ -51,6 +51,42 @@ pub fn handler(h: &str) -> Result<(), String> {
     }
 }
 
+pub fn profile(name: &str) -> Result<(), String> {
+    ember_profiles::Profile::by_name(name)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// Allowed ranges of the per-function limits (inclusive).
+pub const MEMORY_MB: (u64, u64) = (16, 65_536);
+pub const PIDS: (u64, u64) = (1, 32_768);
+pub const CPU_SHARES: (u64, u64) = (2, 262_144);
+
+fn in_range(what: &str, v: u64, (lo, hi): (u64, u64)) -> Result<(), String> {
+    if (lo..=hi).contains(&v) {
+        Ok(())
+    } else {
+        Err(format!("invalid {what} {v}: must be {lo}..={hi}"))
+    }
+}
+
+/// Per-function limits; output and event caps may not exceed the daemon's.
+pub fn limits(
+    l: &crate::registry::FunctionLimits,
+    max_output_bytes: u64,
+    max_event_bytes: u64,
+) -> Result<(), String> {
+    in_range("memory_mb", l.memory_mb, MEMORY_MB)?;
+    in_range("pids", l.pids, PIDS)?;
+    in_range("cpu_shares", l.cpu_shares, CPU_SHARES)?;
+    in_range(
+        "max_output_bytes",
+        l.max_output_bytes,
+        (0, max_output_bytes),
+    )?;
+    in_range("max_event_bytes", l.max_event_bytes, (1, max_event_bytes))
+}
+
 pub fn timeout_ms(t: u64) -> Result<(), String> {
     if (1..=MAX_TIMEOUT_MS).contains(&t) {
         Ok(())
@@ -96,5 +132,44 @@ mod tests {
         assert!(timeout_ms(0).is_err());
         assert!(timeout_ms(MAX_TIMEOUT_MS + 1).is_err());
         assert!(timeout_ms(3000).is_ok());
+    }
+
+    #[test]
+    fn profiles_and_limits() {
+        assert!(profile("strict").is_ok());
+        assert!(profile("lax").unwrap_err().contains("default, strict"));
+        let ok = crate::registry::FunctionLimits::default();
+        assert!(limits(&ok, 1 << 20, 6 << 20).is_ok());
+        for (bad, word) in [
+            (
+                crate::registry::FunctionLimits { memory_mb: 8, ..ok },
+                "memory_mb",
+            ),
+            (crate::registry::FunctionLimits { pids: 0, ..ok }, "pids"),
+            (
+                crate::registry::FunctionLimits {
+                    cpu_shares: 1,
+                    ..ok
+                },
+                "cpu_shares",
+            ),
+            (
+                crate::registry::FunctionLimits {
+                    max_output_bytes: 2 << 20,
+                    ..ok
+                },
+                "max_output_bytes",
+            ),
+            (
+                crate::registry::FunctionLimits {
+                    max_event_bytes: 0,
+                    ..ok
+                },
+                "max_event_bytes",
+            ),
+        ] {
+            let err = limits(&bad, 1 << 20, 6 << 20).unwrap_err();
+            assert!(err.contains(word), "{err}");
+        }
     }
 }

@@ -21,6 +21,7 @@ struct Capture {
     buf: Vec<u8>,
     cap: usize,
     truncated: bool,
+    dropped: u64,
 }
 
 impl Capture {
@@ -31,6 +32,7 @@ impl Capture {
             buf: Vec::new(),
             cap,
             truncated: false,
+            dropped: 0,
         }
     }
 
@@ -48,6 +50,7 @@ impl Capture {
                     let room = self.cap.saturating_sub(self.buf.len());
                     if n > room {
                         self.truncated = true;
+                        self.dropped += (n - room) as u64;
                     }
                     self.buf.extend_from_slice(&chunk[..n.min(room)]);
                 }
@@ -57,8 +60,20 @@ impl Capture {
         }
     }
 
+    /// The captured text; when bytes were dropped, a marker line says how
+    /// many, so a reader of the log cannot mistake it for the whole output.
     fn text(&self) -> String {
-        String::from_utf8_lossy(&self.buf).into_owned()
+        let mut text = String::from_utf8_lossy(&self.buf).into_owned();
+        if self.truncated {
+            if !text.is_empty() && !text.ends_with('\n') {
+                text.push('\n');
+            }
+            text.push_str(&format!(
+                "[ember: output truncated at {} bytes, {} more dropped]\n",
+                self.cap, self.dropped
+            ));
+        }
+        text
     }
 }
 
@@ -86,6 +101,7 @@ pub fn run(zyg: &mut Zygote, req: &InvokeRequest) -> Result<(InvokeResult, Pendi
         "timeout_ms": req.timeout_ms,
         "memory_limit_mb": req.memory_limit_mb,
         "max_result_bytes": req.max_result_bytes,
+        "profile": req.profile,
     }))
     .map_err(|e| format!("encoding request: {e}"))?;
     line.push(b'\n');
@@ -261,6 +277,14 @@ fn apply_worker_message(result: &mut InvokeResult, msg: serde_json::Value, req: 
         Some("ok") => {
             result.outcome = Outcome::Ok;
             result.result = msg["result"].as_str().map(str::to_string);
+        }
+        Some("setup_error") => {
+            result.outcome = Outcome::SetupError;
+            result.error = Some(HandlerError {
+                kind: "SetupError".into(),
+                message: msg["message"].as_str().unwrap_or("").to_string(),
+                traceback: String::new(),
+            });
         }
         Some("result_too_large") => {
             result.outcome = Outcome::ResultTooLarge;

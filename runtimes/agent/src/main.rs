@@ -11,6 +11,7 @@
 //! Built statically (`scripts/build-agent`) so it runs in any root
 //! filesystem.
 
+mod check;
 mod invoke;
 mod procs;
 mod zygote;
@@ -71,9 +72,26 @@ fn main() {
     std::process::exit(code);
 }
 
+/// After the zygote runs as the unprivileged user, the agent needs only
+/// `CAP_KILL` (to kill what invocations leave behind): give up the rest.
+fn drop_privileges() -> Result<(), String> {
+    use caps::{CapSet, Capability};
+    let keep = [Capability::CAP_KILL];
+    for set in [CapSet::Effective, CapSet::Permitted] {
+        let have = caps::read(None, set).map_err(|e| format!("reading capabilities: {e}"))?;
+        for cap in have.into_iter().filter(|c| !keep.contains(c)) {
+            caps::drop(None, set, cap).map_err(|e| format!("dropping {cap}: {e}"))?;
+        }
+    }
+    Ok(())
+}
+
 fn run(opts: &Options, out: &mut impl io::Write) -> Result<(), String> {
     let mut zyg = zygote::Zygote::start(opts)?;
+    drop_privileges()?;
     let ready = zyg.wait_ready()?;
+    // The clean state every invocation must leave behind.
+    let baseline = check::Baseline::capture()?;
     write_frame(out, &FromAgent::Ready(ready)).map_err(|e| format!("writing ready: {e}"))?;
     let mut input = BufReader::new(io::stdin().lock());
     loop {
@@ -85,20 +103,34 @@ fn run(opts: &Options, out: &mut impl io::Write) -> Result<(), String> {
         };
         match msg {
             ToAgent::Shutdown => return Ok(()),
+            ToAgent::Check => {
+                return Err("protocol error: check without an invocation".into());
+            }
             ToAgent::Invoke(req) => {
                 let (result, pending) = invoke::run(&mut zyg, &req)?;
                 write_frame(out, &FromAgent::Result(result))
                     .map_err(|e| format!("writing result: {e}"))?;
-                // While the daemon answers its caller: sweep what the
-                // invocation left, let the next worker warm up. The daemon
-                // sends nothing new and freezes the sandbox only after Idle.
+                // While the daemon answers its caller and unmounts the
+                // code: sweep what the invocation left, let the next worker
+                // warm up. Then, once the daemon says the mounts are gone,
+                // check the sandbox is as it was.
                 let strays_killed = invoke::settle(&mut zyg, pending)?;
                 let spare = zyg.wait_spare(SPARE_TIMEOUT)?;
+                match read_frame::<_, ToAgent>(&mut input) {
+                    Ok(ToAgent::Check) => {}
+                    Ok(ToAgent::Shutdown) | Err(FrameError::Closed) => return Ok(()),
+                    Ok(other) => {
+                        return Err(format!("protocol error: expected check, got {other:?}"))
+                    }
+                    Err(e) => return Err(format!("reading check: {e}")),
+                }
+                let problems = baseline.problems(zyg.pid(), spare);
                 write_frame(
                     out,
                     &FromAgent::Idle {
                         spare_pid: spare as u32,
                         strays_killed,
+                        problems,
                     },
                 )
                 .map_err(|e| format!("writing idle: {e}"))?;

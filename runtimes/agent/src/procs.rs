@@ -62,3 +62,10 @@ pub fn reap(zygote: i32) -> Result<(), String> {
         }
     }
 }
+
+/// The command name of `pid`, from `/proc/<pid>/comm`.
+pub fn comm(pid: i32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .ok()
+        .map(|s| s.trim_end().to_string())
+}

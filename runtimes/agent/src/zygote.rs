@@ -76,12 +76,33 @@ impl Zygote {
             .spawn()
             .map_err(|e| format!("starting zygote {}: {e}", opts.python))?;
         drop(theirs);
-        Ok(Zygote {
+        let mut zyg = Zygote {
             child,
             ctl: UnixStream::from(ours),
             buf: Vec::new(),
             spare: None,
-        })
+        };
+        zyg.send_config()?;
+        Ok(zyg)
+    }
+
+    /// The zygote's first input: the worker seccomp filters of every
+    /// profile, compiled here (the zygote only hands bytes to `prctl`).
+    fn send_config(&mut self) -> Result<(), String> {
+        let mut profiles = serde_json::Map::new();
+        for name in ember_profiles::PROFILE_NAMES {
+            let progs = ember_profiles::Profile::by_name(name)
+                .and_then(|p| p.worker_programs())
+                .map_err(|e| format!("worker filters of profile {name}: {e}"))?;
+            let hex: Vec<String> = progs.iter().map(hex::encode).collect();
+            profiles.insert(name.to_string(), serde_json::json!(hex));
+        }
+        let mut line = serde_json::to_vec(&serde_json::json!({ "profiles": profiles }))
+            .map_err(|e| format!("encoding zygote config: {e}"))?;
+        line.push(b'\n');
+        self.ctl
+            .write_all(&line)
+            .map_err(|e| format!("sending config to zygote: {e}"))
     }
 
     pub fn pid(&self) -> i32 {

@@ -10,10 +10,14 @@
 # globals, environment, files), while the fork and the warm-up happen
 # between invocations, off the caller's path.
 #
-# fd 3 is a Unix stream socket to the agent. Requests arrive as JSON lines
-# with three file descriptors attached (stdout, stderr, result pipe write
-# ends). The zygote writes {"ready": pid} once and {"exited": pid, ...} per
-# worker; spares write {"spare": pid}. Nothing else reads or writes fd 3.
+# fd 3 is a Unix stream socket to the agent. Its first line is the config:
+# {"profiles": {name: [hex BPF program, ...]}}, the seccomp filters a worker
+# installs on itself (with no_new_privs) before any user code runs, so the
+# worker is confined more tightly than the zygote. Requests then arrive as
+# JSON lines with three file descriptors attached (stdout, stderr, result
+# pipe write ends). The zygote writes {"ready": pid} once and
+# {"exited": pid, ...} per worker; spares write {"spare": pid}. Nothing
+# else reads or writes fd 3.
 import os
 import sys
 import time
@@ -27,6 +31,7 @@ _t0 = time.monotonic()
 import base64  # noqa: E402,F401  (preloads: imported for their side effect)
 import collections  # noqa: F401
 import copy  # noqa: F401
+import ctypes
 import dataclasses  # noqa: F401
 import datetime  # noqa: F401
 import decimal  # noqa: F401
@@ -54,6 +59,26 @@ import uuid  # noqa: F401
 CTL_FD = 3
 ctl = socket.socket(fileno=CTL_FD)
 
+PR_SET_DUMPABLE = 4
+PR_SET_SECCOMP = 22
+PR_SET_NO_NEW_PRIVS = 38
+PR_GET_NO_NEW_PRIVS = 39
+SECCOMP_MODE_FILTER = 2
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_prctl = _libc.prctl
+_prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+_prctl.restype = ctypes.c_int
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+# profile name -> [(buffer, sock_fprog)], built once in the zygote so a
+# worker only makes the prctl calls.
+FILTERS = {}
+
 REHEARSAL = """
 def handler(event, context):
     items = [x * 2 for x in event.get("items", [])]
@@ -63,6 +88,36 @@ def handler(event, context):
 
 def send(msg):
     ctl.sendall((json.dumps(msg) + "\n").encode())
+
+
+def read_config():
+    data = b""
+    while not data.endswith(b"\n"):
+        more = ctl.recv(1 << 20)
+        if not more:
+            os._exit(0)
+        data += more
+    cfg = json.loads(data)
+    for name, programs in cfg["profiles"].items():
+        built = []
+        for text in programs:
+            code = bytes.fromhex(text)
+            buf = ctypes.create_string_buffer(code, len(code))
+            built.append((buf, _SockFprog(len(code) // 8, ctypes.addressof(buf))))
+        FILTERS[name] = built
+
+
+def confine(profile):
+    """Install the profile's worker filters on this process. Irreversible;
+    anything that fails here means no user code may run."""
+    filters = FILTERS.get(profile)
+    if filters is None:
+        raise RuntimeError("unknown sandbox profile %r (known: %s)" % (profile, ", ".join(sorted(FILTERS))))
+    if _prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)")
+    for _buf, fprog in filters:
+        if _prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(fprog), 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_SECCOMP) for profile %s" % profile)
 
 
 def recv_request():
@@ -141,6 +196,8 @@ def rehearse():
         spec.loader.exec_module(importlib.util.module_from_spec(spec))
     importlib.machinery.PathFinder.find_spec("_ember_no_such_module", ["/"])
     sys.path_importer_cache.clear()
+    # The ctypes call path that `confine` takes (a harmless query).
+    _prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0)
 
 
 def run_worker(req, fds, out, err):
@@ -152,6 +209,11 @@ def run_worker(req, fds, out, err):
     os.close(err_w)
     sys.stdout = out
     sys.stderr = err
+    try:
+        confine(req["profile"])
+    except BaseException as exc:  # noqa: B036 - fail closed, whatever it was
+        write_result(res_w, {"outcome": "setup_error", "message": "confining the worker: %s" % exc})
+        os._exit(0)
     msg = None
     try:
         os.chdir("/fn")
@@ -217,6 +279,17 @@ def spare():
 
 
 def main():
+    read_config()
+    # Under memory pressure the kernel should kill a worker (the zygote and
+    # its spare are small; a worker inherits this), never the agent.
+    try:
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write("1000")
+    except OSError:
+        pass
+    # Not dumpable: workers (same uid) cannot ptrace the zygote or read its
+    # memory or environment through /proc. Workers inherit it.
+    _prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
     sys.path[:] = [p for p in sys.path if p not in ("", ".")]
     sys.dont_write_bytecode = True
     # The first compile() in a process initialises the parser (~0.5 ms):

@@ -21,6 +21,9 @@ pub enum ToAgent {
     /// Run one invocation in a fresh worker. The code must already be
     /// mounted at `/fn` and a fresh tmpfs at `/tmp`.
     Invoke(InvokeRequest),
+    /// Sent after `/fn` and `/tmp` are unmounted: check that the sandbox is
+    /// as clean as it was before the invocation and answer `Idle`.
+    Check,
     /// Kill every process but the agent, then exit.
     Shutdown,
 }
@@ -40,6 +43,9 @@ pub struct InvokeRequest {
     /// Cap for the serialized result.
     pub max_result_bytes: usize,
     pub memory_limit_mb: u64,
+    /// Sandbox profile whose worker filters the worker installs before
+    /// user code runs (`default`, `strict`).
+    pub profile: String,
 }
 
 /// Messages the agent sends to the daemon.
@@ -51,10 +57,16 @@ pub enum FromAgent {
     /// The outcome of one invocation. The worker is killed by then; what
     /// it left running is swept before `Idle`.
     Result(InvokeResult),
-    /// The sandbox is ready for the next request (its next worker is
-    /// forked and warmed). Sent after each `Result`; the daemon freezes the
-    /// sandbox only after this.
-    Idle { spare_pid: u32, strays_killed: u32 },
+    /// The answer to `Check`: the invocation's processes are gone and the
+    /// next worker is forked and warmed. `problems` lists every way the
+    /// sandbox differs from its clean state (stray processes, mounts); the
+    /// daemon reuses the sandbox only if it is empty, and freezes it only
+    /// after this.
+    Idle {
+        spare_pid: u32,
+        strays_killed: u32,
+        problems: Vec<String>,
+    },
     /// The agent cannot go on (zygote died, protocol error); it exits next.
     Fatal { message: String },
 }
@@ -81,6 +93,9 @@ pub enum Outcome {
     Crashed,
     /// The serialized result was larger than `max_result_bytes`.
     ResultTooLarge,
+    /// The worker could not be confined (its seccomp filter failed to
+    /// install); no user code ran.
+    SetupError,
 }
 
 impl Outcome {
@@ -91,6 +106,7 @@ impl Outcome {
             Outcome::Timeout => "timeout",
             Outcome::Crashed => "crashed",
             Outcome::ResultTooLarge => "result_too_large",
+            Outcome::SetupError => "setup_error",
         }
     }
 }
@@ -205,6 +221,7 @@ mod tests {
             max_output_bytes: 5,
             max_result_bytes: 6,
             memory_limit_mb: 7,
+            profile: "strict".into(),
         });
         let mut buf = Vec::new();
         write_frame(&mut buf, &msg).unwrap();

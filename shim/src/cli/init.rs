@@ -1,29 +1,38 @@
 //! `ember init` and the function manifest (`ember.json`).
 
+use crate::daemon::DeployOptions;
 use anyhow::{bail, Context, Result};
-use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 pub const MANIFEST: &str = "ember.json";
 
-/// `ember.json` in a function directory. Every field is optional; flags
-/// to `ember deploy` win over it.
-#[derive(Debug, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// `ember.json` in a function directory: `name` and the deploy settings of
+/// the API (runtime, handler, timeout_ms, profile, memory_mb, pids,
+/// cpu_shares, max_output_bytes, max_event_bytes). Every field is
+/// optional; flags to `ember deploy` win over it. Unknown keys are errors.
+#[derive(Debug, Default)]
 pub struct Manifest {
     pub name: Option<String>,
-    pub runtime: Option<String>,
-    pub handler: Option<String>,
-    pub timeout_ms: Option<u64>,
+    pub options: DeployOptions,
 }
 
 impl Manifest {
+    pub fn parse(bytes: &[u8]) -> Result<Manifest> {
+        let mut map: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(bytes)?;
+        let name = match map.remove("name") {
+            None => None,
+            Some(serde_json::Value::String(s)) => Some(s),
+            Some(other) => bail!("name must be a string, not {other}"),
+        };
+        let options = serde_json::from_value(serde_json::Value::Object(map))?;
+        Ok(Manifest { name, options })
+    }
+
     pub fn load(dir: &Path) -> Result<Option<Manifest>> {
         let path = dir.join(MANIFEST);
         match std::fs::read(&path) {
             Ok(bytes) => Ok(Some(
-                serde_json::from_slice(&bytes)
-                    .with_context(|| format!("parsing {}", path.display()))?,
+                Manifest::parse(&bytes).with_context(|| format!("parsing {}", path.display()))?,
             )),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
@@ -50,12 +59,14 @@ pub fn run(dir: &Path, runtime: &str) -> Result<()> {
     }
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     std::fs::write(dir.join("main.py"), PYTHON_MAIN)?;
-    let manifest = Manifest {
-        name: Some(name.clone()),
-        runtime: Some(runtime.to_string()),
-        handler: Some(crate::validate::DEFAULT_HANDLER.to_string()),
-        timeout_ms: Some(3000),
-    };
+    let manifest = serde_json::json!({
+        "name": name,
+        "runtime": runtime,
+        "handler": crate::validate::DEFAULT_HANDLER,
+        "timeout_ms": 3000,
+        "profile": "default",
+        "memory_mb": 256,
+    });
     std::fs::write(
         dir.join(MANIFEST),
         serde_json::to_string_pretty(&manifest)? + "\n",

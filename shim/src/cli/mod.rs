@@ -5,6 +5,7 @@ mod init;
 mod pack;
 
 use crate::client::{Answer, Client};
+use crate::daemon::DeployOptions;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use hyper::Method;
@@ -31,6 +32,83 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Deploy settings; each defaults to the manifest's (`ember.json`), else
+/// the daemon's default.
+#[derive(Debug, Default, clap::Args)]
+pub struct DeployFlags {
+    /// Language runtime (default python3).
+    #[arg(long)]
+    runtime: Option<String>,
+    /// Handler as module.function (default main.handler).
+    #[arg(long)]
+    handler: Option<String>,
+    /// Timeout in milliseconds.
+    #[arg(long)]
+    timeout_ms: Option<u64>,
+    /// Sandbox profile: default, or strict for untrusted code.
+    #[arg(long)]
+    profile: Option<String>,
+    /// Memory for the function's worker, MiB (default 256).
+    #[arg(long)]
+    memory_mb: Option<u64>,
+    /// Processes and threads at once, worker included (default 64).
+    #[arg(long)]
+    pids: Option<u64>,
+    /// CPU weight, cgroup v1 shares (default 1024).
+    #[arg(long)]
+    cpu_shares: Option<u64>,
+    /// Cap for each of stdout and stderr, bytes.
+    #[arg(long)]
+    max_output_bytes: Option<u64>,
+    /// Largest event accepted, bytes.
+    #[arg(long)]
+    max_event_bytes: Option<u64>,
+}
+
+impl DeployFlags {
+    /// Flags win over the manifest.
+    fn over(self, m: DeployOptions) -> DeployOptions {
+        DeployOptions {
+            runtime: self.runtime.or(m.runtime),
+            handler: self.handler.or(m.handler),
+            timeout_ms: self.timeout_ms.or(m.timeout_ms),
+            profile: self.profile.or(m.profile),
+            memory_mb: self.memory_mb.or(m.memory_mb),
+            pids: self.pids.or(m.pids),
+            cpu_shares: self.cpu_shares.or(m.cpu_shares),
+            max_output_bytes: self.max_output_bytes.or(m.max_output_bytes),
+            max_event_bytes: self.max_event_bytes.or(m.max_event_bytes),
+        }
+    }
+}
+
+/// Deploy settings as a query string (values are checked by the daemon;
+/// anything outside a safe set of characters is percent-encoded).
+fn query_string(o: &DeployOptions) -> String {
+    let v = serde_json::to_value(o).unwrap_or_default();
+    let mut parts = Vec::new();
+    if let Some(map) = v.as_object() {
+        for (k, v) in map {
+            let text = match v {
+                serde_json::Value::Null => continue,
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            let enc: String = text
+                .bytes()
+                .map(|b| match b {
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => {
+                        (b as char).to_string()
+                    }
+                    _ => format!("%{b:02X}"),
+                })
+                .collect();
+            parts.push(format!("{k}={enc}"));
+        }
+    }
+    parts.join("&")
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Scaffold a function: NAME/main.py with handler(event, context) and NAME/ember.json.
@@ -48,15 +126,8 @@ pub enum Command {
         /// Function name (default: the manifest's name, else the directory name).
         #[arg(long)]
         name: Option<String>,
-        /// Language runtime (default: manifest, else python3).
-        #[arg(long)]
-        runtime: Option<String>,
-        /// Handler as module.function (default: manifest, else main.handler).
-        #[arg(long)]
-        handler: Option<String>,
-        /// Timeout in milliseconds (default: manifest, else the daemon's default).
-        #[arg(long)]
-        timeout_ms: Option<u64>,
+        #[command(flatten)]
+        settings: DeployFlags,
     },
     /// Invoke a function; prints its JSON result on stdout.
     Invoke {
@@ -87,6 +158,11 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// End the invocation running in a sandbox at once (see `ember sandboxes`).
+    Kill {
+        /// Sandbox id.
+        id: String,
+    },
     /// Start a private emberd, deploy a sample function, invoke it, show timings, stop.
     Demo {
         /// Invocations to run.
@@ -105,10 +181,20 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Deploy {
             dir,
             name,
-            runtime,
-            handler,
-            timeout_ms,
-        } => deploy(&client, dir, name, runtime, handler, timeout_ms).await,
+            settings,
+        } => deploy(&client, dir, name, settings).await,
+        Command::Kill { id } => {
+            let a = ok(client
+                .request(Method::POST, &format!("/v1/sandboxes/{id}/kill"), None, "")
+                .await?)?;
+            let k = &a.json()["killed"];
+            eprintln!(
+                "killed invocation {} of {} in sandbox {id}",
+                s(&k["invocation"]),
+                s(&k["function"])
+            );
+            Ok(())
+        }
         Command::Invoke {
             name,
             data,
@@ -151,9 +237,7 @@ async fn deploy(
     client: &Client,
     dir: PathBuf,
     name: Option<String>,
-    runtime: Option<String>,
-    handler: Option<String>,
-    timeout_ms: Option<u64>,
+    flags: DeployFlags,
 ) -> Result<()> {
     let manifest = init::Manifest::load(&dir)?;
     let name = name
@@ -164,34 +248,24 @@ async fn deploy(
                 .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
         })
         .context("cannot tell the function name: pass --name")?;
-    let runtime = runtime.or_else(|| manifest.as_ref().and_then(|m| m.runtime.clone()));
-    let handler = handler.or_else(|| manifest.as_ref().and_then(|m| m.handler.clone()));
-    let timeout_ms = timeout_ms.or_else(|| manifest.as_ref().and_then(|m| m.timeout_ms));
+    let options = flags.over(manifest.map(|m| m.options).unwrap_or_default());
     let archive = pack::tar_gz(&dir)?;
-    let mut query = Vec::new();
-    if let Some(r) = &runtime {
-        query.push(format!("runtime={r}"));
-    }
-    if let Some(h) = &handler {
-        query.push(format!("handler={h}"));
-    }
-    if let Some(t) = timeout_ms {
-        query.push(format!("timeout_ms={t}"));
-    }
+    let query = query_string(&options);
     let path = if query.is_empty() {
         format!("/v1/functions/{name}")
     } else {
-        format!("/v1/functions/{name}?{}", query.join("&"))
+        format!("/v1/functions/{name}?{query}")
     };
     let a = ok(client
         .request(Method::PUT, &path, Some("application/gzip"), archive)
         .await?)?;
     let v = a.json();
     eprintln!(
-        "deployed {} ({}, {}, code sha256:{})",
+        "deployed {} ({}, {}, profile {}, code sha256:{})",
         v["name"].as_str().unwrap_or(&name),
         v["runtime"].as_str().unwrap_or("?"),
         v["handler"].as_str().unwrap_or("?"),
+        v["profile"].as_str().unwrap_or("?"),
         &v["digest"].as_str().unwrap_or("?")[..12.min(v["digest"].as_str().unwrap_or("?").len())]
     );
     Ok(())

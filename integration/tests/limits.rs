@@ -1,0 +1,247 @@
+//! Per-function limits, profiles at deploy, and the kill switch, on real
+//! runc: the cgroup files of the running sandbox are read on the host.
+
+use ember_integration::{prerequisites_met, Daemon};
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+const ECHO: &str = "def handler(event, context):\n    return {'event': event}\n";
+
+/// The busy sandbox running `function`, polled from the API.
+fn busy_sandbox(d: &Daemon, function: &str) -> String {
+    let t = Instant::now();
+    loop {
+        let v = d.get("/v1/sandboxes").json();
+        if let Some(sb) = v["sandboxes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["state"] == "busy" && s["function"] == function)
+        {
+            return sb["id"].as_str().unwrap().to_string();
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "{function} never became busy: {v}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn function_limits_are_written_to_the_sandbox_cgroup() {
+    if !prerequisites_met("function_limits_are_written_to_the_sandbox_cgroup") {
+        return;
+    }
+    let mut d = Daemon::start(&["--pool-size", "1"]);
+    let tag = d.tag();
+    let a = d.deploy_files_with(
+        "limited",
+        &[(
+            "main.py",
+            "import time\ndef handler(e, c):\n    time.sleep(e.get('sleep', 0))\n    return c.memory_limit_in_mb\n",
+        )],
+        json!({ "timeout_ms": 20000, "memory_mb": 96, "pids": 20, "cpu_shares": 256, "profile": "strict" }),
+    );
+    let rec = a.json();
+    assert_eq!(rec["profile"], "strict");
+    assert_eq!(rec["limits"]["memory_mb"], 96);
+    assert_eq!(rec["limits"]["pids"], 20);
+
+    let socket = d.socket.clone();
+    let runner = std::thread::spawn(move || {
+        ember_integration::http(
+            &socket,
+            "POST",
+            "/v1/functions/limited/invoke",
+            "application/json",
+            br#"{"sleep": 1.5}"#,
+        )
+        .unwrap()
+    });
+    let sb = busy_sandbox(&d, "limited");
+    let cg = |ctl: &str, file: &str| {
+        let p = format!("/sys/fs/cgroup/{ctl}/ember/{tag}/{sb}/{file}");
+        std::fs::read_to_string(&p)
+            .unwrap_or_else(|e| panic!("{p}: {e}"))
+            .trim()
+            .parse::<u64>()
+            .unwrap()
+    };
+    if std::path::Path::new("/sys/fs/cgroup/memory").is_dir() {
+        assert_eq!(
+            cg("pids", "pids.max"),
+            22,
+            "pids limit plus agent and zygote"
+        );
+        assert_eq!(cg("cpu", "cpu.shares"), 256);
+        let mem = cg("memory", "memory.limit_in_bytes");
+        // 96 MiB on top of the idle sandbox's own use (a few MiB to ~40).
+        assert!(
+            mem > 96 << 20 && mem < (96 + 64) << 20,
+            "memory limit {mem}"
+        );
+    }
+    let a = runner.join().unwrap();
+    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+    let v = a.json();
+    assert_eq!(v["result"], 96, "context.memory_limit_in_mb");
+    assert_eq!(v["profile"], "strict");
+    assert_eq!(v["limits_hit"], json!([]));
+    d.stop_and_check(&tag);
+}
+
+#[test]
+fn deploy_refuses_unknown_profiles_and_bad_limits() {
+    if !prerequisites_met("deploy_refuses_unknown_profiles_and_bad_limits") {
+        return;
+    }
+    let mut d = Daemon::start(&["--pool-size", "0"]);
+    let tag = d.tag();
+    let dir = d.dir.path().join("src-x");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("main.py"), ECHO).unwrap();
+    for (settings, word) in [
+        (json!({ "profile": "lax" }), "default, strict"),
+        (json!({ "memory_mb": 1 }), "memory_mb"),
+        (json!({ "pids": 0 }), "pids"),
+        (json!({ "cpu_shares": 1 }), "cpu_shares"),
+        (
+            json!({ "max_output_bytes": 1u64 << 40 }),
+            "max_output_bytes",
+        ),
+        (json!({ "max_event_bytes": 0 }), "max_event_bytes"),
+        (json!({ "memroy_mb": 64 }), "memroy_mb"),
+    ] {
+        let mut body = settings.clone();
+        body["code"] = json!({ "path": dir });
+        let a = d.request(
+            "PUT",
+            "/v1/functions/x",
+            "application/json",
+            body.to_string().as_bytes(),
+        );
+        assert_eq!(
+            a.status,
+            400,
+            "{settings}: {}",
+            String::from_utf8_lossy(&a.body)
+        );
+        let msg = a.json()["error"]["message"].as_str().unwrap().to_string();
+        assert!(msg.contains(word), "{settings}: {msg}");
+    }
+    assert_eq!(
+        d.get("/v1/functions/x").status,
+        404,
+        "a refused deploy left a function"
+    );
+    // Query form too.
+    let a = d.request(
+        "PUT",
+        "/v1/functions/x?profile=nope",
+        "application/gzip",
+        b"not even a tarball",
+    );
+    assert_eq!(a.status, 400);
+    assert!(a.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("nope"));
+
+    // A per-function event cap is a 413 before any sandbox is used.
+    d.deploy_files_with(
+        "small",
+        &[("main.py", ECHO)],
+        json!({ "max_event_bytes": 64 }),
+    );
+    let a = d.invoke("small", &json!({ "pad": "x".repeat(100) }).to_string());
+    assert_eq!(a.status, 413);
+    assert_eq!(a.error_code(), "payload_too_large");
+    assert!(a.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("limit is 64"));
+    d.stop_and_check(&tag);
+}
+
+#[test]
+fn the_kill_switch_ends_a_running_invocation() {
+    if !prerequisites_met("the_kill_switch_ends_a_running_invocation") {
+        return;
+    }
+    let mut d = Daemon::start(&["--pool-size", "1"]);
+    let tag = d.tag();
+    d.deploy_files(
+        "sleeper",
+        &[("main.py", "import time\ndef handler(e, c):\n    print('started', flush=True)\n    time.sleep(600)\n")],
+        900_000,
+    );
+    d.deploy_files("echo", &[("main.py", ECHO)], 5000);
+
+    // Unknown and idle sandboxes are refused clearly.
+    let a = d.request("POST", "/v1/sandboxes/nope/kill", "application/json", b"");
+    assert_eq!(
+        (a.status, a.error_code().as_str()),
+        (404, "sandbox_not_found")
+    );
+    d.wait_pool_idle(1);
+    let idle = d.get("/v1/sandboxes").json()["sandboxes"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let a = d.request(
+        "POST",
+        &format!("/v1/sandboxes/{idle}/kill"),
+        "application/json",
+        b"",
+    );
+    assert_eq!((a.status, a.error_code().as_str()), (409, "not_running"));
+    assert!(a.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("idle"));
+
+    let socket = d.socket.clone();
+    let runner = std::thread::spawn(move || {
+        ember_integration::http(
+            &socket,
+            "POST",
+            "/v1/functions/sleeper/invoke",
+            "application/json",
+            b"{}",
+        )
+        .unwrap()
+    });
+    let sb = busy_sandbox(&d, "sleeper");
+    // Through the CLI, as an operator would.
+    let out = d.cli(&["kill", &sb]);
+    assert!(
+        out.status.success(),
+        "ember kill: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("sleeper"));
+    let a = runner.join().unwrap();
+    assert_eq!(a.status, 409, "{}", String::from_utf8_lossy(&a.body));
+    let v = a.json();
+    assert_eq!(v["error"]["code"], "killed");
+    assert_eq!(v["invocation"]["outcome"], "killed");
+    assert_eq!(v["invocation"]["sandbox"], sb);
+    // The killed sandbox is gone and replaced; the pool serves on.
+    assert_eq!(d.invoke("echo", "{}").status, 200);
+    d.wait_pool_idle(1);
+    let ids: Vec<String> = d.get("/v1/sandboxes").json()["sandboxes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        !ids.contains(&sb),
+        "killed sandbox {sb} still listed: {ids:?}"
+    );
+    assert!(ember_integration::runc_ids(&format!("ember-{tag}-"))
+        .iter()
+        .all(|id| *id != sb));
+    d.stop_and_check(&tag);
+}

@@ -1,0 +1,89 @@
+//! The clean-state check after each invocation: the sandbox must look
+//! exactly as it did before (same mounts, only the zygote and its fresh
+//! spare alive), or the daemon discards it.
+
+use crate::procs;
+
+/// Mount points of this mount namespace, in mountinfo order.
+pub fn mount_points() -> Result<Vec<String>, String> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| format!("reading /proc/self/mountinfo: {e}"))?;
+    Ok(text
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
+        .collect())
+}
+
+/// What the sandbox looked like before any invocation.
+pub struct Baseline {
+    mounts: Vec<String>,
+}
+
+impl Baseline {
+    pub fn capture() -> Result<Baseline, String> {
+        Ok(Baseline {
+            mounts: mount_points()?,
+        })
+    }
+
+    /// Every way the sandbox now differs from the baseline; empty = clean.
+    pub fn problems(&self, zygote: i32, spare: i32) -> Vec<String> {
+        let mut problems = Vec::new();
+        match mount_points() {
+            Ok(now) => problems.extend(mount_diff(&self.mounts, &now)),
+            Err(e) => problems.push(e),
+        }
+        for pid in procs::others() {
+            if pid != zygote && pid != spare {
+                problems.push(format!(
+                    "process {pid} ({}) is still running",
+                    procs::comm(pid).unwrap_or_default()
+                ));
+            }
+        }
+        problems
+    }
+}
+
+/// Mounts added or gone, comparing mount points as multisets (a mount
+/// stacked on an existing point counts as new).
+pub fn mount_diff(before: &[String], now: &[String]) -> Vec<String> {
+    let mut left: Vec<&String> = before.iter().collect();
+    let mut problems = Vec::new();
+    for m in now {
+        if let Some(i) = left.iter().position(|b| *b == m) {
+            left.swap_remove(i);
+        } else {
+            problems.push(format!("unexpected mount at {m}"));
+        }
+    }
+    problems.extend(left.into_iter().map(|m| format!("mount at {m} is gone")));
+    problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(s: &[&str]) -> Vec<String> {
+        s.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn mount_diff_sees_added_stacked_and_removed_mounts() {
+        let base = v(&["/", "/proc", "/usr"]);
+        assert!(mount_diff(&base, &v(&["/", "/usr", "/proc"])).is_empty());
+        assert_eq!(
+            mount_diff(&base, &v(&["/", "/proc", "/usr", "/fn"])),
+            vec!["unexpected mount at /fn"]
+        );
+        assert_eq!(
+            mount_diff(&base, &v(&["/", "/proc", "/usr", "/usr"])),
+            vec!["unexpected mount at /usr"]
+        );
+        assert_eq!(
+            mount_diff(&base, &v(&["/", "/usr"])),
+            vec!["mount at /proc is gone"]
+        );
+    }
+}

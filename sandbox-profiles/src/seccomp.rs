@@ -1,0 +1,415 @@
+//! Seccomp rules of the profiles, compiled two ways: as the OCI
+//! `linux.seccomp` section for a whole sandbox (runc compiles it with
+//! libseccomp), and as classic BPF programs built here with `seccompiler`
+//! that a forked worker installs on itself just before user code runs.
+//!
+//! Both are x86_64 only; other architectures are refused with an error.
+
+use crate::syscalls::{self, DOCKER_ALLOW};
+use crate::ProfileError;
+use seccompiler::{
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+    SeccompRule, TargetArch,
+};
+use std::collections::BTreeMap;
+
+/// Every namespace flag of `clone(2)`: a clone that asks for any of them
+/// is refused (Docker's default does the same without `CAP_SYS_ADMIN`).
+pub const CLONE_NS_FLAGS: [u64; 7] = [
+    libc::CLONE_NEWNS as u64,
+    libc::CLONE_NEWCGROUP as u64,
+    libc::CLONE_NEWUTS as u64,
+    libc::CLONE_NEWIPC as u64,
+    libc::CLONE_NEWUSER as u64,
+    libc::CLONE_NEWPID as u64,
+    libc::CLONE_NEWNET as u64,
+];
+
+/// Denied to the worker in every profile: kernel interfaces that change the
+/// mount table, namespaces, keyrings, the kernel itself or the clock, or
+/// widen the kernel's attack surface (BPF, perf, userfaultfd, io_uring).
+/// A function never needs them; most need privileges the worker lacks, but
+/// each has had unprivileged bugs, so the filter refuses them first.
+pub const KERNEL_SURFACE: &[&str] = &[
+    "acct",
+    "add_key",
+    "bpf",
+    "chroot",
+    "clock_adjtime",
+    "clock_settime",
+    "delete_module",
+    "finit_module",
+    "fsconfig",
+    "fsmount",
+    "fsopen",
+    "fspick",
+    "init_module",
+    "io_uring_enter",
+    "io_uring_register",
+    "io_uring_setup",
+    "iopl",
+    "ioperm",
+    "kcmp",
+    "kexec_file_load",
+    "kexec_load",
+    "keyctl",
+    "lookup_dcookie",
+    "mount",
+    "mount_setattr",
+    "move_mount",
+    "name_to_handle_at",
+    "nfsservctl",
+    "open_by_handle_at",
+    "open_tree",
+    "perf_event_open",
+    "pivot_root",
+    "quotactl",
+    "reboot",
+    "request_key",
+    "setns",
+    "settimeofday",
+    "swapoff",
+    "swapon",
+    "syslog",
+    "sysfs",
+    "umount2",
+    "unshare",
+    "uselib",
+    "userfaultfd",
+    "ustat",
+];
+
+/// Further denied to `strict` workers: looking into or controlling other
+/// processes, running other programs, fileless executables, and NUMA or
+/// personality tweaks. Sockets other than `AF_UNIX` are refused by rule.
+pub const STRICT_EXTRA: &[&str] = &[
+    "execve",
+    "execveat",
+    "fanotify_init",
+    "get_mempolicy",
+    "mbind",
+    "memfd_create",
+    "move_pages",
+    "personality",
+    "pidfd_getfd",
+    "process_madvise",
+    "process_vm_readv",
+    "process_vm_writev",
+    "ptrace",
+    "set_mempolicy",
+    "vhangup",
+];
+
+/// Of `STRICT_EXTRA`, what a strict *sandbox* must still allow: its init
+/// (the agent) executes the interpreter.
+const STRICT_SANDBOX_KEEPS: &[&str] = &["execve", "execveat"];
+
+const AF_UNIX: u64 = libc::AF_UNIX as u64;
+const AF_VSOCK: u64 = libc::AF_VSOCK as u64;
+
+fn number(name: &str) -> Result<i64, ProfileError> {
+    syscalls::number(name).ok_or_else(|| ProfileError::Seccomp {
+        message: format!("no x86_64 syscall number for {name:?}"),
+    })
+}
+
+fn seccomp_err(e: seccompiler::BackendError) -> ProfileError {
+    ProfileError::Seccomp {
+        message: e.to_string(),
+    }
+}
+
+fn arg0(op: SeccompCmpOp, value: u64) -> Result<SeccompRule, ProfileError> {
+    let cond = SeccompCondition::new(0, SeccompCmpArgLen::Qword, op, value).map_err(seccomp_err)?;
+    SeccompRule::new(vec![cond]).map_err(seccomp_err)
+}
+
+fn target_arch() -> Result<TargetArch, ProfileError> {
+    if cfg!(target_arch = "x86_64") {
+        Ok(TargetArch::x86_64)
+    } else {
+        Err(ProfileError::Seccomp {
+            message: format!(
+                "seccomp profiles exist for x86_64 only, not {}",
+                std::env::consts::ARCH
+            ),
+        })
+    }
+}
+
+/// The rules of a worker filter set, before compilation: what each of the
+/// filters refuses, by syscall name, with the argument rules (none = always).
+#[derive(Debug, Clone)]
+pub struct WorkerRules {
+    /// Refused with `ENOSYS`, so libc falls back to an older call that the
+    /// other filter can inspect (`clone3` passes its flags in memory).
+    pub enosys: Vec<&'static str>,
+    /// Refused with `EPERM`.
+    pub eperm: Vec<&'static str>,
+    /// `socket`/`socketpair` only for `AF_UNIX`.
+    pub unix_sockets_only: bool,
+}
+
+impl WorkerRules {
+    pub fn for_profile(strict: bool) -> WorkerRules {
+        let mut eperm: Vec<&'static str> = KERNEL_SURFACE.to_vec();
+        if strict {
+            eperm.extend_from_slice(STRICT_EXTRA);
+        }
+        eperm.sort_unstable();
+        WorkerRules {
+            enosys: vec!["clone3"],
+            eperm,
+            unix_sockets_only: strict,
+        }
+    }
+
+    /// Compile to BPF programs, in the order they are to be installed.
+    pub fn compile(&self) -> Result<Vec<BpfProgram>, ProfileError> {
+        let arch = target_arch()?;
+        let mut enosys = BTreeMap::new();
+        for name in &self.enosys {
+            enosys.insert(number(name)?, vec![]);
+        }
+        let mut eperm: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
+        for name in &self.eperm {
+            eperm.insert(number(name)?, vec![]);
+        }
+        // clone with any namespace flag: one rule per flag (rules OR).
+        let clone_rules = CLONE_NS_FLAGS
+            .iter()
+            .map(|&f| arg0(SeccompCmpOp::MaskedEq(f), f))
+            .collect::<Result<Vec<_>, _>>()?;
+        eperm.insert(number("clone")?, clone_rules);
+        if self.unix_sockets_only {
+            for name in ["socket", "socketpair"] {
+                eperm.insert(number(name)?, vec![arg0(SeccompCmpOp::Ne, AF_UNIX)?]);
+            }
+        }
+        let errno = |e: i32| SeccompAction::Errno(e as u32);
+        let filters = [
+            SeccompFilter::new(enosys, SeccompAction::Allow, errno(libc::ENOSYS), arch),
+            SeccompFilter::new(eperm, SeccompAction::Allow, errno(libc::EPERM), arch),
+        ];
+        filters
+            .into_iter()
+            .map(|f| {
+                let f = f.map_err(seccomp_err)?;
+                BpfProgram::try_from(f).map_err(seccomp_err)
+            })
+            .collect()
+    }
+}
+
+/// A BPF program as bytes: each `struct sock_filter` in native layout
+/// (`u16 code, u8 jt, u8 jf, u32 k`), ready to hand to `prctl`.
+pub fn program_bytes(prog: &BpfProgram) -> Vec<u8> {
+    let mut out = Vec::with_capacity(prog.len() * 8);
+    for ins in prog {
+        out.extend_from_slice(&ins.code.to_ne_bytes());
+        out.push(ins.jt);
+        out.push(ins.jf);
+        out.extend_from_slice(&ins.k.to_ne_bytes());
+    }
+    out
+}
+
+/// One rule of the sandbox-level (OCI) filter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SandboxRule {
+    pub names: Vec<&'static str>,
+    /// `None`: allow. `Some(errno)`: fail with it.
+    pub errno: Option<u32>,
+    /// `(index, op, value, value_two)` with op one of "eq", "ne", "masked_eq".
+    pub args: Vec<(u32, &'static str, u64, u64)>,
+}
+
+/// The sandbox-level filter: an allow-list (default action `EPERM`)
+/// modelled on Docker's default profile, tightened for `strict`.
+pub fn sandbox_rules(strict: bool) -> Vec<SandboxRule> {
+    let dropped: Vec<&str> = if strict {
+        STRICT_EXTRA
+            .iter()
+            .copied()
+            .filter(|n| !STRICT_SANDBOX_KEEPS.contains(n))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let mut allow: Vec<&'static str> = DOCKER_ALLOW
+        .iter()
+        .copied()
+        .filter(|n| !dropped.contains(n) && !KERNEL_SURFACE.contains(n))
+        .collect();
+    if strict {
+        allow.retain(|n| *n != "socketpair");
+    }
+    let ns_mask: u64 = CLONE_NS_FLAGS.iter().fold(0, |m, f| m | f);
+    let mut rules = vec![
+        SandboxRule {
+            names: allow,
+            errno: None,
+            args: vec![],
+        },
+        SandboxRule {
+            names: vec!["clone"],
+            errno: None,
+            args: vec![(0, "masked_eq", ns_mask, 0)],
+        },
+        SandboxRule {
+            names: vec!["clone3"],
+            errno: Some(libc::ENOSYS as u32),
+            args: vec![],
+        },
+    ];
+    if strict {
+        rules.push(SandboxRule {
+            names: vec!["socket", "socketpair"],
+            errno: None,
+            args: vec![(0, "eq", AF_UNIX, 0)],
+        });
+    } else {
+        rules.push(SandboxRule {
+            names: vec!["socket"],
+            errno: None,
+            args: vec![(0, "ne", AF_VSOCK, 0)],
+        });
+        // Docker's personality values: Linux, with or without
+        // UNAME26/ADDR_NO_RANDOMIZE, and the query 0xffffffff.
+        for v in [0u64, 0x0008, 0x20000, 0x20008, 0xffff_ffff] {
+            rules.push(SandboxRule {
+                names: vec!["personality"],
+                errno: None,
+                args: vec![(0, "eq", v, 0)],
+            });
+        }
+    }
+    rules
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Profile;
+
+    /// Install `progs` the way the Python worker does (prctl with the raw
+    /// bytes), then report which probes were refused and with what errno.
+    /// Runs in a forked child: a filter cannot be removed.
+    fn probe_under(progs: &[Vec<u8>]) -> Vec<(&'static str, i32)> {
+        type Probe = (&'static str, fn() -> libc::c_long);
+        let probes: [Probe; 6] = [
+            ("getpid", || unsafe { libc::syscall(libc::SYS_getpid) }),
+            ("socket_inet", || unsafe {
+                libc::syscall(libc::SYS_socket, libc::AF_INET, libc::SOCK_DGRAM, 0)
+            }),
+            ("socket_unix", || unsafe {
+                libc::syscall(libc::SYS_socket, libc::AF_UNIX, libc::SOCK_DGRAM, 0)
+            }),
+            ("unshare_user", || unsafe {
+                libc::syscall(libc::SYS_unshare, libc::CLONE_NEWUSER)
+            }),
+            ("clone3", || unsafe {
+                libc::syscall(libc::SYS_clone3, std::ptr::null::<u8>(), 0usize)
+            }),
+            ("mount", || unsafe {
+                libc::syscall(
+                    libc::SYS_mount,
+                    c"none".as_ptr(),
+                    c"/".as_ptr(),
+                    c"tmpfs".as_ptr(),
+                    0,
+                    0,
+                )
+            }),
+        ];
+        let (r, w) = nix::unistd::pipe().unwrap();
+        // SAFETY: the child only makes raw syscalls and writes to a pipe
+        // before `_exit`; no allocation or locks after fork.
+        match unsafe { nix::unistd::fork() }.unwrap() {
+            nix::unistd::ForkResult::Child => {
+                let mut out = [0i32; 6];
+                // SAFETY: prctl with valid arguments; `fprog` points at
+                // `progs`, which outlive the calls.
+                unsafe {
+                    if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+                        libc::_exit(90);
+                    }
+                    for p in progs {
+                        let fprog = libc::sock_fprog {
+                            len: (p.len() / 8) as u16,
+                            filter: p.as_ptr() as *mut libc::sock_filter,
+                        };
+                        if libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &fprog) != 0
+                        {
+                            libc::_exit(91);
+                        }
+                    }
+                    for (i, (_, f)) in probes.iter().enumerate() {
+                        out[i] = if f() < 0 {
+                            *libc::__errno_location()
+                        } else {
+                            0
+                        };
+                    }
+                    libc::write(
+                        std::os::fd::AsRawFd::as_raw_fd(&w),
+                        out.as_ptr().cast(),
+                        std::mem::size_of_val(&out),
+                    );
+                    libc::_exit(0);
+                }
+            }
+            nix::unistd::ForkResult::Parent { child } => {
+                drop(w);
+                let status = nix::sys::wait::waitpid(child, None).unwrap();
+                assert_eq!(status, nix::sys::wait::WaitStatus::Exited(child, 0));
+                let mut buf = [0u8; 24];
+                let n = nix::unistd::read(std::os::fd::AsRawFd::as_raw_fd(&r), &mut buf).unwrap();
+                assert_eq!(n, 24);
+                probes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (name, _))| {
+                        let v = i32::from_ne_bytes(buf[i * 4..i * 4 + 4].try_into().unwrap());
+                        (*name, v)
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    fn errno_of(results: &[(&str, i32)], name: &str) -> i32 {
+        results.iter().find(|(n, _)| *n == name).unwrap().1
+    }
+
+    #[test]
+    fn worker_filters_refuse_what_they_say_in_a_real_process() {
+        let d = probe_under(&Profile::default_profile().worker_programs().unwrap());
+        let s = probe_under(&Profile::strict_profile().worker_programs().unwrap());
+        for r in [&d, &s] {
+            assert_eq!(errno_of(r, "getpid"), 0);
+            assert_eq!(errno_of(r, "socket_unix"), 0);
+            assert_eq!(errno_of(r, "unshare_user"), libc::EPERM);
+            assert_eq!(errno_of(r, "mount"), libc::EPERM);
+            assert_eq!(errno_of(r, "clone3"), libc::ENOSYS);
+        }
+        assert_eq!(
+            errno_of(&d, "socket_inet"),
+            0,
+            "default allows INET sockets"
+        );
+        assert_eq!(errno_of(&s, "socket_inet"), libc::EPERM);
+    }
+
+    #[test]
+    fn program_bytes_are_native_sock_filters() {
+        let progs = WorkerRules::for_profile(true).compile().unwrap();
+        let bytes = program_bytes(&progs[1]);
+        assert_eq!(bytes.len(), progs[1].len() * 8);
+        assert_eq!(u16::from_ne_bytes([bytes[0], bytes[1]]), progs[1][0].code);
+        assert_eq!(
+            u32::from_ne_bytes(bytes[4..8].try_into().unwrap()),
+            progs[1][0].k
+        );
+    }
+}
