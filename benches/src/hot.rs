@@ -86,12 +86,12 @@ pub struct Sample {
     pub timings_us: serde_json::Value,
 }
 
-pub async fn deploy(e: &Emberd, name: &str, code: &Path) -> Result<()> {
+pub async fn deploy(e: &Emberd, name: &str, code: &Path, profile: &str) -> Result<()> {
     let a = e
         .client
         .request(
             Method::PUT,
-            &format!("/v1/functions/{name}?timeout_ms=5000"),
+            &format!("/v1/functions/{name}?timeout_ms=5000&profile={profile}"),
             Some("application/gzip"),
             tar_gz(code)?,
         )

@@ -58,6 +58,10 @@ struct Args {
     #[arg(long, default_value = "runc")]
     runtime_binary: PathBuf,
     /// Where to write the JSON report.
+    /// Also measure the same handler under the `strict` profile (its
+    /// worker installs a longer seccomp filter on the hot path).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    strict: bool,
     #[arg(long, default_value = "benches/report/latest.json")]
     out: PathBuf,
 }
@@ -108,7 +112,8 @@ async fn main() -> Result<()> {
         args.pool_size
     );
     let mut emberd = hot::Emberd::start(&emberd_bin, args.pool_size).await?;
-    hot::deploy(&emberd, "hello", code.path()).await?;
+    hot::deploy(&emberd, "hello", code.path(), "default").await?;
+    hot::deploy(&emberd, "hello-strict", code.path(), "strict").await?;
     hot::invoke_n(&emberd, "hello", EVENT, args.warmup, "bench", args.gap_ms).await?;
     eprintln!(
         "ember: {} invocations, {} ms apart",
@@ -123,6 +128,32 @@ async fn main() -> Result<()> {
         args.gap_ms,
     )
     .await?;
+    let strict_samples = if args.strict {
+        hot::invoke_n(
+            &emberd,
+            "hello-strict",
+            EVENT,
+            args.warmup,
+            "bench",
+            args.gap_ms,
+        )
+        .await?;
+        eprintln!(
+            "ember: {} invocations under the strict profile",
+            args.iterations
+        );
+        hot::invoke_n(
+            &emberd,
+            "hello-strict",
+            EVENT,
+            args.iterations,
+            "bench",
+            args.gap_ms,
+        )
+        .await?
+    } else {
+        Vec::new()
+    };
     emberd.stop()?;
 
     let cold_n = args.cold_iterations.unwrap_or(args.iterations);
@@ -155,6 +186,35 @@ async fn main() -> Result<()> {
         cold_sum.p50_ms / hot_client.p50_ms,
         cold_sum.p99_ms / hot_client.p99_ms
     );
+    let strict = (!strict_samples.is_empty()).then(|| {
+        let client: Vec<f64> = strict_samples.iter().map(|s| s.client_ms).collect();
+        let run: Vec<f64> = strict_samples
+            .iter()
+            .map(|s| s.timings_us["run"].as_f64().unwrap_or(f64::NAN) / 1000.0)
+            .collect();
+        let confine: Vec<f64> = strict_samples
+            .iter()
+            .map(|s| s.timings_us["confine"].as_f64().unwrap_or(f64::NAN) / 1000.0)
+            .collect();
+        (summarize(&client), summarize(&run), summarize(&confine))
+    });
+    if let Some((sc, sr, scf)) = &strict {
+        let dr = summarize(&phase("run"));
+        let dcf = summarize(&phase("confine"));
+        println!();
+        row("ember invoke, default profile (client)", &hot_client);
+        row("ember invoke, strict profile (client)", sc);
+        println!(
+            "strict - default: {:+.3} ms at p50, {:+.3} ms at p99 (client); run phase p50 {:+.3} ms",
+            sc.p50_ms - hot_client.p50_ms,
+            sc.p99_ms - hot_client.p99_ms,
+            sr.p50_ms - dr.p50_ms
+        );
+        println!(
+            "seccomp filter install in the worker (part of run): default p50 {:.3} / p99 {:.3} ms, strict p50 {:.3} / p99 {:.3} ms",
+            dcf.p50_ms, dcf.p99_ms, scf.p50_ms, scf.p99_ms
+        );
+    }
     println!(
         "ember starts: {hot_count} hot, {} cold",
         samples.len() - hot_count
@@ -181,10 +241,15 @@ async fn main() -> Result<()> {
             "ratio_p50": cold_sum.p50_ms / hot_client.p50_ms,
             "ratio_p99": cold_sum.p99_ms / hot_client.p99_ms,
             "phase_p50_ms": phases.iter().map(|p| (p.to_string(), json!(summarize(&phase(p)).p50_ms))).collect::<serde_json::Map<_, _>>(),
+            "strict_client": strict.as_ref().map(|s| json!(s.0)),
+            "strict_run": strict.as_ref().map(|s| json!(s.1)),
+            "strict_confine": strict.as_ref().map(|s| json!(s.2)),
+            "default_confine": summarize(&phase("confine")),
+            "default_run": summarize(&phase("run")),
             "hot": hot_count,
             "cold": samples.len() - hot_count,
         },
-        "samples": { "ember": samples, "runc_cold_ms": cold },
+        "samples": { "ember": samples, "ember_strict": strict_samples, "runc_cold_ms": cold },
     });
     if let Some(dir) = args.out.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;

@@ -87,10 +87,18 @@ fn output_and_results_are_bounded() {
 
     let v = d.invoke("chatty", "{}").json();
     assert_eq!(v["result"], "done", "{v}");
-    assert_eq!(v["stdout"].as_str().unwrap().len(), 1000);
+    // The first 1000 bytes, then a marker line saying how much was dropped.
+    let (out, err) = (v["stdout"].as_str().unwrap(), v["stderr"].as_str().unwrap());
+    assert_eq!(&out[..1000], "x".repeat(1000));
+    assert_eq!(
+        &out[1000..],
+        "\n[ember: output truncated at 1000 bytes, 4999000 more dropped]\n"
+    );
     assert_eq!(v["stdout_truncated"], true);
-    assert_eq!(v["stderr"].as_str().unwrap().len(), 1000);
+    assert_eq!(&err[..1000], "y".repeat(1000));
+    assert!(err.ends_with("2000 more dropped]\n"), "{err}");
     assert_eq!(v["stderr_truncated"], true);
+    assert_eq!(v["limits_hit"], serde_json::json!(["output_truncated"]));
 
     let a = d.invoke("huge", "{}");
     assert_eq!(a.status, 502);

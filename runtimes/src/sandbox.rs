@@ -104,7 +104,18 @@ impl Sandbox {
                         message,
                     })
                 }
-                Ok(Ok(FromAgent::Ready(r))) => r,
+                Ok(Ok(FromAgent::Ready(r))) if r.protocol == ember_proto::PROTOCOL_VERSION => r,
+                Ok(Ok(FromAgent::Ready(r))) => {
+                    return Err(RuntimeError::Agent {
+                        id: id.to_string(),
+                        message: format!(
+                            "{} speaks protocol {}, this emberd speaks {}: rebuild and reinstall the agent (scripts/build-agent, scripts/setup)",
+                            cfg.agent.display(),
+                            r.protocol,
+                            ember_proto::PROTOCOL_VERSION
+                        ),
+                    })
+                }
                 Ok(Ok(other)) => {
                     return Err(RuntimeError::Agent {
                         id: id.to_string(),

@@ -106,15 +106,26 @@ impl Profile {
         WorkerRules::for_profile(self.strict)
     }
 
-    /// The worker filters as BPF bytes, in installation order.
+    /// The filters a worker installs for this profile once it knows its
+    /// function, on top of [`worker_base_program`], as BPF bytes in
+    /// installation order (none for `default`).
     pub fn worker_programs(&self) -> Result<Vec<Vec<u8>>, ProfileError> {
-        Ok(self
-            .worker_rules()
-            .compile()?
-            .iter()
-            .map(seccomp::program_bytes)
-            .collect())
+        match WorkerRules::extra(self.strict) {
+            None => Ok(Vec::new()),
+            Some(rules) => Ok(rules
+                .compile()?
+                .iter()
+                .map(seccomp::program_bytes)
+                .collect()),
+        }
     }
+}
+
+/// The filter every worker installs as soon as it is forked (the rules
+/// common to all profiles), as BPF bytes.
+pub fn worker_base_program() -> Result<Vec<u8>, ProfileError> {
+    let progs = WorkerRules::base().compile()?;
+    Ok(progs.iter().flat_map(seccomp::program_bytes).collect())
 }
 
 #[cfg(test)]
@@ -132,9 +143,12 @@ mod tests {
 
     #[test]
     fn every_named_profile_compiles_to_bpf() {
+        let base = worker_base_program().unwrap();
+        assert!(!base.is_empty());
         for name in PROFILE_NAMES {
-            let progs = Profile::by_name(name).unwrap().worker_programs().unwrap();
-            assert_eq!(progs.len(), 2, "{name}");
+            let mut progs = Profile::by_name(name).unwrap().worker_programs().unwrap();
+            assert_eq!(progs.len(), usize::from(*name == "strict"), "{name}");
+            progs.push(base.clone());
             for p in &progs {
                 assert!(
                     !p.is_empty() && p.len() % 8 == 0,

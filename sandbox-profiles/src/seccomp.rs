@@ -148,57 +148,121 @@ pub struct WorkerRules {
     pub eperm: Vec<&'static str>,
     /// `socket`/`socketpair` only for `AF_UNIX`.
     pub unix_sockets_only: bool,
+    /// `clone` with any namespace flag refused.
+    pub clone_ns: bool,
 }
 
 impl WorkerRules {
+    /// Everything a worker of this profile refuses (base and extra).
     pub fn for_profile(strict: bool) -> WorkerRules {
-        let mut eperm: Vec<&'static str> = KERNEL_SURFACE.to_vec();
-        if strict {
-            eperm.extend_from_slice(STRICT_EXTRA);
+        let mut all = WorkerRules::base();
+        if let Some(extra) = WorkerRules::extra(strict) {
+            all.eperm.extend(extra.eperm);
+            all.unix_sockets_only |= extra.unix_sockets_only;
         }
-        eperm.sort_unstable();
+        all.eperm.sort_unstable();
+        all
+    }
+
+    /// What every worker refuses: installed by each spare worker as soon
+    /// as it is forked, off the hot path, before it can receive user code.
+    pub fn base() -> WorkerRules {
         WorkerRules {
             enosys: vec!["clone3"],
-            eperm,
-            unix_sockets_only: strict,
+            eperm: KERNEL_SURFACE.to_vec(),
+            unix_sockets_only: false,
+            clone_ns: true,
         }
     }
 
-    /// Compile to BPF programs, in the order they are to be installed.
+    /// What a profile refuses beyond the base, installed when the worker
+    /// learns its function's profile, just before the function's code is
+    /// imported. `None`: nothing more (`default`).
+    pub fn extra(strict: bool) -> Option<WorkerRules> {
+        strict.then(|| WorkerRules {
+            enosys: vec![],
+            eperm: STRICT_EXTRA.to_vec(),
+            unix_sockets_only: true,
+            clone_ns: false,
+        })
+    }
+
+    /// Compile to BPF programs, in the order they are to be installed (one
+    /// today; a list so a profile can stack more).
     pub fn compile(&self) -> Result<Vec<BpfProgram>, ProfileError> {
         let arch = target_arch()?;
-        let mut enosys = BTreeMap::new();
-        for name in &self.enosys {
-            enosys.insert(number(name)?, vec![]);
-        }
         let mut eperm: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
         for name in &self.eperm {
             eperm.insert(number(name)?, vec![]);
         }
-        // clone with any namespace flag: one rule per flag (rules OR).
-        let clone_rules = CLONE_NS_FLAGS
-            .iter()
-            .map(|&f| arg0(SeccompCmpOp::MaskedEq(f), f))
-            .collect::<Result<Vec<_>, _>>()?;
-        eperm.insert(number("clone")?, clone_rules);
+        if self.clone_ns {
+            // clone with any namespace flag: one rule per flag (rules OR).
+            let clone_rules = CLONE_NS_FLAGS
+                .iter()
+                .map(|&f| arg0(SeccompCmpOp::MaskedEq(f), f))
+                .collect::<Result<Vec<_>, _>>()?;
+            eperm.insert(number("clone")?, clone_rules);
+        }
         if self.unix_sockets_only {
             for name in ["socket", "socketpair"] {
                 eperm.insert(number(name)?, vec![arg0(SeccompCmpOp::Ne, AF_UNIX)?]);
             }
         }
-        let errno = |e: i32| SeccompAction::Errno(e as u32);
-        let filters = [
-            SeccompFilter::new(enosys, SeccompAction::Allow, errno(libc::ENOSYS), arch),
-            SeccompFilter::new(eperm, SeccompAction::Allow, errno(libc::EPERM), arch),
-        ];
-        filters
-            .into_iter()
-            .map(|f| {
-                let f = f.map_err(seccomp_err)?;
-                BpfProgram::try_from(f).map_err(seccomp_err)
-            })
-            .collect()
+        let filter = SeccompFilter::new(
+            eperm,
+            SeccompAction::Allow,
+            SeccompAction::Errno(libc::EPERM as u32),
+            arch,
+        )
+        .map_err(seccomp_err)?;
+        let body = BpfProgram::try_from(filter).map_err(seccomp_err)?;
+        // seccompiler gives one match action per filter, and a second
+        // filter costs a second attach (the kernel emulates each filter for
+        // every syscall number to build its cache: ~0.1 ms). So the ENOSYS
+        // rules go in a short hand-written prefix of the same program. It
+        // reads the syscall number before the arch check that starts
+        // seccompiler's part: a foreign-arch call with a matching number
+        // gets ENOSYS, anything else still meets the arch check.
+        let mut prog = Vec::with_capacity(2 * self.enosys.len() + 2 + body.len());
+        if !self.enosys.is_empty() {
+            prog.push(bpf_stmt(BPF_LD | BPF_W | BPF_ABS, SECCOMP_DATA_NR));
+        }
+        for name in &self.enosys {
+            let nr = number(name)? as u32;
+            prog.push(bpf_jump(BPF_JMP | BPF_JEQ | BPF_K, nr, 0, 1));
+            prog.push(bpf_stmt(
+                BPF_RET | BPF_K,
+                SECCOMP_RET_ERRNO | libc::ENOSYS as u32,
+            ));
+        }
+        prog.extend(body);
+        Ok(vec![prog])
     }
+}
+
+// Classic BPF opcodes and seccomp constants for the prefix.
+const BPF_LD: u16 = 0x00;
+const BPF_W: u16 = 0x00;
+const BPF_ABS: u16 = 0x20;
+const BPF_JMP: u16 = 0x05;
+const BPF_JEQ: u16 = 0x10;
+const BPF_K: u16 = 0x00;
+const BPF_RET: u16 = 0x06;
+/// `offsetof(struct seccomp_data, nr)`.
+const SECCOMP_DATA_NR: u32 = 0;
+const SECCOMP_RET_ERRNO: u32 = 0x0005_0000;
+
+fn bpf_stmt(code: u16, k: u32) -> seccompiler::sock_filter {
+    seccompiler::sock_filter {
+        code,
+        jt: 0,
+        jf: 0,
+        k,
+    }
+}
+
+fn bpf_jump(code: u16, k: u32, jt: u8, jf: u8) -> seccompiler::sock_filter {
+    seccompiler::sock_filter { code, jt, jf, k }
 }
 
 /// A BPF program as bytes: each `struct sock_filter` in native layout
@@ -384,8 +448,14 @@ mod tests {
 
     #[test]
     fn worker_filters_refuse_what_they_say_in_a_real_process() {
-        let d = probe_under(&Profile::default_profile().worker_programs().unwrap());
-        let s = probe_under(&Profile::strict_profile().worker_programs().unwrap());
+        let base = crate::worker_base_program().unwrap();
+        let with_base = |p: Profile| {
+            let mut progs = vec![base.clone()];
+            progs.extend(p.worker_programs().unwrap());
+            progs
+        };
+        let d = probe_under(&with_base(Profile::default_profile()));
+        let s = probe_under(&with_base(Profile::strict_profile()));
         for r in [&d, &s] {
             assert_eq!(errno_of(r, "getpid"), 0);
             assert_eq!(errno_of(r, "socket_unix"), 0);
@@ -403,13 +473,14 @@ mod tests {
 
     #[test]
     fn program_bytes_are_native_sock_filters() {
-        let progs = WorkerRules::for_profile(true).compile().unwrap();
-        let bytes = program_bytes(&progs[1]);
-        assert_eq!(bytes.len(), progs[1].len() * 8);
-        assert_eq!(u16::from_ne_bytes([bytes[0], bytes[1]]), progs[1][0].code);
+        let progs = WorkerRules::base().compile().unwrap();
+        let bytes = program_bytes(&progs[0]);
+        assert_eq!(bytes.len(), progs[0].len() * 8);
+        assert_eq!(u16::from_ne_bytes([bytes[8], bytes[9]]), progs[0][1].code);
+        assert_eq!((bytes[10], bytes[11]), (0, 1), "jt/jf of the clone3 test");
         assert_eq!(
-            u32::from_ne_bytes(bytes[4..8].try_into().unwrap()),
-            progs[1][0].k
+            u32::from_ne_bytes(bytes[12..16].try_into().unwrap()),
+            progs[0][1].k
         );
     }
 }

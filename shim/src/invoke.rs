@@ -29,6 +29,9 @@ pub struct Timings {
     pub inject: u64,
     /// From the request reaching the agent's pipe to its answer.
     pub run: u64,
+    /// Part of `run`: the worker installing its profile's seccomp filters
+    /// before user code runs.
+    pub confine: u64,
     /// Cleanup the caller waited for. The worker is killed inside `run`;
     /// unmounting `/fn` and `/tmp`, verifying and freezing happen after the
     /// answer, before the sandbox is used again (logged as "sandbox
@@ -340,6 +343,7 @@ async fn invoke_inner(
         }
     };
     timings.run = t.elapsed().as_micros() as u64;
+    timings.confine = answer.confine_us;
 
     // The worker is already dead (the agent kills it before answering).
     // Unmounting /fn and /tmp, verifying, and freezing happen after the

@@ -176,6 +176,7 @@ pub fn run(zyg: &mut Zygote, req: &InvokeRequest) -> Result<(InvokeResult, Pendi
         stdout_truncated: out.truncated,
         stderr_truncated: err.truncated,
         run_us,
+        confine_us: 0,
         exit_code: if timed_out { None } else { exit_code },
         signal: if timed_out { None } else { signal },
     };
@@ -273,6 +274,7 @@ fn parse_result(buf: &[u8]) -> Option<serde_json::Value> {
 }
 
 fn apply_worker_message(result: &mut InvokeResult, msg: serde_json::Value, req: &InvokeRequest) {
+    result.confine_us = msg["confine_us"].as_u64().unwrap_or(0);
     match msg["outcome"].as_str() {
         Some("ok") => {
             result.outcome = Outcome::Ok;

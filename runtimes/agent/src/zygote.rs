@@ -86,8 +86,9 @@ impl Zygote {
         Ok(zyg)
     }
 
-    /// The zygote's first input: the worker seccomp filters of every
-    /// profile, compiled here (the zygote only hands bytes to `prctl`).
+    /// The zygote's first input: the worker seccomp filters (the base every
+    /// spare installs, and each profile's extra), compiled here; the
+    /// zygote only hands bytes to `prctl`.
     fn send_config(&mut self) -> Result<(), String> {
         let mut profiles = serde_json::Map::new();
         for name in ember_profiles::PROFILE_NAMES {
@@ -97,8 +98,11 @@ impl Zygote {
             let hex: Vec<String> = progs.iter().map(hex::encode).collect();
             profiles.insert(name.to_string(), serde_json::json!(hex));
         }
-        let mut line = serde_json::to_vec(&serde_json::json!({ "profiles": profiles }))
-            .map_err(|e| format!("encoding zygote config: {e}"))?;
+        let base = ember_profiles::worker_base_program()
+            .map_err(|e| format!("base worker filter: {e}"))?;
+        let config = serde_json::json!({ "base": hex::encode(base), "profiles": profiles });
+        let mut line =
+            serde_json::to_vec(&config).map_err(|e| format!("encoding zygote config: {e}"))?;
         line.push(b'\n');
         self.ctl
             .write_all(&line)
@@ -125,6 +129,7 @@ impl Zygote {
             .ok_or_else(|| format!("zygote greeting without ready: {v}"))?;
         self.wait_spare(READY_TIMEOUT)?;
         Ok(Ready {
+            protocol: ember_proto::PROTOCOL_VERSION,
             zygote_pid: pid as u32,
             runtime_version: v["version"].as_str().unwrap_or("python").to_string(),
             preload_us: v["preload_us"]

@@ -11,9 +11,11 @@
 # between invocations, off the caller's path.
 #
 # fd 3 is a Unix stream socket to the agent. Its first line is the config:
-# {"profiles": {name: [hex BPF program, ...]}}, the seccomp filters a worker
-# installs on itself (with no_new_privs) before any user code runs, so the
-# worker is confined more tightly than the zygote. Requests then arrive as
+# {"base": hex BPF, "profiles": {name: [hex BPF program, ...]}}, the seccomp
+# filters a worker installs on itself (with no_new_privs): the base as soon
+# as the spare is forked (off the hot path), its function's profile extras
+# once the request names it, before any user code runs. So the worker is
+# always confined more tightly than the zygote. Requests then arrive as
 # JSON lines with three file descriptors attached (stdout, stderr, result
 # pipe write ends). The zygote writes {"ready": pid} once and
 # {"exited": pid, ...} per worker; spares write {"spare": pid}. Nothing
@@ -76,8 +78,9 @@ class _SockFprog(ctypes.Structure):
 
 
 # profile name -> [(buffer, sock_fprog)], built once in the zygote so a
-# worker only makes the prctl calls.
+# worker only makes the prctl calls; BASE is the filter every spare installs.
 FILTERS = {}
+BASE = []
 
 REHEARSAL = """
 def handler(event, context):
@@ -98,23 +101,32 @@ def read_config():
             os._exit(0)
         data += more
     cfg = json.loads(data)
+
+    def build(text):
+        code = bytes.fromhex(text)
+        buf = ctypes.create_string_buffer(code, len(code))
+        return (buf, _SockFprog(len(code) // 8, ctypes.addressof(buf)))
+
+    BASE.append(build(cfg["base"]))
     for name, programs in cfg["profiles"].items():
-        built = []
-        for text in programs:
-            code = bytes.fromhex(text)
-            buf = ctypes.create_string_buffer(code, len(code))
-            built.append((buf, _SockFprog(len(code) // 8, ctypes.addressof(buf))))
-        FILTERS[name] = built
+        FILTERS[name] = [build(text) for text in programs]
+
+
+def install(filters, what):
+    if _prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)")
+    for _buf, fprog in filters:
+        if _prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(fprog), 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_SECCOMP) for %s" % what)
 
 
 def confine(profile):
-    """Install the profile's worker filters on this process. Irreversible;
-    anything that fails here means no user code may run."""
+    """Install the profile's extra worker filters on this process (the base
+    is already in place). Irreversible; anything that fails here means no
+    user code may run."""
     filters = FILTERS.get(profile)
     if filters is None:
         raise RuntimeError("unknown sandbox profile %r (known: %s)" % (profile, ", ".join(sorted(FILTERS))))
-    if _prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)")
     for _buf, fprog in filters:
         if _prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(fprog), 0, 0) != 0:
             raise OSError(ctypes.get_errno(), "prctl(PR_SET_SECCOMP) for profile %s" % profile)
@@ -209,11 +221,13 @@ def run_worker(req, fds, out, err):
     os.close(err_w)
     sys.stdout = out
     sys.stderr = err
+    t = time.perf_counter_ns()
     try:
         confine(req["profile"])
     except BaseException as exc:  # noqa: B036 - fail closed, whatever it was
         write_result(res_w, {"outcome": "setup_error", "message": "confining the worker: %s" % exc})
         os._exit(0)
+    confine_us = (time.perf_counter_ns() - t) // 1000
     msg = None
     try:
         os.chdir("/fn")
@@ -244,6 +258,7 @@ def run_worker(req, fds, out, err):
         sys.stderr.flush()
     except Exception:
         pass
+    msg["confine_us"] = confine_us
     write_result(res_w, msg)
     os._exit(0)
 
@@ -265,6 +280,13 @@ def spare():
         write_through=True,
     )
     gc.enable()
+    # Confined from here on: nothing this process does later needs what the
+    # base filter refuses. Without it, it must not serve at all.
+    try:
+        install(BASE, "the base worker filter")
+    except BaseException:  # noqa: B036
+        traceback.print_exc()
+        os._exit(72)
     try:
         rehearse()
     except Exception:  # a warm-up failure must not cost the sandbox

@@ -14,6 +14,10 @@ use std::io::{self, Read, Write};
 /// allocating gigabytes.
 pub const MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
 
+/// Version of this protocol. The agent reports it in `Ready`; the daemon
+/// refuses an agent that speaks another (a stale `ember-agent` binary).
+pub const PROTOCOL_VERSION: u32 = 2;
+
 /// Messages the daemon sends to the agent.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -73,6 +77,9 @@ pub enum FromAgent {
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Ready {
+    /// [`PROTOCOL_VERSION`] of the agent (absent before version 2).
+    #[serde(default)]
+    pub protocol: u32,
     pub zygote_pid: u32,
     pub runtime_version: String,
     /// Time the zygote took to start and import its preloads.
@@ -133,6 +140,9 @@ pub struct InvokeResult {
     pub stderr_truncated: bool,
     /// From the request reaching the agent to the result being read.
     pub run_us: u64,
+    /// Part of `run_us`: the worker installing its seccomp filters.
+    #[serde(default)]
+    pub confine_us: u64,
     /// Exit status of the worker, if it exited by itself.
     pub exit_code: Option<i32>,
     /// Signal that ended the worker, if any.
