@@ -245,3 +245,57 @@ fn the_kill_switch_ends_a_running_invocation() {
         .all(|id| *id != sb));
     d.stop_and_check(&tag);
 }
+
+#[test]
+fn a_pool_of_strict_sandboxes_confines_even_default_functions() {
+    if !prerequisites_met("a_pool_of_strict_sandboxes_confines_even_default_functions") {
+        return;
+    }
+    // The sandbox-level (OCI) filter of `strict`, compiled by runc: the
+    // agent and the zygote must still start and serve under it.
+    let mut d = Daemon::start(&["--pool-size", "1", "--sandbox-profile", "strict"]);
+    let tag = d.tag();
+    d.deploy_files(
+        "probe",
+        &[(
+            "main.py",
+            "import socket, subprocess, threading\n\
+             def handler(e, c):\n\
+             \x20   out = {}\n\
+             \x20   try:\n\
+             \x20       socket.socket(socket.AF_INET, socket.SOCK_STREAM)\n\
+             \x20       out['inet'] = 'opened'\n\
+             \x20   except OSError as exc:\n\
+             \x20       out['inet'] = exc.errno\n\
+             \x20   socket.socketpair()\n\
+             \x20   t = threading.Thread(target=lambda: out.setdefault('thread', 'ran'))\n\
+             \x20   t.start(); t.join()\n\
+             \x20   out['exec'] = subprocess.run(['/bin/true']).returncode\n\
+             \x20   return out\n",
+        )],
+        10_000,
+    );
+    let a = d.invoke("probe", "{}");
+    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+    let v = a.json();
+    assert_eq!(v["profile"], "default");
+    // EPERM from the sandbox filter though the function's profile allows
+    // INET sockets; threads (clone3 -> ENOSYS -> clone) and exec still work.
+    assert_eq!(
+        v["result"],
+        json!({ "inet": 1, "thread": "ran", "exec": 0 })
+    );
+    d.stop_and_check(&tag);
+
+    // A profile emberd does not know stops it at start, with the list.
+    let out = std::process::Command::new(ember_integration::bin("emberd"))
+        .args(["--sandbox-profile", "lax", "--state-dir", "/nonexistent"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("lax") && err.contains("default, strict"),
+        "{err}"
+    );
+}

@@ -91,6 +91,18 @@ pub struct DaemonConfig {
     /// Process limit of each sandbox.
     #[arg(long, default_value_t = 256)]
     pub sandbox_pids: i64,
+
+    /// Profile of the sandboxes themselves (their OCI seccomp filter and
+    /// settings): `default` or `strict`. Each function's own profile is
+    /// applied on top, in its worker.
+    #[arg(long, default_value = "default", value_parser = parse_profile)]
+    pub sandbox_profile: String,
+}
+
+fn parse_profile(name: &str) -> Result<String, String> {
+    ember_profiles::Profile::by_name(name)
+        .map(|p| p.name.to_string())
+        .map_err(|e| e.to_string())
 }
 
 impl DaemonConfig {

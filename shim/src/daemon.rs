@@ -139,7 +139,8 @@ impl Daemon {
                 python: cfg.python.clone(),
                 bundles_dir: cfg.bundles_dir(),
                 cgroup_parent: format!("/ember/{tag}"),
-                profile: Profile::default_profile(),
+                profile: Profile::by_name(&cfg.sandbox_profile)
+                    .map_err(|e| DaemonError::Config(e.to_string()))?,
                 limits: Limits {
                     memory_bytes: cfg.sandbox_memory_mb * 1024 * 1024,
                     pids: cfg.sandbox_pids,

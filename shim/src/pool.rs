@@ -164,6 +164,9 @@ pub struct SandboxStatus {
     pub invocations: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub function: Option<String>,
+    /// The invocation a busy sandbox runs (what `kill` would end).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub invocation: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub busy_ms: Option<u64>,
 }
@@ -534,6 +537,7 @@ impl Pool {
                 age_ms: sb.created.elapsed().as_millis() as u64,
                 invocations: sb.invocations,
                 function: None,
+                invocation: None,
                 busy_ms: None,
             })
             .collect();
@@ -546,6 +550,7 @@ impl Pool {
             age_ms: b.created.elapsed().as_millis() as u64,
             invocations: b.invocations,
             function: Some(b.function.clone()),
+            invocation: Some(b.invocation.clone()),
             busy_ms: Some(b.since.elapsed().as_millis() as u64),
         }));
         out.sort_by(|a, b| a.id.cmp(&b.id));
