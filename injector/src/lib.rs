@@ -1,16 +1,20 @@
-//! Code store and mount-namespace injection.
+//! Code store and injection into sandboxes.
 //!
 //! Owns (a) the content-addressed, read-only store of function code under
 //! the state dir, with safe unpacking of uploaded archives, and (b) putting
 //! that code read-only at `/fn`, plus a fresh tmpfs at `/tmp`, inside one
-//! sandbox's mount namespace and taking both out again, verified. It does
+//! sandbox's mount namespace and taking both out again, verified, or (for
+//! sandboxes behind a file proxy, like gVisor's) linking it into a
+//! per-sandbox host directory bound at `/fn` and emptying that. It does
 //! not own sandboxes, their lifetime or freezing (see `ember-runtimes`).
 
 pub mod digest;
+pub mod hostdir;
 pub mod inject;
 pub mod mountinfo;
 pub mod store;
 mod syscalls;
 
+pub use hostdir::{HostDirError, HostDirSlot};
 pub use inject::{verify_clean, InjectError, Injection, Injector};
 pub use store::{no_prepare, CodeStore, Digest, Prepare, StoreError, UnpackLimits};

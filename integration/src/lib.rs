@@ -47,14 +47,22 @@ fn which(cmd: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// The backend the end-to-end tests run against: `EMBER_TEST_BACKEND`
+/// (runc, crun, runsc), runc by default. `scripts/test` runs the suite
+/// once per backend.
+pub fn backend() -> String {
+    std::env::var("EMBER_TEST_BACKEND").unwrap_or_else(|_| "runc".to_string())
+}
+
 /// What is missing to run end-to-end tests here, if anything.
 pub fn missing_prerequisites() -> Vec<String> {
     let mut missing = Vec::new();
     if !nix::unistd::geteuid().is_root() {
         missing.push("root (sandboxes need namespaces, cgroups and mounts)".to_string());
     }
-    if !which("runc") {
-        missing.push("runc (apt-get install runc)".to_string());
+    let backend = backend();
+    if !which(&backend) {
+        missing.push(format!("{backend} (apt-get install {backend})"));
     }
     if !Path::new("/usr/bin/python3").exists() {
         missing.push("/usr/bin/python3 (apt-get install python3)".to_string());
@@ -214,6 +222,8 @@ impl Daemon {
             .arg(&self.state)
             .arg("--agent")
             .arg(agent_path())
+            .arg("--backend")
+            .arg(backend())
             .args(&self.args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -425,7 +435,7 @@ impl Drop for Daemon {
             }
             if let Some(tag) = tag {
                 for id in runc_ids(&format!("ember-{tag}-")) {
-                    let _ = Command::new("runc")
+                    let _ = Command::new(backend())
                         .args(["delete", "--force", &id])
                         .status();
                 }
@@ -434,9 +444,10 @@ impl Drop for Daemon {
     }
 }
 
-/// Ids of runc containers (default root) starting with `prefix`.
+/// Ids of the test backend's containers (default root) starting with
+/// `prefix`.
 pub fn runc_ids(prefix: &str) -> Vec<String> {
-    let out = Command::new("runc")
+    let out = Command::new(backend())
         .args(["list", "--quiet"])
         .output()
         .expect("runc list");

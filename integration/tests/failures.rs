@@ -51,7 +51,16 @@ fn a_crashing_worker_is_reported_and_its_sandbox_replaced() {
     let a = d.invoke("echo", r#"{"n": 1}"#);
     assert_eq!(a.status, 200);
     d.wait_pool_idle(1);
-    assert!(d.pool()["destroyed_total"].as_u64().unwrap() >= 1);
+    // Destroying runs in the background (runsc takes a while): wait for it.
+    let t = Instant::now();
+    while d.pool()["destroyed_total"].as_u64().unwrap() < 1 {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "crashed sandbox never destroyed: {}",
+            d.pool()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     d.stop_and_check(&tag);
 }
 

@@ -30,6 +30,11 @@ pub struct BundleSpec<'a> {
     pub cgroups_path: &'a str,
     pub profile: &'a Profile,
     pub limits: Limits,
+    /// For backends injecting through host directories: the one to bind
+    /// read-only at `/fn` and the one (a size-limited tmpfs on the host) to
+    /// bind read-write at `/tmp`; the daemon empties both after each
+    /// invocation.
+    pub host_code: Option<(&'a Path, &'a Path)>,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RuntimeError + '_ {
@@ -78,6 +83,21 @@ pub fn write_bundle(spec: &BundleSpec<'_>) -> Result<PathBuf, RuntimeError> {
         "bind",
         &["bind", "ro", "nosuid", "nodev"],
     ));
+    if let Some((code_dir, tmp_dir)) = spec.host_code {
+        fs::create_dir_all(code_dir).map_err(io(code_dir))?;
+        mounts.push(mount(
+            "/fn",
+            &code_dir.to_string_lossy(),
+            "bind",
+            &["bind", "ro", "nosuid", "nodev"],
+        ));
+        mounts.push(mount(
+            "/tmp",
+            &tmp_dir.to_string_lossy(),
+            "bind",
+            &["bind", "rw", "nosuid", "nodev"],
+        ));
+    }
 
     let oci = render(spec, mounts)?;
     let config = spec.dir.join("config.json");
@@ -184,6 +204,7 @@ mod tests {
             cgroups_path: "/ember/t/sb",
             profile: &profile,
             limits: Limits::default(),
+            host_code: None,
         })
         .unwrap();
         let v: serde_json::Value = serde_json::from_slice(&fs::read(config).unwrap()).unwrap();
@@ -205,5 +226,37 @@ mod tests {
             .unwrap()
             .iter()
             .any(|n| n["type"] == "network" && n.get("path").is_none()));
+        assert!(!mounts.iter().any(|m| m["destination"] == "/fn"));
+    }
+
+    #[test]
+    fn host_directory_bundles_bind_fn_and_mount_tmp() {
+        let dir = tempfile::tempdir().unwrap();
+        let code = dir.path().join("fn");
+        let tmp = dir.path().join("tmp");
+        let profile = Profile::default_profile();
+        let config = write_bundle(&BundleSpec {
+            dir: dir.path(),
+            agent: Path::new("/opt/ember-agent"),
+            python: "/usr/bin/python3",
+            cgroups_path: "/ember/t/sb",
+            profile: &profile,
+            limits: Limits::default(),
+            host_code: Some((&code, &tmp)),
+        })
+        .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&fs::read(config).unwrap()).unwrap();
+        let mounts = v["mounts"].as_array().unwrap();
+        let fnm = mounts.iter().find(|m| m["destination"] == "/fn").unwrap();
+        assert_eq!(fnm["source"], code.to_str().unwrap());
+        assert!(fnm["options"].as_array().unwrap().iter().any(|o| o == "ro"));
+        let tmpm = mounts.iter().find(|m| m["destination"] == "/tmp").unwrap();
+        assert_eq!(tmpm["source"], tmp.to_str().unwrap());
+        assert!(tmpm["options"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|o| o == "rw"));
+        assert!(code.is_dir());
     }
 }

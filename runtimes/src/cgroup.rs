@@ -91,6 +91,15 @@ impl CgroupLayout {
         Err(RuntimeError::NoCgroup { what: "freezer" })
     }
 
+    /// Thaw every frozen cgroup under `prefix` (v1 freezer or v2): a
+    /// runtime asked about a frozen container may block on it (runsc does).
+    pub fn thaw_tree(&self, prefix: &str) {
+        let rel = prefix.trim_start_matches('/');
+        for root in self.v1_freezer.iter().chain(self.v2_unified.iter()) {
+            thaw_dir_tree(&root.join(rel));
+        }
+    }
+
     /// Kill every process left in `<hierarchy>/<prefix>` and remove the
     /// directories, deepest first, in every hierarchy. Returns the cgroups
     /// that could not be removed.
@@ -104,6 +113,18 @@ impl CgroupLayout {
             }
         }
         left
+    }
+}
+
+fn thaw_dir_tree(dir: &Path) {
+    let _ = fs::write(dir.join("freezer.state"), "THAWED");
+    let _ = fs::write(dir.join("cgroup.freeze"), "0");
+    if let Ok(entries) = fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                thaw_dir_tree(&e.path());
+            }
+        }
     }
 }
 

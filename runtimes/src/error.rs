@@ -32,6 +32,8 @@ pub enum RuntimeError {
     },
     #[error("no {what} cgroup hierarchy is mounted")]
     NoCgroup { what: &'static str },
+    #[error("unknown backend {name:?} (known: {known})")]
+    UnknownBackend { name: String, known: String },
     #[error("opening mount namespace of sandbox pid {pid}: {source}")]
     Namespace { pid: u32, source: std::io::Error },
 }

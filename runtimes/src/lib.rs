@@ -8,15 +8,16 @@
 //! `ember-injector`), nor the agent binary itself (`runtimes/agent`).
 
 pub mod agent_conn;
+pub mod backend;
 pub mod bundle;
 pub mod cgroup;
 pub mod error;
 pub mod limits;
+pub mod oci_cli;
 pub mod python;
-pub mod runc;
 pub mod sandbox;
 
 pub use agent_conn::AgentConn;
+pub use backend::{backend_by_name, Backend, BackendOptions, Injection, BACKEND_NAMES};
 pub use error::RuntimeError;
-pub use runc::Runc;
 pub use sandbox::{Sandbox, SandboxConfig};

@@ -14,8 +14,9 @@ use std::path::{Path, PathBuf};
 pub struct InvocationLimits {
     /// Memory of the whole sandbox during the invocation, in bytes.
     pub memory_bytes: u64,
-    /// Processes (and threads) of the whole sandbox.
-    pub pids: u64,
+    /// Processes (and threads) of the whole sandbox; `None`: leave the
+    /// bundle's limit (backends whose cgroup counts their own threads).
+    pub pids: Option<u64>,
     /// CPU weight in cgroup v1 `cpu.shares` units (2..=262144, 1024 normal).
     pub cpu_shares: u64,
 }
@@ -117,10 +118,10 @@ impl CgroupLimits {
                         set_v1_memory(dir, want.memory_bytes)?;
                     }
                 }
-                if changed(|l| l.pids) {
-                    if let Some(dir) = pids {
-                        write(&dir.join("pids.max"), want.pids)?;
-                    }
+                if let (true, Some(dir), Some(n)) =
+                    (current.is_none_or(|c| c.pids != want.pids), pids, want.pids)
+                {
+                    write(&dir.join("pids.max"), n)?;
                 }
                 if changed(|l| l.cpu_shares) {
                     if let Some(dir) = cpu {
@@ -132,8 +133,8 @@ impl CgroupLimits {
                 if changed(|l| l.memory_bytes) {
                     write(&dir.join("memory.max"), want.memory_bytes)?;
                 }
-                if changed(|l| l.pids) {
-                    write(&dir.join("pids.max"), want.pids)?;
+                if let (true, Some(n)) = (current.is_none_or(|c| c.pids != want.pids), want.pids) {
+                    write(&dir.join("pids.max"), n)?;
                 }
                 if changed(|l| l.cpu_shares) {
                     write(&dir.join("cpu.weight"), shares_to_weight(want.cpu_shares))?;
@@ -220,7 +221,7 @@ mod tests {
         };
         let a = InvocationLimits {
             memory_bytes: 100,
-            pids: 10,
+            pids: Some(10),
             cpu_shares: 512,
         };
         limits.apply(&a, None).unwrap();

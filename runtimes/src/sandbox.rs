@@ -1,23 +1,25 @@
-//! A live sandbox: its container, agent connection, mount namespace and
-//! freezer, and how to create and destroy one.
+//! A live sandbox: its container, agent connection, code slot (mount
+//! namespace or host directory), freezer and limits, and how to create and
+//! destroy one.
 
 use crate::agent_conn::AgentConn;
+use crate::backend::{Backend, Injection};
 use crate::bundle::{write_bundle, BundleSpec};
 use crate::cgroup::{CgroupLayout, Freezer};
 use crate::error::RuntimeError;
 use crate::limits::{CgroupLimits, InvocationLimits};
-use crate::runc::Runc;
-use ember_injector::Injector;
+use ember_injector::{HostDirError, HostDirSlot, InjectError, Injector};
 use ember_profiles::{Limits, Profile};
 use ember_proto::{FromAgent, Ready, ToAgent};
 use std::os::fd::OwnedFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// What every sandbox of a pool is made from.
 #[derive(Debug, Clone)]
 pub struct SandboxConfig {
-    pub runc: Runc,
+    pub backend: Arc<dyn Backend>,
     /// Static `ember-agent` binary on the host.
     pub agent: PathBuf,
     /// Interpreter path inside the sandbox.
@@ -30,15 +32,55 @@ pub struct SandboxConfig {
     pub limits: Limits,
     /// How long a new sandbox may take to report ready.
     pub ready_timeout: Duration,
+    /// Size of the per-invocation `/tmp`.
+    pub tmpfs_bytes: u64,
+}
+
+/// Where an invocation's code goes in one sandbox.
+pub enum CodeSlot {
+    /// Mounted into the sandbox's mount namespace (runc, crun). Its thread
+    /// holds the namespace, so injection never targets another process
+    /// even if the pid were reused.
+    Mounted(Injector),
+    /// Linked into the host directory bound at `/fn` (runsc).
+    HostDir(HostDirSlot),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CodeError {
+    #[error(transparent)]
+    Mount(#[from] InjectError),
+    #[error(transparent)]
+    HostDir(#[from] HostDirError),
+}
+
+impl CodeSlot {
+    /// Put `code` at `/fn` (and, when mounting, a fresh tmpfs at `/tmp`).
+    pub fn inject(&self, code: &Path, tmpfs_bytes: u64) -> Result<(), CodeError> {
+        match self {
+            CodeSlot::Mounted(i) => i.inject(code, tmpfs_bytes).map(|_| ()).map_err(Into::into),
+            CodeSlot::HostDir(h) => h.inject(code).map_err(Into::into),
+        }
+    }
+
+    /// Take the code out again, verified.
+    pub fn eject(&self) -> Result<(), CodeError> {
+        match self {
+            CodeSlot::Mounted(i) => i.eject().map_err(Into::into),
+            CodeSlot::HostDir(h) => h.eject().map_err(Into::into),
+        }
+    }
 }
 
 pub struct Sandbox {
     pub id: String,
     pub init_pid: u32,
-    /// Mounts code into this sandbox's namespace (its thread holds the
-    /// namespace, so injection never targets another process even if the
-    /// pid were reused).
-    pub injector: Injector,
+    /// Where invocations' code goes.
+    pub code: CodeSlot,
+    /// The backend that runs it.
+    pub backend: &'static str,
+    /// See [`Backend::pids_limit_applies`].
+    pub pids_limit_applies: bool,
     pub freezer: Freezer,
     /// Memory, pids and CPU limit files of its cgroup.
     pub limits: CgroupLimits,
@@ -58,6 +100,43 @@ pub struct Sandbox {
     pub last_used: Instant,
 }
 
+/// The host directory a host-directory sandbox sees at `/fn`.
+fn host_code_dir(bundle: &Path) -> PathBuf {
+    bundle.join("fn")
+}
+
+/// The host directory (a tmpfs) a host-directory sandbox sees at `/tmp`.
+fn host_tmp_dir(bundle: &Path) -> PathBuf {
+    bundle.join("tmp")
+}
+
+/// A size-limited tmpfs for the sandbox's `/tmp`, mounted on the host so
+/// the daemon can empty it between invocations whatever modes the
+/// function set.
+fn mount_host_tmp(dir: &Path, bytes: u64) -> Result<(), RuntimeError> {
+    let err = |source: std::io::Error| RuntimeError::Bundle {
+        path: dir.to_path_buf(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(err)?;
+    let opts = format!("size={bytes},mode=1777");
+    nix::mount::mount(
+        Some("tmpfs"),
+        dir,
+        Some("tmpfs"),
+        nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV,
+        Some(opts.as_str()),
+    )
+    .map_err(|e| err(e.into()))
+}
+
+/// Remove a bundle directory, unmounting its host `/tmp` first if it has
+/// one (also used for the leftovers of a previous run).
+pub fn remove_bundle(bundle: &Path) {
+    let _ = nix::mount::umount2(&host_tmp_dir(bundle), nix::mount::MntFlags::MNT_DETACH);
+    let _ = std::fs::remove_dir_all(bundle);
+}
+
 impl Sandbox {
     /// Create, start and wait for the agent's ready message. On any error
     /// the half-made container and bundle are removed.
@@ -70,6 +149,12 @@ impl Sandbox {
         let bundle = cfg.bundles_dir.join(id);
         let cgroups_path = format!("{}/{}", cfg.cgroup_parent, id);
         let result = async {
+            let code_dir = host_code_dir(&bundle);
+            let tmp_dir = host_tmp_dir(&bundle);
+            let host_dirs = cfg.backend.injection() == Injection::HostDirectory;
+            if host_dirs {
+                mount_host_tmp(&tmp_dir, cfg.tmpfs_bytes)?;
+            }
             write_bundle(&BundleSpec {
                 dir: &bundle,
                 agent: &cfg.agent,
@@ -77,20 +162,30 @@ impl Sandbox {
                 cgroups_path: &cgroups_path,
                 profile: &cfg.profile,
                 limits: cfg.limits,
+                host_code: host_dirs.then_some((code_dir.as_path(), tmp_dir.as_path())),
             })?;
             let freezer = cgroups.freezer(&cgroups_path)?;
             let limits = cgroups.limits(&cgroups_path);
-            let (init_pid, mut conn) = cfg.runc.run_detached(id, &bundle).await?;
-            let mntns = std::fs::File::open(format!("/proc/{init_pid}/ns/mnt"))
-                .map(OwnedFd::from)
-                .map_err(|source| RuntimeError::Namespace {
-                    pid: init_pid,
-                    source,
-                })?;
-            let injector = Injector::new(mntns, init_pid).map_err(|e| RuntimeError::Agent {
-                id: id.to_string(),
-                message: format!("joining its mount namespace: {e}"),
-            })?;
+            let (init_pid, mut conn) = cfg.backend.run(id, &bundle).await?;
+            let code = match cfg.backend.injection() {
+                Injection::MountNamespace => {
+                    let mntns = std::fs::File::open(format!("/proc/{init_pid}/ns/mnt"))
+                        .map(OwnedFd::from)
+                        .map_err(|source| RuntimeError::Namespace {
+                            pid: init_pid,
+                            source,
+                        })?;
+                    let injector =
+                        Injector::new(mntns, init_pid).map_err(|e| RuntimeError::Agent {
+                            id: id.to_string(),
+                            message: format!("joining its mount namespace: {e}"),
+                        })?;
+                    CodeSlot::Mounted(injector)
+                }
+                Injection::HostDirectory => {
+                    CodeSlot::HostDir(HostDirSlot::new(code_dir.clone(), Some(tmp_dir.clone())))
+                }
+            };
             let ready = match tokio::time::timeout(cfg.ready_timeout, conn.recv()).await {
                 Err(_) => {
                     return Err(RuntimeError::AgentTimeout {
@@ -130,7 +225,9 @@ impl Sandbox {
             Ok(Sandbox {
                 id: id.to_string(),
                 init_pid,
-                injector,
+                code,
+                backend: cfg.backend.name(),
+                pids_limit_applies: cfg.backend.pids_limit_applies(),
                 freezer,
                 limits,
                 applied: None,
@@ -146,14 +243,14 @@ impl Sandbox {
         }
         .await;
         if result.is_err() {
-            let _ = cfg.runc.delete_force(id).await;
-            let _ = std::fs::remove_dir_all(&bundle);
+            let _ = cfg.backend.delete(id).await;
+            remove_bundle(&bundle);
         }
         result
     }
 
     /// Kill and remove the container, its cgroups and its bundle.
-    pub async fn destroy(mut self, runc: &Runc) -> Result<(), RuntimeError> {
+    pub async fn destroy(mut self, backend: &dyn Backend) -> Result<(), RuntimeError> {
         // A polite stop first lets the agent kill its children; a frozen or
         // hung agent is handled by the forced delete anyway.
         let _ = self.freezer.thaw();
@@ -162,8 +259,8 @@ impl Sandbox {
             self.conn.send(&ToAgent::Shutdown),
         )
         .await;
-        let res = runc.delete_force(&self.id).await;
-        let _ = std::fs::remove_dir_all(&self.bundle);
+        let res = backend.delete(&self.id).await;
+        remove_bundle(&self.bundle);
         res
     }
 }

@@ -40,13 +40,22 @@ pub struct DaemonConfig {
     #[arg(long, default_value_t = 30_000)]
     pub queue_timeout_ms: u64,
 
-    /// OCI runtime binary (runc CLI compatible).
-    #[arg(long, default_value = "runc")]
-    pub runc: PathBuf,
+    /// Container runtime of the sandboxes: runc, crun or runsc (gVisor).
+    #[arg(long, default_value = "runc", value_parser = parse_backend)]
+    pub backend: String,
+
+    /// The runtime binary (default: the backend's name, from PATH).
+    #[arg(long, alias = "runc")]
+    pub runtime_binary: Option<PathBuf>,
 
     /// `--root` passed to the runtime (default: the runtime's own).
-    #[arg(long)]
-    pub runc_root: Option<PathBuf>,
+    #[arg(long, alias = "runc-root")]
+    pub runtime_root: Option<PathBuf>,
+
+    /// gVisor platform for runsc: ptrace (works everywhere), systrap or kvm
+    /// (needs a working /dev/kvm).
+    #[arg(long, default_value = "ptrace")]
+    pub runsc_platform: String,
 
     /// Static ember-agent binary (default: next to emberd, or $EMBER_AGENT).
     #[arg(long, env = "EMBER_AGENT")]
@@ -97,6 +106,38 @@ pub struct DaemonConfig {
     /// applied on top, in its worker.
     #[arg(long, default_value = "default", value_parser = parse_profile)]
     pub sandbox_profile: String,
+}
+
+fn parse_backend(name: &str) -> Result<String, String> {
+    if ember_runtimes::BACKEND_NAMES.contains(&name) {
+        Ok(name.to_string())
+    } else {
+        Err(format!(
+            "unknown backend {name:?} (known: {})",
+            ember_runtimes::BACKEND_NAMES.join(", ")
+        ))
+    }
+}
+
+impl DaemonConfig {
+    /// Options for building backend `name` (the configured binary and root
+    /// apply to the configured backend only).
+    pub fn backend_options(&self, name: &str) -> ember_runtimes::BackendOptions {
+        let mine = name == self.backend;
+        ember_runtimes::BackendOptions {
+            binary: if mine {
+                self.runtime_binary.clone()
+            } else {
+                None
+            },
+            root: if mine {
+                self.runtime_root.clone()
+            } else {
+                None
+            },
+            runsc_platform: self.runsc_platform.clone(),
+        }
+    }
 }
 
 fn parse_profile(name: &str) -> Result<String, String> {

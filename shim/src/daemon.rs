@@ -8,7 +8,7 @@ use crate::validate;
 use ember_injector::{CodeStore, Digest, StoreError, UnpackLimits};
 use ember_profiles::{Limits, Profile};
 use ember_runtimes::cgroup::CgroupLayout;
-use ember_runtimes::{Runc, SandboxConfig};
+use ember_runtimes::SandboxConfig;
 use nix::fcntl::{Flock, FlockArg};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -114,16 +114,15 @@ impl Daemon {
 
         let agent = cfg.resolve_agent().map_err(DaemonError::Config)?;
         let tag = cfg.instance_tag();
-        let runc = Runc {
-            binary: cfg.runc.clone(),
-            root: cfg.runc_root.clone(),
-        };
+        let backend =
+            ember_runtimes::backend_by_name(&cfg.backend, &cfg.backend_options(&cfg.backend))
+                .map_err(|e| DaemonError::Config(e.to_string()))?;
         let cgroups = CgroupLayout::detect();
         let registry = Registry::open(&cfg.db_path())?;
         let store = Arc::new(CodeStore::open(&cfg.code_dir())?);
 
         let daemon_prefix = format!("ember-{tag}");
-        recover(&runc, &cgroups, &daemon_prefix, &cfg).await;
+        recover(&cgroups, &daemon_prefix, &cfg).await;
         gc_store(&registry, &store);
 
         // A fresh boot id keeps new sandbox ids distinct from any leftover.
@@ -134,7 +133,8 @@ impl Daemon {
         let mut pools = BTreeMap::new();
         for rt in validate::RUNTIMES {
             let sandbox_cfg = SandboxConfig {
-                runc: runc.clone(),
+                backend: backend.clone(),
+                tmpfs_bytes: cfg.tmpfs_mb * 1024 * 1024,
                 agent: agent.clone(),
                 python: cfg.python.clone(),
                 bundles_dir: cfg.bundles_dir(),
@@ -310,28 +310,41 @@ impl Daemon {
 
 /// Remove every container, bundle and cgroup a previous daemon on this
 /// state dir left behind (after a crash or SIGKILL).
-async fn recover(runc: &Runc, cgroups: &CgroupLayout, prefix: &str, cfg: &DaemonConfig) {
+async fn recover(cgroups: &CgroupLayout, prefix: &str, cfg: &DaemonConfig) {
     let mut removed = 0;
-    match runc.list().await {
-        Ok(list) => {
-            for c in list
-                .iter()
-                .filter(|c| c.id.starts_with(&format!("{prefix}-")))
-            {
-                match runc.delete_force(&c.id).await {
-                    Ok(()) => removed += 1,
-                    Err(e) => tracing::warn!(sandbox = %c.id, "removing leftover sandbox: {e}"),
+    // Thaw first: the previous run may have died with sandboxes frozen, and
+    // a runtime asked about a frozen container can block (runsc does).
+    let tag = prefix.trim_start_matches("ember-");
+    cgroups.thaw_tree(&format!("/ember/{tag}"));
+    // Every backend, not only today's: the previous run may have used
+    // another. One whose binary is not installed has nothing to remove.
+    for name in ember_runtimes::BACKEND_NAMES {
+        let Ok(backend) = ember_runtimes::backend_by_name(name, &cfg.backend_options(name)) else {
+            continue;
+        };
+        match backend.list().await {
+            Ok(list) => {
+                for c in list
+                    .iter()
+                    .filter(|c| c.id.starts_with(&format!("{prefix}-")))
+                {
+                    match backend.delete(&c.id).await {
+                        Ok(()) => removed += 1,
+                        Err(e) => {
+                            tracing::warn!(sandbox = %c.id, backend = name, "removing leftover sandbox: {e}")
+                        }
+                    }
                 }
             }
+            Err(ember_runtimes::RuntimeError::Spawn { .. }) => {}
+            Err(e) => tracing::warn!(backend = name, "listing leftover sandboxes: {e}"),
         }
-        Err(e) => tracing::warn!("listing leftover sandboxes: {e}"),
     }
     if let Ok(entries) = std::fs::read_dir(cfg.bundles_dir()) {
         for e in entries.flatten() {
-            let _ = std::fs::remove_dir_all(e.path());
+            ember_runtimes::sandbox::remove_bundle(&e.path());
         }
     }
-    let tag = prefix.trim_start_matches("ember-");
     let left = cgroups.remove_tree(&format!("/ember/{tag}"));
     for p in &left {
         tracing::warn!(cgroup = %p.display(), "could not remove leftover cgroup");

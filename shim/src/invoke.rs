@@ -246,7 +246,7 @@ async fn invoke_inner(
     let want = InvocationLimits {
         memory_bytes: sb.baseline_memory + func.limits.memory_mb * 1024 * 1024,
         // The agent and the zygote count too.
-        pids: func.limits.pids + 2,
+        pids: sb.pids_limit_applies.then_some(func.limits.pids + 2),
         cpu_shares: func.limits.cpu_shares,
     };
     if sb.applied != Some(want) {
@@ -261,9 +261,9 @@ async fn invoke_inner(
     // Inject code at /fn and a fresh /tmp.
     let t = Instant::now();
     let tmpfs_bytes = daemon.cfg.tmpfs_mb * 1024 * 1024;
-    let injected = tokio::task::block_in_place(|| sb.injector.inject(&code, tmpfs_bytes));
+    let injected = tokio::task::block_in_place(|| sb.code.inject(&code, tmpfs_bytes));
     if let Err(e) = injected {
-        let _ = tokio::task::block_in_place(|| sb.injector.eject());
+        let _ = tokio::task::block_in_place(|| sb.code.eject());
         pool.release(sb, false);
         return Err(fail("inject", e.to_string()));
     }
@@ -471,7 +471,7 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// surprise discards it.
 async fn return_when_idle(pool: Arc<crate::pool::Pool>, mut sb: ember_runtimes::Sandbox) {
     let t = Instant::now();
-    let ejected = tokio::task::block_in_place(|| sb.injector.eject());
+    let ejected = tokio::task::block_in_place(|| sb.code.eject());
     let eject_us = t.elapsed().as_micros() as u64;
     let healthy = match ejected {
         Err(e) => {

@@ -393,7 +393,7 @@ impl Pool {
         while reaper.try_join_next().is_some() {}
         reaper.spawn(async move {
             let id = sb.id.clone();
-            if let Err(e) = sb.destroy(&pool.cfg.runc).await {
+            if let Err(e) = sb.destroy(pool.cfg.backend.as_ref()).await {
                 tracing::warn!(sandbox = %id, "destroying sandbox: {e}");
             }
             pool.counters.destroyed.fetch_add(1, Ordering::Relaxed);
@@ -509,7 +509,7 @@ impl Pool {
         let st = self.lock();
         PoolStatus {
             runtime: self.runtime.clone(),
-            backend: "runc",
+            backend: self.cfg.backend.name(),
             target: st.target,
             max: st.max,
             idle: st.idle.len(),
@@ -531,7 +531,7 @@ impl Pool {
             .map(|sb| SandboxStatus {
                 id: sb.id.clone(),
                 runtime: self.runtime.clone(),
-                backend: "runc",
+                backend: self.cfg.backend.name(),
                 state: "idle",
                 pid: sb.init_pid,
                 age_ms: sb.created.elapsed().as_millis() as u64,
@@ -544,7 +544,7 @@ impl Pool {
         out.extend(st.busy.iter().map(|(id, b)| SandboxStatus {
             id: id.clone(),
             runtime: self.runtime.clone(),
-            backend: "runc",
+            backend: self.cfg.backend.name(),
             state: if b.returning { "returning" } else { "busy" },
             pid: b.pid,
             age_ms: b.created.elapsed().as_millis() as u64,

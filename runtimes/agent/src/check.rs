@@ -29,6 +29,7 @@ impl Baseline {
     /// Every way the sandbox now differs from the baseline; empty = clean.
     pub fn problems(&self, zygote: i32, spare: i32) -> Vec<String> {
         let mut problems = Vec::new();
+        problems.extend(tmp_left());
         match mount_points() {
             Ok(now) => problems.extend(mount_diff(&self.mounts, &now)),
             Err(e) => problems.push(e),
@@ -42,6 +43,26 @@ impl Baseline {
             }
         }
         problems
+    }
+}
+
+/// `/tmp` must be empty between invocations: where the daemon mounts a
+/// fresh tmpfs per invocation (runc, crun) it is unmounted by now and this
+/// is the read-only root's empty directory; where `/tmp` is a host
+/// directory the daemon empties (runsc), this checks the sandbox sees it
+/// empty too.
+pub fn tmp_left() -> Vec<String> {
+    match std::fs::read_dir("/tmp") {
+        Ok(entries) => entries
+            .flatten()
+            .map(|e| {
+                format!(
+                    "/tmp/{} left after the invocation",
+                    e.file_name().to_string_lossy()
+                )
+            })
+            .collect(),
+        Err(e) => vec![format!("reading /tmp: {e}")],
     }
 }
 

@@ -1,5 +1,6 @@
-//! Driving the `runc` binary (and CLI-compatible runtimes): start a
-//! detached container whose PID 1 keeps our stdio pipes, force-delete, list.
+//! Driving an OCI runtime binary with runc's command line (runc, crun,
+//! runsc): start a detached container whose PID 1 keeps our stdio pipes,
+//! force-delete, list. The backends in `backend.rs` wrap it.
 
 use crate::agent_conn::AgentConn;
 use crate::error::RuntimeError;
@@ -8,12 +9,18 @@ use std::process::Stdio;
 use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 
+/// Longest a short runtime subcommand (list, delete, pause) may take.
+const CLI_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 #[derive(Debug, Clone)]
-pub struct Runc {
+pub struct OciCli {
     pub binary: PathBuf,
-    /// `--root` for runc's state; `None` uses runc's default (`/run/runc`),
-    /// so operators see ember's sandboxes in a plain `runc list`.
+    /// `--root` for the runtime's state; `None` uses its default
+    /// (`/run/runc`, `/run/crun`, `/var/run/runsc`), so operators see
+    /// ember's sandboxes in a plain `runc list`.
     pub root: Option<PathBuf>,
+    /// Global flags before the subcommand (runsc's `--platform`, ...).
+    pub global_args: Vec<String>,
 }
 
 /// One row of `runc list --format json`.
@@ -25,12 +32,13 @@ pub struct ContainerInfo {
     pub bundle: PathBuf,
 }
 
-impl Runc {
+impl OciCli {
     fn command(&self) -> Command {
         let mut c = Command::new(&self.binary);
         if let Some(root) = &self.root {
             c.arg("--root").arg(root);
         }
+        c.args(&self.global_args);
         c.kill_on_drop(false);
         c
     }
@@ -96,17 +104,23 @@ impl Runc {
         Ok((pid, AgentConn::new(id, stdin, stdout, stderr)))
     }
 
-    /// Run a short runc subcommand to completion.
+    /// Run a short subcommand to completion; one that hangs (a runtime
+    /// waiting on a wedged container) is killed after `CLI_TIMEOUT`.
     async fn output(&self, args: &[&str]) -> Result<std::process::Output, RuntimeError> {
-        self.command()
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .await
-            .map_err(|source| RuntimeError::Spawn {
+        let mut cmd = self.command();
+        cmd.args(args).stdin(Stdio::null()).kill_on_drop(true);
+        match tokio::time::timeout(CLI_TIMEOUT, cmd.output()).await {
+            Ok(out) => out.map_err(|source| RuntimeError::Spawn {
                 binary: self.binary.clone(),
                 source,
-            })
+            }),
+            Err(_) => Err(RuntimeError::RuntimeFailed {
+                op: "cli",
+                id: args.join(" "),
+                status: "timed out".into(),
+                stderr: format!("no answer within {} s", CLI_TIMEOUT.as_secs()),
+            }),
+        }
     }
 
     /// `runc delete --force`: kills (thawing if needed) and removes the
@@ -114,7 +128,10 @@ impl Runc {
     pub async fn delete_force(&self, id: &str) -> Result<(), RuntimeError> {
         let out = self.output(&["delete", "--force", id]).await?;
         let stderr = String::from_utf8_lossy(&out.stderr);
-        if out.status.success() || stderr.contains("does not exist") || stderr.contains("not found")
+        if out.status.success()
+            || stderr.contains("does not exist")
+            || stderr.contains("not found")
+            || stderr.contains("No such file")
         {
             return Ok(());
         }
@@ -123,6 +140,20 @@ impl Runc {
             id: id.to_string(),
             status: out.status.to_string(),
             stderr: stderr.trim().to_string(),
+        })
+    }
+
+    /// `<runtime> <op> <id>` (pause, resume), failing with its stderr.
+    pub async fn simple(&self, op: &'static str, id: &str) -> Result<(), RuntimeError> {
+        let out = self.output(&[op, id]).await?;
+        if out.status.success() {
+            return Ok(());
+        }
+        Err(RuntimeError::RuntimeFailed {
+            op,
+            id: id.to_string(),
+            status: out.status.to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
         })
     }
 
