@@ -1,5 +1,5 @@
-//! The baseline: `runc run` of the same handler in a fresh container with
-//! the same lean root filesystem ember's sandboxes use (read-only host
+//! The baseline: `<runtime> run` of the same handler in a fresh container
+//! with the same lean root filesystem ember's sandboxes use (read-only host
 //! binds, no network), timed from spawn to exit.
 
 use anyhow::{bail, Context, Result};
@@ -13,12 +13,29 @@ use std::time::Instant;
 struct Bundle {
     dir: tempfile::TempDir,
     id: String,
-    runc: PathBuf,
+    runtime: Runtime,
+}
+
+/// A runtime binary and the global flags it needs here.
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    pub binary: PathBuf,
+    pub global_args: Vec<String>,
+}
+
+impl Runtime {
+    pub fn command(&self) -> Command {
+        let mut c = Command::new(&self.binary);
+        c.args(&self.global_args);
+        c
+    }
 }
 
 impl Drop for Bundle {
     fn drop(&mut self) {
-        let _ = Command::new(&self.runc)
+        let _ = self
+            .runtime
+            .command()
             .args(["delete", "--force", &self.id])
             .stderr(Stdio::null())
             .status();
@@ -29,7 +46,7 @@ fn mount(dest: &str, source: &str, typ: &str, opts: &[&str]) -> serde_json::Valu
     json!({ "destination": dest, "source": source, "type": typ, "options": opts })
 }
 
-fn bundle(runc: &Path, id: &str, code: &Path, event: &str) -> Result<Bundle> {
+fn bundle(runtime: &Runtime, id: &str, code: &Path, event: &str) -> Result<Bundle> {
     let dir = tempfile::Builder::new().prefix("bench-cold-").tempdir()?;
     let rootfs = dir.path().join("rootfs");
     for d in ["proc", "dev", "fn", "tmp"] {
@@ -96,25 +113,32 @@ fn bundle(runc: &Path, id: &str, code: &Path, event: &str) -> Result<Bundle> {
     Ok(Bundle {
         dir,
         id: id.to_string(),
-        runc: runc.to_path_buf(),
+        runtime: runtime.clone(),
     })
 }
 
-/// Time `runc run` of the handler `n` times; returns milliseconds.
-pub fn run(runc: &Path, code: &Path, event: &str, n: usize, expect: &str) -> Result<Vec<f64>> {
+/// Time `<runtime> run` of the handler `n` times; returns milliseconds.
+pub fn run(
+    runtime: &Runtime,
+    code: &Path,
+    event: &str,
+    n: usize,
+    expect: &str,
+) -> Result<Vec<f64>> {
     let mut samples = Vec::with_capacity(n);
     for i in 0..n {
         let id = format!("bench-cold-{}-{i}", std::process::id());
-        let b = bundle(runc, &id, code, event)?;
+        let b = bundle(runtime, &id, code, event)?;
         let t = Instant::now();
-        let out = Command::new(runc)
+        let out = runtime
+            .command()
             .arg("run")
             .arg("--bundle")
             .arg(b.dir.path())
             .arg(&id)
             .stdin(Stdio::null())
             .output()
-            .with_context(|| format!("running {}", runc.display()))?;
+            .with_context(|| format!("running {}", runtime.binary.display()))?;
         let ms = t.elapsed().as_secs_f64() * 1000.0;
         let stdout = String::from_utf8_lossy(&out.stdout);
         if !out.status.success() || !stdout.contains(expect) {

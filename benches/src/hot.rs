@@ -12,11 +12,15 @@ use std::time::{Duration, Instant};
 pub struct Emberd {
     child: Option<std::process::Child>,
     pub client: Client,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Emberd {
-    pub async fn start(emberd: &Path, pool_size: usize) -> Result<Emberd> {
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    pub async fn start(emberd: &Path, pool_size: usize, backend: &str) -> Result<Emberd> {
         let dir = tempfile::Builder::new().prefix("ember-bench-").tempdir()?;
         let socket = dir.path().join("ember.sock");
         let log = std::fs::File::create(dir.path().join("emberd.log"))?;
@@ -27,6 +31,8 @@ impl Emberd {
             .arg(dir.path().join("state"))
             .arg("--pool-size")
             .arg(pool_size.to_string())
+            .arg("--backend")
+            .arg(backend)
             .env("RUST_LOG", "warn")
             .stderr(log)
             .spawn()
@@ -34,7 +40,7 @@ impl Emberd {
         let e = Emberd {
             child: Some(child),
             client: Client::new(&socket),
-            _dir: dir,
+            dir,
         };
         let t = Instant::now();
         loop {

@@ -1,29 +1,36 @@
-//! `ember-bench`: ember hot-swap invocations against `runc run` cold starts
-//! of the same handler, side by side in one run on one machine.
+//! `ember-bench`: for each backend (runc, crun, runsc), ember hot-swap
+//! invocations against `<runtime> run` cold starts of the same handler,
+//! side by side in one run on one machine.
 //!
 //! ```sh
 //! cargo build --release --workspace --bins && scripts/build-agent
-//! cargo run --release -p ember-benches -- --iterations 200
+//! cargo run --release -p ember-benches -- --iterations 300 --cold-iterations 50 --gap-ms 5
 //! ```
 //!
-//! Needs root and runc; emberd is taken from next to this binary (it finds
-//! the static agent next to itself or in the build tree). It starts a
-//! private emberd (temp socket and state dir), deploys a hello handler,
-//! warms up, then times N sequential invocations (client round trip over
-//! the Unix socket, plus the daemon's own phase timings), and N `runc run`
-//! cold starts of the same handler in a fresh container with the same lean
-//! root filesystem. It prints p50/p90/p99 and the ratios, and writes raw
-//! samples and the summary as JSON (`benches/report/latest.json`).
+//! Needs root and the runtimes (a missing one is skipped with a message);
+//! emberd is taken from next to this binary. Per backend it starts a
+//! private emberd (temp socket and state dir), deploys a hello handler
+//! (and the same under the `strict` profile), warms up, times N sequential
+//! invocations (client round trip over the Unix socket, plus the daemon's
+//! own phase timings), measures the memory of the paused sandboxes and the
+//! cost of pausing one (cgroup freezer vs the runtime's own pause), then
+//! times M `<runtime> run` cold starts of the same handler in a fresh
+//! container with the same lean root filesystem. It prints p50/p90/p99 and
+//! the ratios, and writes the samples and summary as JSON
+//! (`benches/report/latest.json`) and a chart (`benches/report/latest.svg`).
 
 mod cold;
 mod hot;
+mod memory;
 mod stats;
+mod svg;
 
 use anyhow::{Context, Result};
 use clap::Parser;
 use serde_json::json;
 use stats::{summarize, Summary};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 const HANDLER: &str =
     "def handler(event, context):\n    return {\"hello\": event.get(\"name\", \"world\")}\n";
@@ -32,13 +39,13 @@ const EVENT: &str = r#"{"name":"bench"}"#;
 #[derive(Debug, Parser)]
 #[command(
     name = "ember-bench",
-    about = "ember hot-swap vs runc cold start, in one run"
+    about = "ember hot-swap vs cold start, per backend, in one run"
 )]
 struct Args {
-    /// Invocations through emberd.
+    /// Invocations through emberd, per backend and profile.
     #[arg(long, default_value_t = 200)]
     iterations: usize,
-    /// `runc run` cold starts (default: --iterations).
+    /// Cold starts per backend (default: --iterations).
     #[arg(long)]
     cold_iterations: Option<usize>,
     /// Untimed invocations first.
@@ -54,21 +61,27 @@ struct Args {
     /// emberd binary (default: next to ember-bench).
     #[arg(long)]
     emberd: Option<PathBuf>,
-    /// OCI runtime for the cold-start baseline.
-    #[arg(long, default_value = "runc")]
-    runtime_binary: PathBuf,
-    /// Where to write the JSON report.
+    /// Backends to measure, comma-separated; one not installed is skipped.
+    #[arg(long, value_delimiter = ',', default_value = "runc,crun,runsc")]
+    backends: Vec<String>,
+    /// gVisor platform for runsc (as emberd's --runsc-platform).
+    #[arg(long, default_value = "ptrace")]
+    runsc_platform: String,
     /// Also measure the same handler under the `strict` profile (its
     /// worker installs a longer seccomp filter on the hot path).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     strict: bool,
+    /// Freeze/thaw cycles timed per pause mechanism.
+    #[arg(long, default_value_t = 50)]
+    pause_iterations: usize,
+    /// Where to write the JSON report; the SVG chart goes next to it.
     #[arg(long, default_value = "benches/report/latest.json")]
     out: PathBuf,
 }
 
 fn row(name: &str, s: &Summary) {
     println!(
-        "{name:<40} {:>5} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
+        "{name:<44} {:>5} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
         s.n, s.p50_ms, s.p90_ms, s.p99_ms, s.mean_ms
     );
 }
@@ -94,32 +107,102 @@ fn remove_bench_cgroups() {
     }
 }
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> Result<()> {
-    let args = Args::parse();
-    let code = tempfile::Builder::new().prefix("bench-fn-").tempdir()?;
-    std::fs::write(code.path().join("main.py"), HANDLER)?;
-    // The cold container runs as an unprivileged user: it must read the code.
-    std::fs::set_permissions(
-        code.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )?;
+fn installed(binary: &str) -> bool {
+    std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {binary}")])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
 
+fn runtime_for(backend: &str, platform: &str) -> cold::Runtime {
+    let global_args = if backend == "runsc" {
+        vec![
+            format!("--platform={platform}"),
+            "--network=none".into(),
+            "--overlay2=none".into(),
+        ]
+    } else {
+        vec![]
+    };
+    cold::Runtime {
+        binary: PathBuf::from(backend),
+        global_args,
+    }
+}
+
+fn client_ms(samples: &[hot::Sample]) -> Vec<f64> {
+    samples.iter().map(|s| s.client_ms).collect()
+}
+
+fn phase_ms(samples: &[hot::Sample], k: &str) -> Vec<f64> {
+    samples
+        .iter()
+        .map(|s| s.timings_us[k].as_f64().unwrap_or(f64::NAN) / 1000.0)
+        .collect()
+}
+
+/// Time `n` freeze+thaw cycles of a paused sandbox through its cgroup
+/// freezer (waiting for FROZEN, as `pause` does) and through the
+/// runtime's own `pause`/`resume`. Leaves the sandbox frozen, as found.
+fn pause_costs(rt: &cold::Runtime, tag: &str, id: &str, n: usize) -> Result<(Vec<f64>, Vec<f64>)> {
+    let layout = ember_runtimes::cgroup::CgroupLayout::detect();
+    let freezer = layout.freezer(&format!("/ember/{tag}/{id}"))?;
+    let mut cgroup = Vec::with_capacity(n);
+    let mut runtime = Vec::with_capacity(n);
+    for _ in 0..n {
+        freezer.thaw()?;
+        let t = Instant::now();
+        freezer.freeze()?;
+        freezer.thaw()?;
+        cgroup.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    freezer.thaw()?;
+    for _ in 0..n {
+        let t = Instant::now();
+        for op in ["pause", "resume"] {
+            let out = rt.command().args([op, id]).output()?;
+            if !out.status.success() {
+                anyhow::bail!(
+                    "{} {op} {id}: {}",
+                    rt.binary.display(),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
+        }
+        runtime.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    freezer.freeze()?;
+    Ok((cgroup, runtime))
+}
+
+struct BackendResult {
+    name: String,
+    hot: Vec<hot::Sample>,
+    strict: Vec<hot::Sample>,
+    cold_ms: Vec<f64>,
+    memory: Vec<memory::SandboxMemory>,
+    pause_cgroup_ms: Vec<f64>,
+    pause_runtime_ms: Vec<f64>,
+}
+
+async fn measure(args: &Args, backend: &str, code: &Path) -> Result<BackendResult> {
     let emberd_bin = args.emberd.clone().unwrap_or_else(hot::default_emberd);
     eprintln!(
-        "ember: starting {} (pool size {})",
+        "{backend}: starting {} (pool size {})",
         emberd_bin.display(),
         args.pool_size
     );
-    let mut emberd = hot::Emberd::start(&emberd_bin, args.pool_size).await?;
-    hot::deploy(&emberd, "hello", code.path(), "default").await?;
-    hot::deploy(&emberd, "hello-strict", code.path(), "strict").await?;
+    let mut emberd = hot::Emberd::start(&emberd_bin, args.pool_size, backend).await?;
+    hot::deploy(&emberd, "hello", code, "default").await?;
+    hot::deploy(&emberd, "hello-strict", code, "strict").await?;
     hot::invoke_n(&emberd, "hello", EVENT, args.warmup, "bench", args.gap_ms).await?;
     eprintln!(
-        "ember: {} invocations, {} ms apart",
+        "{backend}: {} invocations, {} ms apart",
         args.iterations, args.gap_ms
     );
-    let samples = hot::invoke_n(
+    let hot_samples = hot::invoke_n(
         &emberd,
         "hello",
         EVENT,
@@ -128,7 +211,7 @@ async fn main() -> Result<()> {
         args.gap_ms,
     )
     .await?;
-    let strict_samples = if args.strict {
+    let strict = if args.strict {
         hot::invoke_n(
             &emberd,
             "hello-strict",
@@ -138,10 +221,6 @@ async fn main() -> Result<()> {
             args.gap_ms,
         )
         .await?;
-        eprintln!(
-            "ember: {} invocations under the strict profile",
-            args.iterations
-        );
         hot::invoke_n(
             &emberd,
             "hello-strict",
@@ -154,108 +233,188 @@ async fn main() -> Result<()> {
     } else {
         Vec::new()
     };
+    // Let every sandbox settle back into the pool, frozen.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let tag = emberd.client.get("/v1/health").await?.json()["instance"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    let idle: Vec<String> = emberd.client.get("/v1/sandboxes").await?.json()["sandboxes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .filter(|s| s["state"] == "idle")
+        .filter_map(|s| s["id"].as_str().map(String::from))
+        .collect();
+    let memory = memory::measure(&tag, &idle, &emberd.state_dir());
+    let rt = runtime_for(backend, &args.runsc_platform);
+    let (pause_cgroup_ms, pause_runtime_ms) = match idle.first() {
+        Some(id) => pause_costs(&rt, &tag, id, args.pause_iterations)
+            .with_context(|| format!("{backend}: timing pause"))?,
+        None => (Vec::new(), Vec::new()),
+    };
     emberd.stop()?;
 
     let cold_n = args.cold_iterations.unwrap_or(args.iterations);
-    eprintln!("runc: {cold_n} cold starts");
-    let cold = cold::run(&args.runtime_binary, code.path(), EVENT, cold_n, "bench");
+    eprintln!("{backend}: {cold_n} cold starts");
+    let cold_ms = cold::run(&rt, code, EVENT, cold_n, "bench");
     remove_bench_cgroups();
-    let cold = cold?;
+    Ok(BackendResult {
+        name: backend.to_string(),
+        hot: hot_samples,
+        strict,
+        cold_ms: cold_ms?,
+        memory,
+        pause_cgroup_ms,
+        pause_runtime_ms,
+    })
+}
 
-    let client: Vec<f64> = samples.iter().map(|s| s.client_ms).collect();
-    let phase = |k: &str| -> Vec<f64> {
-        samples
-            .iter()
-            .map(|s| s.timings_us[k].as_f64().unwrap_or(f64::NAN) / 1000.0)
-            .collect()
-    };
-    let hot_client = summarize(&client);
-    let hot_server = summarize(&phase("total"));
-    let cold_sum = summarize(&cold);
-    let hot_count = samples.iter().filter(|s| s.start == "hot").count();
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let code = tempfile::Builder::new().prefix("bench-fn-").tempdir()?;
+    std::fs::write(code.path().join("main.py"), HANDLER)?;
+    // The cold container runs as an unprivileged user: it must read the code.
+    std::fs::set_permissions(
+        code.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )?;
+
+    let mut results = Vec::new();
+    for backend in &args.backends {
+        if !installed(backend) {
+            eprintln!("{backend}: not installed, skipped (apt-get install {backend})");
+            continue;
+        }
+        results.push(measure(&args, backend, code.path()).await?);
+    }
+    anyhow::ensure!(!results.is_empty(), "no backend could be measured");
 
     println!(
-        "\n{:<40} {:>5} {:>9} {:>9} {:>9} {:>9}",
+        "\n{:<44} {:>5} {:>9} {:>9} {:>9} {:>9}",
         "(milliseconds)", "n", "p50", "p90", "p99", "mean"
     );
-    row("ember hot-swap invoke (client round trip)", &hot_client);
-    row("ember hot-swap invoke (daemon total)", &hot_server);
-    row("runc run cold start", &cold_sum);
-    println!(
-        "\nrunc cold / ember hot: {:.1}x at p50, {:.1}x at p99",
-        cold_sum.p50_ms / hot_client.p50_ms,
-        cold_sum.p99_ms / hot_client.p99_ms
-    );
-    let strict = (!strict_samples.is_empty()).then(|| {
-        let client: Vec<f64> = strict_samples.iter().map(|s| s.client_ms).collect();
-        let run: Vec<f64> = strict_samples
-            .iter()
-            .map(|s| s.timings_us["run"].as_f64().unwrap_or(f64::NAN) / 1000.0)
-            .collect();
-        let confine: Vec<f64> = strict_samples
-            .iter()
-            .map(|s| s.timings_us["confine"].as_f64().unwrap_or(f64::NAN) / 1000.0)
-            .collect();
-        (summarize(&client), summarize(&run), summarize(&confine))
-    });
-    if let Some((sc, sr, scf)) = &strict {
-        let dr = summarize(&phase("run"));
-        let dcf = summarize(&phase("confine"));
+    let mut chart = Vec::new();
+    let mut report_backends = serde_json::Map::new();
+    for r in &results {
+        let hot = summarize(&client_ms(&r.hot));
+        let daemon = summarize(&phase_ms(&r.hot, "total"));
+        let cold = summarize(&r.cold_ms);
         println!();
-        row("ember invoke, default profile (client)", &hot_client);
-        row("ember invoke, strict profile (client)", sc);
-        println!(
-            "strict - default: {:+.3} ms at p50, {:+.3} ms at p99 (client); run phase p50 {:+.3} ms",
-            sc.p50_ms - hot_client.p50_ms,
-            sc.p99_ms - hot_client.p99_ms,
-            sr.p50_ms - dr.p50_ms
+        row(&format!("{}: ember hot-swap invoke (client)", r.name), &hot);
+        row(
+            &format!("{}: ember hot-swap invoke (daemon)", r.name),
+            &daemon,
         );
+        let strict = (!r.strict.is_empty()).then(|| summarize(&client_ms(&r.strict)));
+        if let Some(s) = &strict {
+            row(&format!("{}: ember, strict profile (client)", r.name), s);
+        }
+        row(&format!("{}: `{} run` cold start", r.name, r.name), &cold);
         println!(
-            "seccomp filter install in the worker (part of run): default p50 {:.3} / p99 {:.3} ms, strict p50 {:.3} / p99 {:.3} ms",
-            dcf.p50_ms, dcf.p99_ms, scf.p50_ms, scf.p99_ms
+            "{}: cold / hot = {:.1}x at p50, {:.1}x at p99; hot starts {}/{}",
+            r.name,
+            cold.p50_ms / hot.p50_ms,
+            cold.p99_ms / hot.p99_ms,
+            r.hot.iter().filter(|s| s.start == "hot").count(),
+            r.hot.len()
+        );
+        let phases = ["queue", "thaw", "inject", "run", "confine", "cleanup"];
+        let phase_p50: Vec<String> = phases
+            .iter()
+            .map(|p| format!("{p} {:.3}", summarize(&phase_ms(&r.hot, p)).p50_ms))
+            .collect();
+        println!("{}: phase p50 (ms): {}", r.name, phase_p50.join(", "));
+        let n = r.memory.len().max(1) as u64;
+        let pss = r.memory.iter().map(|m| m.pss_kib).sum::<u64>() / n;
+        let rss = r.memory.iter().map(|m| m.rss_kib).sum::<u64>() / n;
+        println!(
+            "{}: paused sandbox memory: PSS {:.1} MiB, RSS {:.1} MiB (mean of {}, processes {:?})",
+            r.name,
+            pss as f64 / 1024.0,
+            rss as f64 / 1024.0,
+            r.memory.len(),
+            r.memory.iter().map(|m| m.processes).collect::<Vec<_>>()
+        );
+        let pc = summarize(&r.pause_cgroup_ms);
+        let pr = summarize(&r.pause_runtime_ms);
+        println!(
+            "{}: freeze+thaw p50: cgroup freezer {:.3} ms, `{} pause`+`resume` {:.3} ms",
+            r.name, pc.p50_ms, r.name, pr.p50_ms
+        );
+        chart.push(svg::Row {
+            label: format!("{} ember hot-swap", r.name),
+            summary: hot.clone(),
+            hot: true,
+        });
+        chart.push(svg::Row {
+            label: format!("{} {} run (cold)", r.name, r.name),
+            summary: cold.clone(),
+            hot: false,
+        });
+        report_backends.insert(
+            r.name.clone(),
+            json!({
+                "summary": {
+                    "ember_client": hot,
+                    "ember_daemon_total": daemon,
+                    "ember_strict_client": strict,
+                    "confine_default": summarize(&phase_ms(&r.hot, "confine")),
+                    "confine_strict": summarize(&phase_ms(&r.strict, "confine")),
+                    "cold": cold,
+                    "ratio_p50": cold.p50_ms / hot.p50_ms,
+                    "ratio_p99": cold.p99_ms / hot.p99_ms,
+                    "phase_p50_ms": phases.iter().map(|p| (p.to_string(), json!(summarize(&phase_ms(&r.hot, p)).p50_ms))).collect::<serde_json::Map<_, _>>(),
+                    "memory_pss_kib_mean": pss,
+                    "memory_rss_kib_mean": rss,
+                    "pause_cgroup": pc,
+                    "pause_runtime": pr,
+                },
+                "memory": r.memory,
+                "samples": {
+                    "ember": r.hot,
+                    "ember_strict": r.strict,
+                    "cold_ms": r.cold_ms,
+                    "pause_cgroup_ms": r.pause_cgroup_ms,
+                    "pause_runtime_ms": r.pause_runtime_ms,
+                },
+            }),
         );
     }
-    println!(
-        "ember starts: {hot_count} hot, {} cold",
-        samples.len() - hot_count
-    );
-    let phases = ["queue", "thaw", "inject", "run", "cleanup"];
-    let phase_p50: Vec<String> = phases
-        .iter()
-        .map(|p| format!("{p} {:.3}", summarize(&phase(p)).p50_ms))
-        .collect();
-    println!("ember phase p50 (ms): {}", phase_p50.join(", "));
 
     let report = json!({
         "date": first_line("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]),
         "machine": {
             "nproc": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
             "kernel": first_line("uname", &["-r"]),
-            "runtime": first_line(&args.runtime_binary.to_string_lossy(), &["--version"]),
+            "runtimes": results.iter().map(|r| (r.name.clone(), json!(first_line(&r.name, &["--version"])))).collect::<serde_json::Map<_, _>>(),
         },
-        "settings": { "gap_ms": args.gap_ms, "iterations": args.iterations, "cold_iterations": cold_n, "warmup": args.warmup, "pool_size": args.pool_size },
-        "summary": {
-            "ember_client": hot_client,
-            "ember_daemon_total": hot_server,
-            "runc_cold": cold_sum,
-            "ratio_p50": cold_sum.p50_ms / hot_client.p50_ms,
-            "ratio_p99": cold_sum.p99_ms / hot_client.p99_ms,
-            "phase_p50_ms": phases.iter().map(|p| (p.to_string(), json!(summarize(&phase(p)).p50_ms))).collect::<serde_json::Map<_, _>>(),
-            "strict_client": strict.as_ref().map(|s| json!(s.0)),
-            "strict_run": strict.as_ref().map(|s| json!(s.1)),
-            "strict_confine": strict.as_ref().map(|s| json!(s.2)),
-            "default_confine": summarize(&phase("confine")),
-            "default_run": summarize(&phase("run")),
-            "hot": hot_count,
-            "cold": samples.len() - hot_count,
+        "settings": {
+            "gap_ms": args.gap_ms, "iterations": args.iterations,
+            "cold_iterations": args.cold_iterations.unwrap_or(args.iterations),
+            "warmup": args.warmup, "pool_size": args.pool_size,
+            "runsc_platform": args.runsc_platform,
         },
-        "samples": { "ember": samples, "ember_strict": strict_samples, "runc_cold_ms": cold },
+        "backends": report_backends,
     });
     if let Some(dir) = args.out.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     std::fs::write(&args.out, serde_json::to_vec_pretty(&report)?)
         .with_context(|| format!("writing {}", args.out.display()))?;
-    eprintln!("report written to {}", args.out.display());
+    let svg_path = args.out.with_extension("svg");
+    let title = format!(
+        "ember hot-swap invoke vs cold start, per backend ({} invocations, {} ms apart)",
+        args.iterations, args.gap_ms
+    );
+    std::fs::write(&svg_path, svg::render(&title, &chart))
+        .with_context(|| format!("writing {}", svg_path.display()))?;
+    eprintln!(
+        "report written to {} and {}",
+        args.out.display(),
+        svg_path.display()
+    );
     Ok(())
 }
