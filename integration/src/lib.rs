@@ -222,8 +222,12 @@ impl Daemon {
             .arg(&self.state)
             .arg("--agent")
             .arg(agent_path())
-            .arg("--backend")
-            .arg(backend())
+            .args(
+                (!self.args.iter().any(|a| a == "--backend"))
+                    .then(|| ["--backend".to_string(), backend()])
+                    .into_iter()
+                    .flatten(),
+            )
             .args(&self.args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())

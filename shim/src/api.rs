@@ -85,6 +85,7 @@ impl From<InvokeError> for ApiError {
             InvokeError::Pool(PoolError::Create { .. }) | InvokeError::Sandbox { .. } => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "sandbox_failed")
             }
+            InvokeError::NoPool { .. } => (StatusCode::SERVICE_UNAVAILABLE, "backend_unavailable"),
             InvokeError::Registry(_) | InvokeError::CodeMissing { .. } => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal")
             }
@@ -331,22 +332,45 @@ async fn list_pools(State(d): State<AppState>) -> Json<serde_json::Value> {
     Json(json!({ "pools": pools }))
 }
 
-fn unknown_pool(runtime: &str) -> ApiError {
+fn unknown_pool(runtime: &str, backend: Option<&str>, backends: &[String]) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         "pool_not_found",
         format!(
-            "no pool for runtime {runtime:?} (available: {})",
-            crate::validate::RUNTIMES.join(", ")
+            "no pool for runtime {runtime:?}{} (runtimes: {}; backends: {})",
+            backend
+                .map(|b| format!(" on backend {b:?}"))
+                .unwrap_or_default(),
+            crate::validate::RUNTIMES.join(", "),
+            backends.join(", ")
         ),
     )
+}
+
+/// `?backend=` of the pool endpoints (default: emberd's first backend).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PoolQuery {
+    backend: Option<String>,
+}
+
+fn pool_of<'a>(
+    d: &'a Daemon,
+    runtime: &str,
+    q: Result<Query<PoolQuery>, QueryRejection>,
+) -> Result<&'a std::sync::Arc<crate::pool::Pool>, ApiError> {
+    let Query(q) =
+        q.map_err(|e| ApiError::bad_request(format!("query string: {}", e.body_text())))?;
+    d.pool(runtime, q.backend.as_deref())
+        .ok_or_else(|| unknown_pool(runtime, q.backend.as_deref(), &d.cfg.backend))
 }
 
 async fn get_pool(
     State(d): State<AppState>,
     Path(runtime): Path<String>,
+    q: Result<Query<PoolQuery>, QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let pool = d.pool(&runtime).ok_or_else(|| unknown_pool(&runtime))?;
+    let pool = pool_of(&d, &runtime, q)?;
     Ok(Json(
         serde_json::to_value(pool.status()).unwrap_or_default(),
     ))
@@ -362,13 +386,11 @@ struct PoolSize {
 async fn put_pool(
     State(d): State<AppState>,
     Path(runtime): Path<String>,
+    q: Result<Query<PoolQuery>, QueryRejection>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let pool = d
-        .pool(&runtime)
-        .ok_or_else(|| unknown_pool(&runtime))?
-        .clone();
+    let pool = pool_of(&d, &runtime, q)?.clone();
     let body = read_body(body, &headers, 64 * 1024, "pool settings").await?;
     let size: PoolSize = serde_json::from_slice(&body).map_err(|e| {
         ApiError::new(

@@ -40,15 +40,18 @@ pub struct DaemonConfig {
     #[arg(long, default_value_t = 30_000)]
     pub queue_timeout_ms: u64,
 
-    /// Container runtime of the sandboxes: runc, crun or runsc (gVisor).
-    #[arg(long, default_value = "runc", value_parser = parse_backend)]
-    pub backend: String,
+    /// Container runtimes of the sandboxes, comma-separated: runc, crun,
+    /// runsc (gVisor). Each gets a pool per language runtime; the first is
+    /// the default for functions deployed without a `backend`.
+    #[arg(long, default_value = "runc", value_delimiter = ',', value_parser = parse_backend)]
+    pub backend: Vec<String>,
 
-    /// The runtime binary (default: the backend's name, from PATH).
+    /// The runtime binary of the first backend (default: the backend's
+    /// name, from PATH).
     #[arg(long, alias = "runc")]
     pub runtime_binary: Option<PathBuf>,
 
-    /// `--root` passed to the runtime (default: the runtime's own).
+    /// `--root` passed to the first backend's runtime (default: its own).
     #[arg(long, alias = "runc-root")]
     pub runtime_root: Option<PathBuf>,
 
@@ -120,10 +123,15 @@ fn parse_backend(name: &str) -> Result<String, String> {
 }
 
 impl DaemonConfig {
+    /// The backend of functions deployed without one.
+    pub fn default_backend(&self) -> &str {
+        self.backend.first().map(String::as_str).unwrap_or("runc")
+    }
+
     /// Options for building backend `name` (the configured binary and root
-    /// apply to the configured backend only).
+    /// apply to the first backend only).
     pub fn backend_options(&self, name: &str) -> ember_runtimes::BackendOptions {
-        let mine = name == self.backend;
+        let mine = name == self.default_backend();
         ember_runtimes::BackendOptions {
             binary: if mine {
                 self.runtime_binary.clone()

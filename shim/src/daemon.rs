@@ -54,6 +54,8 @@ pub struct DeployOptions {
     pub handler: Option<String>,
     pub timeout_ms: Option<u64>,
     pub profile: Option<String>,
+    /// Backend of the function's sandboxes (default: emberd's first).
+    pub backend: Option<String>,
     pub memory_mb: Option<u64>,
     pub pids: Option<u64>,
     pub cpu_shares: Option<u64>,
@@ -81,7 +83,8 @@ pub struct Daemon {
     pub registry: Registry,
     pub store: Arc<CodeStore>,
     pub tag: String,
-    pools: BTreeMap<String, Arc<Pool>>,
+    /// One pool per (language runtime, backend).
+    pools: BTreeMap<(String, String), Arc<Pool>>,
     cgroups: CgroupLayout,
     _lock: Flock<std::fs::File>,
 }
@@ -114,9 +117,19 @@ impl Daemon {
 
         let agent = cfg.resolve_agent().map_err(DaemonError::Config)?;
         let tag = cfg.instance_tag();
-        let backend =
-            ember_runtimes::backend_by_name(&cfg.backend, &cfg.backend_options(&cfg.backend))
-                .map_err(|e| DaemonError::Config(e.to_string()))?;
+        let mut backends = Vec::new();
+        for name in &cfg.backend {
+            if backends
+                .iter()
+                .any(|b: &Arc<dyn ember_runtimes::Backend>| b.name() == name)
+            {
+                return Err(DaemonError::Config(format!("backend {name} given twice")));
+            }
+            backends.push(
+                ember_runtimes::backend_by_name(name, &cfg.backend_options(name))
+                    .map_err(|e| DaemonError::Config(e.to_string()))?,
+            );
+        }
         let cgroups = CgroupLayout::detect();
         let registry = Registry::open(&cfg.db_path())?;
         let store = Arc::new(CodeStore::open(&cfg.code_dir())?);
@@ -131,7 +144,10 @@ impl Daemon {
             (crate::registry::now_ms() as u64 ^ u64::from(std::process::id())) & 0xffff
         );
         let mut pools = BTreeMap::new();
-        for rt in validate::RUNTIMES {
+        for (rt, backend) in validate::RUNTIMES
+            .iter()
+            .flat_map(|rt| backends.iter().map(move |b| (rt, b)))
+        {
             let sandbox_cfg = SandboxConfig {
                 backend: backend.clone(),
                 tmpfs_bytes: cfg.tmpfs_mb * 1024 * 1024,
@@ -152,7 +168,7 @@ impl Daemon {
                 rt,
                 sandbox_cfg,
                 cgroups.clone(),
-                format!("{daemon_prefix}-{boot}-{short}"),
+                format!("{daemon_prefix}-{boot}-{short}-{}", backend.name()),
                 PoolSettings {
                     target: cfg.pool_size,
                     max: cfg.max_sandboxes,
@@ -161,7 +177,7 @@ impl Daemon {
                 },
             );
             tokio::spawn(pool.clone().refill_loop());
-            pools.insert(rt.to_string(), pool);
+            pools.insert((rt.to_string(), backend.name().to_string()), pool);
         }
         tracing::info!(
             state_dir = %cfg.state_dir.display(),
@@ -181,8 +197,10 @@ impl Daemon {
         }))
     }
 
-    pub fn pool(&self, runtime: &str) -> Option<&Arc<Pool>> {
-        self.pools.get(runtime)
+    /// The pool of `runtime` on `backend` (the default backend if `None`).
+    pub fn pool(&self, runtime: &str, backend: Option<&str>) -> Option<&Arc<Pool>> {
+        let backend = backend.unwrap_or(self.cfg.default_backend());
+        self.pools.get(&(runtime.to_string(), backend.to_string()))
     }
 
     pub fn pools(&self) -> impl Iterator<Item = &Arc<Pool>> {
@@ -252,6 +270,7 @@ impl Daemon {
                 .unwrap_or_else(|| validate::DEFAULT_HANDLER.into()),
             timeout_ms: o.timeout_ms.unwrap_or(cfg.default_timeout_ms),
             profile: o.profile.unwrap_or_else(|| "default".into()),
+            backend: o.backend,
             limits: FunctionLimits {
                 memory_mb: o.memory_mb.unwrap_or(d.memory_mb),
                 pids: o.pids.unwrap_or(d.pids),
@@ -264,6 +283,14 @@ impl Daemon {
         validate::handler(&settings.handler).map_err(DeployError::Invalid)?;
         validate::timeout_ms(settings.timeout_ms).map_err(DeployError::Invalid)?;
         validate::profile(&settings.profile).map_err(DeployError::Invalid)?;
+        if let Some(b) = &settings.backend {
+            if !cfg.backend.contains(b) {
+                return Err(DeployError::Invalid(format!(
+                    "backend {b:?} is not running in this emberd (running: {}; start it with --backend)",
+                    cfg.backend.join(", ")
+                )));
+            }
+        }
         validate::limits(
             &settings.limits,
             cfg.max_output_bytes as u64,

@@ -97,6 +97,12 @@ pub enum InvokeError {
         phase: &'static str,
         message: String,
     },
+    #[error("function {function:?} runs on {runtime} with backend {backend}, which this emberd does not run (start it with --backend)")]
+    NoPool {
+        function: String,
+        runtime: String,
+        backend: String,
+    },
     #[error(transparent)]
     Registry(#[from] RegistryError),
     #[error("code {digest} of function {function:?} is missing from the store")]
@@ -212,11 +218,14 @@ async fn invoke_inner(
         });
     }
     let pool = daemon
-        .pool(&func.runtime)
-        .ok_or_else(|| InvokeError::Sandbox {
-            sandbox: String::new(),
-            phase: "acquire",
-            message: format!("no pool for runtime {}", func.runtime),
+        .pool(&func.runtime, func.backend.as_deref())
+        .ok_or_else(|| InvokeError::NoPool {
+            function: name.to_string(),
+            runtime: func.runtime.clone(),
+            backend: func
+                .backend
+                .clone()
+                .unwrap_or_else(|| daemon.cfg.default_backend().to_string()),
         })?;
     let mut timings = Timings::default();
     let (mut sb, start, waited) = pool.acquire(name, &id).await?;

@@ -55,6 +55,8 @@ pub struct FunctionSettings {
     pub timeout_ms: u64,
     /// Sandbox profile (`default`, `strict`).
     pub profile: String,
+    /// Backend of its sandboxes; `None`: the daemon's default.
+    pub backend: Option<String>,
     pub limits: FunctionLimits,
 }
 
@@ -65,6 +67,9 @@ pub struct FunctionRecord {
     pub handler: String,
     pub timeout_ms: u64,
     pub profile: String,
+    /// Backend of its sandboxes; absent: the daemon's default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
     pub limits: FunctionLimits,
     /// Hex SHA-256 of the code tree in the store.
     pub digest: String,
@@ -95,10 +100,11 @@ CREATE TABLE IF NOT EXISTS functions (
 const ADDED_COLUMNS: &[(&str, &str)] = &[
     ("profile", "TEXT NOT NULL DEFAULT 'default'"),
     ("limits", "TEXT NOT NULL DEFAULT '{}'"),
+    ("backend", "TEXT"),
 ];
 
 const COLUMNS: &str =
-    "name, runtime, handler, timeout_ms, digest, created_at, updated_at, profile, limits";
+    "name, runtime, handler, timeout_ms, digest, created_at, updated_at, profile, limits, backend";
 
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -162,10 +168,10 @@ impl Registry {
         let limits = serde_json::to_string(&settings.limits).unwrap_or_else(|_| "{}".into());
         self.with(|c| {
             c.execute(
-                "INSERT INTO functions (name, runtime, handler, timeout_ms, digest, created_at, updated_at, profile, limits)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                "INSERT INTO functions (name, runtime, handler, timeout_ms, digest, created_at, updated_at, profile, limits, backend)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
                  ON CONFLICT(name) DO UPDATE SET runtime = ?2, handler = ?3, timeout_ms = ?4,
-                    digest = ?5, updated_at = ?7, profile = ?8, limits = ?9",
+                    digest = ?5, updated_at = ?7, profile = ?8, limits = ?9, backend = ?10",
                 params![
                     name,
                     settings.runtime,
@@ -175,7 +181,8 @@ impl Registry {
                     created_at,
                     now,
                     settings.profile,
-                    limits
+                    limits,
+                    settings.backend
                 ],
             )
         })?;
@@ -185,6 +192,7 @@ impl Registry {
             handler: settings.handler.clone(),
             timeout_ms: settings.timeout_ms,
             profile: settings.profile.clone(),
+            backend: settings.backend.clone(),
             limits: settings.limits,
             digest: digest.to_string(),
             created_at,
@@ -243,6 +251,7 @@ fn row_to_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<FunctionRecord> {
         // A row this daemon cannot read back is a bug, but it must not
         // make the function unusable: fall back to the defaults.
         limits: serde_json::from_str(&r.get::<_, String>(8)?).unwrap_or_default(),
+        backend: r.get(9)?,
     })
 }
 
@@ -256,6 +265,7 @@ mod tests {
             handler: handler.into(),
             timeout_ms,
             profile: "default".into(),
+            backend: None,
             limits: FunctionLimits::default(),
         }
     }

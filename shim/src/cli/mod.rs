@@ -48,6 +48,9 @@ pub struct DeployFlags {
     /// Sandbox profile: default, or strict for untrusted code.
     #[arg(long)]
     profile: Option<String>,
+    /// Backend of its sandboxes (runc, crun, runsc; one emberd runs).
+    #[arg(long)]
+    backend: Option<String>,
     /// Memory for the function's worker, MiB (default 256).
     #[arg(long)]
     memory_mb: Option<u64>,
@@ -73,6 +76,7 @@ impl DeployFlags {
             handler: self.handler.or(m.handler),
             timeout_ms: self.timeout_ms.or(m.timeout_ms),
             profile: self.profile.or(m.profile),
+            backend: self.backend.or(m.backend),
             memory_mb: self.memory_mb.or(m.memory_mb),
             pids: self.pids.or(m.pids),
             cpu_shares: self.cpu_shares.or(m.cpu_shares),
