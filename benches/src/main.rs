@@ -62,7 +62,13 @@ struct Args {
     #[arg(long)]
     emberd: Option<PathBuf>,
     /// Backends to measure, comma-separated; one not installed is skipped.
-    #[arg(long, value_delimiter = ',', default_value = "runc,crun,runsc")]
+    /// libcontainer runs inside emberd: it has no CLI of its own, so its
+    /// cold start is measured with `runc run` (the same bundle).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "runc,crun,runsc,libcontainer"
+    )]
     backends: Vec<String>,
     /// gVisor platform for runsc (as emberd's --runsc-platform).
     #[arg(long, default_value = "ptrace")]
@@ -146,7 +152,13 @@ fn phase_ms(samples: &[hot::Sample], k: &str) -> Vec<f64> {
 /// Time `n` freeze+thaw cycles of a paused sandbox through its cgroup
 /// freezer (waiting for FROZEN, as `pause` does) and through the
 /// runtime's own `pause`/`resume`. Leaves the sandbox frozen, as found.
-fn pause_costs(rt: &cold::Runtime, tag: &str, id: &str, n: usize) -> Result<(Vec<f64>, Vec<f64>)> {
+fn pause_costs(
+    rt: &cold::Runtime,
+    tag: &str,
+    id: &str,
+    n: usize,
+    with_runtime: bool,
+) -> Result<(Vec<f64>, Vec<f64>)> {
     let layout = ember_runtimes::cgroup::CgroupLayout::detect();
     let freezer = layout.freezer(&format!("/ember/{tag}/{id}"))?;
     let mut cgroup = Vec::with_capacity(n);
@@ -159,7 +171,7 @@ fn pause_costs(rt: &cold::Runtime, tag: &str, id: &str, n: usize) -> Result<(Vec
         cgroup.push(t.elapsed().as_secs_f64() * 1000.0);
     }
     freezer.thaw()?;
-    for _ in 0..n {
+    for _ in 0..if with_runtime { n } else { 0 } {
         let t = Instant::now();
         for op in ["pause", "resume"] {
             let out = rt.command().args([op, id]).output()?;
@@ -248,9 +260,21 @@ async fn measure(args: &Args, backend: &str, code: &Path) -> Result<BackendResul
         .filter_map(|s| s["id"].as_str().map(String::from))
         .collect();
     let memory = memory::measure(&tag, &idle, &emberd.state_dir());
-    let rt = runtime_for(backend, &args.runsc_platform);
+    // libcontainer has no CLI: its pause is a library call inside emberd
+    // (not measured), its cold start baseline is `runc run`.
+    let cold_backend = if backend == "libcontainer" {
+        "runc"
+    } else {
+        backend
+    };
+    let rt = runtime_for(cold_backend, &args.runsc_platform);
     let (pause_cgroup_ms, pause_runtime_ms) = match idle.first() {
-        Some(id) => pause_costs(&rt, &tag, id, args.pause_iterations)
+        Some(id) if backend == "libcontainer" => {
+            let (c, _) = pause_costs(&rt, &tag, id, args.pause_iterations, false)
+                .with_context(|| format!("{backend}: timing pause"))?;
+            (c, Vec::new())
+        }
+        Some(id) => pause_costs(&rt, &tag, id, args.pause_iterations, true)
             .with_context(|| format!("{backend}: timing pause"))?,
         None => (Vec::new(), Vec::new()),
     };
@@ -284,7 +308,7 @@ async fn main() -> Result<()> {
 
     let mut results = Vec::new();
     for backend in &args.backends {
-        if !installed(backend) {
+        if backend != "libcontainer" && !installed(backend) {
             eprintln!("{backend}: not installed, skipped (apt-get install {backend})");
             continue;
         }
@@ -312,7 +336,12 @@ async fn main() -> Result<()> {
         if let Some(s) = &strict {
             row(&format!("{}: ember, strict profile (client)", r.name), s);
         }
-        row(&format!("{}: `{} run` cold start", r.name, r.name), &cold);
+        let cold_name = if r.name == "libcontainer" {
+            "runc"
+        } else {
+            &r.name
+        };
+        row(&format!("{}: `{cold_name} run` cold start", r.name), &cold);
         println!(
             "{}: cold / hot = {:.1}x at p50, {:.1}x at p99; hot starts {}/{}",
             r.name,
@@ -350,7 +379,7 @@ async fn main() -> Result<()> {
             hot: true,
         });
         chart.push(svg::Row {
-            label: format!("{} {} run (cold)", r.name, r.name),
+            label: format!("{} {cold_name} run (cold)", r.name),
             summary: cold.clone(),
             hot: false,
         });

@@ -61,7 +61,8 @@ pub fn missing_prerequisites() -> Vec<String> {
         missing.push("root (sandboxes need namespaces, cgroups and mounts)".to_string());
     }
     let backend = backend();
-    if !which(&backend) {
+    // libcontainer is a library inside emberd, not a binary.
+    if backend != "libcontainer" && !which(&backend) {
         missing.push(format!("{backend} (apt-get install {backend})"));
     }
     if !Path::new("/usr/bin/python3").exists() {
@@ -439,9 +440,16 @@ impl Drop for Daemon {
             }
             if let Some(tag) = tag {
                 for id in runc_ids(&format!("ember-{tag}-")) {
-                    let _ = Command::new(backend())
-                        .args(["delete", "--force", &id])
-                        .status();
+                    force_remove(&id);
+                }
+            }
+            // Host mounts a killed daemon left under this test's dir (a
+            // runsc sandbox's /tmp) would outlive the temp dir.
+            let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+            let root = self.dir.path().to_string_lossy().into_owned();
+            for point in mounts.lines().filter_map(|l| l.split(' ').nth(4)) {
+                if point.starts_with(&root) {
+                    let _ = nix::mount::umount2(point, nix::mount::MntFlags::MNT_DETACH);
                 }
             }
         }
@@ -451,15 +459,52 @@ impl Drop for Daemon {
 /// Ids of the test backend's containers (default root) starting with
 /// `prefix`.
 pub fn runc_ids(prefix: &str) -> Vec<String> {
-    let out = Command::new(backend())
-        .args(["list", "--quiet"])
-        .output()
-        .expect("runc list");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
+    let text = if backend() == "libcontainer" {
+        // libcontainer keeps one state directory per container.
+        std::fs::read_dir(LIBCONTAINER_ROOT)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned() + "\n")
+                    .collect()
+            })
+            .unwrap_or_default()
+    } else {
+        let out = Command::new(backend())
+            .args(["list", "--quiet"])
+            .output()
+            .expect("runtime list");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    text.lines()
         .filter(|l| l.starts_with(prefix))
         .map(String::from)
         .collect()
+}
+
+/// emberd's default state root for libcontainer sandboxes.
+pub const LIBCONTAINER_ROOT: &str = "/run/ember/libcontainer";
+
+/// Remove a container the daemon left (after a failed test), whatever
+/// the backend.
+fn force_remove(id: &str) {
+    if backend() == "libcontainer" {
+        let dir = Path::new(LIBCONTAINER_ROOT).join(id);
+        let state = std::fs::read_to_string(dir.join("state.json")).unwrap_or_default();
+        if let Some(pid) = serde_json::from_str::<Value>(&state)
+            .ok()
+            .and_then(|v| v["pid"].as_i64())
+        {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    } else {
+        let _ = Command::new(backend())
+            .args(["delete", "--force", id])
+            .status();
+    }
 }
 
 /// cgroup directories named `/ember/<tag>` in any hierarchy.

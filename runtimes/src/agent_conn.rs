@@ -5,19 +5,28 @@
 use ember_proto::{encode, frame_len, FromAgent, ToAgent};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::process::{ChildStderr, ChildStdin, ChildStdout};
+
+type Writer = Box<dyn AsyncWrite + Unpin + Send>;
+type Reader = Box<dyn AsyncRead + Unpin + Send>;
 
 const STDERR_TAIL_LINES: usize = 20;
 
 pub struct AgentConn {
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
+    stdin: Writer,
+    stdout: BufReader<Reader>,
     stderr_tail: Arc<Mutex<VecDeque<String>>>,
 }
 
 impl AgentConn {
+    /// The pipes of a runtime process the agent inherited.
     pub fn new(id: &str, stdin: ChildStdin, stdout: ChildStdout, stderr: ChildStderr) -> AgentConn {
+        AgentConn::from_streams(id, Box::new(stdin), Box::new(stdout), Box::new(stderr))
+    }
+
+    /// Any three streams (e.g. pipes handed to an in-process runtime).
+    pub fn from_streams(id: &str, stdin: Writer, stdout: Reader, stderr: Reader) -> AgentConn {
         let tail = Arc::new(Mutex::new(VecDeque::new()));
         let tail2 = tail.clone();
         let id = id.to_string();

@@ -1,5 +1,6 @@
 //! The backend trait: what emberd needs from a container runtime to keep a
-//! pool of sandboxes, and its implementations (runc, crun, runsc).
+//! pool of sandboxes, and its implementations (runc, crun, runsc through
+//! their CLI; youki's libcontainer in process, `libcontainer.rs`).
 //!
 //! Freezing and thawing go through the sandbox's cgroup for every backend
 //! (`cgroup.rs`): a file write, no runtime process on the hot path. How code
@@ -26,7 +27,7 @@ pub enum Injection {
 }
 
 /// Names accepted by [`backend_by_name`].
-pub const BACKEND_NAMES: &[&str] = &["runc", "crun", "runsc"];
+pub const BACKEND_NAMES: &[&str] = &["runc", "crun", "runsc", "libcontainer"];
 
 /// A container runtime that can hold ember sandboxes.
 #[async_trait::async_trait]
@@ -80,6 +81,11 @@ pub fn backend_by_name(
     let (name, injection, global_args): (&'static str, Injection, Vec<String>) = match name {
         "runc" => ("runc", Injection::MountNamespace, vec![]),
         "crun" => ("crun", Injection::MountNamespace, vec![]),
+        "libcontainer" => {
+            return Ok(std::sync::Arc::new(
+                crate::libcontainer::LibcontainerBackend,
+            ))
+        }
         "runsc" => (
             "runsc",
             Injection::HostDirectory,

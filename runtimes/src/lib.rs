@@ -12,6 +12,7 @@ pub mod backend;
 pub mod bundle;
 pub mod cgroup;
 pub mod error;
+pub mod libcontainer;
 pub mod limits;
 pub mod oci_cli;
 pub mod python;

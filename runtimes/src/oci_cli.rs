@@ -24,7 +24,7 @@ pub struct OciCli {
 }
 
 /// One row of `runc list --format json`.
-#[derive(Debug, Clone, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ContainerInfo {
     pub id: String,
     pub pid: i64,

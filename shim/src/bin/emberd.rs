@@ -12,6 +12,19 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    // The libcontainer backend's creator must be forked while emberd has a
+    // single thread (before the async runtime); it also lets recovery find
+    // a previous run's libcontainer sandboxes.
+    let root = match (cfg.default_backend(), &cfg.runtime_root) {
+        ("libcontainer", Some(root)) => root.clone(),
+        _ => std::path::PathBuf::from(ember_runtimes::libcontainer::DEFAULT_ROOT),
+    };
+    if let Err(e) = ember_runtimes::libcontainer::start_creator(&root) {
+        if cfg.backend.iter().any(|b| b == "libcontainer") {
+            return Err(anyhow::anyhow!("starting the libcontainer backend: {e}"));
+        }
+        tracing::warn!("libcontainer backend unavailable: {e}");
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
