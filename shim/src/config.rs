@@ -41,8 +41,9 @@ pub struct DaemonConfig {
     pub queue_timeout_ms: u64,
 
     /// Container runtimes of the sandboxes, comma-separated: runc, crun,
-    /// runsc (gVisor). Each gets a pool per language runtime; the first is
-    /// the default for functions deployed without a `backend`.
+    /// runsc (gVisor), libcontainer (youki's, inside emberd). Each gets a
+    /// pool per language runtime; the first is the default for functions
+    /// deployed without a `backend`.
     #[arg(long, default_value = "runc", value_delimiter = ',', value_parser = parse_backend)]
     pub backend: Vec<String>,
 
