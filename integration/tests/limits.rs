@@ -299,3 +299,56 @@ fn a_pool_of_strict_sandboxes_confines_even_default_functions() {
         "{err}"
     );
 }
+
+#[test]
+fn a_handler_that_survives_its_pids_limit_is_still_reported() {
+    if !prerequisites_met("a_handler_that_survives_its_pids_limit_is_still_reported") {
+        return;
+    }
+    let mut d = Daemon::start(&["--pool-size", "1"]);
+    let tag = d.tag();
+    // Forks until the limit refuses, then cleans up and returns normally.
+    d.deploy_files_with(
+        "careful",
+        &[(
+            "main.py",
+            "import os, time\n\
+             def handler(e, c):\n\
+             \x20   kids = []\n\
+             \x20   try:\n\
+             \x20       while True:\n\
+             \x20           pid = os.fork()\n\
+             \x20           if pid == 0:\n\
+             \x20               time.sleep(30)\n\
+             \x20               os._exit(0)\n\
+             \x20           kids.append(pid)\n\
+             \x20   except OSError:\n\
+             \x20       pass\n\
+             \x20   for k in kids:\n\
+             \x20       os.kill(k, 9)\n\
+             \x20       os.waitpid(k, 0)\n\
+             \x20   return len(kids)\n",
+        )],
+        json!({ "timeout_ms": 10_000, "pids": 8 }),
+    );
+    d.deploy_files("echo", &[("main.py", ECHO)], 5000);
+    let a = d.invoke("careful", "{}");
+    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+    let v = a.json();
+    assert_eq!(v["outcome"], "ok");
+    assert!(v["result"].as_u64().unwrap() < 8, "{v}");
+    assert_eq!(v["limits_hit"], json!(["pids"]), "{v}");
+    // The sandbox that hit its limit is not reused.
+    let t = Instant::now();
+    while d.pool()["destroyed_total"].as_u64().unwrap() < 1 {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "never discarded: {}",
+            d.pool()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let next = d.invoke("echo", "{}").json();
+    assert_ne!(next["sandbox"], v["sandbox"]);
+    d.stop_and_check(&tag);
+}
