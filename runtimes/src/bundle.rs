@@ -6,6 +6,7 @@
 //! tmpfs that the injector puts on `/tmp`.
 
 use crate::error::RuntimeError;
+use crate::language::Interpreter;
 use ember_profiles::{Limits, Profile};
 use oci_spec::runtime::{
     Mount, MountBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
@@ -26,7 +27,7 @@ pub const SANDBOX_UID: u32 = 65534;
 pub struct BundleSpec<'a> {
     pub dir: &'a Path,
     pub agent: &'a Path,
-    pub python: &'a str,
+    pub interpreter: &'a Interpreter,
     pub cgroups_path: &'a str,
     pub profile: &'a Profile,
     pub limits: Limits,
@@ -160,8 +161,8 @@ fn render(spec: &BundleSpec<'_>, mounts: Vec<Mount>) -> Result<Spec, RuntimeErro
         )
         .args(vec![
             AGENT_PATH.to_string(),
-            "--python".into(),
-            spec.python.to_string(),
+            spec.interpreter.agent_args()[0].clone(),
+            spec.interpreter.agent_args()[1].clone(),
             "--uid".into(),
             SANDBOX_UID.to_string(),
             "--gid".into(),
@@ -200,7 +201,10 @@ mod tests {
         let config = write_bundle(&BundleSpec {
             dir: dir.path(),
             agent: Path::new("/opt/ember-agent"),
-            python: "/usr/bin/python3",
+            interpreter: &Interpreter {
+                language: crate::language::Language::Python,
+                path: "/usr/bin/python3".into(),
+            },
             cgroups_path: "/ember/t/sb",
             profile: &profile,
             limits: Limits::default(),
@@ -238,7 +242,10 @@ mod tests {
         let config = write_bundle(&BundleSpec {
             dir: dir.path(),
             agent: Path::new("/opt/ember-agent"),
-            python: "/usr/bin/python3",
+            interpreter: &Interpreter {
+                language: crate::language::Language::Python,
+                path: "/usr/bin/python3".into(),
+            },
             cgroups_path: "/ember/t/sb",
             profile: &profile,
             limits: Limits::default(),

@@ -1,6 +1,7 @@
 //! Sandbox backends and the connection to the agent inside a sandbox.
 //!
-//! Owns: rendering a sandbox's OCI bundle (lean root filesystem of
+//! Owns: the language runtimes (Python, Node.js) and their bootstraps,
+//! rendering a sandbox's OCI bundle (lean root filesystem of
 //! read-only host binds, the agent as PID 1), creating and destroying
 //! sandboxes with the runtime binary (runc), freezing and thawing them via
 //! the cgroup freezer, per-invocation cgroup limits, and the framed stdio connection to `ember-agent`.
@@ -10,8 +11,10 @@
 pub mod agent_conn;
 pub mod backend;
 pub mod bundle;
+pub mod deps;
 pub mod cgroup;
 pub mod error;
+pub mod language;
 pub mod libcontainer;
 pub mod limits;
 pub mod oci_cli;
@@ -21,4 +24,5 @@ pub mod sandbox;
 pub use agent_conn::AgentConn;
 pub use backend::{backend_by_name, Backend, BackendOptions, Injection, BACKEND_NAMES};
 pub use error::RuntimeError;
+pub use language::{Interpreter, Language};
 pub use sandbox::{Sandbox, SandboxConfig};

@@ -7,6 +7,7 @@ use crate::backend::{Backend, Injection};
 use crate::bundle::{write_bundle, BundleSpec};
 use crate::cgroup::{CgroupLayout, Freezer};
 use crate::error::RuntimeError;
+use crate::language::Interpreter;
 use crate::limits::{CgroupLimits, InvocationLimits};
 use ember_injector::{HostDirError, HostDirSlot, InjectError, Injector};
 use ember_profiles::{Limits, Profile};
@@ -22,8 +23,8 @@ pub struct SandboxConfig {
     pub backend: Arc<dyn Backend>,
     /// Static `ember-agent` binary on the host.
     pub agent: PathBuf,
-    /// Interpreter path inside the sandbox.
-    pub python: String,
+    /// The interpreter the agent starts.
+    pub interpreter: Interpreter,
     /// Directory holding one bundle directory per sandbox.
     pub bundles_dir: PathBuf,
     /// cgroup parent of all this daemon's sandboxes, e.g. `/ember/<tag>`.
@@ -96,6 +97,10 @@ pub struct Sandbox {
     /// How long creation took (runtime start + zygote preload).
     pub create_us: u64,
     pub invocations: u64,
+    /// Specialized mode: the function (and deploy) its runner is bound to,
+    /// whose code stays mounted; `None`: generic, code swapped per
+    /// invocation.
+    pub bound: Option<String>,
     /// When it last went back to its pool (creation time until then).
     pub last_used: Instant,
 }
@@ -158,7 +163,7 @@ impl Sandbox {
             write_bundle(&BundleSpec {
                 dir: &bundle,
                 agent: &cfg.agent,
-                python: &cfg.python,
+                interpreter: &cfg.interpreter,
                 cgroups_path: &cgroups_path,
                 profile: &cfg.profile,
                 limits: cfg.limits,
@@ -238,6 +243,7 @@ impl Sandbox {
                 created: Instant::now(),
                 create_us: started.elapsed().as_micros() as u64,
                 invocations: 0,
+                bound: None,
                 last_used: Instant::now(),
             })
         }

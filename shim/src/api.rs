@@ -142,6 +142,7 @@ pub fn router(daemon: AppState) -> Router {
             get(get_function).put(put_function).delete(delete_function),
         )
         .route("/v1/functions/{name}/invoke", post(invoke_function))
+        .route("/v1/test", post(test_function))
         .route("/v1/pools", get(list_pools))
         .route("/v1/pools/{runtime}", get(get_pool).put(put_pool))
         .route("/v1/sandboxes", get(list_sandboxes))
@@ -327,6 +328,35 @@ async fn invoke_function(
     Ok(Json(invoke::invoke(d, name, body).await?))
 }
 
+/// `POST /v1/test`: a deploy JSON body plus `name` and `event`; runs the
+/// code once in a throwaway sandbox and answers like an invocation.
+async fn test_function(
+    State(d): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Report>, ApiError> {
+    let body = read_body(body, &headers, d.cfg.max_event_bytes + 64 * 1024, "test request").await?;
+    let invalid = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", m);
+    let mut v: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&body).map_err(|e| invalid(format!("test body: {e}")))?;
+    let name = match v.remove("name") {
+        None => "test".to_string(),
+        Some(serde_json::Value::String(s)) => s,
+        Some(other) => return Err(invalid(format!("test body: name must be a string, not {other}"))),
+    };
+    let event = v
+        .remove("event")
+        .map(|e| e.to_string())
+        .unwrap_or_else(|| "{}".to_string());
+    let event = invoke::check_event(event.as_bytes(), d.cfg.max_event_bytes)?;
+    let spec = deploy_json(&serde_json::to_vec(&v).unwrap_or_default())?;
+    match d.test_run(&name, spec, event).await {
+        Ok(r) => Ok(Json(r)),
+        Err(crate::daemon::TestError::Deploy(e)) => Err(e.into()),
+        Err(crate::daemon::TestError::Invoke(e)) => Err(e.into()),
+    }
+}
+
 async fn list_pools(State(d): State<AppState>) -> Json<serde_json::Value> {
     let pools: Vec<_> = d.pools().map(|p| p.status()).collect();
     Json(json!({ "pools": pools }))
@@ -362,7 +392,7 @@ fn pool_of<'a>(
     let Query(q) =
         q.map_err(|e| ApiError::bad_request(format!("query string: {}", e.body_text())))?;
     d.pool(runtime, q.backend.as_deref())
-        .ok_or_else(|| unknown_pool(runtime, q.backend.as_deref(), &d.cfg.backend))
+        .ok_or_else(|| unknown_pool(runtime, q.backend.as_deref(), &d.backends))
 }
 
 async fn get_pool(

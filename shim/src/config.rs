@@ -22,19 +22,47 @@ pub struct DaemonConfig {
     #[arg(long, env = "EMBER_STATE_DIR", default_value = "/var/lib/ember")]
     pub state_dir: PathBuf,
 
-    /// Warm (paused) sandboxes kept ready per runtime.
+    /// Configuration file: per-runtime pool bounds, scaling and default
+    /// backend, specialized recycling (see docs/config.md). Default:
+    /// /etc/ember/ember.toml if it exists. Its sections override the flags
+    /// below for their runtime.
+    #[arg(long, env = "EMBER_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Warm (paused) sandboxes kept ready per pool even when idle
+    /// (`min_warm`).
     #[arg(long, default_value_t = 2)]
     pub pool_size: usize,
 
-    /// Most sandboxes per runtime, warm and busy together; invocations past
+    /// Most warm sandboxes a pool keeps ahead of demand (`max_warm`): under
+    /// load it keeps --pool-headroom free sandboxes beyond those in use, up
+    /// to this.
+    #[arg(long, default_value_t = 6)]
+    pub pool_max_warm: usize,
+
+    /// Free warm sandboxes kept beyond those in use while there is load
+    /// (`headroom`; 0 turns demand scaling off).
+    #[arg(long, default_value_t = 1)]
+    pub pool_headroom: usize,
+
+    /// Most sandboxes per pool, warm and busy together; invocations past
     /// it wait in a queue.
     #[arg(long, default_value_t = 8)]
     pub max_sandboxes: usize,
 
-    /// Idle sandboxes above --pool-size (made for a burst) are destroyed
-    /// after this long unused.
+    /// A pool with no new invocations for this long shrinks back toward
+    /// --pool-size, destroying sandboxes unused this long.
     #[arg(long, default_value_t = 10_000)]
     pub idle_trim_ms: u64,
+
+    /// A specialized sandbox (bound to one function) is recycled after
+    /// this many invocations.
+    #[arg(long, default_value_t = 10_000)]
+    pub specialized_max_invocations: u64,
+
+    /// A specialized sandbox unused this long is recycled.
+    #[arg(long, default_value_t = 300_000)]
+    pub specialized_idle_ms: u64,
 
     /// How long an invocation may wait for a sandbox before failing.
     #[arg(long, default_value_t = 30_000)]
@@ -68,6 +96,16 @@ pub struct DaemonConfig {
     /// Python interpreter inside the sandbox (from the host's /usr).
     #[arg(long, default_value = "/usr/bin/python3")]
     pub python: String,
+
+    /// Node.js interpreter inside the sandbox (from the host's /usr).
+    #[arg(long, default_value = "/usr/bin/node")]
+    pub node: String,
+
+    /// Directory of wheels for installing functions' requirements.txt
+    /// offline (`pip --no-index --find-links`); without it pip uses its
+    /// configured index.
+    #[arg(long, env = "EMBER_WHEELS_DIR")]
+    pub wheels_dir: Option<PathBuf>,
 
     /// Timeout for functions deployed without one.
     #[arg(long, default_value_t = 10_000)]
@@ -184,8 +222,9 @@ impl DaemonConfig {
     /// the build tree's static build.
     pub fn resolve_agent(&self) -> Result<PathBuf, String> {
         if let Some(a) = &self.agent {
+            // The bundle binds it by path: it must be absolute.
             return if a.is_file() {
-                Ok(a.clone())
+                std::fs::canonicalize(a).map_err(|e| format!("ember-agent {}: {e}", a.display()))
             } else {
                 Err(format!("ember-agent {} does not exist", a.display()))
             };

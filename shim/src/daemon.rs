@@ -6,6 +6,7 @@ use crate::pool::{Pool, PoolSettings};
 use crate::registry::{FunctionLimits, FunctionRecord, FunctionSettings, Registry, RegistryError};
 use crate::validate;
 use ember_injector::{CodeStore, Digest, StoreError, UnpackLimits};
+use ember_proto::Mode;
 use ember_profiles::{Limits, Profile};
 use ember_runtimes::cgroup::CgroupLayout;
 use ember_runtimes::SandboxConfig;
@@ -54,8 +55,12 @@ pub struct DeployOptions {
     pub handler: Option<String>,
     pub timeout_ms: Option<u64>,
     pub profile: Option<String>,
-    /// Backend of the function's sandboxes (default: emberd's first).
+    /// Backend of the function's sandboxes (default: the runtime's, from
+    /// the config file, else emberd's first).
     pub backend: Option<String>,
+    /// `fork` or `specialized` (default: fork for python3, specialized for
+    /// node, which cannot fork).
+    pub mode: Option<String>,
     pub memory_mb: Option<u64>,
     pub pids: Option<u64>,
     pub cpu_shares: Option<u64>,
@@ -78,6 +83,15 @@ pub enum DeployError {
     Registry(#[from] RegistryError),
 }
 
+/// Why `ember test` could not give a report.
+#[derive(Debug, thiserror::Error)]
+pub enum TestError {
+    #[error(transparent)]
+    Deploy(#[from] DeployError),
+    #[error(transparent)]
+    Invoke(#[from] crate::invoke::InvokeError),
+}
+
 pub struct Daemon {
     pub cfg: DaemonConfig,
     pub registry: Registry,
@@ -85,6 +99,12 @@ pub struct Daemon {
     pub tag: String,
     /// One pool per (language runtime, backend).
     pools: BTreeMap<(String, String), Arc<Pool>>,
+    /// Backends this daemon runs (flags, then the config file's).
+    pub backends: Vec<String>,
+    /// Each runtime's default backend.
+    runtime_backends: BTreeMap<String, String>,
+    /// Runtimes without a pool: their interpreter is not installed.
+    unavailable: BTreeMap<String, String>,
     cgroups: CgroupLayout,
     _lock: Flock<std::fs::File>,
 }
@@ -117,14 +137,25 @@ impl Daemon {
 
         let agent = cfg.resolve_agent().map_err(DaemonError::Config)?;
         let tag = cfg.instance_tag();
-        let mut backends = Vec::new();
+        let file = crate::config_file::ConfigFile::load(cfg.config.as_deref())
+            .map_err(|e| DaemonError::Config(e.to_string()))?;
+        // The flags' backends, then any the config file names for a runtime.
+        let mut names: Vec<String> = Vec::new();
         for name in &cfg.backend {
-            if backends
-                .iter()
-                .any(|b: &Arc<dyn ember_runtimes::Backend>| b.name() == name)
-            {
+            if names.contains(name) {
                 return Err(DaemonError::Config(format!("backend {name} given twice")));
             }
+            names.push(name.clone());
+        }
+        for section in file.pools.values() {
+            if let Some(b) = &section.backend {
+                if !names.contains(b) {
+                    names.push(b.clone());
+                }
+            }
+        }
+        let mut backends = Vec::new();
+        for name in &names {
             backends.push(
                 ember_runtimes::backend_by_name(name, &cfg.backend_options(name))
                     .map_err(|e| DaemonError::Config(e.to_string()))?,
@@ -144,40 +175,78 @@ impl Daemon {
             (crate::registry::now_ms() as u64 ^ u64::from(std::process::id())) & 0xffff
         );
         let mut pools = BTreeMap::new();
-        for (rt, backend) in validate::RUNTIMES
-            .iter()
-            .flat_map(|rt| backends.iter().map(move |b| (rt, b)))
-        {
-            let sandbox_cfg = SandboxConfig {
-                backend: backend.clone(),
-                tmpfs_bytes: cfg.tmpfs_mb * 1024 * 1024,
-                agent: agent.clone(),
-                python: cfg.python.clone(),
-                bundles_dir: cfg.bundles_dir(),
-                cgroup_parent: format!("/ember/{tag}"),
-                profile: Profile::by_name(&cfg.sandbox_profile)
-                    .map_err(|e| DaemonError::Config(e.to_string()))?,
-                limits: Limits {
-                    memory_bytes: cfg.sandbox_memory_mb * 1024 * 1024,
-                    pids: cfg.sandbox_pids,
-                },
-                ready_timeout: Duration::from_secs(30),
+        let mut runtime_backends = BTreeMap::new();
+        let mut unavailable = BTreeMap::new();
+        for rt in validate::RUNTIMES {
+            let language = ember_runtimes::Language::by_runtime(rt)
+                .ok_or_else(|| DaemonError::Config(format!("runtime {rt} has no language")))?;
+            let path = match language {
+                ember_runtimes::Language::Python => cfg.python.clone(),
+                ember_runtimes::Language::Node => cfg.node.clone(),
             };
-            let short = rt.trim_end_matches(char::is_numeric);
-            let pool = Pool::new(
-                rt,
-                sandbox_cfg,
-                cgroups.clone(),
-                format!("{daemon_prefix}-{boot}-{short}-{}", backend.name()),
-                PoolSettings {
-                    target: cfg.pool_size,
-                    max: cfg.max_sandboxes,
-                    queue_timeout: Duration::from_millis(cfg.queue_timeout_ms),
-                    idle_trim: Duration::from_millis(cfg.idle_trim_ms),
-                },
-            );
-            tokio::spawn(pool.clone().refill_loop());
-            pools.insert((rt.to_string(), backend.name().to_string()), pool);
+            // The sandboxes bind the host's /usr: no interpreter on the
+            // host, no pool (deploys of that runtime say why).
+            if !std::path::Path::new(&path).exists() {
+                tracing::warn!(runtime = rt, interpreter = %path, "interpreter not installed; no pool for this runtime");
+                unavailable.insert(rt.to_string(), path);
+                continue;
+            }
+            let section = file.pools.get(*rt).cloned().unwrap_or_default();
+            let default_backend = section
+                .backend
+                .clone()
+                .unwrap_or_else(|| cfg.default_backend().to_string());
+            runtime_backends.insert(rt.to_string(), default_backend);
+            let settings = PoolSettings {
+                min_warm: section.min_warm.unwrap_or(cfg.pool_size),
+                max_warm: section
+                    .max_warm
+                    .unwrap_or(cfg.pool_max_warm)
+                    .max(section.min_warm.unwrap_or(cfg.pool_size)),
+                headroom: section.headroom.unwrap_or(cfg.pool_headroom),
+                max: section.max.unwrap_or(cfg.max_sandboxes),
+                queue_timeout: Duration::from_millis(cfg.queue_timeout_ms),
+                idle_trim: Duration::from_millis(
+                    section.idle_trim_ms.unwrap_or(cfg.idle_trim_ms),
+                ),
+                specialized_max_invocations: file
+                    .specialized
+                    .max_invocations
+                    .unwrap_or(cfg.specialized_max_invocations),
+                specialized_idle: Duration::from_millis(
+                    file.specialized.idle_ms.unwrap_or(cfg.specialized_idle_ms),
+                ),
+            };
+            for backend in &backends {
+                let sandbox_cfg = SandboxConfig {
+                    backend: backend.clone(),
+                    tmpfs_bytes: cfg.tmpfs_mb * 1024 * 1024,
+                    agent: agent.clone(),
+                    interpreter: ember_runtimes::Interpreter {
+                        language,
+                        path: path.clone(),
+                    },
+                    bundles_dir: cfg.bundles_dir(),
+                    cgroup_parent: format!("/ember/{tag}"),
+                    profile: Profile::by_name(&cfg.sandbox_profile)
+                        .map_err(|e| DaemonError::Config(e.to_string()))?,
+                    limits: Limits {
+                        memory_bytes: cfg.sandbox_memory_mb * 1024 * 1024,
+                        pids: cfg.sandbox_pids,
+                    },
+                    ready_timeout: Duration::from_secs(30),
+                };
+                let short = rt.trim_end_matches(char::is_numeric);
+                let pool = Pool::new(
+                    rt,
+                    sandbox_cfg,
+                    cgroups.clone(),
+                    format!("{daemon_prefix}-{boot}-{short}-{}", backend.name()),
+                    settings,
+                );
+                tokio::spawn(pool.clone().refill_loop());
+                pools.insert((rt.to_string(), backend.name().to_string()), pool);
+            }
         }
         tracing::info!(
             state_dir = %cfg.state_dir.display(),
@@ -188,6 +257,9 @@ impl Daemon {
         );
         Ok(Arc::new(Daemon {
             cfg,
+            backends: names,
+            runtime_backends,
+            unavailable,
             registry,
             store,
             tag,
@@ -197,10 +269,19 @@ impl Daemon {
         }))
     }
 
-    /// The pool of `runtime` on `backend` (the default backend if `None`).
+    /// The pool of `runtime` on `backend` (the runtime's default backend
+    /// if `None`).
     pub fn pool(&self, runtime: &str, backend: Option<&str>) -> Option<&Arc<Pool>> {
-        let backend = backend.unwrap_or(self.cfg.default_backend());
+        let backend = backend.unwrap_or(self.default_backend(runtime));
         self.pools.get(&(runtime.to_string(), backend.to_string()))
+    }
+
+    /// The backend of `runtime`'s functions deployed without one.
+    pub fn default_backend(&self, runtime: &str) -> &str {
+        self.runtime_backends
+            .get(runtime)
+            .map(String::as_str)
+            .unwrap_or(self.cfg.default_backend())
     }
 
     pub fn pools(&self) -> impl Iterator<Item = &Arc<Pool>> {
@@ -216,21 +297,70 @@ impl Daemon {
     ) -> Result<(FunctionRecord, bool), DeployError> {
         validate::function_name(name).map_err(DeployError::Invalid)?;
         let settings = self.settings(spec.options)?;
+        let digest = self.store_code(&settings, spec.code).await?;
+        let old = self.registry.get(name)?;
+        let rec = self.registry.upsert(name, &settings, digest.as_str())?;
+        if let Some(old) = old {
+            self.drop_code_if_unused(&old.digest);
+        }
+        // Sandboxes bound to the previous deploy will never serve again.
+        for pool in self.pools.values() {
+            pool.unbind(name);
+        }
+        tracing::info!(function = name, digest = %digest, "deployed");
+        Ok(rec)
+    }
+
+    /// Run code once in a throwaway sandbox without deploying it (`ember
+    /// test`): its settings are checked and its dependencies installed as
+    /// for a deploy, nothing is recorded, and its code leaves the store
+    /// again unless a deployed function shares it.
+    pub async fn test_run(
+        self: &Arc<Self>,
+        name: &str,
+        spec: DeploySpec,
+        event: String,
+    ) -> Result<crate::invoke::Report, TestError> {
+        validate::function_name(name).map_err(DeployError::Invalid)?;
+        let settings = self.settings(spec.options)?;
+        let digest = self.store_code(&settings, spec.code).await?;
+        let now = crate::registry::now_ms();
+        let record = FunctionRecord {
+            name: name.to_string(),
+            runtime: settings.runtime,
+            handler: settings.handler,
+            timeout_ms: settings.timeout_ms,
+            profile: settings.profile,
+            backend: settings.backend,
+            mode: settings.mode,
+            limits: settings.limits,
+            digest: digest.as_str().to_string(),
+            created_at: now,
+            updated_at: now,
+        };
+        let res = crate::invoke::invoke_throwaway(self.clone(), record, event).await;
+        self.drop_code_if_unused(digest.as_str());
+        Ok(res?)
+    }
+
+    /// Seal the code in the store after preparing it (dependencies,
+    /// bytecode); returns its digest.
+    async fn store_code(
+        &self,
+        settings: &FunctionSettings,
+        code: CodeSource,
+    ) -> Result<Digest, DeployError> {
         let limits = UnpackLimits {
             max_bytes: self.cfg.max_unpacked_code_bytes,
             ..UnpackLimits::default()
         };
-        let digest = match spec.code {
+        let prepare = self.code_preparer(&settings.runtime);
+        let digest = match code {
             CodeSource::TarGz(bytes) => {
                 let store = self.store.clone();
-                let python = self.cfg.python.clone();
-                tokio::task::spawn_blocking(move || {
-                    store.put_tar_gz(&bytes, limits, &|dir: &std::path::Path| {
-                        ember_runtimes::python::precompile(&python, dir)
-                    })
-                })
-                .await
-                .map_err(|e| DeployError::Invalid(format!("unpacking task failed: {e}")))??
+                tokio::task::spawn_blocking(move || store.put_tar_gz(&bytes, limits, &prepare))
+                    .await
+                    .map_err(|e| DeployError::Invalid(format!("unpacking task failed: {e}")))??
             }
             CodeSource::Path(path) => {
                 if !path.is_absolute() {
@@ -240,37 +370,66 @@ impl Daemon {
                     )));
                 }
                 let store = self.store.clone();
-                let python = self.cfg.python.clone();
-                tokio::task::spawn_blocking(move || {
-                    store.put_dir(&path, limits, &|dir: &std::path::Path| {
-                        ember_runtimes::python::precompile(&python, dir)
-                    })
-                })
-                .await
-                .map_err(|e| DeployError::Invalid(format!("copying task failed: {e}")))??
+                tokio::task::spawn_blocking(move || store.put_dir(&path, limits, &prepare))
+                    .await
+                    .map_err(|e| DeployError::Invalid(format!("copying task failed: {e}")))??
             }
         };
-        let old = self.registry.get(name)?;
-        let rec = self.registry.upsert(name, &settings, digest.as_str())?;
-        if let Some(old) = old {
-            self.drop_code_if_unused(&old.digest);
+        Ok(digest)
+    }
+
+    /// What runs over a function's code tree before it is sealed in the
+    /// store: dependencies (inside the tree, so they are part of its
+    /// digest), then Python's bytecode for everything, dependencies too.
+    fn code_preparer(
+        &self,
+        runtime: &str,
+    ) -> impl Fn(&std::path::Path) -> Result<(), String> + Send + 'static {
+        let python = self.cfg.python.clone();
+        let pip = ember_runtimes::deps::PipSource {
+            wheels_dir: self.cfg.wheels_dir.clone(),
+        };
+        let language = ember_runtimes::Language::by_runtime(runtime);
+        move |dir: &std::path::Path| match language {
+            Some(ember_runtimes::Language::Node) => {
+                ember_runtimes::deps::check_node(dir).map_err(|e| e.to_string())
+            }
+            _ => {
+                ember_runtimes::deps::vendor_python(&python, dir, &pip)
+                    .map_err(|e| e.to_string())?;
+                ember_runtimes::python::precompile(&python, dir)
+            }
         }
-        tracing::info!(function = name, digest = %digest, "deployed");
-        Ok(rec)
     }
 
     /// Fill in defaults and check every setting before any code is stored.
     pub fn settings(&self, o: DeployOptions) -> Result<FunctionSettings, DeployError> {
         let d = FunctionLimits::default();
         let cfg = &self.cfg;
+        let runtime = o.runtime.unwrap_or_else(|| "python3".into());
+        validate::runtime(&runtime).map_err(DeployError::Invalid)?;
+        if let Some(path) = self.unavailable.get(&runtime) {
+            return Err(DeployError::Invalid(format!(
+                "runtime {runtime} is not available on this host: its interpreter {path} is not installed"
+            )));
+        }
+        let language = ember_runtimes::Language::by_runtime(&runtime)
+            .ok_or_else(|| DeployError::Invalid(format!("unknown runtime {runtime:?}")))?;
+        let mode = match o.mode.as_deref() {
+            None if language.can_fork() => Mode::Fork,
+            None => Mode::Specialized,
+            Some(m) => validate::mode(m, &runtime, language.can_fork())
+                .map_err(DeployError::Invalid)?,
+        };
         let settings = FunctionSettings {
-            runtime: o.runtime.unwrap_or_else(|| "python3".into()),
             handler: o
                 .handler
-                .unwrap_or_else(|| validate::DEFAULT_HANDLER.into()),
+                .unwrap_or_else(|| validate::default_handler(&runtime).into()),
+            runtime,
             timeout_ms: o.timeout_ms.unwrap_or(cfg.default_timeout_ms),
             profile: o.profile.unwrap_or_else(|| "default".into()),
             backend: o.backend,
+            mode,
             limits: FunctionLimits {
                 memory_mb: o.memory_mb.unwrap_or(d.memory_mb),
                 pids: o.pids.unwrap_or(d.pids),
@@ -279,15 +438,22 @@ impl Daemon {
                 max_event_bytes: o.max_event_bytes.unwrap_or(cfg.max_event_bytes as u64),
             },
         };
-        validate::runtime(&settings.runtime).map_err(DeployError::Invalid)?;
-        validate::handler(&settings.handler).map_err(DeployError::Invalid)?;
+        validate::handler(&settings.handler, language).map_err(DeployError::Invalid)?;
         validate::timeout_ms(settings.timeout_ms).map_err(DeployError::Invalid)?;
         validate::profile(&settings.profile).map_err(DeployError::Invalid)?;
+        if language == ember_runtimes::Language::Node && settings.profile != "default" {
+            // The node runner starts before any function is known, under
+            // the base filter; it cannot add a profile's filters itself.
+            return Err(DeployError::Invalid(format!(
+                "profile {:?} is not available for runtime node (only \"default\"): Node.js cannot install seccomp filters on itself once started",
+                settings.profile
+            )));
+        }
         if let Some(b) = &settings.backend {
-            if !cfg.backend.contains(b) {
+            if !self.backends.contains(b) {
                 return Err(DeployError::Invalid(format!(
                     "backend {b:?} is not running in this emberd (running: {}; start it with --backend)",
-                    cfg.backend.join(", ")
+                    self.backends.join(", ")
                 )));
             }
         }
@@ -305,6 +471,9 @@ impl Daemon {
         let deleted = self.registry.delete(name)?;
         if let Some(old) = old {
             self.drop_code_if_unused(&old.digest);
+            for pool in self.pools.values() {
+                pool.unbind(name);
+            }
             tracing::info!(function = name, "deleted");
         }
         Ok(deleted)

@@ -3,9 +3,9 @@
 //! timing for each phase.
 
 use crate::daemon::Daemon;
-use crate::pool::{PoolError, StartKind};
+use crate::pool::{PoolError, StartKind, Want};
 use crate::registry::RegistryError;
-use ember_proto::{FromAgent, InvokeRequest, Outcome, ToAgent};
+use ember_proto::{FromAgent, InvokeRequest, Mode, Outcome, ToAgent};
 use ember_runtimes::limits::{InvocationLimits, LimitHits};
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -55,6 +55,8 @@ pub struct Report {
     pub function: String,
     pub sandbox: String,
     pub start: StartKind,
+    /// `fork` or `specialized`.
+    pub mode: &'static str,
     /// Sandbox profile the worker ran under.
     pub profile: String,
     pub outcome: &'static str,
@@ -192,7 +194,6 @@ async fn invoke_inner(
     name: &str,
     body: &[u8],
 ) -> Result<Report, InvokeError> {
-    let t0 = Instant::now();
     let event = check_event(body, daemon.cfg.max_event_bytes)?;
     let func = daemon
         .registry
@@ -205,6 +206,40 @@ async fn invoke_inner(
             limit: event_limit,
         });
     }
+    run_invocation(daemon, id, func, event, false).await
+}
+
+/// Run `func` once in a throwaway sandbox, created for it and destroyed
+/// after (`ember test`): the function need not be deployed.
+pub async fn invoke_throwaway(
+    daemon: Arc<Daemon>,
+    func: crate::registry::FunctionRecord,
+    event: String,
+) -> Result<Report, InvokeError> {
+    let id = invocation_id();
+    let span = tracing::info_span!("test", invocation = %id, function = %func.name);
+    tokio::spawn(async move { run_invocation(&daemon, id, func, event, true).await }.instrument(span))
+        .await
+        .unwrap_or_else(|e| {
+            Err(InvokeError::Sandbox {
+                sandbox: String::new(),
+                phase: "invoke",
+                message: format!("invocation task failed: {e}"),
+            })
+        })
+}
+
+/// The invocation proper: from taking a sandbox to giving it back.
+/// `throwaway`: a sandbox of its own, not from the pool, destroyed after.
+async fn run_invocation(
+    daemon: &Arc<Daemon>,
+    id: String,
+    func: crate::registry::FunctionRecord,
+    event: String,
+    throwaway: bool,
+) -> Result<Report, InvokeError> {
+    let t0 = Instant::now();
+    let name = func.name.as_str();
     let digest =
         ember_injector::Digest::parse(&func.digest).ok_or_else(|| InvokeError::CodeMissing {
             function: name.to_string(),
@@ -225,10 +260,22 @@ async fn invoke_inner(
             backend: func
                 .backend
                 .clone()
-                .unwrap_or_else(|| daemon.cfg.default_backend().to_string()),
+                .unwrap_or_else(|| daemon.default_backend(&func.runtime).to_string()),
         })?;
+    let mode = func.mode;
+    // Specialized sandboxes are bound to one deploy of the function: a
+    // redeploy never runs in a sandbox that loaded the old code.
+    let key = format!("{name}@{}-{}", func.updated_at, &func.digest[..12.min(func.digest.len())]);
+    let want = match mode {
+        Mode::Fork => Want::Fork,
+        Mode::Specialized => Want::Specialized { key: &key },
+    };
     let mut timings = Timings::default();
-    let (mut sb, start, waited) = pool.acquire(name, &id).await?;
+    let (mut sb, start, waited) = if throwaway {
+        pool.create_throwaway(name, &id).await?
+    } else {
+        pool.acquire(name, &id, want).await?
+    };
     if start == StartKind::Cold {
         timings.create = sb.create_us;
         timings.queue = (waited.as_micros() as u64).saturating_sub(sb.create_us);
@@ -267,16 +314,19 @@ async fn invoke_inner(
         sb.applied = Some(want);
     }
 
-    // Inject code at /fn and a fresh /tmp.
+    // Inject code at /fn and a fresh /tmp (a sandbox bound to this
+    // function has both already).
     let t = Instant::now();
-    let tmpfs_bytes = daemon.cfg.tmpfs_mb * 1024 * 1024;
-    let injected = tokio::task::block_in_place(|| sb.code.inject(&code, tmpfs_bytes));
-    if let Err(e) = injected {
-        let _ = tokio::task::block_in_place(|| sb.code.eject());
-        pool.release(sb, false);
-        return Err(fail("inject", e.to_string()));
+    if start != StartKind::Warm {
+        let tmpfs_bytes = daemon.cfg.tmpfs_mb * 1024 * 1024;
+        let injected = tokio::task::block_in_place(|| sb.code.inject(&code, tmpfs_bytes));
+        if let Err(e) = injected {
+            let _ = tokio::task::block_in_place(|| sb.code.eject());
+            pool.release(sb, false);
+            return Err(fail("inject", e.to_string()));
+        }
+        timings.inject = t.elapsed().as_micros() as u64;
     }
-    timings.inject = t.elapsed().as_micros() as u64;
 
     // Run.
     let t = Instant::now();
@@ -290,6 +340,7 @@ async fn invoke_inner(
         max_result_bytes: daemon.cfg.max_result_bytes,
         memory_limit_mb: func.limits.memory_mb,
         profile: func.profile.clone(),
+        mode,
     };
     let wait = Duration::from_millis(func.timeout_ms) + AGENT_GRACE;
     let kill = pool.kill_signal(&sb.id).unwrap_or_default();
@@ -313,6 +364,7 @@ async fn invoke_inner(
             function: name.to_string(),
             sandbox: sandbox_id,
             start,
+            mode: mode.as_str(),
             profile: func.profile.clone(),
             outcome: "killed",
             limits_hit: Vec::new(),
@@ -401,10 +453,17 @@ async fn invoke_inner(
         answer.outcome,
         Outcome::Ok | Outcome::HandlerError | Outcome::ResultTooLarge
     ) && hits == LimitHits::default();
-    if healthy {
+    if healthy && !throwaway {
         pool.mark_returning(&sb.id);
         let pool = pool.clone();
-        tokio::spawn(return_when_idle(pool, sb).in_current_span());
+        let eject = match mode {
+            Mode::Fork => true,
+            Mode::Specialized => {
+                sb.bound = Some(key.clone());
+                false
+            }
+        };
+        tokio::spawn(return_when_idle(pool, sb, eject).in_current_span());
     } else {
         pool.release(sb, false);
     }
@@ -425,6 +484,7 @@ async fn invoke_inner(
         function: name.to_string(),
         sandbox: sandbox_id.clone(),
         start,
+        mode: mode.as_str(),
         profile: func.profile.clone(),
         outcome,
         limits_hit,
@@ -473,11 +533,20 @@ async fn check(sb: &mut ember_runtimes::Sandbox) -> Result<FromAgent, String> {
 /// How long a sandbox may take to warm its next worker.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Wait for the agent's `Idle`, freeze, and put the sandbox back; any
-/// surprise discards it.
-async fn return_when_idle(pool: Arc<crate::pool::Pool>, mut sb: ember_runtimes::Sandbox) {
+/// Take the code out (fork mode; a bound sandbox keeps it), wait for the
+/// agent's `Idle`, freeze, and put the sandbox back; any surprise
+/// discards it.
+async fn return_when_idle(
+    pool: Arc<crate::pool::Pool>,
+    mut sb: ember_runtimes::Sandbox,
+    eject: bool,
+) {
     let t = Instant::now();
-    let ejected = tokio::task::block_in_place(|| sb.code.eject());
+    let ejected = if eject {
+        tokio::task::block_in_place(|| sb.code.eject())
+    } else {
+        Ok(())
+    };
     let eject_us = t.elapsed().as_micros() as u64;
     let healthy = match ejected {
         Err(e) => {

@@ -11,6 +11,7 @@ pub mod api;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod config_file;
 pub mod daemon;
 pub mod invoke;
 pub mod pool;

@@ -1,10 +1,19 @@
-//! Warm pools: per runtime, a set of paused sandboxes kept at a target
-//! size by a background task, handed out to invocations and taken back.
+//! Warm pools: per runtime and backend, a set of paused sandboxes kept at a
+//! target size by a background task, handed out to invocations and taken
+//! back.
 //!
 //! A sandbox is either idle (frozen, in the queue), busy (lent to one
-//! invocation) or being created. An invocation that finds no idle sandbox
-//! creates one itself if the pool is under its maximum (a cold start,
-//! reported as such) or waits for one to come back.
+//! invocation) or being created. An idle sandbox is *generic* (no code; any
+//! function's code is swapped in) or *bound* to one function in
+//! specialized mode (its code stays loaded). An invocation that finds no
+//! fitting idle sandbox creates one itself if the pool is under its maximum
+//! (a cold start, reported as such), recycles a sandbox bound to another
+//! function if the pool is full, or waits for one to come back.
+//!
+//! The target follows demand: it is the generic sandboxes in use plus
+//! `headroom`, within `[min_warm, max_warm]`, so a rising load finds
+//! sandboxes already made; after `idle_trim` without new demand it falls
+//! back and idle extras are destroyed.
 
 use ember_runtimes::cgroup::CgroupLayout;
 use ember_runtimes::{RuntimeError, Sandbox, SandboxConfig};
@@ -24,7 +33,10 @@ const RETURNING_WAIT: Duration = Duration::from_millis(250);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StartKind {
-    /// A warm sandbox from the pool.
+    /// A sandbox already bound to this function (specialized mode): no
+    /// code to swap in, the handler is loaded.
+    Warm,
+    /// A generic warm sandbox from the pool, the code hot-swapped in.
     Hot,
     /// The pool was empty: a sandbox was created for this invocation.
     Cold,
@@ -64,7 +76,22 @@ pub enum KillError {
     },
 }
 
+/// What an invocation needs from the pool.
+#[derive(Debug, Clone, Copy)]
+pub enum Want<'a> {
+    /// A generic sandbox (fork mode).
+    Fork,
+    /// A sandbox bound to `key` (`function@deploy`), or a generic one to
+    /// bind.
+    Specialized { key: &'a str },
+}
+
 struct BusyInfo {
+    /// How it was handed out; only starts that took a generic sandbox
+    /// count as demand for more.
+    start: StartKind,
+    /// It comes back bound to a function.
+    bound: bool,
     /// The invocation has answered; the sandbox is warming its next worker
     /// and comes back to the pool within milliseconds.
     returning: bool,
@@ -78,7 +105,6 @@ struct BusyInfo {
     invocations: u64,
 }
 
-#[derive(Default)]
 struct State {
     idle: VecDeque<Sandbox>,
     busy: HashMap<String, BusyInfo>,
@@ -86,13 +112,54 @@ struct State {
     creating: usize,
     /// Busy sandboxes that are on their way back (see `BusyInfo`).
     returning: usize,
+    /// Generic sandboxes wanted now, between `min_warm` and `max_warm`.
     target: usize,
+    min_warm: usize,
+    max_warm: usize,
+    headroom: usize,
     max: usize,
+    /// Last time demand held the target up.
+    last_demand: Instant,
+    /// Busy sandboxes made for one invocation only (`ember test`): never
+    /// go back to the pool, never count as demand.
+    throwaway: std::collections::HashSet<String>,
 }
 
 impl State {
     fn total(&self) -> usize {
         self.idle.len() + self.busy.len() + self.creating
+    }
+
+    /// Generic capacity: idle generic sandboxes, creations, and busy ones
+    /// that come back generic.
+    fn generic(&self) -> usize {
+        self.idle.iter().filter(|sb| sb.bound.is_none()).count()
+            + self.creating
+            + self
+                .busy
+                .iter()
+                .filter(|(id, b)| !b.bound && !self.throwaway.contains(*id))
+                .count()
+    }
+
+    /// Invocations holding a sandbox they did not find bound to them.
+    fn demand(&self) -> usize {
+        self.busy
+            .iter()
+            .filter(|(id, b)| b.start != StartKind::Warm && !self.throwaway.contains(*id))
+            .count()
+    }
+
+    /// Raise the target to what is in use plus headroom (never lowers it).
+    fn note_demand(&mut self) {
+        let demand = self.demand();
+        let want = (demand + self.headroom).clamp(self.min_warm, self.max_warm.max(self.min_warm));
+        if want > self.target {
+            self.target = want;
+        }
+        if demand + self.headroom >= self.target {
+            self.last_demand = Instant::now();
+        }
     }
 }
 
@@ -101,21 +168,32 @@ struct Counters {
     created: AtomicU64,
     destroyed: AtomicU64,
     create_failures: AtomicU64,
+    warm: AtomicU64,
     hot: AtomicU64,
     cold: AtomicU64,
+    recycled: AtomicU64,
 }
 
 /// Sizes and waits of one pool.
 #[derive(Debug, Clone, Copy)]
 pub struct PoolSettings {
-    /// Warm sandboxes to keep.
-    pub target: usize,
-    /// Most sandboxes at once (warm and busy).
+    /// Warm generic sandboxes kept even when idle.
+    pub min_warm: usize,
+    /// Most warm sandboxes kept ahead of demand.
+    pub max_warm: usize,
+    /// Free sandboxes kept beyond those in use while there is load.
+    pub headroom: usize,
+    /// Most sandboxes at once (warm, bound and busy).
     pub max: usize,
     /// Longest an invocation waits for a sandbox.
     pub queue_timeout: Duration,
-    /// Idle sandboxes above the target are destroyed after this long unused.
+    /// Without demand for this long the target falls back to `min_warm`;
+    /// idle sandboxes above it unused this long are destroyed.
     pub idle_trim: Duration,
+    /// A bound sandbox is recycled after this many invocations...
+    pub specialized_max_invocations: u64,
+    /// ...or after this long unused.
+    pub specialized_idle: Duration,
 }
 
 pub struct Pool {
@@ -133,6 +211,8 @@ pub struct Pool {
     counters: Counters,
     queue_timeout: Duration,
     idle_trim: Duration,
+    specialized_max_invocations: u64,
+    specialized_idle: Duration,
     reaper: Mutex<JoinSet<()>>,
 }
 
@@ -141,16 +221,26 @@ pub struct Pool {
 pub struct PoolStatus {
     pub runtime: String,
     pub backend: &'static str,
+    /// Generic sandboxes wanted now (follows demand).
     pub target: usize,
+    pub min_warm: usize,
+    pub max_warm: usize,
+    pub headroom: usize,
     pub max: usize,
     pub idle: usize,
+    /// Of `idle`: bound to a function (specialized mode).
+    pub bound: usize,
     pub busy: usize,
     pub creating: usize,
     pub created_total: u64,
     pub destroyed_total: u64,
     pub create_failures_total: u64,
+    pub warm_starts_total: u64,
     pub hot_starts_total: u64,
     pub cold_starts_total: u64,
+    /// Bound sandboxes destroyed to make room, or after their invocation
+    /// or idle limit.
+    pub recycled_total: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -162,6 +252,9 @@ pub struct SandboxStatus {
     pub pid: u32,
     pub age_ms: u64,
     pub invocations: u64,
+    /// The function a specialized sandbox is bound to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bound_to: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub function: Option<String>,
     /// The invocation a busy sandbox runs (what `kill` would end).
@@ -186,9 +279,17 @@ impl Pool {
             id_prefix,
             seq: AtomicU64::new(0),
             state: Mutex::new(State {
-                target: settings.target,
+                idle: VecDeque::new(),
+                busy: HashMap::new(),
+                creating: 0,
+                returning: 0,
+                target: settings.min_warm,
+                min_warm: settings.min_warm,
+                max_warm: settings.max_warm.max(settings.min_warm),
+                headroom: settings.headroom,
                 max: settings.max.max(1),
-                ..State::default()
+                last_demand: Instant::now(),
+                throwaway: Default::default(),
             }),
             returned: Notify::new(),
             refill: Notify::new(),
@@ -196,6 +297,8 @@ impl Pool {
             counters: Counters::default(),
             queue_timeout: settings.queue_timeout,
             idle_trim: settings.idle_trim,
+            specialized_max_invocations: settings.specialized_max_invocations.max(1),
+            specialized_idle: settings.specialized_idle,
             reaper: Mutex::new(JoinSet::new()),
         })
     }
@@ -246,18 +349,22 @@ impl Pool {
         }
     }
 
-    /// Take a sandbox for `function`: an idle one (hot), a new one (cold),
-    /// or the next one returned. Returns how long it waited.
+    /// Take a sandbox for `function`: one bound to it (warm), an idle
+    /// generic one (hot), a new one (cold, recycling a sandbox bound to
+    /// another function if the pool is full), or the next one returned.
+    /// Returns how long it waited.
     pub async fn acquire(
-        &self,
+        self: &Arc<Self>,
         function: &str,
         invocation: &str,
+        want: Want<'_>,
     ) -> Result<(Sandbox, StartKind, Duration), PoolError> {
         let started = Instant::now();
         let deadline = started + self.queue_timeout;
         // Waiting a moment for a sandbox that is about to come back beats
         // creating one (tens of milliseconds).
         let returning_until = started + RETURNING_WAIT;
+        let bind = matches!(want, Want::Specialized { .. });
         loop {
             if self.closing.load(Ordering::SeqCst) {
                 return Err(PoolError::ShuttingDown {
@@ -267,33 +374,95 @@ impl Pool {
             let notified = self.returned.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
+            let mut doomed = Vec::new();
             let cold = {
                 let mut st = self.lock();
-                if let Some(sb) = st.idle.pop_front() {
+                let mut found = None;
+                if let Want::Specialized { key } = want {
+                    // Sandboxes bound to an older deploy of this function
+                    // can never serve again.
+                    let prefix = format!("{function}@");
+                    let mut i = 0;
+                    while i < st.idle.len() {
+                        let stale = st.idle[i]
+                            .bound
+                            .as_deref()
+                            .is_some_and(|b| b.starts_with(&prefix) && b != key);
+                        if stale {
+                            doomed.extend(st.idle.remove(i));
+                        } else {
+                            i += 1;
+                        }
+                    }
+                    found = st
+                        .idle
+                        .iter()
+                        .position(|sb| sb.bound.as_deref() == Some(key))
+                        .map(|i| (i, StartKind::Warm));
+                }
+                if found.is_none() {
+                    found = st
+                        .idle
+                        .iter()
+                        .position(|sb| sb.bound.is_none())
+                        .map(|i| (i, StartKind::Hot));
+                }
+                if let Some((i, kind)) = found {
+                    let sb = st.idle.remove(i).expect("index from position");
                     st.busy
-                        .insert(sb.id.clone(), busy_info(&sb, function, invocation));
+                        .insert(sb.id.clone(), busy_info(&sb, function, invocation, kind, bind));
+                    st.note_demand();
                     drop(st);
-                    self.counters.hot.fetch_add(1, Ordering::Relaxed);
+                    self.recycle(doomed);
+                    let counter = match kind {
+                        StartKind::Warm => &self.counters.warm,
+                        _ => &self.counters.hot,
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
                     self.refill.notify_one();
-                    return Ok((sb, StartKind::Hot, started.elapsed()));
+                    return Ok((sb, kind, started.elapsed()));
                 }
                 let wait_for_returning = st.returning > 0 && Instant::now() < returning_until;
                 if !wait_for_returning && st.total() < st.max {
                     st.creating += 1;
                     true
+                } else if !wait_for_returning {
+                    // Full: make room by recycling the least recently used
+                    // sandbox bound to some other function.
+                    let victim = st
+                        .idle
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, sb)| sb.bound.is_some())
+                        .min_by_key(|(_, sb)| sb.last_used)
+                        .map(|(i, _)| i);
+                    match victim.and_then(|i| st.idle.remove(i)) {
+                        Some(sb) => {
+                            doomed.push(sb);
+                            st.creating += 1;
+                            true
+                        }
+                        None => false,
+                    }
                 } else {
                     false
                 }
             };
+            self.recycle(doomed);
             if cold {
                 let res = self.create().await;
                 let mut st = self.lock();
                 st.creating -= 1;
                 return match res {
                     Ok(sb) => {
-                        st.busy
-                            .insert(sb.id.clone(), busy_info(&sb, function, invocation));
+                        st.busy.insert(
+                            sb.id.clone(),
+                            busy_info(&sb, function, invocation, StartKind::Cold, bind),
+                        );
+                        st.note_demand();
                         self.counters.cold.fetch_add(1, Ordering::Relaxed);
+                        drop(st);
+                        self.refill.notify_one();
                         Ok((sb, StartKind::Cold, started.elapsed()))
                     }
                     Err(e) => {
@@ -317,6 +486,69 @@ impl Pool {
                 wait = wait.min(returning_until - now);
             }
             let _ = tokio::time::timeout(wait, notified).await;
+        }
+    }
+
+    /// A sandbox of this pool's kind that is not part of it: created for
+    /// one invocation, busy while it runs, destroyed when released.
+    pub async fn create_throwaway(
+        self: &Arc<Self>,
+        function: &str,
+        invocation: &str,
+    ) -> Result<(Sandbox, StartKind, Duration), PoolError> {
+        let started = Instant::now();
+        if self.closing.load(Ordering::SeqCst) {
+            return Err(PoolError::ShuttingDown {
+                runtime: self.runtime.clone(),
+            });
+        }
+        let sb = self.create().await?;
+        // Busy like any other, so the kill switch and the sandbox list see
+        // it; `release` finds it over the maximum-free accounting and
+        // destroys it.
+        let mut st = self.lock();
+        st.busy.insert(
+            sb.id.clone(),
+            busy_info(&sb, function, invocation, StartKind::Cold, false),
+        );
+        st.throwaway.insert(sb.id.clone());
+        Ok((sb, StartKind::Cold, started.elapsed()))
+    }
+
+    /// Destroy bound sandboxes that cannot serve any more (stale deploy,
+    /// room needed, recycling limits).
+    fn recycle(self: &Arc<Self>, doomed: Vec<Sandbox>) {
+        for sb in doomed {
+            tracing::info!(sandbox = %sb.id, bound = ?sb.bound, invocations = sb.invocations, "recycling specialized sandbox");
+            self.counters.recycled.fetch_add(1, Ordering::Relaxed);
+            self.destroy_later(sb);
+        }
+    }
+
+    /// Recycle the idle sandboxes bound to `function` (it was redeployed
+    /// or deleted). Busy ones are recycled when their key next misses.
+    pub fn unbind(self: &Arc<Self>, function: &str) {
+        let prefix = format!("{function}@");
+        let doomed: Vec<Sandbox> = {
+            let mut st = self.lock();
+            let mut out = Vec::new();
+            let mut i = 0;
+            while i < st.idle.len() {
+                if st.idle[i]
+                    .bound
+                    .as_deref()
+                    .is_some_and(|b| b.starts_with(&prefix))
+                {
+                    out.extend(st.idle.remove(i));
+                } else {
+                    i += 1;
+                }
+            }
+            out
+        };
+        if !doomed.is_empty() {
+            self.recycle(doomed);
+            self.refill.notify_one();
         }
     }
 
@@ -375,7 +607,14 @@ impl Pool {
         if st.busy.remove(&sb.id).is_some_and(|b| b.returning) {
             st.returning -= 1;
         }
-        if healthy && !self.closing.load(Ordering::SeqCst) && st.total() < st.max {
+        let throwaway = st.throwaway.remove(&sb.id);
+        let healthy = healthy && !throwaway;
+        let worn_out = sb.bound.is_some() && sb.invocations >= self.specialized_max_invocations;
+        if worn_out && healthy {
+            drop(st);
+            self.recycle(vec![sb]);
+            self.refill.notify_one();
+        } else if healthy && !self.closing.load(Ordering::SeqCst) && st.total() < st.max {
             st.idle.push_back(sb);
             drop(st);
         } else {
@@ -412,8 +651,9 @@ impl Pool {
             }
             let need = {
                 let mut st = self.lock();
-                // Busy sandboxes come back (fork mode): count them toward the target.
-                let need = st.total() < st.target.min(st.max);
+                // Busy generic sandboxes come back: count them toward the
+                // target. Bound ones serve only their function.
+                let need = st.generic() < st.target && st.total() < st.max;
                 if need {
                     st.creating += 1;
                 }
@@ -450,17 +690,35 @@ impl Pool {
         }
     }
 
-    /// Destroy idle sandboxes above the target that have not been used
-    /// for `idle_trim` (extras made by a burst), oldest use first.
+    /// Follow demand down: after `idle_trim` without demand the target
+    /// falls back toward `min_warm`, and idle generic sandboxes above it
+    /// unused for `idle_trim` are destroyed, oldest use first. Bound
+    /// sandboxes unused for `specialized_idle` are recycled.
     fn trim_idle(self: &Arc<Self>) {
-        let extra: Vec<Sandbox> = {
+        let (extra, stale) = {
             let mut st = self.lock();
+            if st.last_demand.elapsed() >= self.idle_trim {
+                let demand = st.demand();
+                let floor = if demand > 0 { demand + st.headroom } else { 0 };
+                let lower = floor.clamp(st.min_warm, st.max_warm.max(st.min_warm));
+                if lower < st.target {
+                    tracing::info!(runtime = %self.runtime, from = st.target, to = lower, "pool target follows demand down");
+                    st.target = lower;
+                }
+                st.last_demand = Instant::now();
+            }
             let mut out = Vec::new();
-            while st.idle.len() > st.target {
+            loop {
+                let generic_idle = st.idle.iter().filter(|sb| sb.bound.is_none()).count();
+                let busy_generic = st.busy.values().filter(|b| !b.bound).count();
+                if generic_idle + busy_generic <= st.target || generic_idle == 0 {
+                    break;
+                }
                 let oldest = st
                     .idle
                     .iter()
                     .enumerate()
+                    .filter(|(_, sb)| sb.bound.is_none())
                     .min_by_key(|(_, sb)| sb.last_used)
                     .map(|(i, sb)| (i, sb.last_used.elapsed()));
                 match oldest {
@@ -472,14 +730,26 @@ impl Pool {
                     _ => break,
                 }
             }
-            out
+            let mut stale = Vec::new();
+            let mut i = 0;
+            while i < st.idle.len() {
+                if st.idle[i].bound.is_some() && st.idle[i].last_used.elapsed() >= self.specialized_idle {
+                    stale.extend(st.idle.remove(i));
+                } else {
+                    i += 1;
+                }
+            }
+            (out, stale)
         };
         for sb in extra {
             tracing::info!(sandbox = %sb.id, "trimming idle sandbox above pool target");
             self.destroy_later(sb);
         }
+        self.recycle(stale);
     }
 
+    /// Resize: `target` sets the warm floor (`min_warm`, and the target
+    /// if above it), `max` the most sandboxes.
     pub fn set_size(self: &Arc<Self>, target: Option<usize>, max: Option<usize>) -> PoolStatus {
         {
             let mut st = self.lock();
@@ -487,13 +757,28 @@ impl Pool {
                 st.max = m.max(1);
             }
             if let Some(t) = target {
+                st.min_warm = t;
+                st.max_warm = st.max_warm.max(t);
                 st.target = t;
             }
-            // Shrink: idle sandboxes beyond the target are dropped now.
+            // Shrink: idle generic sandboxes beyond the target, and any
+            // idle ones beyond the maximum, are dropped now.
             let mut extra = Vec::new();
-            while st.idle.len() > st.target || (st.total() > st.max && !st.idle.is_empty()) {
-                if let Some(sb) = st.idle.pop_back() {
-                    extra.push(sb);
+            loop {
+                let generic_idle = st.idle.iter().filter(|sb| sb.bound.is_none()).count();
+                let over_target = generic_idle > st.target;
+                let over_max = st.total() > st.max && !st.idle.is_empty();
+                if !over_target && !over_max {
+                    break;
+                }
+                let pick = if over_target {
+                    st.idle.iter().rposition(|sb| sb.bound.is_none())
+                } else {
+                    Some(st.idle.len() - 1)
+                };
+                match pick.and_then(|i| st.idle.remove(i)) {
+                    Some(sb) => extra.push(sb),
+                    None => break,
                 }
             }
             drop(st);
@@ -511,15 +796,21 @@ impl Pool {
             runtime: self.runtime.clone(),
             backend: self.cfg.backend.name(),
             target: st.target,
+            min_warm: st.min_warm,
+            max_warm: st.max_warm,
+            headroom: st.headroom,
             max: st.max,
             idle: st.idle.len(),
+            bound: st.idle.iter().filter(|sb| sb.bound.is_some()).count(),
             busy: st.busy.len(),
             creating: st.creating,
             created_total: self.counters.created.load(Ordering::Relaxed),
             destroyed_total: self.counters.destroyed.load(Ordering::Relaxed),
             create_failures_total: self.counters.create_failures.load(Ordering::Relaxed),
+            warm_starts_total: self.counters.warm.load(Ordering::Relaxed),
             hot_starts_total: self.counters.hot.load(Ordering::Relaxed),
             cold_starts_total: self.counters.cold.load(Ordering::Relaxed),
+            recycled_total: self.counters.recycled.load(Ordering::Relaxed),
         }
     }
 
@@ -536,6 +827,7 @@ impl Pool {
                 pid: sb.init_pid,
                 age_ms: sb.created.elapsed().as_millis() as u64,
                 invocations: sb.invocations,
+                bound_to: sb.bound.as_deref().map(bound_function),
                 function: None,
                 invocation: None,
                 busy_ms: None,
@@ -549,6 +841,7 @@ impl Pool {
             pid: b.pid,
             age_ms: b.created.elapsed().as_millis() as u64,
             invocations: b.invocations,
+            bound_to: b.bound.then(|| b.function.clone()),
             function: Some(b.function.clone()),
             invocation: Some(b.invocation.clone()),
             busy_ms: Some(b.since.elapsed().as_millis() as u64),
@@ -583,8 +876,16 @@ impl Pool {
     }
 }
 
-fn busy_info(sb: &Sandbox, function: &str, invocation: &str) -> BusyInfo {
+fn busy_info(
+    sb: &Sandbox,
+    function: &str,
+    invocation: &str,
+    start: StartKind,
+    bound: bool,
+) -> BusyInfo {
     BusyInfo {
+        start,
+        bound,
         returning: false,
         function: function.to_string(),
         invocation: invocation.to_string(),
@@ -594,4 +895,9 @@ fn busy_info(sb: &Sandbox, function: &str, invocation: &str) -> BusyInfo {
         created: sb.created,
         invocations: sb.invocations,
     }
+}
+
+/// The function name of a binding key (`function@deploy`).
+fn bound_function(key: &str) -> String {
+    key.rsplit_once('@').map(|(f, _)| f).unwrap_or(key).to_string()
 }

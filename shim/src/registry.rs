@@ -1,6 +1,7 @@
 //! The function registry: one SQLite database under the state dir, so a
 //! restarted daemon knows every deployed function.
 
+use ember_proto::Mode;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -57,6 +58,8 @@ pub struct FunctionSettings {
     pub profile: String,
     /// Backend of its sandboxes; `None`: the daemon's default.
     pub backend: Option<String>,
+    /// Fork (a fresh worker per invocation) or specialized.
+    pub mode: Mode,
     pub limits: FunctionLimits,
 }
 
@@ -70,6 +73,7 @@ pub struct FunctionRecord {
     /// Backend of its sandboxes; absent: the daemon's default.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub backend: Option<String>,
+    pub mode: Mode,
     pub limits: FunctionLimits,
     /// Hex SHA-256 of the code tree in the store.
     pub digest: String,
@@ -101,10 +105,11 @@ const ADDED_COLUMNS: &[(&str, &str)] = &[
     ("profile", "TEXT NOT NULL DEFAULT 'default'"),
     ("limits", "TEXT NOT NULL DEFAULT '{}'"),
     ("backend", "TEXT"),
+    ("mode", "TEXT NOT NULL DEFAULT 'fork'"),
 ];
 
 const COLUMNS: &str =
-    "name, runtime, handler, timeout_ms, digest, created_at, updated_at, profile, limits, backend";
+    "name, runtime, handler, timeout_ms, digest, created_at, updated_at, profile, limits, backend, mode";
 
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -168,10 +173,10 @@ impl Registry {
         let limits = serde_json::to_string(&settings.limits).unwrap_or_else(|_| "{}".into());
         self.with(|c| {
             c.execute(
-                "INSERT INTO functions (name, runtime, handler, timeout_ms, digest, created_at, updated_at, profile, limits, backend)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                "INSERT INTO functions (name, runtime, handler, timeout_ms, digest, created_at, updated_at, profile, limits, backend, mode)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
                  ON CONFLICT(name) DO UPDATE SET runtime = ?2, handler = ?3, timeout_ms = ?4,
-                    digest = ?5, updated_at = ?7, profile = ?8, limits = ?9, backend = ?10",
+                    digest = ?5, updated_at = ?7, profile = ?8, limits = ?9, backend = ?10, mode = ?11",
                 params![
                     name,
                     settings.runtime,
@@ -182,7 +187,8 @@ impl Registry {
                     now,
                     settings.profile,
                     limits,
-                    settings.backend
+                    settings.backend,
+                    settings.mode.as_str()
                 ],
             )
         })?;
@@ -193,6 +199,7 @@ impl Registry {
             timeout_ms: settings.timeout_ms,
             profile: settings.profile.clone(),
             backend: settings.backend.clone(),
+            mode: settings.mode,
             limits: settings.limits,
             digest: digest.to_string(),
             created_at,
@@ -252,6 +259,10 @@ fn row_to_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<FunctionRecord> {
         // make the function unusable: fall back to the defaults.
         limits: serde_json::from_str(&r.get::<_, String>(8)?).unwrap_or_default(),
         backend: r.get(9)?,
+        mode: match r.get::<_, String>(10)?.as_str() {
+            "specialized" => Mode::Specialized,
+            _ => Mode::Fork,
+        },
     })
 }
 
@@ -266,6 +277,7 @@ mod tests {
             timeout_ms,
             profile: "default".into(),
             backend: None,
+            mode: Mode::Fork,
             limits: FunctionLimits::default(),
         }
     }
@@ -287,6 +299,7 @@ mod tests {
         let f = r.get("old").unwrap().unwrap();
         assert_eq!(f.profile, "default");
         assert_eq!(f.limits, FunctionLimits::default());
+        assert_eq!(f.mode, Mode::Fork);
     }
 
     #[test]
@@ -301,6 +314,7 @@ mod tests {
             let mut strict = settings("main.other", 200);
             strict.profile = "strict".into();
             strict.limits.memory_mb = 64;
+            strict.mode = Mode::Specialized;
             let (rec2, new) = r.upsert("f", &strict, "bb").unwrap();
             assert!(!new);
             assert_eq!(rec2.created_at, rec.created_at);
@@ -313,6 +327,7 @@ mod tests {
             ("main.other", 200, "bb")
         );
         assert_eq!((f.profile.as_str(), f.limits.memory_mb), ("strict", 64));
+        assert_eq!(f.mode, Mode::Specialized);
         assert_eq!(r.list().unwrap().len(), 2);
         assert!(r.digest_in_use("bb").unwrap());
         assert!(!r.digest_in_use("aa").unwrap());

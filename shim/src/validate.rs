@@ -2,8 +2,33 @@
 //! returns a message that names the offending input.
 
 /// Language runtimes this build can run.
-pub const RUNTIMES: &[&str] = &["python3"];
+pub const RUNTIMES: &[&str] = &["python3", "node"];
+/// Handler of Python functions deployed without one.
 pub const DEFAULT_HANDLER: &str = "main.handler";
+/// Handler of Node.js functions deployed without one.
+pub const DEFAULT_NODE_HANDLER: &str = "index.handler";
+
+/// The handler a function of `runtime` gets when it names none.
+pub fn default_handler(runtime: &str) -> &'static str {
+    match runtime {
+        "node" => DEFAULT_NODE_HANDLER,
+        _ => DEFAULT_HANDLER,
+    }
+}
+
+/// `fork` or `specialized`; fork needs a runtime that can fork.
+pub fn mode(m: &str, runtime: &str, can_fork: bool) -> Result<ember_proto::Mode, String> {
+    match m {
+        "specialized" => Ok(ember_proto::Mode::Specialized),
+        "fork" if can_fork => Ok(ember_proto::Mode::Fork),
+        "fork" => Err(format!(
+            "mode \"fork\" is not available for runtime {runtime}: it cannot fork a warm interpreter; use \"specialized\""
+        )),
+        other => Err(format!(
+            "invalid mode {other:?}: expected \"fork\" or \"specialized\""
+        )),
+    }
+}
 pub const MAX_TIMEOUT_MS: u64 = 900_000;
 
 pub fn function_name(name: &str) -> Result<(), String> {
@@ -39,14 +64,44 @@ fn is_identifier(s: &str) -> bool {
         && chars.all(|c| c == '_' || c.is_alphanumeric())
 }
 
-/// `module.function`, where module may be dotted (`pkg.mod.function`).
-pub fn handler(h: &str) -> Result<(), String> {
-    let ok = h.len() <= 256 && h.contains('.') && h.split('.').all(is_identifier);
+/// Python: `module.function`, where module may be dotted
+/// (`pkg.mod.function`). Node.js: `path/to/file.function`, the file under
+/// the code root without its extension.
+pub fn handler(h: &str, language: ember_runtimes::Language) -> Result<(), String> {
+    let ok = h.len() <= 256
+        && match language {
+            ember_runtimes::Language::Python => {
+                h.contains('.') && h.split('.').all(is_identifier)
+            }
+            ember_runtimes::Language::Node => match h.rsplit_once('.') {
+                Some((file, func)) => {
+                    is_identifier(func)
+                        && !file.is_empty()
+                        && file.split('/').all(|part| {
+                            !part.is_empty()
+                                && part != "."
+                                && part != ".."
+                                && part.bytes().all(|b| {
+                                    b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.'
+                                })
+                        })
+                }
+                None => false,
+            },
+        };
     if ok {
         Ok(())
     } else {
+        let example = match language {
+            ember_runtimes::Language::Python => DEFAULT_HANDLER,
+            ember_runtimes::Language::Node => DEFAULT_NODE_HANDLER,
+        };
         Err(format!(
-            "invalid handler {h:?}: expected module.function, e.g. {DEFAULT_HANDLER}"
+            "invalid handler {h:?}: expected {}, e.g. {example}",
+            match language {
+                ember_runtimes::Language::Python => "module.function",
+                ember_runtimes::Language::Node => "file.function (file relative to the code root, no extension)",
+            }
         ))
     }
 }

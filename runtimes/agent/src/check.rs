@@ -27,15 +27,20 @@ impl Baseline {
     }
 
     /// Every way the sandbox now differs from the baseline; empty = clean.
-    pub fn problems(&self, zygote: i32, spare: i32) -> Vec<String> {
+    /// `keep`: the processes that belong (zygote, spare or runner).
+    /// `tmp_empty`: `/tmp` must be empty (fork mode; a bound runner keeps
+    /// its `/tmp` between invocations).
+    pub fn problems(&self, keep: &[i32], tmp_empty: bool) -> Vec<String> {
         let mut problems = Vec::new();
-        problems.extend(tmp_left());
+        if tmp_empty {
+            problems.extend(tmp_left());
+        }
         match mount_points() {
             Ok(now) => problems.extend(mount_diff(&self.mounts, &now)),
             Err(e) => problems.push(e),
         }
         for pid in procs::others() {
-            if pid != zygote && pid != spare {
+            if !keep.contains(&pid) {
                 problems.push(format!(
                     "process {pid} ({}) is still running",
                     procs::comm(pid).unwrap_or_default()

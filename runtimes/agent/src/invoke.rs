@@ -1,81 +1,19 @@
 //! One invocation: hand the zygote its pipes, collect output and result
 //! under a deadline, then leave no process behind.
 
+use crate::capture::{parse_result, result_complete, Capture};
 use crate::procs;
 use crate::zygote::{Event, Zygote};
-use ember_proto::{frame_len, HandlerError, InvokeRequest, InvokeResult, Outcome};
-use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use ember_proto::{HandlerError, InvokeRequest, InvokeResult, Outcome};
+use nix::fcntl::OFlag;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, Signal};
-use nix::unistd::{pipe2, read, Pid};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use nix::unistd::{pipe2, Pid};
+use std::os::fd::{AsFd, AsRawFd};
 use std::time::{Duration, Instant};
 
 /// How long cleanup may take before the sandbox is declared broken.
 const SETTLE: Duration = Duration::from_secs(3);
-
-/// Bytes read from one pipe, up to a cap; the rest is drained and dropped so
-/// the writer never blocks on a full pipe.
-struct Capture {
-    fd: Option<OwnedFd>,
-    buf: Vec<u8>,
-    cap: usize,
-    truncated: bool,
-    dropped: u64,
-}
-
-impl Capture {
-    fn new(fd: OwnedFd, cap: usize) -> Capture {
-        let _ = fcntl(fd.as_raw_fd(), FcntlArg::F_SETFL(OFlag::O_NONBLOCK));
-        Capture {
-            fd: Some(fd),
-            buf: Vec::new(),
-            cap,
-            truncated: false,
-            dropped: 0,
-        }
-    }
-
-    /// Read what is available now; closes the fd at EOF.
-    fn pump(&mut self) {
-        let Some(fd) = &self.fd else { return };
-        let mut chunk = [0u8; 65536];
-        loop {
-            match read(fd.as_raw_fd(), &mut chunk) {
-                Ok(0) => {
-                    self.fd = None;
-                    return;
-                }
-                Ok(n) => {
-                    let room = self.cap.saturating_sub(self.buf.len());
-                    if n > room {
-                        self.truncated = true;
-                        self.dropped += (n - room) as u64;
-                    }
-                    self.buf.extend_from_slice(&chunk[..n.min(room)]);
-                }
-                Err(nix::errno::Errno::EINTR) => {}
-                Err(_) => return,
-            }
-        }
-    }
-
-    /// The captured text; when bytes were dropped, a marker line says how
-    /// many, so a reader of the log cannot mistake it for the whole output.
-    fn text(&self) -> String {
-        let mut text = String::from_utf8_lossy(&self.buf).into_owned();
-        if self.truncated {
-            if !text.is_empty() && !text.ends_with('\n') {
-                text.push('\n');
-            }
-            text.push_str(&format!(
-                "[ember: output truncated at {} bytes, {} more dropped]\n",
-                self.cap, self.dropped
-            ));
-        }
-        text
-    }
-}
 
 pub fn run(zyg: &mut Zygote, req: &InvokeRequest) -> Result<(InvokeResult, Pending), String> {
     let started = Instant::now();
@@ -107,7 +45,7 @@ pub fn run(zyg: &mut Zygote, req: &InvokeRequest) -> Result<(InvokeResult, Pendi
     line.push(b'\n');
     zyg.send_request(
         &line,
-        [out_w.as_raw_fd(), err_w.as_raw_fd(), res_w.as_raw_fd()],
+        &[out_w.as_raw_fd(), err_w.as_raw_fd(), res_w.as_raw_fd()],
     )?;
     drop((out_w, err_w, res_w));
 
@@ -255,25 +193,7 @@ fn poll_ctl(zyg: &Zygote, wait: Duration) -> bool {
     matches!(poll(&mut fds, ms), Ok(n) if n > 0)
 }
 
-fn result_complete(buf: &[u8]) -> bool {
-    if buf.len() < 4 {
-        return false;
-    }
-    match frame_len([buf[0], buf[1], buf[2], buf[3]]) {
-        Ok(len) => buf.len() >= 4 + len,
-        Err(_) => true,
-    }
-}
-
-fn parse_result(buf: &[u8]) -> Option<serde_json::Value> {
-    if !result_complete(buf) {
-        return None;
-    }
-    let len = frame_len([buf[0], buf[1], buf[2], buf[3]]).ok()?;
-    serde_json::from_slice(&buf[4..4 + len]).ok()
-}
-
-fn apply_worker_message(result: &mut InvokeResult, msg: serde_json::Value, req: &InvokeRequest) {
+pub fn apply_worker_message(result: &mut InvokeResult, msg: serde_json::Value, req: &InvokeRequest) {
     result.confine_us = msg["confine_us"].as_u64().unwrap_or(0);
     match msg["outcome"].as_str() {
         Some("ok") => {

@@ -7,32 +7,47 @@
 //! answering, kills the worker's process group and every other process that
 //! is not the agent or the zygote, so no process survives an invocation.
 //!
+//! Functions in specialized mode (all of Node.js, Python by choice) run in
+//! a long-lived runner bound to one function instead (`runner`).
+//!
 //! It owns nothing on the host: mounts, cgroups and freezing are emberd's.
 //! Built statically (`scripts/build-agent`) so it runs in any root
 //! filesystem.
 
+mod capture;
 mod check;
 mod invoke;
 mod procs;
+mod runner;
 mod zygote;
 
-use ember_proto::{read_frame, write_frame, FrameError, FromAgent, ToAgent};
+use ember_proto::{read_frame, write_frame, FrameError, FromAgent, InvokeRequest, Mode, ToAgent};
 use std::io::{self, BufReader, BufWriter};
 use std::time::Duration;
 
 /// How long the next spare worker may take to fork and warm up.
 const SPARE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The language runtime of this sandbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Language {
+    Python,
+    Node,
+}
+
 /// Options passed on the agent's command line by the sandbox bundle.
 pub struct Options {
-    pub python: String,
+    pub language: Language,
+    /// The interpreter binary inside the sandbox.
+    pub interpreter: String,
     pub uid: u32,
     pub gid: u32,
 }
 
 fn parse_args() -> Result<Options, String> {
     let mut opts = Options {
-        python: "/usr/bin/python3".into(),
+        language: Language::Python,
+        interpreter: "/usr/bin/python3".into(),
         uid: 65534,
         gid: 65534,
     };
@@ -42,7 +57,14 @@ fn parse_args() -> Result<Options, String> {
             .next()
             .ok_or_else(|| format!("flag {flag} needs a value"))?;
         match flag.as_str() {
-            "--python" => opts.python = value,
+            "--python" => {
+                opts.language = Language::Python;
+                opts.interpreter = value;
+            }
+            "--node" => {
+                opts.language = Language::Node;
+                opts.interpreter = value;
+            }
             "--uid" => opts.uid = value.parse().map_err(|e| format!("--uid {value}: {e}"))?,
             "--gid" => opts.gid = value.parse().map_err(|e| format!("--gid {value}: {e}"))?,
             _ => return Err(format!("unknown flag {flag}")),
@@ -86,10 +108,36 @@ fn drop_privileges() -> Result<(), String> {
     Ok(())
 }
 
+/// The sandbox's processes: a Python zygote (fork mode, and the source of
+/// a Python runner), and the specialized runner once there is one (for
+/// Node.js from the start).
+struct Interp {
+    zygote: Option<zygote::Zygote>,
+    runner: Option<runner::Runner>,
+    /// The clean state of a bound sandbox: the baseline plus its /fn and
+    /// /tmp, which stay mounted while it serves its function.
+    bound_baseline: Option<check::Baseline>,
+}
+
 fn run(opts: &Options, out: &mut impl io::Write) -> Result<(), String> {
-    let mut zyg = zygote::Zygote::start(opts)?;
+    let mut interp = match opts.language {
+        Language::Python => Interp {
+            zygote: Some(zygote::Zygote::start(opts)?),
+            runner: None,
+            bound_baseline: None,
+        },
+        Language::Node => Interp {
+            zygote: None,
+            runner: Some(runner::Runner::spawn_node(opts)?),
+            bound_baseline: None,
+        },
+    };
     drop_privileges()?;
-    let ready = zyg.wait_ready()?;
+    let ready = match (&mut interp.zygote, &mut interp.runner) {
+        (Some(zyg), _) => zyg.wait_ready()?,
+        (None, Some(r)) => r.wait_ready()?,
+        (None, None) => return Err("no interpreter started".into()),
+    };
     // The clean state every invocation must leave behind.
     let baseline = check::Baseline::capture()?;
     write_frame(out, &FromAgent::Ready(ready)).map_err(|e| format!("writing ready: {e}"))?;
@@ -101,40 +149,136 @@ fn run(opts: &Options, out: &mut impl io::Write) -> Result<(), String> {
             Err(FrameError::Closed) => return Ok(()),
             Err(e) => return Err(format!("reading request: {e}")),
         };
-        match msg {
+        let req = match msg {
             ToAgent::Shutdown => return Ok(()),
             ToAgent::Check => {
                 return Err("protocol error: check without an invocation".into());
             }
-            ToAgent::Invoke(req) => {
-                let (result, pending) = invoke::run(&mut zyg, &req)?;
-                write_frame(out, &FromAgent::Result(result))
-                    .map_err(|e| format!("writing result: {e}"))?;
-                // While the daemon answers its caller and unmounts the
-                // code: sweep what the invocation left, let the next worker
-                // warm up. Then, once the daemon says the mounts are gone,
-                // check the sandbox is as it was.
-                let strays_killed = invoke::settle(&mut zyg, pending)?;
-                let spare = zyg.wait_spare(SPARE_TIMEOUT)?;
-                match read_frame::<_, ToAgent>(&mut input) {
-                    Ok(ToAgent::Check) => {}
-                    Ok(ToAgent::Shutdown) | Err(FrameError::Closed) => return Ok(()),
-                    Ok(other) => {
-                        return Err(format!("protocol error: expected check, got {other:?}"))
-                    }
-                    Err(e) => return Err(format!("reading check: {e}")),
-                }
-                let problems = baseline.problems(zyg.pid(), spare);
-                write_frame(
-                    out,
-                    &FromAgent::Idle {
-                        spare_pid: spare as u32,
-                        strays_killed,
-                        problems,
-                    },
-                )
-                .map_err(|e| format!("writing idle: {e}"))?;
-            }
+            ToAgent::Invoke(req) => req,
+        };
+        let idle = match req.mode {
+            Mode::Fork => invoke_fork(&mut interp, &baseline, &req, out, &mut input)?,
+            Mode::Specialized => invoke_specialized(&mut interp, &req, out, &mut input)?,
+        };
+        match idle {
+            Some(idle) => write_frame(out, &idle).map_err(|e| format!("writing idle: {e}"))?,
+            None => return Ok(()),
         }
     }
+}
+
+/// Wait for the daemon's `Check` (sent once `/fn` and `/tmp` are handled).
+/// `false`: the daemon is done with this sandbox.
+fn await_check(input: &mut impl io::Read) -> Result<bool, String> {
+    match read_frame::<_, ToAgent>(input) {
+        Ok(ToAgent::Check) => Ok(true),
+        Ok(ToAgent::Shutdown) | Err(FrameError::Closed) => Ok(false),
+        Ok(other) => Err(format!("protocol error: expected check, got {other:?}")),
+        Err(e) => Err(format!("reading check: {e}")),
+    }
+}
+
+fn invoke_fork(
+    interp: &mut Interp,
+    baseline: &check::Baseline,
+    req: &InvokeRequest,
+    out: &mut impl io::Write,
+    input: &mut impl io::Read,
+) -> Result<Option<FromAgent>, String> {
+    let zyg = match (&mut interp.zygote, &interp.runner) {
+        (Some(zyg), None) => zyg,
+        (_, Some(_)) => {
+            return Err(
+                "protocol error: fork-mode invocation in a sandbox with a specialized runner"
+                    .into(),
+            )
+        }
+        (None, None) => return Err("protocol error: no zygote to fork from".into()),
+    };
+    let (result, pending) = invoke::run(zyg, req)?;
+    write_frame(out, &FromAgent::Result(result)).map_err(|e| format!("writing result: {e}"))?;
+    // While the daemon answers its caller and unmounts the code: sweep what
+    // the invocation left, let the next worker warm up. Then, once the
+    // daemon says the mounts are gone, check the sandbox is as it was.
+    let strays_killed = invoke::settle(zyg, pending)?;
+    let spare = zyg.wait_spare(SPARE_TIMEOUT)?;
+    if !await_check(input)? {
+        return Ok(None);
+    }
+    let problems = baseline.problems(&[zyg.pid(), spare], true);
+    Ok(Some(FromAgent::Idle {
+        spare_pid: spare as u32,
+        strays_killed,
+        problems,
+    }))
+}
+
+fn invoke_specialized(
+    interp: &mut Interp,
+    req: &InvokeRequest,
+    out: &mut impl io::Write,
+    input: &mut impl io::Read,
+) -> Result<Option<FromAgent>, String> {
+    if interp.runner.is_none() {
+        let zyg = interp
+            .zygote
+            .as_mut()
+            .ok_or("protocol error: no zygote to take a runner from")?;
+        interp.runner = Some(runner::Runner::bind_python(zyg, &req.profile)?);
+    }
+    let runner = interp.runner.as_mut().ok_or("no runner")?;
+    match &runner.bound {
+        None => {
+            if interp.zygote.is_none() && req.profile != "default" {
+                // Node starts before any profile is known, under the base
+                // filter only; the daemon refuses such deploys already.
+                return Err(format!(
+                    "profile {:?} is not available to node runners (only default)",
+                    req.profile
+                ));
+            }
+            runner.bound = Some(req.function.clone());
+            // /fn and /tmp are mounted now and stay until the sandbox goes.
+            interp.bound_baseline = Some(check::Baseline::capture()?);
+        }
+        Some(f) if *f != req.function => {
+            return Err(format!(
+                "protocol error: runner bound to {f:?} asked to run {:?}",
+                req.function
+            ))
+        }
+        Some(_) => {}
+    }
+    let result = runner.invoke(interp.zygote.as_mut(), req)?;
+    write_frame(out, &FromAgent::Result(result)).map_err(|e| format!("writing result: {e}"))?;
+    let keep: Vec<i32> = interp
+        .zygote
+        .as_ref()
+        .map(|z| z.pid())
+        .into_iter()
+        .chain(Some(runner.pid))
+        .collect();
+    // The runner's children (a handler's subprocesses) do not outlive the
+    // invocation either.
+    let strays_killed = procs::kill_all_but(&keep);
+    if let Some(zyg) = &interp.zygote {
+        procs::reap(zyg.pid())?;
+    } else {
+        procs::reap(-1)?;
+    }
+    if !await_check(input)? {
+        return Ok(None);
+    }
+    let mut problems = match &interp.bound_baseline {
+        Some(b) => b.problems(&keep, false),
+        None => vec!["bound runner without a baseline".to_string()],
+    };
+    if runner.dead {
+        problems.push(format!("runner {} is gone", runner.pid));
+    }
+    Ok(Some(FromAgent::Idle {
+        spare_pid: runner.pid as u32,
+        strays_killed,
+        problems,
+    }))
 }

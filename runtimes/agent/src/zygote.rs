@@ -45,7 +45,7 @@ impl Zygote {
         )
         .map_err(|e| format!("socketpair for the zygote: {e}"))?;
         let their_fd = theirs.as_raw_fd();
-        let mut cmd = Command::new(&opts.python);
+        let mut cmd = Command::new(&opts.interpreter);
         cmd.args(["-I", "-B", "-c", BOOTSTRAP])
             .env_clear()
             .env("PATH", "/usr/local/bin:/usr/bin:/bin")
@@ -74,7 +74,7 @@ impl Zygote {
         }
         let child = cmd
             .spawn()
-            .map_err(|e| format!("starting zygote {}: {e}", opts.python))?;
+            .map_err(|e| format!("starting zygote {}: {e}", opts.interpreter))?;
         drop(theirs);
         let mut zyg = Zygote {
             child,
@@ -139,8 +139,8 @@ impl Zygote {
     }
 
     /// Send one request line with the worker's three pipe ends attached.
-    pub fn send_request(&mut self, line: &[u8], fds: [RawFd; 3]) -> Result<(), String> {
-        let cmsg = [ControlMessage::ScmRights(&fds)];
+    pub fn send_request(&mut self, line: &[u8], fds: &[RawFd]) -> Result<(), String> {
+        let cmsg = [ControlMessage::ScmRights(fds)];
         let sent = sendmsg::<()>(
             self.ctl.as_raw_fd(),
             &[IoSlice::new(line)],

@@ -59,6 +59,8 @@ import urllib.parse  # noqa: F401
 import uuid  # noqa: F401
 
 CTL_FD = 3
+# Where deploy vendors a function's requirements.txt, inside its code tree.
+DEPS_DIR = ".ember/python"
 ctl = socket.socket(fileno=CTL_FD)
 
 PR_SET_DUMPABLE = 4
@@ -133,7 +135,7 @@ def confine(profile):
 
 
 def recv_request():
-    data, fds, _flags, _addr = socket.recv_fds(ctl, 1 << 16, 3)
+    data, fds, _flags, _addr = socket.recv_fds(ctl, 1 << 16, 4)
     if not data:
         os._exit(0)
     chunks = [data]
@@ -212,6 +214,95 @@ def rehearse():
     _prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0)
 
 
+def read_line(fd, pending):
+    """One request line from the request pipe (specialized mode); the
+    bytes after it stay in `pending` for the next call."""
+    while b"\n" not in pending:
+        more = os.read(fd, 1 << 20)
+        if not more:
+            os._exit(0)
+        pending.extend(more)
+    i = pending.index(b"\n")
+    line = bytes(pending[:i])
+    del pending[: i + 1]
+    return json.loads(line)
+
+
+def serve_specialized(profile, fds, out, err):
+    """Specialized mode: this process is bound to one function for the
+    sandbox's life. Confined once, it imports the handler on the first
+    request and keeps it (module state survives between invocations, as in
+    a warm Lambda); each request line gets one result frame."""
+    out_w, err_w, res_w, req_r = fds
+    os.dup2(out_w, 1)
+    os.dup2(err_w, 2)
+    os.close(out_w)
+    os.close(err_w)
+    sys.stdout = out
+    sys.stderr = err
+    t = time.perf_counter_ns()
+    try:
+        confine(profile)
+    except BaseException as exc:  # noqa: B036 - fail closed, whatever it was
+        write_result(res_w, {"outcome": "setup_error", "message": "confining the worker: %s" % exc, "fatal": True})
+        os._exit(0)
+    confine_us = (time.perf_counter_ns() - t) // 1000
+    os.chdir("/fn")
+    sys.path.insert(0, "/fn")
+    add_dependencies()
+    pending = bytearray()
+    handler = None
+    while True:
+        req = read_line(req_r, pending)
+        deadline = time.monotonic() + req["timeout_ms"] / 1000.0
+        try:
+            if handler is None:
+                handler = load_handler(req["handler"])
+            msg = call(handler, req, deadline)
+        except BaseException as exc:  # noqa: B036
+            msg = {"outcome": "handler_error", "error": error_of(exc)}
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except Exception:
+            pass
+        msg["confine_us"] = confine_us
+        confine_us = 0
+        write_result(res_w, msg)
+
+
+def add_dependencies():
+    """Dependencies vendored at deploy time (requirements.txt) live in the
+    function's own code tree, so only this function sees them."""
+    deps = "/fn/" + DEPS_DIR
+    if os.path.isdir(deps):
+        sys.path.insert(1, deps)
+
+
+def load_handler(spec):
+    module_name, _, func_name = spec.rpartition(".")
+    module = importlib.import_module(module_name)
+    handler = getattr(module, func_name, None)
+    if not callable(handler):
+        raise AttributeError(
+            "handler %r not found: module %r has no callable %r" % (spec, module_name, func_name)
+        )
+    return handler
+
+
+def call(handler, req, deadline):
+    event = json.loads(req["event"])
+    value = handler(event, Context(req, deadline))
+    try:
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise TypeError("handler result is not JSON serializable: %s" % exc) from None
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > req["max_result_bytes"]:
+        return {"outcome": "result_too_large", "size": size}
+    return {"outcome": "ok", "result": text}
+
+
 def run_worker(req, fds, out, err):
     deadline = time.monotonic() + req["timeout_ms"] / 1000.0
     out_w, err_w, res_w = fds
@@ -232,25 +323,8 @@ def run_worker(req, fds, out, err):
     try:
         os.chdir("/fn")
         sys.path.insert(0, "/fn")
-        module_name, _, func_name = req["handler"].rpartition(".")
-        module = importlib.import_module(module_name)
-        handler = getattr(module, func_name, None)
-        if not callable(handler):
-            raise AttributeError(
-                "handler %r not found: module %r has no callable %r"
-                % (req["handler"], module_name, func_name)
-            )
-        event = json.loads(req["event"])
-        value = handler(event, Context(req, deadline))
-        try:
-            text = json.dumps(value, ensure_ascii=False, allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            raise TypeError("handler result is not JSON serializable: %s" % exc) from None
-        size = len(text.encode("utf-8", "surrogatepass"))
-        if size > req["max_result_bytes"]:
-            msg = {"outcome": "result_too_large", "size": size}
-        else:
-            msg = {"outcome": "ok", "result": text}
+        add_dependencies()
+        msg = call(load_handler(req["handler"]), req, deadline)
     except BaseException as exc:  # noqa: B036 - SystemExit from user code is an error too
         msg = {"outcome": "handler_error", "error": error_of(exc)}
     try:
@@ -295,6 +369,10 @@ def spare():
     req, fds = recv_request()
     # User code must never reach the agent's control socket.
     ctl.close()
+    if req.get("specialized"):
+        if len(fds) != 4:
+            os._exit(71)
+        serve_specialized(req["profile"], fds, out, err)
     if len(fds) != 3:
         os._exit(71)
     run_worker(req, fds, out, err)

@@ -16,7 +16,7 @@ pub const MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
 
 /// Version of this protocol. The agent reports it in `Ready`; the daemon
 /// refuses an agent that speaks another (a stale `ember-agent` binary).
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Messages the daemon sends to the agent.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -50,6 +50,34 @@ pub struct InvokeRequest {
     /// Sandbox profile whose worker filters the worker installs before
     /// user code runs (`default`, `strict`).
     pub profile: String,
+    /// How the handler runs: a fresh worker per invocation, or a process
+    /// bound to this function that keeps it loaded.
+    #[serde(default)]
+    pub mode: Mode,
+}
+
+/// Execution mode of an invocation.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// A worker forked from the zygote runs one invocation and dies:
+    /// nothing survives between invocations (Python's default).
+    #[default]
+    Fork,
+    /// The first invocation binds the sandbox's runner process to the
+    /// function; it keeps the function loaded and serves every later
+    /// invocation of it (module state survives, like a warm Lambda). The
+    /// code stays mounted until the sandbox is recycled.
+    Specialized,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Fork => "fork",
+            Mode::Specialized => "specialized",
+        }
+    }
 }
 
 /// Messages the agent sends to the daemon.
@@ -232,6 +260,7 @@ mod tests {
             max_result_bytes: 6,
             memory_limit_mb: 7,
             profile: "strict".into(),
+            mode: Mode::Specialized,
         });
         let mut buf = Vec::new();
         write_frame(&mut buf, &msg).unwrap();

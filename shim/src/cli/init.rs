@@ -7,7 +7,7 @@ use std::path::Path;
 pub const MANIFEST: &str = "ember.json";
 
 /// `ember.json` in a function directory: `name` and the deploy settings of
-/// the API (runtime, handler, timeout_ms, profile, memory_mb, pids,
+/// the API (runtime, handler, mode, timeout_ms, profile, backend, memory_mb, pids,
 /// cpu_shares, max_output_bytes, max_event_bytes). Every field is
 /// optional; flags to `ember deploy` win over it. Unknown keys are errors.
 #[derive(Debug, Default)]
@@ -47,6 +47,16 @@ const PYTHON_MAIN: &str = r#"def handler(event, context):
     return {"greeting": f"Hello, {name}!", "function": context.function_name}
 "#;
 
+const NODE_INDEX: &str = r#"// Called once per invocation with the JSON event; return (or resolve to)
+// anything JSON-serializable. The module stays loaded between invocations
+// of this function (Node.js runs in specialized mode).
+exports.handler = async (event, context) => {
+  const name = (event && event.name) || "world";
+  console.log(`greeting ${name}`); // captured: `ember invoke -v` shows it
+  return { greeting: `Hello, ${name}!`, function: context.functionName };
+};
+"#;
+
 pub fn run(dir: &Path, runtime: &str) -> Result<()> {
     crate::validate::runtime(runtime).map_err(anyhow::Error::msg)?;
     let name = dir
@@ -58,11 +68,16 @@ pub fn run(dir: &Path, runtime: &str) -> Result<()> {
         bail!("{} already exists and is not empty", dir.display());
     }
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    std::fs::write(dir.join("main.py"), PYTHON_MAIN)?;
+    let (file, text, mode) = match runtime {
+        "node" => ("index.js", NODE_INDEX, "specialized"),
+        _ => ("main.py", PYTHON_MAIN, "fork"),
+    };
+    std::fs::write(dir.join(file), text)?;
     let manifest = serde_json::json!({
         "name": name,
         "runtime": runtime,
-        "handler": crate::validate::DEFAULT_HANDLER,
+        "handler": crate::validate::default_handler(runtime),
+        "mode": mode,
         "timeout_ms": 3000,
         "profile": "default",
         "memory_mb": 256,
@@ -72,7 +87,7 @@ pub fn run(dir: &Path, runtime: &str) -> Result<()> {
         serde_json::to_string_pretty(&manifest)? + "\n",
     )?;
     eprintln!(
-        "created {0}/main.py and {0}/{MANIFEST}; deploy with: ember deploy {0}",
+        "created {0}/{file} and {0}/{MANIFEST}; try it with: ember test {0}; deploy with: ember deploy {0}",
         dir.display()
     );
     Ok(())

@@ -36,12 +36,17 @@ pub struct Cli {
 /// the daemon's default.
 #[derive(Debug, Default, clap::Args)]
 pub struct DeployFlags {
-    /// Language runtime (default python3).
+    /// Language runtime: python3 (default) or node.
     #[arg(long)]
     runtime: Option<String>,
-    /// Handler as module.function (default main.handler).
+    /// Handler: module.function for python3 (default main.handler),
+    /// file.function for node (default index.handler).
     #[arg(long)]
     handler: Option<String>,
+    /// fork (a fresh worker per invocation; python3's default) or
+    /// specialized (a sandbox keeps the function loaded; node's only mode).
+    #[arg(long)]
+    mode: Option<String>,
     /// Timeout in milliseconds.
     #[arg(long)]
     timeout_ms: Option<u64>,
@@ -77,6 +82,7 @@ impl DeployFlags {
             timeout_ms: self.timeout_ms.or(m.timeout_ms),
             profile: self.profile.or(m.profile),
             backend: self.backend.or(m.backend),
+            mode: self.mode.or(m.mode),
             memory_mb: self.memory_mb.or(m.memory_mb),
             pids: self.pids.or(m.pids),
             cpu_shares: self.cpu_shares.or(m.cpu_shares),
@@ -115,13 +121,26 @@ fn query_string(o: &DeployOptions) -> String {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Scaffold a function: NAME/main.py with handler(event, context) and NAME/ember.json.
+    /// Scaffold a function: NAME/main.py (python3) or NAME/index.js (node)
+    /// with handler(event, context), and NAME/ember.json.
     Init {
         /// Directory to create; its last component is the function name.
         name: PathBuf,
-        /// Language runtime.
+        /// Language runtime: python3 or node.
         #[arg(long, default_value = "python3")]
         runtime: String,
+    },
+    /// Run a function directory once in a throwaway sandbox, without
+    /// deploying it; prints its JSON result on stdout, its output and
+    /// timings on stderr.
+    Test {
+        /// Function directory (with ember.json, if any).
+        dir: PathBuf,
+        /// Event as JSON text; `@FILE` reads a file, `-` reads stdin. Default `{}`.
+        #[arg(long, short = 'd')]
+        data: Option<String>,
+        #[command(flatten)]
+        settings: DeployFlags,
     },
     /// Deploy (or update) a function from a directory.
     Deploy {
@@ -187,6 +206,11 @@ pub async fn run(cli: Cli) -> Result<()> {
             name,
             settings,
         } => deploy(&client, dir, name, settings).await,
+        Command::Test {
+            dir,
+            data,
+            settings,
+        } => test(&client, dir, data, settings).await,
         Command::Kill { id } => {
             let a = ok(client
                 .request(Method::POST, &format!("/v1/sandboxes/{id}/kill"), None, "")
@@ -275,6 +299,42 @@ async fn deploy(
     Ok(())
 }
 
+/// `ember test`: the daemon reads the directory itself (same host), runs it
+/// in a sandbox of its own and forgets it.
+async fn test(
+    client: &Client,
+    dir: PathBuf,
+    data: Option<String>,
+    flags: DeployFlags,
+) -> Result<()> {
+    let manifest = init::Manifest::load(&dir)?;
+    let abs = std::fs::canonicalize(&dir).with_context(|| format!("{}", dir.display()))?;
+    let name = manifest
+        .as_ref()
+        .and_then(|m| m.name.clone())
+        .or_else(|| abs.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "test".into());
+    let options = flags.over(manifest.map(|m| m.options).unwrap_or_default());
+    let event: serde_json::Value = serde_json::from_slice(&read_data(data)?)
+        .context("--data is not valid JSON")?;
+    let mut body = serde_json::to_value(&options)?;
+    if let Some(map) = body.as_object_mut() {
+        map.retain(|_, v| !v.is_null());
+        map.insert("name".into(), serde_json::json!(name));
+        map.insert("code".into(), serde_json::json!({ "path": abs }));
+        map.insert("event".into(), event);
+    }
+    let a = client
+        .request(
+            Method::POST,
+            "/v1/test",
+            Some("application/json"),
+            serde_json::to_vec(&body)?,
+        )
+        .await?;
+    show_invocation(a, true)
+}
+
 fn read_data(data: Option<String>) -> Result<Vec<u8>> {
     match data.as_deref() {
         None => Ok(b"{}".to_vec()),
@@ -337,6 +397,12 @@ async fn invoke(client: &Client, name: &str, data: Option<String>, verbose: bool
             body,
         )
         .await?;
+    show_invocation(a, verbose)
+}
+
+/// Print an invocation's answer: the result on stdout; with `verbose` (or
+/// on failure) its output, and timings, on stderr.
+fn show_invocation(a: Answer, verbose: bool) -> Result<()> {
     let v = a.json();
     if a.status.is_success() {
         if verbose {
@@ -355,6 +421,9 @@ async fn invoke(client: &Client, name: &str, data: Option<String>, verbose: bool
     }
     if let Some(tb) = v["error"]["traceback"].as_str().filter(|t| !t.is_empty()) {
         eprint!("{tb}");
+        if !tb.ends_with('\n') {
+            eprintln!();
+        }
     }
     ok(a).map(|_| ())
 }
@@ -403,13 +472,17 @@ async fn functions(client: &Client, json: bool) -> Result<()> {
             vec![
                 s(&f["name"]),
                 s(&f["runtime"]),
+                s(&f["mode"]),
                 s(&f["handler"]),
                 format!("{}ms", s(&f["timeout_ms"])),
                 s(&f["digest"]).chars().take(12).collect(),
             ]
         })
         .collect();
-    table(&["NAME", "RUNTIME", "HANDLER", "TIMEOUT", "CODE"], rows);
+    table(
+        &["NAME", "RUNTIME", "MODE", "HANDLER", "TIMEOUT", "CODE"],
+        rows,
+    );
     Ok(())
 }
 
@@ -429,10 +502,14 @@ async fn pools(client: &Client, json: bool) -> Result<()> {
                 "runtime",
                 "backend",
                 "target",
+                "min_warm",
+                "max_warm",
                 "max",
                 "idle",
+                "bound",
                 "busy",
                 "creating",
+                "warm_starts_total",
                 "hot_starts_total",
                 "cold_starts_total",
             ]
@@ -443,7 +520,8 @@ async fn pools(client: &Client, json: bool) -> Result<()> {
         .collect();
     table(
         &[
-            "RUNTIME", "BACKEND", "TARGET", "MAX", "IDLE", "BUSY", "CREATING", "HOT", "COLD",
+            "RUNTIME", "BACKEND", "TARGET", "MIN", "MAX_WARM", "MAX", "IDLE", "BOUND", "BUSY",
+            "CREATING", "WARM", "HOT", "COLD",
         ],
         rows,
     );
@@ -462,14 +540,30 @@ async fn sandboxes(client: &Client, json: bool) -> Result<()> {
         .unwrap_or_default()
         .iter()
         .map(|b| {
-            ["id", "runtime", "state", "pid", "invocations", "function"]
-                .iter()
-                .map(|k| s(&b[*k]))
-                .collect()
+            [
+                "id",
+                "runtime",
+                "state",
+                "pid",
+                "invocations",
+                "bound_to",
+                "function",
+            ]
+            .iter()
+            .map(|k| s(&b[*k]))
+            .collect()
         })
         .collect();
     table(
-        &["ID", "RUNTIME", "STATE", "PID", "INVOCATIONS", "FUNCTION"],
+        &[
+            "ID",
+            "RUNTIME",
+            "STATE",
+            "PID",
+            "INVOCATIONS",
+            "BOUND TO",
+            "FUNCTION",
+        ],
         rows,
     );
     Ok(())

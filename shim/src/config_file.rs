@@ -1,0 +1,177 @@
+//! The configuration file (`/etc/ember/ember.toml` unless `--config` says
+//! otherwise): per language runtime, the warm pool's bounds, how it follows
+//! demand and its default backend; and how specialized sandboxes are
+//! recycled. Flags give the defaults; a runtime's section overrides them
+//! for that runtime. Unknown keys are errors, so a typo never passes
+//! silently.
+//!
+//! ```toml
+//! [pools.python3]
+//! backend = "runc"      # default backend of python3 functions
+//! min_warm = 2          # warm sandboxes kept even when idle
+//! max_warm = 6          # most warm sandboxes kept ahead of demand
+//! max = 8               # most sandboxes at once (warm and busy)
+//! headroom = 1          # warm sandboxes kept beyond those in use
+//! idle_trim_ms = 10000  # unused this long: shrink back toward min_warm
+//!
+//! [pools.node]
+//! min_warm = 1
+//!
+//! [specialized]
+//! max_invocations = 10000  # recycle a bound sandbox after this many
+//! idle_ms = 300000         # or after this long unused
+//! ```
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Where emberd looks when `--config` is not given. A missing file there
+/// is fine (flags and built-in defaults apply); a missing file named by
+/// `--config` is an error.
+pub const DEFAULT_PATH: &str = "/etc/ember/ember.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigFileError {
+    #[error("reading config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// Per language runtime (`python3`, `node`).
+    #[serde(default)]
+    pub pools: BTreeMap<String, PoolSection>,
+    #[serde(default)]
+    pub specialized: SpecializedSection,
+}
+
+/// One runtime's pool settings; absent keys keep the flags' values.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PoolSection {
+    pub backend: Option<String>,
+    pub min_warm: Option<usize>,
+    pub max_warm: Option<usize>,
+    pub max: Option<usize>,
+    pub headroom: Option<usize>,
+    pub idle_trim_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SpecializedSection {
+    pub max_invocations: Option<u64>,
+    pub idle_ms: Option<u64>,
+}
+
+impl ConfigFile {
+    /// Load `explicit` (must exist) or the default path (may be absent).
+    pub fn load(explicit: Option<&Path>) -> Result<ConfigFile, ConfigFileError> {
+        let (path, required) = match explicit {
+            Some(p) => (p.to_path_buf(), true),
+            None => (PathBuf::from(DEFAULT_PATH), false),
+        };
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(ConfigFile::default())
+            }
+            Err(source) => return Err(ConfigFileError::Read { path, source }),
+        };
+        ConfigFile::parse(&text).map_err(|message| ConfigFileError::Invalid { path, message })
+    }
+
+    /// Parse and check the file's text.
+    pub fn parse(text: &str) -> Result<ConfigFile, String> {
+        let cfg: ConfigFile = toml::from_str(text).map_err(|e| e.to_string())?;
+        for (rt, p) in &cfg.pools {
+            if ember_runtimes::Language::by_runtime(rt).is_none() {
+                return Err(format!(
+                    "[pools.{rt}]: unknown runtime (known: {})",
+                    crate::validate::RUNTIMES.join(", ")
+                ));
+            }
+            if let Some(b) = &p.backend {
+                if !ember_runtimes::BACKEND_NAMES.contains(&b.as_str()) {
+                    return Err(format!(
+                        "[pools.{rt}] backend {b:?}: unknown (known: {})",
+                        ember_runtimes::BACKEND_NAMES.join(", ")
+                    ));
+                }
+            }
+            if let (Some(lo), Some(hi)) = (p.min_warm, p.max_warm) {
+                if lo > hi {
+                    return Err(format!(
+                        "[pools.{rt}] min_warm {lo} is above max_warm {hi}"
+                    ));
+                }
+            }
+            if p.max == Some(0) {
+                return Err(format!("[pools.{rt}] max must be at least 1"));
+            }
+        }
+        if cfg.specialized.max_invocations == Some(0) {
+            return Err("[specialized] max_invocations must be at least 1".into());
+        }
+        Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_example_parses() {
+        let doc = include_str!("config_file.rs");
+        let start = doc.find("//! ```toml").unwrap();
+        let end = doc[start + 10..].find("//! ```").unwrap() + start + 10;
+        let text: String = doc[start..end]
+            .lines()
+            .skip(1)
+            .map(|l| l.trim_start_matches("//!").trim_start())
+            .collect::<Vec<_>>()
+            .join("\n");
+        let cfg = ConfigFile::parse(&text).unwrap();
+        let py = &cfg.pools["python3"];
+        assert_eq!(py.min_warm, Some(2));
+        assert_eq!(py.max_warm, Some(6));
+        assert_eq!(py.backend.as_deref(), Some("runc"));
+        assert_eq!(cfg.pools["node"].min_warm, Some(1));
+        assert_eq!(cfg.specialized.max_invocations, Some(10000));
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let e = ConfigFile::parse("[pools.python3]\nmin_wrm = 2\n").unwrap_err();
+        assert!(e.contains("min_wrm"), "{e}");
+        let e = ConfigFile::parse("[pools.ruby]\nmin_warm = 2\n").unwrap_err();
+        assert!(e.contains("ruby"), "{e}");
+        let e = ConfigFile::parse("[pools.node]\nbackend = \"kata\"\n").unwrap_err();
+        assert!(e.contains("kata"), "{e}");
+        let e = ConfigFile::parse("[pools.node]\nmin_warm = 3\nmax_warm = 1\n").unwrap_err();
+        assert!(e.contains("min_warm 3"), "{e}");
+        let e = ConfigFile::parse("[specialized]\nmax_invocations = 0\n").unwrap_err();
+        assert!(e.contains("max_invocations"), "{e}");
+        let e = ConfigFile::parse("pools = 3").unwrap_err();
+        assert!(!e.is_empty());
+    }
+
+    #[test]
+    fn a_missing_default_file_is_fine_but_a_named_one_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope.toml");
+        let e = ConfigFile::load(Some(&missing)).unwrap_err().to_string();
+        assert!(e.contains("nope.toml"), "{e}");
+        std::fs::write(dir.path().join("ok.toml"), "[pools.node]\nmax = 3\n").unwrap();
+        let cfg = ConfigFile::load(Some(&dir.path().join("ok.toml"))).unwrap();
+        assert_eq!(cfg.pools["node"].max, Some(3));
+    }
+}
