@@ -46,7 +46,35 @@ fn mount(dest: &str, source: &str, typ: &str, opts: &[&str]) -> serde_json::Valu
     json!({ "destination": dest, "source": source, "type": typ, "options": opts })
 }
 
-fn bundle(runtime: &Runtime, id: &str, code: &Path, event: &str) -> Result<Bundle> {
+/// The language of the handler a cold start runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lang {
+    /// `/fn/main.py`, `handler(event, context)`.
+    Python,
+    /// `/fn/index.js`, `exports.handler(event, context)` (may be async).
+    Node,
+}
+
+fn process_args(lang: Lang, event: &str) -> Vec<String> {
+    match lang {
+        Lang::Python => {
+            let script = format!(
+                "import sys, json; sys.path.insert(0, '/fn'); import main; \
+                 print(json.dumps(main.handler(json.loads({event:?}), None)))"
+            );
+            vec!["/usr/bin/python3".into(), "-I".into(), "-B".into(), "-c".into(), script]
+        }
+        Lang::Node => {
+            let script = format!(
+                "const m = require('/fn/index.js'); \
+                 Promise.resolve(m.handler(JSON.parse({event:?}), {{}})).then((r) => console.log(JSON.stringify(r)))"
+            );
+            vec!["/usr/bin/node".into(), "-e".into(), script]
+        }
+    }
+}
+
+fn bundle(runtime: &Runtime, id: &str, code: &Path, event: &str, lang: Lang) -> Result<Bundle> {
     let dir = tempfile::Builder::new().prefix("bench-cold-").tempdir()?;
     let rootfs = dir.path().join("rootfs");
     for d in ["proc", "dev", "fn", "tmp"] {
@@ -76,10 +104,6 @@ fn bundle(runtime: &Runtime, id: &str, code: &Path, event: &str) -> Result<Bundl
     for d in ember_runtimes::bundle::host_dirs(&rootfs)? {
         mounts.push(mount(&d, &d, "bind", &["bind", "ro", "nosuid", "nodev"]));
     }
-    let script = format!(
-        "import sys, json; sys.path.insert(0, '/fn'); import main; \
-         print(json.dumps(main.handler(json.loads({event:?}), None)))"
-    );
     let config = json!({
         "ociVersion": "1.0.2",
         "root": { "path": "rootfs", "readonly": true },
@@ -87,7 +111,7 @@ fn bundle(runtime: &Runtime, id: &str, code: &Path, event: &str) -> Result<Bundl
         "process": {
             "terminal": false,
             "user": { "uid": 65534, "gid": 65534 },
-            "args": ["/usr/bin/python3", "-I", "-B", "-c", script],
+            "args": process_args(lang, event),
             "env": ["PATH=/usr/bin:/bin", "HOME=/tmp", "LANG=C.UTF-8"],
             "cwd": "/fn",
             "noNewPrivileges": true,
@@ -125,10 +149,22 @@ pub fn run(
     n: usize,
     expect: &str,
 ) -> Result<Vec<f64>> {
+    run_lang(runtime, code, event, n, expect, Lang::Python)
+}
+
+/// [`run`] for a handler in `lang`.
+pub fn run_lang(
+    runtime: &Runtime,
+    code: &Path,
+    event: &str,
+    n: usize,
+    expect: &str,
+    lang: Lang,
+) -> Result<Vec<f64>> {
     let mut samples = Vec::with_capacity(n);
     for i in 0..n {
         let id = format!("bench-cold-{}-{i}", std::process::id());
-        let b = bundle(runtime, &id, code, event)?;
+        let b = bundle(runtime, &id, code, event, lang)?;
         let t = Instant::now();
         let out = runtime
             .command()

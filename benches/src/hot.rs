@@ -21,6 +21,17 @@ impl Emberd {
     }
 
     pub async fn start(emberd: &Path, pool_size: usize, backend: &str) -> Result<Emberd> {
+        Emberd::start_with(emberd, pool_size, backend, &[]).await
+    }
+
+    /// Start with more emberd flags (python3 pools only unless they say
+    /// `--runtimes`); returns once every pool has its warm sandboxes.
+    pub async fn start_with(
+        emberd: &Path,
+        pool_size: usize,
+        backend: &str,
+        extra: &[&str],
+    ) -> Result<Emberd> {
         let dir = tempfile::Builder::new().prefix("ember-bench-").tempdir()?;
         let socket = dir.path().join("ember.sock");
         let log = std::fs::File::create(dir.path().join("emberd.log"))?;
@@ -33,6 +44,13 @@ impl Emberd {
             .arg(pool_size.to_string())
             .arg("--backend")
             .arg(backend)
+            .args(
+                (!extra.contains(&"--runtimes"))
+                    .then_some(["--runtimes", "python3"])
+                    .into_iter()
+                    .flatten(),
+            )
+            .args(extra)
             .env("RUST_LOG", "warn")
             .stderr(log)
             .spawn()
@@ -45,7 +63,11 @@ impl Emberd {
         let t = Instant::now();
         loop {
             if let Ok(a) = e.client.get("/v1/pools").await {
-                if a.json()["pools"][0]["idle"].as_u64().unwrap_or(0) >= pool_size as u64 {
+                let pools = a.json()["pools"].as_array().cloned().unwrap_or_default();
+                let warm = |p: &serde_json::Value| {
+                    p["idle"].as_u64().unwrap_or(0) >= p["min_warm"].as_u64().unwrap_or(0)
+                };
+                if !pools.is_empty() && pools.iter().all(warm) {
                     return Ok(e);
                 }
             }
@@ -93,11 +115,16 @@ pub struct Sample {
 }
 
 pub async fn deploy(e: &Emberd, name: &str, code: &Path, profile: &str) -> Result<()> {
+    deploy_with(e, name, code, &format!("profile={profile}")).await
+}
+
+/// Deploy with any settings, as a query string (`runtime=node&mode=...`).
+pub async fn deploy_with(e: &Emberd, name: &str, code: &Path, settings: &str) -> Result<()> {
     let a = e
         .client
         .request(
             Method::PUT,
-            &format!("/v1/functions/{name}?timeout_ms=5000&profile={profile}"),
+            &format!("/v1/functions/{name}?timeout_ms=5000&{settings}"),
             Some("application/gzip"),
             tar_gz(code)?,
         )

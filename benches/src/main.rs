@@ -22,6 +22,7 @@
 mod cold;
 mod hot;
 mod memory;
+mod scenarios;
 mod stats;
 mod svg;
 
@@ -80,6 +81,19 @@ struct Args {
     /// Freeze/thaw cycles timed per pause mechanism.
     #[arg(long, default_value_t = 50)]
     pause_iterations: usize,
+    /// Also compare Python fork, Python specialized and Node.js (runc).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    modes: bool,
+    /// Waves of the burst scenario (wave k runs k concurrent invocations),
+    /// against a fixed and a demand-following pool; 0 skips it.
+    #[arg(long, default_value_t = 6)]
+    burst_waves: usize,
+    /// Time between the starts of two waves.
+    #[arg(long, default_value_t = 1000)]
+    burst_spacing_ms: u64,
+    /// Skip the per-backend hot-swap vs cold start runs (scenarios only).
+    #[arg(long)]
+    scenarios_only: bool,
     /// Where to write the JSON report; the SVG chart goes next to it.
     #[arg(long, default_value = "benches/report/latest.json")]
     out: PathBuf,
@@ -307,14 +321,17 @@ async fn main() -> Result<()> {
     )?;
 
     let mut results = Vec::new();
-    for backend in &args.backends {
+    for backend in args.backends.iter().filter(|_| !args.scenarios_only) {
         if backend != "libcontainer" && !installed(backend) {
             eprintln!("{backend}: not installed, skipped (apt-get install {backend})");
             continue;
         }
         results.push(measure(&args, backend, code.path()).await?);
     }
-    anyhow::ensure!(!results.is_empty(), "no backend could be measured");
+    anyhow::ensure!(
+        args.scenarios_only || !results.is_empty(),
+        "no backend could be measured"
+    );
 
     println!(
         "\n{:<44} {:>5} {:>9} {:>9} {:>9} {:>9}",
@@ -413,6 +430,30 @@ async fn main() -> Result<()> {
         );
     }
 
+    let emberd_bin = args.emberd.clone().unwrap_or_else(hot::default_emberd);
+    let cold_n = args.cold_iterations.unwrap_or(args.iterations);
+    let modes = if args.modes && installed("runc") {
+        let (report, rows) = scenarios::modes(
+                &emberd_bin,
+                code.path(),
+                args.iterations,
+                cold_n,
+                args.warmup,
+                args.gap_ms,
+                EVENT,
+            )
+            .await?;
+        chart.extend(rows);
+        Some(report)
+    } else {
+        None
+    };
+    let burst = if args.burst_waves > 0 && installed("runc") {
+        Some(scenarios::burst(&emberd_bin, args.burst_waves, args.burst_spacing_ms).await?)
+    } else {
+        None
+    };
+
     let report = json!({
         "date": first_line("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]),
         "machine": {
@@ -427,6 +468,8 @@ async fn main() -> Result<()> {
             "runsc_platform": args.runsc_platform,
         },
         "backends": report_backends,
+        "modes": modes,
+        "burst": burst,
     });
     if let Some(dir) = args.out.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -435,7 +478,7 @@ async fn main() -> Result<()> {
         .with_context(|| format!("writing {}", args.out.display()))?;
     let svg_path = args.out.with_extension("svg");
     let title = format!(
-        "ember hot-swap invoke vs cold start, per backend ({} invocations, {} ms apart)",
+        "ember invoke vs cold start, per backend and mode ({} invocations, {} ms apart)",
         args.iterations, args.gap_ms
     );
     std::fs::write(&svg_path, svg::render(&title, &chart))

@@ -28,6 +28,12 @@ pub fn render(title: &str, rows: &[Row]) -> String {
         .map(|r| r.summary.max_ms)
         .fold(0.0, f64::max)
         .max(lo * 10.0);
+    // No rows (nothing measured): any finite axis will do.
+    let (lo, hi) = if lo.is_finite() && hi.is_finite() {
+        (lo, hi)
+    } else {
+        (1.0, 10.0)
+    };
     let (lo, hi) = (
         10f64.powf(lo.log10().floor()),
         10f64.powf(hi.log10().ceil()),

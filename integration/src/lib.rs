@@ -97,6 +97,21 @@ pub fn prerequisites_met(test: &str) -> bool {
     false
 }
 
+/// For tests that also need a host tool (`path`, from Debian package
+/// `package`): true if it is there; otherwise explains and returns false,
+/// or panics when integration tests are required.
+pub fn tool_present(test: &str, path: &str, package: &str) -> bool {
+    if Path::new(path).exists() {
+        return true;
+    }
+    let msg = format!("{test}: needs {path} (apt-get install {package})");
+    if std::env::var("EMBER_REQUIRE_INTEGRATION").as_deref() == Ok("1") {
+        panic!("{msg}");
+    }
+    eprintln!("SKIPPED {msg}");
+    false
+}
+
 /// One HTTP answer.
 #[derive(Debug)]
 pub struct Answer {
@@ -229,6 +244,14 @@ impl Daemon {
                     .into_iter()
                     .flatten(),
             )
+            // Python pools only, unless the test asks for others: fewer
+            // sandboxes to make on a small machine.
+            .args(
+                (!self.args.iter().any(|a| a == "--runtimes"))
+                    .then(|| ["--runtimes".to_string(), "python3".to_string()])
+                    .into_iter()
+                    .flatten(),
+            )
             .args(&self.args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -337,16 +360,31 @@ impl Daemon {
         )
     }
 
+    /// The python3 pool (of the first backend).
     pub fn pool(&self) -> Value {
-        self.get("/v1/pools").json()["pools"][0].clone()
+        self.runtime_pool("python3")
+    }
+
+    /// The pool of `runtime` (of the first backend).
+    pub fn runtime_pool(&self, runtime: &str) -> Value {
+        self.get("/v1/pools").json()["pools"]
+            .as_array()
+            .and_then(|pools| pools.iter().find(|p| p["runtime"] == runtime).cloned())
+            .unwrap_or_else(|| panic!("no {runtime} pool; log:
+{}", self.log()))
     }
 
     /// Wait until the pool has at least `n` idle sandboxes and nothing
     /// busy or being created.
     pub fn wait_pool_idle(&self, n: u64) {
+        self.wait_runtime_idle("python3", n)
+    }
+
+    /// [`Daemon::wait_pool_idle`] for the pool of `runtime`.
+    pub fn wait_runtime_idle(&self, runtime: &str, n: u64) {
         let t = Instant::now();
         loop {
-            let p = self.pool();
+            let p = self.runtime_pool(runtime);
             if p["idle"].as_u64().unwrap_or(0) >= n && p["busy"] == 0 && p["creating"] == 0 {
                 return;
             }

@@ -115,3 +115,62 @@ fn cli_explains_a_missing_daemon() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn init_a_javascript_function_and_test_it_without_deploying() {
+    let test = "init_a_javascript_function_and_test_it_without_deploying";
+    if !prerequisites_met(test)
+        || !ember_integration::tool_present(test, "/usr/bin/node", "nodejs")
+    {
+        return;
+    }
+    let mut d = Daemon::start(&["--runtimes", "python3,node", "--pool-size", "1"]);
+    let tag = d.tag();
+    let js = d.dir.path().join("hello-js");
+    let js_s = js.to_str().unwrap();
+    let out = d.cli(&["init", "--runtime", "node", js_s]);
+    assert!(out.status.success(), "init: {}", text(&out.stderr));
+    assert!(js.join("index.js").is_file());
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(js.join("ember.json")).unwrap()).unwrap();
+    assert_eq!(manifest["runtime"], "node");
+    assert_eq!(manifest["handler"], "index.handler");
+
+    // `ember test` runs it in a throwaway sandbox: result on stdout,
+    // output and timings on stderr, nothing deployed, no sandbox left.
+    let before = d.runtime_pool("node");
+    let out = d.cli(&["test", js_s, "--data", r#"{"name":"Ada"}"#]);
+    assert!(out.status.success(), "test: {}", text(&out.stderr));
+    let result: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(result, json!({"greeting": "Hello, Ada!", "function": "hello-js"}));
+    let err = text(&out.stderr);
+    assert!(err.contains("greeting Ada") && err.contains("cold start"), "{err}");
+    assert_eq!(d.get("/v1/functions").json()["functions"], json!([]));
+    let t = std::time::Instant::now();
+    while d.get("/v1/sandboxes").json()["sandboxes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["function"] == "hello-js")
+    {
+        assert!(t.elapsed().as_secs() < 10, "throwaway sandbox kept");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let after = d.runtime_pool("node");
+    assert_eq!(after["hot_starts_total"], before["hot_starts_total"], "no pool sandbox used");
+
+    // A Python function too, and a failing one says why.
+    let py = d.dir.path().join("hello-py");
+    let py_s = py.to_str().unwrap();
+    assert!(d.cli(&["init", py_s]).status.success());
+    let out = d.cli(&["test", py_s]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    std::fs::write(py.join("main.py"), "def handler(e, c):\n    return 1 / 0\n").unwrap();
+    let out = d.cli(&["test", py_s]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("ZeroDivisionError"), "{}", text(&out.stderr));
+    let out = d.cli(&["test", py_s, "--runtime", "cobol"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("unknown runtime"), "{}", text(&out.stderr));
+    d.stop_and_check(&tag);
+}

@@ -173,7 +173,8 @@ async fn health(State(d): State<AppState>) -> Json<serde_json::Value> {
         "status": "ok",
         "version": env!("CARGO_PKG_VERSION"),
         "instance": d.tag,
-        "runtimes": crate::validate::RUNTIMES,
+        "runtimes": d.runtimes(),
+        "backends": d.backends,
     }))
 }
 

@@ -29,6 +29,12 @@ pub struct DaemonConfig {
     #[arg(long, env = "EMBER_CONFIG")]
     pub config: Option<PathBuf>,
 
+    /// Language runtimes to run pools for, comma-separated (python3,
+    /// node). A runtime whose interpreter is not installed is skipped with
+    /// a warning.
+    #[arg(long, default_value = "python3,node", value_delimiter = ',', value_parser = parse_runtime)]
+    pub runtimes: Vec<String>,
+
     /// Warm (paused) sandboxes kept ready per pool even when idle
     /// (`min_warm`).
     #[arg(long, default_value_t = 2)]
@@ -148,6 +154,10 @@ pub struct DaemonConfig {
     /// applied on top, in its worker.
     #[arg(long, default_value = "default", value_parser = parse_profile)]
     pub sandbox_profile: String,
+}
+
+fn parse_runtime(name: &str) -> Result<String, String> {
+    crate::validate::runtime(name).map(|_| name.to_string())
 }
 
 fn parse_backend(name: &str) -> Result<String, String> {

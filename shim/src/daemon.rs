@@ -103,7 +103,7 @@ pub struct Daemon {
     pub backends: Vec<String>,
     /// Each runtime's default backend.
     runtime_backends: BTreeMap<String, String>,
-    /// Runtimes without a pool: their interpreter is not installed.
+    /// Runtimes without a pool, and why (not enabled, no interpreter).
     unavailable: BTreeMap<String, String>,
     cgroups: CgroupLayout,
     _lock: Flock<std::fs::File>,
@@ -178,6 +178,13 @@ impl Daemon {
         let mut runtime_backends = BTreeMap::new();
         let mut unavailable = BTreeMap::new();
         for rt in validate::RUNTIMES {
+            if !cfg.runtimes.iter().any(|r| r == rt) {
+                unavailable.insert(
+                    rt.to_string(),
+                    "not enabled in this emberd (start it with --runtimes)".to_string(),
+                );
+                continue;
+            }
             let language = ember_runtimes::Language::by_runtime(rt)
                 .ok_or_else(|| DaemonError::Config(format!("runtime {rt} has no language")))?;
             let path = match language {
@@ -188,7 +195,10 @@ impl Daemon {
             // host, no pool (deploys of that runtime say why).
             if !std::path::Path::new(&path).exists() {
                 tracing::warn!(runtime = rt, interpreter = %path, "interpreter not installed; no pool for this runtime");
-                unavailable.insert(rt.to_string(), path);
+                unavailable.insert(
+                    rt.to_string(),
+                    format!("its interpreter {path} is not installed"),
+                );
                 continue;
             }
             let section = file.pools.get(*rt).cloned().unwrap_or_default();
@@ -274,6 +284,13 @@ impl Daemon {
     pub fn pool(&self, runtime: &str, backend: Option<&str>) -> Option<&Arc<Pool>> {
         let backend = backend.unwrap_or(self.default_backend(runtime));
         self.pools.get(&(runtime.to_string(), backend.to_string()))
+    }
+
+    /// The language runtimes this daemon runs pools for.
+    pub fn runtimes(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = self.pools.keys().map(|(rt, _)| rt.as_str()).collect();
+        v.dedup();
+        v
     }
 
     /// The backend of `runtime`'s functions deployed without one.
@@ -408,9 +425,9 @@ impl Daemon {
         let cfg = &self.cfg;
         let runtime = o.runtime.unwrap_or_else(|| "python3".into());
         validate::runtime(&runtime).map_err(DeployError::Invalid)?;
-        if let Some(path) = self.unavailable.get(&runtime) {
+        if let Some(why) = self.unavailable.get(&runtime) {
             return Err(DeployError::Invalid(format!(
-                "runtime {runtime} is not available on this host: its interpreter {path} is not installed"
+                "runtime {runtime} is not available: {why}"
             )));
         }
         let language = ember_runtimes::Language::by_runtime(&runtime)

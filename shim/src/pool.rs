@@ -92,6 +92,8 @@ struct BusyInfo {
     start: StartKind,
     /// It comes back bound to a function.
     bound: bool,
+    /// The binding key it was taken for (specialized mode).
+    key: Option<String>,
     /// The invocation has answered; the sandbox is warming its next worker
     /// and comes back to the pool within milliseconds.
     returning: bool,
@@ -364,7 +366,10 @@ impl Pool {
         // Waiting a moment for a sandbox that is about to come back beats
         // creating one (tens of milliseconds).
         let returning_until = started + RETURNING_WAIT;
-        let bind = matches!(want, Want::Specialized { .. });
+        let bind = match want {
+            Want::Fork => None,
+            Want::Specialized { key } => Some(key),
+        };
         loop {
             if self.closing.load(Ordering::SeqCst) {
                 return Err(PoolError::ShuttingDown {
@@ -400,7 +405,15 @@ impl Pool {
                         .position(|sb| sb.bound.as_deref() == Some(key))
                         .map(|i| (i, StartKind::Warm));
                 }
-                if found.is_none() {
+                // A sandbox bound to this function that is on its way back
+                // is worth a short wait: binding another one means loading
+                // the function again.
+                let own_returning = bind.is_some_and(|key| {
+                    st.busy
+                        .values()
+                        .any(|b| b.returning && b.key.as_deref() == Some(key))
+                });
+                if found.is_none() && !(own_returning && Instant::now() < returning_until) {
                     found = st
                         .idle
                         .iter()
@@ -422,13 +435,15 @@ impl Pool {
                     self.refill.notify_one();
                     return Ok((sb, kind, started.elapsed()));
                 }
-                let wait_for_returning = st.returning > 0 && Instant::now() < returning_until;
+                let wait_for_returning =
+                    (st.returning > 0 || own_returning) && Instant::now() < returning_until;
                 if !wait_for_returning && st.total() < st.max {
                     st.creating += 1;
                     true
-                } else if !wait_for_returning {
-                    // Full: make room by recycling the least recently used
-                    // sandbox bound to some other function.
+                } else if !wait_for_returning && st.creating == 0 {
+                    // Full, and nothing on its way: make room by recycling
+                    // the least recently used sandbox bound to some other
+                    // function.
                     let victim = st
                         .idle
                         .iter()
@@ -509,7 +524,7 @@ impl Pool {
         let mut st = self.lock();
         st.busy.insert(
             sb.id.clone(),
-            busy_info(&sb, function, invocation, StartKind::Cold, false),
+            busy_info(&sb, function, invocation, StartKind::Cold, None),
         );
         st.throwaway.insert(sb.id.clone());
         Ok((sb, StartKind::Cold, started.elapsed()))
@@ -881,11 +896,12 @@ fn busy_info(
     function: &str,
     invocation: &str,
     start: StartKind,
-    bound: bool,
+    key: Option<&str>,
 ) -> BusyInfo {
     BusyInfo {
         start,
-        bound,
+        bound: key.is_some(),
+        key: key.map(str::to_string),
         returning: false,
         function: function.to_string(),
         invocation: invocation.to_string(),

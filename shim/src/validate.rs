@@ -166,8 +166,9 @@ mod tests {
 
     #[test]
     fn handlers() {
-        assert!(handler("main.handler").is_ok());
-        assert!(handler("pkg.sub.run_it").is_ok());
+        use ember_runtimes::Language::{Node, Python};
+        assert!(handler("main.handler", Python).is_ok());
+        assert!(handler("pkg.sub.run_it", Python).is_ok());
         for bad in [
             "main",
             "main.",
@@ -175,14 +176,42 @@ mod tests {
             "main.hand-ler",
             "os.system('x')",
             "a..b",
+            "app/main.run",
         ] {
-            assert!(handler(bad).is_err(), "{bad:?} accepted");
+            assert!(handler(bad, Python).is_err(), "{bad:?} accepted");
         }
+        assert!(handler("index.handler", Node).is_ok());
+        assert!(handler("src/api-v2/app.main", Node).is_ok());
+        for bad in [
+            "index",
+            "index.",
+            "../up.handler",
+            "a/../b.handler",
+            "/abs.handler",
+            "a//b.handler",
+            "index.hand-ler",
+            "in dex.handler",
+        ] {
+            assert!(handler(bad, Node).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn modes() {
+        assert_eq!(mode("fork", "python3", true), Ok(ember_proto::Mode::Fork));
+        assert_eq!(
+            mode("specialized", "node", false),
+            Ok(ember_proto::Mode::Specialized)
+        );
+        assert!(mode("fork", "node", false).unwrap_err().contains("cannot fork"));
+        assert!(mode("forked", "python3", true).unwrap_err().contains("invalid mode"));
     }
 
     #[test]
     fn runtimes_and_timeouts() {
         assert!(runtime("python3").is_ok());
+        assert!(runtime("node").is_ok());
+        assert_eq!(default_handler("node"), "index.handler");
         assert!(runtime("cobol").unwrap_err().contains("python3"));
         assert!(timeout_ms(0).is_err());
         assert!(timeout_ms(MAX_TIMEOUT_MS + 1).is_err());

@@ -99,7 +99,6 @@ impl Runner {
         let mut cmd = Command::new(&opts.interpreter);
         cmd.args([
             "--disable-proto=delete",
-            "--max-http-header-size=16384",
             "-e",
             NODE_BOOTSTRAP,
         ])

@@ -1,0 +1,216 @@
+//! Two scenarios beyond the per-backend hot-swap run:
+//!
+//! - **modes**: the same handler in Python fork mode (a fresh worker per
+//!   invocation, code hot-swapped), Python specialized mode and Node.js
+//!   (specialized: the sandbox keeps the function loaded), side by side in
+//!   one emberd, against `runc run` cold starts of the Python and the
+//!   JavaScript handler.
+//! - **burst**: a rising concurrent load (waves of 1, 2, ... N concurrent
+//!   invocations, a second apart) against a fixed pool and against a pool
+//!   that follows demand; counts hot and cold starts of each.
+
+use crate::cold::{self, Lang};
+use crate::hot::{self, Emberd, Sample};
+use crate::stats::summarize;
+use anyhow::{bail, Result};
+use serde_json::json;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const JS_HANDLER: &str =
+    "exports.handler = async (event) => ({ hello: event.name || \"world\" });\n";
+const SLOW_HANDLER: &str =
+    "import time\ndef handler(event, context):\n    time.sleep(0.1)\n    return {\"hello\": \"bench\"}\n";
+
+fn print_row(name: &str, samples: &[f64]) {
+    let s = summarize(samples);
+    crate::row(name, &s);
+}
+
+/// Python fork vs Python specialized vs Node.js, and both languages' cold
+/// starts, on runc.
+pub async fn modes(
+    emberd_bin: &Path,
+    py_code: &Path,
+    iterations: usize,
+    cold_iterations: usize,
+    warmup: usize,
+    gap_ms: u64,
+    event: &str,
+) -> Result<(serde_json::Value, Vec<crate::svg::Row>)> {
+    let mut chart = Vec::new();
+    let node = Path::new("/usr/bin/node").exists();
+    let runtimes = if node { "python3,node" } else { "python3" };
+    if !node {
+        eprintln!("modes: /usr/bin/node not installed, Node.js skipped (apt-get install nodejs)");
+    }
+    let js_dir = tempfile::tempdir()?;
+    std::fs::write(js_dir.path().join("index.js"), JS_HANDLER)?;
+    let mut emberd =
+        Emberd::start_with(emberd_bin, 2, "runc", &["--runtimes", runtimes]).await?;
+    hot::deploy_with(&emberd, "py-fork", py_code, "mode=fork").await?;
+    hot::deploy_with(&emberd, "py-specialized", py_code, "mode=specialized").await?;
+    let mut names = vec!["py-fork", "py-specialized"];
+    if node {
+        hot::deploy_with(&emberd, "js", js_dir.path(), "runtime=node").await?;
+        names.push("js");
+    }
+    let mut out = serde_json::Map::new();
+    println!();
+    println!(
+        "{:<44} {:>5} {:>9} {:>9} {:>9} {:>9}",
+        "modes on runc (client ms)", "n", "p50", "p90", "p99", "mean"
+    );
+    let mut p50 = std::collections::BTreeMap::new();
+    for name in &names {
+        hot::invoke_n(&emberd, name, event, warmup, "bench", gap_ms).await?;
+        let samples = hot::invoke_n(&emberd, name, event, iterations, "bench", gap_ms).await?;
+        let ms: Vec<f64> = samples.iter().map(|s| s.client_ms).collect();
+        let kinds = start_counts(&samples);
+        print_row(&format!("ember {name} ({kinds})"), &ms);
+        p50.insert(name.to_string(), summarize(&ms).p50_ms);
+        chart.push(crate::svg::Row {
+            label: format!("runc ember {name}"),
+            summary: summarize(&ms),
+            hot: true,
+        });
+        out.insert(
+            name.to_string(),
+            json!({ "client_ms": ms, "summary": summarize(&ms), "starts": kinds }),
+        );
+    }
+    emberd.stop()?;
+    let rt = cold::Runtime {
+        binary: "runc".into(),
+        global_args: Vec::new(),
+    };
+    let mut colds = vec![("python", Lang::Python, py_code.to_path_buf())];
+    if node {
+        colds.push(("node", Lang::Node, js_dir.path().to_path_buf()));
+    }
+    for (lang_name, lang, code) in colds {
+        let ms = cold::run_lang(&rt, &code, event, cold_iterations, "bench", lang)?;
+        print_row(&format!("runc run, {lang_name} (cold start)"), &ms);
+        let cold_p50 = summarize(&ms).p50_ms;
+        chart.push(crate::svg::Row {
+            label: format!("runc run {lang_name} (cold)"),
+            summary: summarize(&ms),
+            hot: false,
+        });
+        let warm = match lang {
+            Lang::Python => p50.get("py-specialized"),
+            Lang::Node => p50.get("js"),
+        };
+        if let Some(w) = warm {
+            println!(
+                "  {lang_name}: specialized warm p50 {w:.2} ms vs cold {cold_p50:.2} ms: {:.0}x",
+                cold_p50 / w
+            );
+        }
+        out.insert(
+            format!("runc_run_{lang_name}"),
+            json!({ "cold_ms": ms, "summary": summarize(&ms) }),
+        );
+    }
+    crate::remove_bench_cgroups();
+    Ok((serde_json::Value::Object(out), chart))
+}
+
+fn start_counts(samples: &[Sample]) -> String {
+    let mut counts = std::collections::BTreeMap::new();
+    for s in samples {
+        *counts.entry(s.start.as_str()).or_insert(0usize) += 1;
+    }
+    counts
+        .iter()
+        .map(|(k, v)| format!("{v} {k}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// One invocation of the burst, as seen by the client.
+struct BurstSample {
+    wave: usize,
+    start: String,
+    client_ms: f64,
+}
+
+async fn run_waves(emberd: &Emberd, waves: usize, spacing: Duration) -> Result<Vec<BurstSample>> {
+    let mut out = Vec::new();
+    for wave in 1..=waves {
+        let t = Instant::now();
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..wave {
+            let client = emberd.client.clone();
+            set.spawn(async move {
+                let t = Instant::now();
+                let a = client
+                    .request(
+                        hyper::Method::POST,
+                        "/v1/functions/slow/invoke",
+                        Some("application/json"),
+                        "{}",
+                    )
+                    .await?;
+                let ms = t.elapsed().as_secs_f64() * 1000.0;
+                if !a.status.is_success() {
+                    bail!("burst invocation failed: {}", a.error_message());
+                }
+                Ok::<_, anyhow::Error>((a.json()["start"].as_str().unwrap_or("?").to_string(), ms))
+            });
+        }
+        while let Some(r) = set.join_next().await {
+            let (start, client_ms) = r??;
+            out.push(BurstSample {
+                wave,
+                start,
+                client_ms,
+            });
+        }
+        tokio::time::sleep(spacing.saturating_sub(t.elapsed())).await;
+    }
+    Ok(out)
+}
+
+/// The same rising load against a fixed pool and a demand-following one.
+pub async fn burst(emberd_bin: &Path, waves: usize, spacing_ms: u64) -> Result<serde_json::Value> {
+    let code = tempfile::tempdir()?;
+    std::fs::write(code.path().join("main.py"), SLOW_HANDLER)?;
+    println!();
+    println!(
+        "burst: waves of 1..{waves} concurrent 100 ms invocations, {spacing_ms} ms apart, pool min 2 (runc)"
+    );
+    let mut out = serde_json::Map::new();
+    let settings: [(&str, Vec<&str>); 2] = [
+        // Exactly the warm floor; extras a burst creates are still kept
+        // for --idle-trim-ms, as always.
+        ("fixed pool", vec!["--pool-headroom", "0", "--pool-max-warm", "2"]),
+        ("demand-following pool", vec!["--pool-headroom", "1", "--pool-max-warm", "8"]),
+    ];
+    for (label, flags) in settings {
+        let mut args = vec!["--max-sandboxes", "10"];
+        args.extend(flags.iter().copied());
+        let mut emberd = Emberd::start_with(emberd_bin, 2, "runc", &args).await?;
+        hot::deploy_with(&emberd, "slow", code.path(), "mode=fork").await?;
+        let samples = run_waves(&emberd, waves, Duration::from_millis(spacing_ms)).await?;
+        emberd.stop()?;
+        let hot_n = samples.iter().filter(|s| s.start == "hot").count();
+        let cold_n = samples.iter().filter(|s| s.start == "cold").count();
+        let ms: Vec<f64> = samples.iter().map(|s| s.client_ms).collect();
+        let per_wave: Vec<usize> = (1..=waves)
+            .map(|w| {
+                samples
+                    .iter()
+                    .filter(|s| s.wave == w && s.start == "cold")
+                    .count()
+            })
+            .collect();
+        print_row(&format!("{label}: {hot_n} hot, {cold_n} cold"), &ms);
+        println!("  cold starts per wave: {per_wave:?}");
+        out.insert(
+            label.to_string(),
+            json!({ "hot": hot_n, "cold": cold_n, "cold_per_wave": per_wave, "client_ms": ms, "summary": summarize(&ms) }),
+        );
+    }
+    Ok(serde_json::Value::Object(out))
+}
