@@ -62,7 +62,13 @@ fn process_args(lang: Lang, event: &str) -> Vec<String> {
                 "import sys, json; sys.path.insert(0, '/fn'); import main; \
                  print(json.dumps(main.handler(json.loads({event:?}), None)))"
             );
-            vec!["/usr/bin/python3".into(), "-I".into(), "-B".into(), "-c".into(), script]
+            vec![
+                "/usr/bin/python3".into(),
+                "-I".into(),
+                "-B".into(),
+                "-c".into(),
+                script,
+            ]
         }
         Lang::Node => {
             let script = format!(

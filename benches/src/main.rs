@@ -434,15 +434,15 @@ async fn main() -> Result<()> {
     let cold_n = args.cold_iterations.unwrap_or(args.iterations);
     let modes = if args.modes && installed("runc") {
         let (report, rows) = scenarios::modes(
-                &emberd_bin,
-                code.path(),
-                args.iterations,
-                cold_n,
-                args.warmup,
-                args.gap_ms,
-                EVENT,
-            )
-            .await?;
+            &emberd_bin,
+            code.path(),
+            args.iterations,
+            cold_n,
+            args.warmup,
+            args.gap_ms,
+            EVENT,
+        )
+        .await?;
         chart.extend(rows);
         Some(report)
     } else {

@@ -46,8 +46,7 @@ pub async fn modes(
     }
     let js_dir = tempfile::tempdir()?;
     std::fs::write(js_dir.path().join("index.js"), JS_HANDLER)?;
-    let mut emberd =
-        Emberd::start_with(emberd_bin, 2, "runc", &["--runtimes", runtimes]).await?;
+    let mut emberd = Emberd::start_with(emberd_bin, 2, "runc", &["--runtimes", runtimes]).await?;
     hot::deploy_with(&emberd, "py-fork", py_code, "mode=fork").await?;
     hot::deploy_with(&emberd, "py-specialized", py_code, "mode=specialized").await?;
     let mut names = vec!["py-fork", "py-specialized"];
@@ -184,8 +183,14 @@ pub async fn burst(emberd_bin: &Path, waves: usize, spacing_ms: u64) -> Result<s
     let settings: [(&str, Vec<&str>); 2] = [
         // Exactly the warm floor; extras a burst creates are still kept
         // for --idle-trim-ms, as always.
-        ("fixed pool", vec!["--pool-headroom", "0", "--pool-max-warm", "2"]),
-        ("demand-following pool", vec!["--pool-headroom", "1", "--pool-max-warm", "8"]),
+        (
+            "fixed pool",
+            vec!["--pool-headroom", "0", "--pool-max-warm", "2"],
+        ),
+        (
+            "demand-following pool",
+            vec!["--pool-headroom", "1", "--pool-max-warm", "8"],
+        ),
     ];
     for (label, flags) in settings {
         let mut args = vec!["--max-sandboxes", "10"];

@@ -324,6 +324,19 @@ impl Daemon {
         self.deploy_files_with(name, files, serde_json::json!({ "timeout_ms": timeout_ms }))
     }
 
+    /// `PUT /v1/functions/{name}` with a JSON deploy body of `settings`
+    /// and the code at `dir`; the answer, whatever it is.
+    pub fn put_function(&self, name: &str, settings: &Value, dir: &Path) -> Answer {
+        let mut body = settings.clone();
+        body["code"] = serde_json::json!({ "path": dir });
+        self.request(
+            "PUT",
+            &format!("/v1/functions/{name}"),
+            "application/json",
+            body.to_string().as_bytes(),
+        )
+    }
+
     /// Deploy with any settings of the JSON deploy body (profile, limits).
     pub fn deploy_files_with(&self, name: &str, files: &[(&str, &str)], settings: Value) -> Answer {
         let dir = self.dir.path().join(format!("src-{name}"));
@@ -370,8 +383,13 @@ impl Daemon {
         self.get("/v1/pools").json()["pools"]
             .as_array()
             .and_then(|pools| pools.iter().find(|p| p["runtime"] == runtime).cloned())
-            .unwrap_or_else(|| panic!("no {runtime} pool; log:
-{}", self.log()))
+            .unwrap_or_else(|| {
+                panic!(
+                    "no {runtime} pool; log:
+{}",
+                    self.log()
+                )
+            })
     }
 
     /// Wait until the pool has at least `n` idle sandboxes and nothing
@@ -449,7 +467,11 @@ impl Daemon {
     /// cgroups, mounts.
     pub fn stop_and_check(&mut self, tag: &str) {
         self.stop();
-        assert_no_leftovers(tag, &self.state);
+        let state = self.state.clone();
+        if let Err(e) = std::panic::catch_unwind(|| assert_no_leftovers(tag, &state)) {
+            eprintln!("emberd log:\n{}", self.log());
+            std::panic::resume_unwind(e);
+        }
     }
 }
 

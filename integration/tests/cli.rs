@@ -119,8 +119,7 @@ fn cli_explains_a_missing_daemon() {
 #[test]
 fn init_a_javascript_function_and_test_it_without_deploying() {
     let test = "init_a_javascript_function_and_test_it_without_deploying";
-    if !prerequisites_met(test)
-        || !ember_integration::tool_present(test, "/usr/bin/node", "nodejs")
+    if !prerequisites_met(test) || !ember_integration::tool_present(test, "/usr/bin/node", "nodejs")
     {
         return;
     }
@@ -142,9 +141,15 @@ fn init_a_javascript_function_and_test_it_without_deploying() {
     let out = d.cli(&["test", js_s, "--data", r#"{"name":"Ada"}"#]);
     assert!(out.status.success(), "test: {}", text(&out.stderr));
     let result: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(result, json!({"greeting": "Hello, Ada!", "function": "hello-js"}));
+    assert_eq!(
+        result,
+        json!({"greeting": "Hello, Ada!", "function": "hello-js"})
+    );
     let err = text(&out.stderr);
-    assert!(err.contains("greeting Ada") && err.contains("cold start"), "{err}");
+    assert!(
+        err.contains("greeting Ada") && err.contains("cold start"),
+        "{err}"
+    );
     assert_eq!(d.get("/v1/functions").json()["functions"], json!([]));
     let t = std::time::Instant::now();
     while d.get("/v1/sandboxes").json()["sandboxes"]
@@ -157,7 +162,10 @@ fn init_a_javascript_function_and_test_it_without_deploying() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     let after = d.runtime_pool("node");
-    assert_eq!(after["hot_starts_total"], before["hot_starts_total"], "no pool sandbox used");
+    assert_eq!(
+        after["hot_starts_total"], before["hot_starts_total"],
+        "no pool sandbox used"
+    );
 
     // A Python function too, and a failing one says why.
     let py = d.dir.path().join("hello-py");
@@ -168,9 +176,17 @@ fn init_a_javascript_function_and_test_it_without_deploying() {
     std::fs::write(py.join("main.py"), "def handler(e, c):\n    return 1 / 0\n").unwrap();
     let out = d.cli(&["test", py_s]);
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("ZeroDivisionError"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("ZeroDivisionError"),
+        "{}",
+        text(&out.stderr)
+    );
     let out = d.cli(&["test", py_s, "--runtime", "cobol"]);
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("unknown runtime"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("unknown runtime"),
+        "{}",
+        text(&out.stderr)
+    );
     d.stop_and_check(&tag);
 }

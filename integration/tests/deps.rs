@@ -57,7 +57,11 @@ fn vendored_python_dependencies_are_visible_only_to_their_function() {
         return;
     }
     let wheels = tempfile::tempdir().unwrap();
-    write_wheel(wheels.path(), "emberdep", "GREETING = 'from a vendored wheel'\n");
+    write_wheel(
+        wheels.path(),
+        "emberdep",
+        "GREETING = 'from a vendored wheel'\n",
+    );
     let wheels_dir = wheels.path().to_str().unwrap().to_string();
     let mut d = Daemon::start(&["--pool-size", "1", "--wheels-dir", &wheels_dir]);
     let tag = d.tag();
@@ -87,9 +91,18 @@ fn vendored_python_dependencies_are_visible_only_to_their_function() {
     let src = d.dir.path().join("src-broken");
     std::fs::create_dir_all(&src).unwrap();
     std::fs::write(src.join("main.py"), uses).unwrap();
-    std::fs::write(src.join("requirements.txt"), "not-a-real-package-ember==1\n").unwrap();
+    std::fs::write(
+        src.join("requirements.txt"),
+        "not-a-real-package-ember==1\n",
+    )
+    .unwrap();
     let body = json!({ "code": { "path": src } });
-    let a = d.request("PUT", "/v1/functions/broken", "application/json", body.to_string().as_bytes());
+    let a = d.request(
+        "PUT",
+        "/v1/functions/broken",
+        "application/json",
+        body.to_string().as_bytes(),
+    );
     assert_eq!(a.status, 400, "{}", String::from_utf8_lossy(&a.body));
     let msg = a.json()["error"]["message"].as_str().unwrap().to_string();
     assert!(msg.contains("not-a-real-package-ember"), "{msg}");
@@ -112,9 +125,18 @@ fn node_modules_are_visible_only_to_their_function() {
         "with-mods",
         &[
             ("index.js", uses),
-            ("package.json", r#"{"name": "with-mods", "dependencies": {"tiny-dep": "1.0.0"}}"#),
-            ("node_modules/tiny-dep/package.json", r#"{"name": "tiny-dep", "version": "1.0.0", "main": "lib.js"}"#),
-            ("node_modules/tiny-dep/lib.js", "exports.hello = () => 'from node_modules';\n"),
+            (
+                "package.json",
+                r#"{"name": "with-mods", "dependencies": {"tiny-dep": "1.0.0"}}"#,
+            ),
+            (
+                "node_modules/tiny-dep/package.json",
+                r#"{"name": "tiny-dep", "version": "1.0.0", "main": "lib.js"}"#,
+            ),
+            (
+                "node_modules/tiny-dep/lib.js",
+                "exports.hello = () => 'from node_modules';\n",
+            ),
         ],
         node.clone(),
     );
@@ -123,17 +145,32 @@ fn node_modules_are_visible_only_to_their_function() {
     assert_eq!(v["result"], "from node_modules", "{v}");
     let v = d.invoke("without-mods", "{}").json();
     assert!(
-        v["error"]["message"].as_str().unwrap_or("").contains("Cannot find module 'tiny-dep'"),
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("Cannot find module 'tiny-dep'"),
         "{v}"
     );
     // Declared but not installed: refused at deploy with what to do.
     let src = d.dir.path().join("src-nomods");
     std::fs::create_dir_all(&src).unwrap();
     std::fs::write(src.join("index.js"), uses).unwrap();
-    std::fs::write(src.join("package.json"), r#"{"dependencies": {"tiny-dep": "1.0.0"}}"#).unwrap();
+    std::fs::write(
+        src.join("package.json"),
+        r#"{"dependencies": {"tiny-dep": "1.0.0"}}"#,
+    )
+    .unwrap();
     let body = json!({ "runtime": "node", "code": { "path": src } });
-    let a = d.request("PUT", "/v1/functions/nomods", "application/json", body.to_string().as_bytes());
+    let a = d.request(
+        "PUT",
+        "/v1/functions/nomods",
+        "application/json",
+        body.to_string().as_bytes(),
+    );
     assert_eq!(a.status, 400);
-    assert!(a.json()["error"]["message"].as_str().unwrap().contains("npm install"));
+    assert!(a.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("npm install"));
     d.stop_and_check(&tag);
 }

@@ -113,14 +113,7 @@ fn deploy_refuses_unknown_profiles_and_bad_limits() {
         (json!({ "max_event_bytes": 0 }), "max_event_bytes"),
         (json!({ "memroy_mb": 64 }), "memroy_mb"),
     ] {
-        let mut body = settings.clone();
-        body["code"] = json!({ "path": dir });
-        let a = d.request(
-            "PUT",
-            "/v1/functions/x",
-            "application/json",
-            body.to_string().as_bytes(),
-        );
+        let a = d.put_function("x", &settings, &dir);
         assert_eq!(
             a.status,
             400,

@@ -37,12 +37,24 @@ fn javascript_handlers_sync_async_esm_errors_and_timeouts() {
         )],
         node.clone(),
     );
-    assert_eq!(a.json()["mode"], "specialized", "node defaults to specialized");
+    assert_eq!(
+        a.json()["mode"],
+        "specialized",
+        "node defaults to specialized"
+    );
     assert_eq!(a.json()["handler"], "index.handler");
     let first = d.invoke("cjs", r#"{"x": "é"}"#);
-    assert_eq!(first.status, 200, "{}", String::from_utf8_lossy(&first.body));
+    assert_eq!(
+        first.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&first.body)
+    );
     let v = first.json();
-    assert_eq!(v["result"], json!({ "n": 1, "x": "é", "fn": "cjs", "left": true }));
+    assert_eq!(
+        v["result"],
+        json!({ "n": 1, "x": "é", "fn": "cjs", "left": true })
+    );
     assert_eq!(v["stdout"], "seen é\n");
     assert_eq!(v["stderr"], "to stderr\n");
     assert_eq!(v["mode"], "specialized");
@@ -50,8 +62,14 @@ fn javascript_handlers_sync_async_esm_errors_and_timeouts() {
     let second = d.invoke("cjs", r#"{"x": 2}"#).json();
     assert_eq!(second["start"], "warm", "{second}");
     assert_eq!(second["sandbox"], v["sandbox"]);
-    assert_eq!(second["result"]["n"], 2, "module state survives in specialized mode");
-    assert_eq!(second["timings_us"]["inject"], 0, "a bound sandbox has its code already");
+    assert_eq!(
+        second["result"]["n"], 2,
+        "module state survives in specialized mode"
+    );
+    assert_eq!(
+        second["timings_us"]["inject"], 0,
+        "a bound sandbox has its code already"
+    );
 
     // An ES module (package.json type=module) with an async handler.
     d.deploy_files_with(
@@ -72,10 +90,16 @@ fn javascript_handlers_sync_async_esm_errors_and_timeouts() {
     // .mjs without package.json, a promise-returning handler.
     d.deploy_files_with(
         "mjs",
-        &[("index.mjs", "export const handler = (e) => Promise.resolve({ ok: e.ok });\n")],
+        &[(
+            "index.mjs",
+            "export const handler = (e) => Promise.resolve({ ok: e.ok });\n",
+        )],
         node.clone(),
     );
-    assert_eq!(d.invoke("mjs", r#"{"ok": true}"#).json()["result"], json!({ "ok": true }));
+    assert_eq!(
+        d.invoke("mjs", r#"{"ok": true}"#).json()["result"],
+        json!({ "ok": true })
+    );
 
     // A thrown error: type, message and a stack naming the user's file.
     d.deploy_files_with(
@@ -100,10 +124,17 @@ fn javascript_handlers_sync_async_esm_errors_and_timeouts() {
     assert_eq!(again["invocation"]["start"], "warm", "{again}");
 
     // A missing export names what is missing.
-    d.deploy_files_with("noexport", &[("index.js", "exports.other = () => 1;\n")], node.clone());
+    d.deploy_files_with(
+        "noexport",
+        &[("index.js", "exports.other = () => 1;\n")],
+        node.clone(),
+    );
     let v = d.invoke("noexport", "{}").json();
     assert!(
-        v["error"]["message"].as_str().unwrap().contains("exports no function \"handler\""),
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("exports no function \"handler\""),
         "{v}"
     );
 
@@ -142,7 +173,11 @@ fn javascript_handlers_sync_async_esm_errors_and_timeouts() {
     assert_ne!(ok["sandbox"], spun, "a timed-out runner is never reused");
 
     // A process.exit in the handler is a crash with its exit code.
-    d.deploy_files_with("exits", &[("index.js", "exports.handler = () => process.exit(3);\n")], node.clone());
+    d.deploy_files_with(
+        "exits",
+        &[("index.js", "exports.handler = () => process.exit(3);\n")],
+        node.clone(),
+    );
     let v = d.invoke("exits", "{}").json();
     assert_eq!(v["error"]["code"], "crashed", "{v}");
     assert_eq!(v["invocation"]["exit_code"], 3);
@@ -162,14 +197,26 @@ fn node_refuses_fork_mode_and_strict_profile_at_deploy() {
     std::fs::write(dir.join("index.js"), "exports.handler = () => 1;\n").unwrap();
     for (settings, says) in [
         (json!({ "runtime": "node", "mode": "fork" }), "cannot fork"),
-        (json!({ "runtime": "node", "profile": "strict" }), "only \"default\""),
-        (json!({ "runtime": "node", "handler": "../index.handler" }), "invalid handler"),
-        (json!({ "runtime": "python3", "mode": "sometimes" }), "invalid mode"),
+        (
+            json!({ "runtime": "node", "profile": "strict" }),
+            "only \"default\"",
+        ),
+        (
+            json!({ "runtime": "node", "handler": "../index.handler" }),
+            "invalid handler",
+        ),
+        (
+            json!({ "runtime": "python3", "mode": "sometimes" }),
+            "invalid mode",
+        ),
     ] {
-        let mut body = settings.clone();
-        body["code"] = json!({ "path": dir });
-        let a = d.request("PUT", "/v1/functions/bad", "application/json", body.to_string().as_bytes());
-        assert_eq!(a.status, 400, "{settings}: {}", String::from_utf8_lossy(&a.body));
+        let a = d.put_function("bad", &settings, &dir);
+        assert_eq!(
+            a.status,
+            400,
+            "{settings}: {}",
+            String::from_utf8_lossy(&a.body)
+        );
         let msg = a.json()["error"]["message"].as_str().unwrap().to_string();
         assert!(msg.contains(says), "{settings}: {msg}");
     }
@@ -201,14 +248,26 @@ fn node_and_python_functions_interleave_in_one_daemon() {
     );
     for n in 0..4 {
         let js = d.invoke("js", &format!(r#"{{"n": {n}}}"#)).json();
-        assert_eq!(js["result"], json!({ "lang": "js", "n": n, "files": ["index.js"] }), "{js}");
+        assert_eq!(
+            js["result"],
+            json!({ "lang": "js", "n": n, "files": ["index.js"] }),
+            "{js}"
+        );
         assert!(js["sandbox"].as_str().unwrap().contains("-node-"), "{js}");
         let py = d.invoke("py", &format!(r#"{{"n": {n}}}"#)).json();
-        assert_eq!(py["result"], json!({ "lang": "py", "n": n, "files": ["main.py"] }), "{py}");
+        assert_eq!(
+            py["result"],
+            json!({ "lang": "py", "n": n, "files": ["main.py"] }),
+            "{py}"
+        );
         assert_eq!(py["mode"], "fork");
         assert_ne!(py["start"], "warm", "fork mode never binds: {py}");
         let spec = d.invoke("pyspec", "{}").json();
-        assert_eq!(spec["result"]["calls"], n + 1, "python specialized keeps its module: {spec}");
+        assert_eq!(
+            spec["result"]["calls"],
+            n + 1,
+            "python specialized keeps its module: {spec}"
+        );
         if n > 0 {
             assert_eq!(spec["start"], "warm", "{spec}");
         }

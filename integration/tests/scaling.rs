@@ -23,7 +23,11 @@ fn wait_for(d: &Daemon, what: &str, ok: impl Fn(&serde_json::Value) -> bool) -> 
         if ok(&p) {
             return p;
         }
-        assert!(t.elapsed() < Duration::from_secs(60), "{what}: {p}; log:\n{}", d.log());
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "{what}: {p}; log:\n{}",
+            d.log()
+        );
         std::thread::sleep(Duration::from_millis(25));
     }
 }
@@ -44,14 +48,21 @@ fn pools_grow_ahead_of_a_rising_load_and_shrink_when_idle() {
     let tag = d.tag();
     let p = d.pool();
     assert_eq!(
-        (p["min_warm"].clone(), p["max_warm"].clone(), p["headroom"].clone()),
+        (
+            p["min_warm"].clone(),
+            p["max_warm"].clone(),
+            p["headroom"].clone()
+        ),
         (json!(1), json!(5), json!(2)),
         "the config file's section applies: {p}"
     );
     d.wait_pool_idle(1);
     d.deploy_files(
         "slow",
-        &[("main.py", "import time\ndef handler(e, c):\n    time.sleep(0.3)\n    return 1\n")],
+        &[(
+            "main.py",
+            "import time\ndef handler(e, c):\n    time.sleep(0.3)\n    return 1\n",
+        )],
         5000,
     );
     // Two at once: in use 2 + headroom 2, so the pool makes 4.
@@ -63,7 +74,10 @@ fn pools_grow_ahead_of_a_rising_load_and_shrink_when_idle() {
     assert!(grown["target"].as_u64().unwrap() >= 4, "{grown}");
     // The load rises to four at once: all served hot, no cold start.
     let second = burst(&d, 4);
-    let kinds: Vec<&str> = second.iter().map(|v| v["start"].as_str().unwrap_or("?")).collect();
+    let kinds: Vec<&str> = second
+        .iter()
+        .map(|v| v["start"].as_str().unwrap_or("?"))
+        .collect();
     assert_eq!(kinds, vec!["hot"; 4], "{second:?}");
     // Idle: back to min_warm.
     wait_for(&d, "pool did not shrink to min_warm", |p| {
@@ -96,5 +110,8 @@ fn a_bad_config_file_stops_emberd_with_the_reason() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("ember.toml") && err.contains("max_wram"), "{err}");
+    assert!(
+        err.contains("ember.toml") && err.contains("max_wram"),
+        "{err}"
+    );
 }

@@ -28,14 +28,20 @@ fn specialized_sandboxes_are_recycled_after_n_invocations() {
     for r in &runs {
         assert_eq!(r["outcome"], "ok", "{r}");
     }
-    let calls: Vec<u64> = runs.iter().map(|r| r["result"]["calls"].as_u64().unwrap()).collect();
+    let calls: Vec<u64> = runs
+        .iter()
+        .map(|r| r["result"]["calls"].as_u64().unwrap())
+        .collect();
     // Three invocations per sandbox, then a fresh one loads the function
     // again: its module state starts over.
     assert_eq!(calls, vec![1, 2, 3, 1, 2, 3, 1], "{runs:?}");
     assert_eq!(sandbox(&runs[0]), sandbox(&runs[2]));
     assert_ne!(sandbox(&runs[2]), sandbox(&runs[3]));
     assert_eq!(runs[1]["start"], "warm");
-    assert_eq!(runs[1]["result"]["pid"], runs[0]["result"]["pid"], "same process serves");
+    assert_eq!(
+        runs[1]["result"]["pid"], runs[0]["result"]["pid"],
+        "same process serves"
+    );
     let p = d.pool();
     assert!(p["recycled_total"].as_u64().unwrap() >= 2, "{p}");
     d.stop_and_check(&tag);
@@ -50,18 +56,33 @@ fn redeploys_never_run_in_a_sandbox_bound_to_the_old_code() {
     let tag = d.tag();
     d.wait_pool_idle(1);
     let spec = json!({ "mode": "specialized" });
-    d.deploy_files_with("f", &[("main.py", COUNTER), ("version.txt", "one")], spec.clone());
+    d.deploy_files_with(
+        "f",
+        &[("main.py", COUNTER), ("version.txt", "one")],
+        spec.clone(),
+    );
     assert_eq!(d.invoke("f", "{}").json()["result"]["v"], "one");
     assert_eq!(d.invoke("f", "{}").json()["result"]["calls"], 2);
-    d.deploy_files_with("f", &[("main.py", COUNTER), ("version.txt", "two")], spec.clone());
+    d.deploy_files_with(
+        "f",
+        &[("main.py", COUNTER), ("version.txt", "two")],
+        spec.clone(),
+    );
     let v = d.invoke("f", "{}").json();
     assert_eq!(v["result"]["v"], "two", "{v}");
-    assert_eq!(v["result"]["calls"], 1, "a fresh runner loaded the new code: {v}");
+    assert_eq!(
+        v["result"]["calls"], 1,
+        "a fresh runner loaded the new code: {v}"
+    );
     // Deleting the function recycles its bound sandbox.
     assert_eq!(d.request("DELETE", "/v1/functions/f", "", b"").status, 200);
     let t = std::time::Instant::now();
     while d.pool()["bound"] != 0 {
-        assert!(t.elapsed().as_secs() < 10, "bound sandbox kept after delete: {}", d.pool());
+        assert!(
+            t.elapsed().as_secs() < 10,
+            "bound sandbox kept after delete: {}",
+            d.pool()
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     d.stop_and_check(&tag);
@@ -94,7 +115,10 @@ fn a_full_pool_recycles_another_functions_bound_sandbox() {
     // a's sandbox comes back bound; the pool makes a generic one for b.
     d.wait_pool_idle(2);
     let b = d.invoke("b", "{}").json();
-    assert_eq!((a["outcome"].as_str(), b["outcome"].as_str()), (Some("ok"), Some("ok")));
+    assert_eq!(
+        (a["outcome"].as_str(), b["outcome"].as_str()),
+        (Some("ok"), Some("ok"))
+    );
     let t = std::time::Instant::now();
     while d.pool()["bound"] != 2 {
         assert!(t.elapsed().as_secs() < 10, "{}", d.pool());
@@ -106,7 +130,9 @@ fn a_full_pool_recycles_another_functions_bound_sandbox() {
     assert_eq!(c["start"], "cold", "{c}");
     let p = d.pool();
     assert!(p["recycled_total"].as_u64().unwrap() >= 1, "{p}");
-    assert!(p["max"].as_u64().unwrap() >= p["idle"].as_u64().unwrap() + p["busy"].as_u64().unwrap());
+    assert!(
+        p["max"].as_u64().unwrap() >= p["idle"].as_u64().unwrap() + p["busy"].as_u64().unwrap()
+    );
     d.stop_and_check(&tag);
 }
 
@@ -130,7 +156,10 @@ fn idle_specialized_sandboxes_are_recycled() {
         if p["bound"] == 0 && p["recycled_total"].as_u64().unwrap_or(0) >= 1 {
             break;
         }
-        assert!(t.elapsed().as_secs() < 15, "idle bound sandbox never recycled: {p}");
+        assert!(
+            t.elapsed().as_secs() < 15,
+            "idle bound sandbox never recycled: {p}"
+        );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     // The pool is back to a generic sandbox that serves anyone.

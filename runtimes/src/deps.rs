@@ -39,7 +39,10 @@ pub enum DepsError {
     #[error("installing {requirements}: pip took longer than {} s", PIP_TIMEOUT.as_secs())]
     Timeout { requirements: PathBuf },
     #[error("{package_json} declares dependencies ({names}) but the function has no node_modules: run `npm install` (or `npm ci`) in the function directory before deploying")]
-    NodeModulesMissing { package_json: PathBuf, names: String },
+    NodeModulesMissing {
+        package_json: PathBuf,
+        names: String,
+    },
     #[error("{path} is not valid JSON: {message}")]
     BadPackageJson { path: PathBuf, message: String },
     #[error("{path}: {source}")]
@@ -236,7 +239,8 @@ mod tests {
         let mut zip = ZipWriter::new(f);
         let dist = format!("{name}-1.0.dist-info");
         let metadata = format!("Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n");
-        let wheel = "Wheel-Version: 1.0\nGenerator: ember-test\nRoot-Is-Purelib: true\nTag: py3-none-any\n";
+        let wheel =
+            "Wheel-Version: 1.0\nGenerator: ember-test\nRoot-Is-Purelib: true\nTag: py3-none-any\n";
         let entries = [
             (format!("{name}.py"), module_text.to_string()),
             (format!("{dist}/METADATA"), metadata),
@@ -357,7 +361,11 @@ mod tests {
         );
         // A package the wheel dir does not have fails with pip's reason,
         // and never reaches the network.
-        std::fs::write(code.path().join("requirements.txt"), "no-such-pkg-ember==9\n").unwrap();
+        std::fs::write(
+            code.path().join("requirements.txt"),
+            "no-such-pkg-ember==9\n",
+        )
+        .unwrap();
         let err = vendor_python("/usr/bin/python3", code.path(), &src)
             .unwrap_err()
             .to_string();
@@ -384,7 +392,10 @@ mod tests {
         )
         .unwrap();
         let err = check_node(code.path()).unwrap_err().to_string();
-        assert!(err.contains("left-pad") && err.contains("npm install"), "{err}");
+        assert!(
+            err.contains("left-pad") && err.contains("npm install"),
+            "{err}"
+        );
         std::fs::create_dir(code.path().join("node_modules")).unwrap();
         check_node(code.path()).unwrap();
         std::fs::write(code.path().join("package.json"), "{nope").unwrap();

@@ -11,8 +11,8 @@
 pub mod agent_conn;
 pub mod backend;
 pub mod bundle;
-pub mod deps;
 pub mod cgroup;
+pub mod deps;
 pub mod error;
 pub mod language;
 pub mod libcontainer;

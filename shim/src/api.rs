@@ -336,14 +336,24 @@ async fn test_function(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Report>, ApiError> {
-    let body = read_body(body, &headers, d.cfg.max_event_bytes + 64 * 1024, "test request").await?;
+    let body = read_body(
+        body,
+        &headers,
+        d.cfg.max_event_bytes + 64 * 1024,
+        "test request",
+    )
+    .await?;
     let invalid = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", m);
     let mut v: serde_json::Map<String, serde_json::Value> =
         serde_json::from_slice(&body).map_err(|e| invalid(format!("test body: {e}")))?;
     let name = match v.remove("name") {
         None => "test".to_string(),
         Some(serde_json::Value::String(s)) => s,
-        Some(other) => return Err(invalid(format!("test body: name must be a string, not {other}"))),
+        Some(other) => {
+            return Err(invalid(format!(
+                "test body: name must be a string, not {other}"
+            )))
+        }
     };
     let event = v
         .remove("event")

@@ -108,9 +108,7 @@ impl ConfigFile {
             }
             if let (Some(lo), Some(hi)) = (p.min_warm, p.max_warm) {
                 if lo > hi {
-                    return Err(format!(
-                        "[pools.{rt}] min_warm {lo} is above max_warm {hi}"
-                    ));
+                    return Err(format!("[pools.{rt}] min_warm {lo} is above max_warm {hi}"));
                 }
             }
             if p.max == Some(0) {

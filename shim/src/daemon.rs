@@ -6,8 +6,8 @@ use crate::pool::{Pool, PoolSettings};
 use crate::registry::{FunctionLimits, FunctionRecord, FunctionSettings, Registry, RegistryError};
 use crate::validate;
 use ember_injector::{CodeStore, Digest, StoreError, UnpackLimits};
-use ember_proto::Mode;
 use ember_profiles::{Limits, Profile};
+use ember_proto::Mode;
 use ember_runtimes::cgroup::CgroupLayout;
 use ember_runtimes::SandboxConfig;
 use nix::fcntl::{Flock, FlockArg};
@@ -216,9 +216,7 @@ impl Daemon {
                 headroom: section.headroom.unwrap_or(cfg.pool_headroom),
                 max: section.max.unwrap_or(cfg.max_sandboxes),
                 queue_timeout: Duration::from_millis(cfg.queue_timeout_ms),
-                idle_trim: Duration::from_millis(
-                    section.idle_trim_ms.unwrap_or(cfg.idle_trim_ms),
-                ),
+                idle_trim: Duration::from_millis(section.idle_trim_ms.unwrap_or(cfg.idle_trim_ms)),
                 specialized_max_invocations: file
                     .specialized
                     .max_invocations
@@ -435,8 +433,9 @@ impl Daemon {
         let mode = match o.mode.as_deref() {
             None if language.can_fork() => Mode::Fork,
             None => Mode::Specialized,
-            Some(m) => validate::mode(m, &runtime, language.can_fork())
-                .map_err(DeployError::Invalid)?,
+            Some(m) => {
+                validate::mode(m, &runtime, language.can_fork()).map_err(DeployError::Invalid)?
+            }
         };
         let settings = FunctionSettings {
             handler: o

@@ -177,15 +177,22 @@ pub async fn invoke(
 ) -> Result<Report, InvokeError> {
     let id = invocation_id();
     let span = tracing::info_span!("invoke", invocation = %id, function = %name);
-    tokio::spawn(async move { invoke_inner(&daemon, id, &name, &body).await }.instrument(span))
+    run_detached(async move { invoke_inner(&daemon, id, &name, &body).await }.instrument(span))
         .await
-        .unwrap_or_else(|e| {
-            Err(InvokeError::Sandbox {
-                sandbox: String::new(),
-                phase: "invoke",
-                message: format!("invocation task failed: {e}"),
-            })
+}
+
+/// Run an invocation as its own task, so a caller that goes away cannot
+/// leave a sandbox half-used.
+async fn run_detached(
+    work: impl std::future::Future<Output = Result<Report, InvokeError>> + Send + 'static,
+) -> Result<Report, InvokeError> {
+    tokio::spawn(work).await.unwrap_or_else(|e| {
+        Err(InvokeError::Sandbox {
+            sandbox: String::new(),
+            phase: "invoke",
+            message: format!("invocation task failed: {e}"),
         })
+    })
 }
 
 async fn invoke_inner(
@@ -218,15 +225,10 @@ pub async fn invoke_throwaway(
 ) -> Result<Report, InvokeError> {
     let id = invocation_id();
     let span = tracing::info_span!("test", invocation = %id, function = %func.name);
-    tokio::spawn(async move { run_invocation(&daemon, id, func, event, true).await }.instrument(span))
-        .await
-        .unwrap_or_else(|e| {
-            Err(InvokeError::Sandbox {
-                sandbox: String::new(),
-                phase: "invoke",
-                message: format!("invocation task failed: {e}"),
-            })
-        })
+    run_detached(
+        async move { run_invocation(&daemon, id, func, event, true).await }.instrument(span),
+    )
+    .await
 }
 
 /// The invocation proper: from taking a sandbox to giving it back.
@@ -265,7 +267,11 @@ async fn run_invocation(
     let mode = func.mode;
     // Specialized sandboxes are bound to one deploy of the function: a
     // redeploy never runs in a sandbox that loaded the old code.
-    let key = format!("{name}@{}-{}", func.updated_at, &func.digest[..12.min(func.digest.len())]);
+    let key = format!(
+        "{name}@{}-{}",
+        func.updated_at,
+        &func.digest[..12.min(func.digest.len())]
+    );
     let want = match mode {
         Mode::Fork => Want::Fork,
         Mode::Specialized => Want::Specialized { key: &key },

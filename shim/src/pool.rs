@@ -313,11 +313,14 @@ impl Pool {
         &self.cfg
     }
 
+    /// Fixed-width numbers: no sandbox id is a prefix of another, which
+    /// runsc needs (it resolves ids by prefix and refuses an ambiguous
+    /// one, so `...-1` could not be deleted while `...-10` existed).
     fn next_id(&self) -> String {
         format!(
-            "{}-{}",
+            "{}-{:06}",
             self.id_prefix,
-            self.seq.fetch_add(1, Ordering::Relaxed)
+            self.seq.fetch_add(1, Ordering::Relaxed) % 1_000_000
         )
     }
 
@@ -422,8 +425,10 @@ impl Pool {
                 }
                 if let Some((i, kind)) = found {
                     let sb = st.idle.remove(i).expect("index from position");
-                    st.busy
-                        .insert(sb.id.clone(), busy_info(&sb, function, invocation, kind, bind));
+                    st.busy.insert(
+                        sb.id.clone(),
+                        busy_info(&sb, function, invocation, kind, bind),
+                    );
                     st.note_demand();
                     drop(st);
                     self.recycle(doomed);
@@ -748,7 +753,9 @@ impl Pool {
             let mut stale = Vec::new();
             let mut i = 0;
             while i < st.idle.len() {
-                if st.idle[i].bound.is_some() && st.idle[i].last_used.elapsed() >= self.specialized_idle {
+                if st.idle[i].bound.is_some()
+                    && st.idle[i].last_used.elapsed() >= self.specialized_idle
+                {
                     stale.extend(st.idle.remove(i));
                 } else {
                     i += 1;
@@ -915,5 +922,8 @@ fn busy_info(
 
 /// The function name of a binding key (`function@deploy`).
 fn bound_function(key: &str) -> String {
-    key.rsplit_once('@').map(|(f, _)| f).unwrap_or(key).to_string()
+    key.rsplit_once('@')
+        .map(|(f, _)| f)
+        .unwrap_or(key)
+        .to_string()
 }

@@ -70,9 +70,7 @@ fn is_identifier(s: &str) -> bool {
 pub fn handler(h: &str, language: ember_runtimes::Language) -> Result<(), String> {
     let ok = h.len() <= 256
         && match language {
-            ember_runtimes::Language::Python => {
-                h.contains('.') && h.split('.').all(is_identifier)
-            }
+            ember_runtimes::Language::Python => h.contains('.') && h.split('.').all(is_identifier),
             ember_runtimes::Language::Node => match h.rsplit_once('.') {
                 Some((file, func)) => {
                     is_identifier(func)
@@ -100,7 +98,8 @@ pub fn handler(h: &str, language: ember_runtimes::Language) -> Result<(), String
             "invalid handler {h:?}: expected {}, e.g. {example}",
             match language {
                 ember_runtimes::Language::Python => "module.function",
-                ember_runtimes::Language::Node => "file.function (file relative to the code root, no extension)",
+                ember_runtimes::Language::Node =>
+                    "file.function (file relative to the code root, no extension)",
             }
         ))
     }
@@ -203,8 +202,12 @@ mod tests {
             mode("specialized", "node", false),
             Ok(ember_proto::Mode::Specialized)
         );
-        assert!(mode("fork", "node", false).unwrap_err().contains("cannot fork"));
-        assert!(mode("forked", "python3", true).unwrap_err().contains("invalid mode"));
+        assert!(mode("fork", "node", false)
+            .unwrap_err()
+            .contains("cannot fork"));
+        assert!(mode("forked", "python3", true)
+            .unwrap_err()
+            .contains("invalid mode"));
     }
 
     #[test]

@@ -95,4 +95,3 @@ pub fn parse_result(buf: &[u8]) -> Option<serde_json::Value> {
     let len = frame_len([buf[0], buf[1], buf[2], buf[3]]).ok()?;
     serde_json::from_slice(&buf[4..4 + len]).ok()
 }
-

@@ -193,7 +193,11 @@ fn poll_ctl(zyg: &Zygote, wait: Duration) -> bool {
     matches!(poll(&mut fds, ms), Ok(n) if n > 0)
 }
 
-pub fn apply_worker_message(result: &mut InvokeResult, msg: serde_json::Value, req: &InvokeRequest) {
+pub fn apply_worker_message(
+    result: &mut InvokeResult,
+    msg: serde_json::Value,
+    req: &InvokeRequest,
+) {
     result.confine_us = msg["confine_us"].as_u64().unwrap_or(0);
     match msg["outcome"].as_str() {
         Some("ok") => {

@@ -97,23 +97,19 @@ impl Runner {
             .map_err(|e| format!("base worker filter: {e}"))?;
         let (req_fd, res_fd) = (p.req_r.as_raw_fd(), p.res_w.as_raw_fd());
         let mut cmd = Command::new(&opts.interpreter);
-        cmd.args([
-            "--disable-proto=delete",
-            "-e",
-            NODE_BOOTSTRAP,
-        ])
-        .env_clear()
-        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-        .env("HOME", "/tmp")
-        .env("LANG", "C.UTF-8")
-        .env("TMPDIR", "/tmp")
-        .env("NODE_ENV", "production")
-        .current_dir("/")
-        .stdin(Stdio::null())
-        .stdout(p.out_w.try_clone().map_err(|e| format!("dup: {e}"))?)
-        .stderr(p.err_w.try_clone().map_err(|e| format!("dup: {e}"))?)
-        .uid(opts.uid)
-        .gid(opts.gid);
+        cmd.args(["--disable-proto=delete", "-e", NODE_BOOTSTRAP])
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env("HOME", "/tmp")
+            .env("LANG", "C.UTF-8")
+            .env("TMPDIR", "/tmp")
+            .env("NODE_ENV", "production")
+            .current_dir("/")
+            .stdin(Stdio::null())
+            .stdout(p.out_w.try_clone().map_err(|e| format!("dup: {e}"))?)
+            .stderr(p.err_w.try_clone().map_err(|e| format!("dup: {e}"))?)
+            .uid(opts.uid)
+            .gid(opts.gid);
         // SAFETY: between fork and exec only async-signal-safe calls run
         // (dup2, fcntl, prctl); `base` and the fds stay alive in the parent
         // until spawn returns.
@@ -213,8 +209,7 @@ impl Runner {
         // this invocation's: dropped.
         self.out.reset(req.max_output_bytes);
         self.err.reset(req.max_output_bytes);
-        self.res
-            .reset(4 + 2 * req.max_result_bytes + 64 * 1024);
+        self.res.reset(4 + 2 * req.max_result_bytes + 64 * 1024);
         let mut line = serde_json::to_vec(&serde_json::json!({
             "id": req.id,
             "function": req.function,

@@ -315,8 +315,8 @@ async fn test(
         .or_else(|| abs.file_name().map(|n| n.to_string_lossy().into_owned()))
         .unwrap_or_else(|| "test".into());
     let options = flags.over(manifest.map(|m| m.options).unwrap_or_default());
-    let event: serde_json::Value = serde_json::from_slice(&read_data(data)?)
-        .context("--data is not valid JSON")?;
+    let event: serde_json::Value =
+        serde_json::from_slice(&read_data(data)?).context("--data is not valid JSON")?;
     let mut body = serde_json::to_value(&options)?;
     if let Some(map) = body.as_object_mut() {
         map.retain(|_, v| !v.is_null());
