@@ -1,4 +1,4 @@
-//! `ember-bench`: for each backend (runc, crun, runsc), ember hot-swap
+//! `ember-bench`: for each backend (runc, crun, runsc, libcontainer), ember hot-swap
 //! invocations against `<runtime> run` cold starts of the same handler,
 //! side by side in one run on one machine.
 //!
@@ -15,8 +15,10 @@
 //! own phase timings), measures the memory of the paused sandboxes and the
 //! cost of pausing one (cgroup freezer vs the runtime's own pause), then
 //! times M `<runtime> run` cold starts of the same handler in a fresh
-//! container with the same lean root filesystem. It prints p50/p90/p99 and
-//! the ratios, and writes the samples and summary as JSON
+//! container with the same lean root filesystem. Then, on runc, the
+//! scenarios of `scenarios.rs`: Python fork vs specialized vs Node.js, and
+//! a rising burst against a fixed and a demand-following pool. It prints
+//! p50/p90/p99 and the ratios, and writes the samples and summary as JSON
 //! (`benches/report/latest.json`) and a chart (`benches/report/latest.svg`).
 
 mod cold;

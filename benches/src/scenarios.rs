@@ -78,6 +78,49 @@ pub async fn modes(
             json!({ "client_ms": ms, "summary": summarize(&ms), "starts": kinds }),
         );
     }
+    // Memory of the paused sandboxes, per runtime: bound ones hold their
+    // loaded function.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let tag = emberd.client.get("/v1/health").await?.json()["instance"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    let sandboxes = emberd.client.get("/v1/sandboxes").await?.json()["sandboxes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let mut memory = serde_json::Map::new();
+    for (label, runtime, bound) in [
+        ("python3 generic", "python3", false),
+        ("python3 bound (py-specialized)", "python3", true),
+        ("node bound (js)", "node", true),
+        ("node generic", "node", false),
+    ] {
+        let ids: Vec<String> = sandboxes
+            .iter()
+            .filter(|s| s["state"] == "idle" && s["runtime"] == runtime)
+            .filter(|s| s["bound_to"].is_string() == bound)
+            .filter_map(|s| s["id"].as_str().map(String::from))
+            .collect();
+        if ids.is_empty() {
+            continue;
+        }
+        let m = crate::memory::measure(&tag, &ids, &emberd.state_dir());
+        let n = m.len().max(1) as u64;
+        let pss = m.iter().map(|x| x.pss_kib).sum::<u64>() / n;
+        let rss = m.iter().map(|x| x.rss_kib).sum::<u64>() / n;
+        println!(
+            "  paused {label}: PSS {:.1} MiB, RSS {:.1} MiB (mean of {})",
+            pss as f64 / 1024.0,
+            rss as f64 / 1024.0,
+            m.len()
+        );
+        memory.insert(
+            label.to_string(),
+            json!({ "pss_kib_mean": pss, "rss_kib_mean": rss, "n": m.len() }),
+        );
+    }
+    out.insert("paused_memory".into(), serde_json::Value::Object(memory));
     emberd.stop()?;
     let rt = cold::Runtime {
         binary: "runc".into(),

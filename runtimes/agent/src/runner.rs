@@ -97,7 +97,7 @@ impl Runner {
             .map_err(|e| format!("base worker filter: {e}"))?;
         let (req_fd, res_fd) = (p.req_r.as_raw_fd(), p.res_w.as_raw_fd());
         let mut cmd = Command::new(&opts.interpreter);
-        cmd.args(["--disable-proto=delete", "-e", NODE_BOOTSTRAP])
+        cmd.args(["-e", NODE_BOOTSTRAP])
             .env_clear()
             .env("PATH", "/usr/local/bin:/usr/bin:/bin")
             .env("HOME", "/tmp")
