@@ -1,12 +1,15 @@
-//! Sandbox backends and the connection to the agent inside a sandbox.
+//! Sandbox backends, language runtimes and the connection to the agent
+//! inside a sandbox.
 //!
-//! Owns: the language runtimes (Python, Node.js) and their bootstraps,
-//! rendering a sandbox's OCI bundle (lean root filesystem of
-//! read-only host binds, the agent as PID 1), creating and destroying
-//! sandboxes with the runtime binary (runc), freezing and thawing them via
-//! the cgroup freezer, per-invocation cgroup limits, and the framed stdio connection to `ember-agent`.
-//! Does not own pools, scheduling or code injection (see `ember-shim` and
-//! `ember-injector`), nor the agent binary itself (`runtimes/agent`).
+//! Owns: the language runtimes (Python, Node.js), their bootstraps and
+//! deploy-time dependency installation; rendering a sandbox's OCI bundle
+//! (lean root filesystem of read-only host binds, the agent as PID 1);
+//! creating and destroying sandboxes through the backends (runc, crun,
+//! runsc, libcontainer); freezing and thawing them via the cgroup freezer;
+//! per-invocation cgroup limits; and the framed stdio connection to
+//! `ember-agent`. Does not own pools, scheduling or code injection (see
+//! `ember-shim` and `ember-injector`), nor the agent binary itself
+//! (`runtimes/agent`).
 
 pub mod agent_conn;
 pub mod backend;

@@ -1,11 +1,13 @@
 //! `emberd` and the `ember` CLI.
 //!
-//! Owns the daemon: warm pools of sandboxes per language runtime, the
-//! invocation path (thaw, inject, run, eject, freeze), the function
-//! registry in SQLite, recovery of a previous run's leftovers, and the
-//! HTTP/1.1 + JSON API on a Unix socket (`docs/api.md`); and the CLI that
-//! speaks that API. Sandbox mechanics live in `ember-runtimes`, code
-//! storage and mount injection in `ember-injector`.
+//! Owns the daemon: warm pools of sandboxes per language runtime and
+//! backend that follow demand and bind sandboxes to functions in
+//! specialized mode, the invocation path (thaw, inject, run, eject,
+//! freeze), the function registry in SQLite, the configuration file,
+//! recovery of a previous run's leftovers, and the HTTP/1.1 + JSON API on a
+//! Unix socket (`docs/api.md`); and the CLI that speaks that API. Sandbox
+//! mechanics live in `ember-runtimes`, code storage and mount injection in
+//! `ember-injector`.
 
 pub mod api;
 pub mod cli;
