@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod containerd;
+
 /// Directory holding the workspace's built binaries (target/debug).
 pub fn bin_dir() -> PathBuf {
     if let Ok(d) = std::env::var("EMBER_BIN_DIR") {

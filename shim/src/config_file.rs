@@ -20,6 +20,9 @@
 //! [specialized]
 //! max_invocations = 10000  # recycle a bound sandbox after this many
 //! idle_ms = 300000         # or after this long unused
+//!
+//! [ember_runtime]          # the OCI runtime CLI for containerd and Docker
+//! delegate = "runc"        # or "runsc"
 //! ```
 
 use serde::Deserialize;
@@ -50,6 +53,19 @@ pub struct ConfigFile {
     pub pools: BTreeMap<String, PoolSection>,
     #[serde(default)]
     pub specialized: SpecializedSection,
+    /// What `ember-runtime` (the OCI runtime CLI) hands commands to.
+    #[serde(default)]
+    pub ember_runtime: EmberRuntimeSection,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EmberRuntimeSection {
+    /// The runtime binary (default `runc`; `runsc` for gVisor).
+    pub delegate: Option<String>,
+    /// Global flags put before the caller's (default for runsc:
+    /// `--platform=ptrace --network=none`).
+    pub delegate_args: Option<Vec<String>>,
 }
 
 /// One runtime's pool settings; absent keys keep the flags' values.
@@ -72,6 +88,13 @@ pub struct SpecializedSection {
 }
 
 impl ConfigFile {
+    /// Load the file `EMBER_CONFIG` names, else the default path (which
+    /// may be absent); for programs without a `--config` flag.
+    pub fn load_from_env() -> Result<ConfigFile, ConfigFileError> {
+        let named = std::env::var_os("EMBER_CONFIG").map(PathBuf::from);
+        ConfigFile::load(named.as_deref())
+    }
+
     /// Load `explicit` (must exist) or the default path (may be absent).
     pub fn load(explicit: Option<&Path>) -> Result<ConfigFile, ConfigFileError> {
         let (path, required) = match explicit {

@@ -16,6 +16,7 @@ pub mod config;
 pub mod config_file;
 pub mod daemon;
 pub mod invoke;
+pub mod oci_runtime;
 pub mod pool;
 pub mod registry;
 pub mod validate;

@@ -1,0 +1,38 @@
+//! `ember-runtime`: runc's command line with ember's sandbox profiles, for
+//! containerd (runc v2 shim, `BinaryName`) and Docker (`--runtime`). See
+//! `ember_shim::oci_runtime` and docs/containerd.md.
+
+use clap::Parser;
+use ember_shim::config_file::ConfigFile;
+use ember_shim::oci_runtime::{
+    apply_profile_to_bundle, report_error, Delegate, RuntimeCli, RuntimeCliError,
+};
+use std::ffi::OsString;
+use std::os::unix::process::CommandExt;
+
+fn main() {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let cli = RuntimeCli::try_parse_from(&args).unwrap_or_else(|e| e.exit());
+    let file = ConfigFile::load_from_env().unwrap_or_else(|e| {
+        report_error(&cli.global, &e.to_string());
+        std::process::exit(1)
+    });
+    if let Some(bundle) = cli.command.bundle() {
+        if let Err(e) = apply_profile_to_bundle(bundle, cli.ember_profile.as_deref()) {
+            report_error(&cli.global, &e.to_string());
+            std::process::exit(1);
+        }
+    }
+    let delegate = Delegate::configured(&file);
+    // Replace this process: the delegate's exit code, output and pid are
+    // what the caller sees.
+    let source = std::process::Command::new(&delegate.binary)
+        .args(delegate.argv(&args[1..]))
+        .exec();
+    let e = RuntimeCliError::Exec {
+        binary: delegate.binary,
+        source,
+    };
+    report_error(&cli.global, &e.to_string());
+    std::process::exit(127);
+}
