@@ -25,6 +25,16 @@ pub struct Containerd {
     child: Option<Child>,
     /// `/run/containerd` existed before (a system containerd's): leave it.
     run_dir_existed: bool,
+    /// Held for the instance's life (see [`one_at_a_time`]).
+    _serial: std::sync::MutexGuard<'static, ()>,
+}
+
+/// Private containerd and dockerd instances still share the shims' fixed
+/// socket directory (`/run/containerd/s`), which each removes when it goes:
+/// tests in one binary take turns.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Where containerd's shims put their sockets whatever the config says.
@@ -32,6 +42,13 @@ const SHIM_RUN_DIR: &str = "/run/containerd";
 
 impl Containerd {
     pub fn start() -> Containerd {
+        Containerd::start_with_env(&[])
+    }
+
+    /// Start with extra environment, which containerd passes to its shims
+    /// and they to the runtime binary (`EMBER_AGENT`, `EMBER_SOCKET`).
+    pub fn start_with_env(env: &[(&str, &Path)]) -> Containerd {
+        let serial = one_at_a_time();
         let dir = tempfile::Builder::new()
             .prefix("ember-it-ctrd-")
             .tempdir()
@@ -53,6 +70,7 @@ impl Containerd {
         let child = Command::new("/usr/bin/containerd")
             .arg("--config")
             .arg(d.join("config.toml"))
+            .envs(env.iter().map(|(k, v)| (*k, *v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -62,6 +80,7 @@ impl Containerd {
             socket,
             child: Some(child),
             run_dir_existed,
+            _serial: serial,
         };
         let t = Instant::now();
         while !c.ctr(&["version"]).status.success() {
@@ -284,6 +303,7 @@ pub struct Dockerd {
     run_dir_existed: bool,
     /// `/run/docker` existed before (a system dockerd's): leave it.
     docker_dir_existed: bool,
+    _serial: std::sync::MutexGuard<'static, ()>,
 }
 
 /// dockerd's plugin discovery directory, fixed whatever the flags say.
@@ -298,6 +318,7 @@ pub const DOCKER_TOOLS: &[(&str, &str)] = &[
 
 impl Dockerd {
     pub fn start(daemon_json: &serde_json::Value) -> Dockerd {
+        let serial = one_at_a_time();
         let dir = tempfile::Builder::new()
             .prefix("ember-it-dockerd-")
             .tempdir()
@@ -335,6 +356,7 @@ impl Dockerd {
             child: Some(child),
             run_dir_existed,
             docker_dir_existed,
+            _serial: serial,
         };
         let t = Instant::now();
         while !dk.docker(&["info"]).status.success() {

@@ -3,7 +3,8 @@
 //! --runc-binary`), with an image built here and imported, no registry.
 
 use ember_integration::containerd::{Containerd, IMAGE, TOOLS};
-use ember_integration::{bin, prerequisites_met, tool_present};
+use ember_integration::{agent_path, bin, prerequisites_met, tool_present, Daemon};
+use serde_json::json;
 use std::time::{Duration, Instant};
 
 fn ready(test: &str) -> bool {
@@ -189,4 +190,83 @@ fn containerd_runs_containers_through_ember_runtime() {
         text(&ctrd.ctr(&["containers", "list", "--quiet"]).stdout).trim(),
         ""
     );
+}
+
+#[test]
+fn a_container_started_by_containerd_becomes_an_emberd_sandbox() {
+    if !ready("a_container_started_by_containerd_becomes_an_emberd_sandbox") {
+        return;
+    }
+    // emberd with no sandboxes of its own: invocations can only run in
+    // the one containerd starts.
+    let mut d = Daemon::start(&["--pool-size", "0", "--pool-headroom", "0"]);
+    let tag = d.tag();
+    let agent = std::fs::canonicalize(agent_path()).expect("ember-agent (scripts/build-agent)");
+    let ctrd = Containerd::start_with_env(&[
+        ("EMBER_AGENT", agent.as_path()),
+        ("EMBER_SOCKET", d.socket.as_path()),
+    ]);
+    ctrd.import_test_image();
+    let runtime = bin("ember-runtime");
+    let mut args: Vec<String> = vec!["run".into(), "-d".into()];
+    args.extend(ctrd.run_flags(runtime.to_str().unwrap()));
+    args.extend(["--annotation", "dev.ember.sandbox=python3", IMAGE, "ext1"].map(String::from));
+    let out = ctrd.ctr(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(
+        out.status.success(),
+        "{}\nemberd log:\n{}",
+        text(&out.stderr),
+        d.log()
+    );
+
+    // `ember-runtime start` registered it: it is an idle pool sandbox.
+    let listed = |d: &Daemon| {
+        d.get("/v1/sandboxes").json()["sandboxes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == "ext1")
+            .cloned()
+    };
+    let sb = listed(&d).unwrap_or_else(|| panic!("not adopted; log:\n{}", d.log()));
+    assert_eq!(sb["state"], "idle", "{sb}");
+    assert_eq!(sb["backend"], "external");
+    assert_eq!(d.pool()["adopted_total"], 1);
+
+    // Invocations through emberd run in it, code swapped in and out.
+    d.deploy_files(
+        "where",
+        &[("main.py", "import os\ndef handler(e, c):\n    return {'fn': sorted(os.listdir('/fn')), 'n': e['n']}\n")],
+        5000,
+    );
+    for n in 0..3 {
+        let v = d.invoke("where", &format!(r#"{{"n": {n}}}"#)).json();
+        assert_eq!(v["sandbox"], "ext1", "{v}");
+        assert_eq!(v["start"], "hot", "{v}");
+        assert_eq!(
+            v["result"],
+            json!({ "fn": ["__pycache__", "main.py"], "n": n }),
+            "{v}"
+        );
+    }
+
+    // containerd ends it: emberd drops it from the pool.
+    let out = ctrd.ctr(&["tasks", "kill", "--signal", "SIGKILL", "ext1"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let t = Instant::now();
+    while listed(&d).is_some() {
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "still pooled; log:\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let t = Instant::now();
+    while !ctrd.ctr(&["tasks", "delete", "ext1"]).status.success() {
+        assert!(t.elapsed() < Duration::from_secs(10), "task would not go");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(ctrd.ctr(&["containers", "delete", "ext1"]).status.success());
+    d.stop_and_check(&tag);
 }

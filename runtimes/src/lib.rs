@@ -28,4 +28,4 @@ pub use agent_conn::AgentConn;
 pub use backend::{backend_by_name, Backend, BackendOptions, Injection, BACKEND_NAMES};
 pub use error::RuntimeError;
 pub use language::{Interpreter, Language};
-pub use sandbox::{Sandbox, SandboxConfig};
+pub use sandbox::{ExternalSandbox, Sandbox, SandboxConfig};

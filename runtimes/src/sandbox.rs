@@ -103,6 +103,23 @@ pub struct Sandbox {
     pub bound: Option<String>,
     /// When it last went back to its pool (creation time until then).
     pub last_used: Instant,
+    /// Created and owned by someone else (containerd, through
+    /// `ember-runtime`): emberd never deletes its container; destroying it
+    /// only tells its agent to stop, which ends the container.
+    pub external: bool,
+}
+
+/// A sandbox someone else created with ember's agent in it, as
+/// `ember-runtime` reports it (see [`Sandbox::adopt`]).
+#[derive(Debug, Clone)]
+pub struct ExternalSandbox {
+    pub id: String,
+    /// Host pid of its init (the agent).
+    pub pid: u32,
+    /// Host path of the Unix socket the agent listens on.
+    pub socket: PathBuf,
+    /// Its cgroup path (the bundle's `linux.cgroupsPath`).
+    pub cgroups_path: String,
 }
 
 /// The host directory a host-directory sandbox sees at `/fn`.
@@ -133,6 +150,20 @@ fn mount_host_tmp(dir: &Path, bytes: u64) -> Result<(), RuntimeError> {
         Some(opts.as_str()),
     )
     .map_err(|e| err(e.into()))
+}
+
+/// The code slot of a sandbox whose init is `pid`: a thread held in its
+/// mount namespace, so injection never targets another process even if
+/// the pid were reused.
+fn mount_slot(id: &str, pid: u32) -> Result<CodeSlot, RuntimeError> {
+    let mntns = std::fs::File::open(format!("/proc/{pid}/ns/mnt"))
+        .map(OwnedFd::from)
+        .map_err(|source| RuntimeError::Namespace { pid, source })?;
+    let injector = Injector::new(mntns, pid).map_err(|e| RuntimeError::Agent {
+        id: id.to_string(),
+        message: format!("joining its mount namespace: {e}"),
+    })?;
+    Ok(CodeSlot::Mounted(injector))
 }
 
 /// Remove a bundle directory, unmounting its host `/tmp` first if it has
@@ -173,20 +204,7 @@ impl Sandbox {
             let limits = cgroups.limits(&cgroups_path);
             let (init_pid, mut conn) = cfg.backend.run(id, &bundle).await?;
             let code = match cfg.backend.injection() {
-                Injection::MountNamespace => {
-                    let mntns = std::fs::File::open(format!("/proc/{init_pid}/ns/mnt"))
-                        .map(OwnedFd::from)
-                        .map_err(|source| RuntimeError::Namespace {
-                            pid: init_pid,
-                            source,
-                        })?;
-                    let injector =
-                        Injector::new(mntns, init_pid).map_err(|e| RuntimeError::Agent {
-                            id: id.to_string(),
-                            message: format!("joining its mount namespace: {e}"),
-                        })?;
-                    CodeSlot::Mounted(injector)
-                }
+                Injection::MountNamespace => mount_slot(id, init_pid)?,
                 Injection::HostDirectory => {
                     CodeSlot::HostDir(HostDirSlot::new(code_dir.clone(), Some(tmp_dir.clone())))
                 }
@@ -245,6 +263,7 @@ impl Sandbox {
                 invocations: 0,
                 bound: None,
                 last_used: Instant::now(),
+                external: false,
             })
         }
         .await;
@@ -255,7 +274,84 @@ impl Sandbox {
         result
     }
 
-    /// Kill and remove the container, its cgroups and its bundle.
+    /// Take over a sandbox someone else created (containerd, through
+    /// `ember-runtime`): connect to its agent's socket, wait for it to be
+    /// ready, and find its mount namespace and cgroup.
+    pub async fn adopt(
+        ext: &ExternalSandbox,
+        cgroups: &CgroupLayout,
+        ready_timeout: Duration,
+    ) -> Result<Sandbox, RuntimeError> {
+        let started = Instant::now();
+        let id = ext.id.clone();
+        let agent_err = |message: String| RuntimeError::Agent {
+            id: id.clone(),
+            message,
+        };
+        let stream = tokio::net::UnixStream::connect(&ext.socket)
+            .await
+            .map_err(|e| agent_err(format!("connecting to {}: {e}", ext.socket.display())))?;
+        let (r, w) = stream.into_split();
+        let mut conn =
+            AgentConn::from_streams(&id, Box::new(w), Box::new(r), Box::new(tokio::io::empty()));
+        let ready = match tokio::time::timeout(ready_timeout, conn.recv()).await {
+            Err(_) => {
+                return Err(RuntimeError::AgentTimeout {
+                    id,
+                    waited_ms: ready_timeout.as_millis() as u64,
+                })
+            }
+            Ok(Err(message)) => return Err(agent_err(message)),
+            Ok(Ok(FromAgent::Ready(r))) if r.protocol == ember_proto::PROTOCOL_VERSION => r,
+            Ok(Ok(other)) => {
+                return Err(agent_err(format!(
+                    "expected ready of protocol {}, got {other:?}",
+                    ember_proto::PROTOCOL_VERSION
+                )))
+            }
+        };
+        let freezer = cgroups.freezer(&ext.cgroups_path)?;
+        let limits = cgroups.limits(&ext.cgroups_path);
+        let code = mount_slot(&id, ext.pid)?;
+        let baseline_memory = limits.memory_usage().unwrap_or(0);
+        Ok(Sandbox {
+            id: ext.id.clone(),
+            init_pid: ext.pid,
+            code,
+            backend: "external",
+            pids_limit_applies: true,
+            freezer,
+            limits,
+            applied: None,
+            baseline_memory,
+            conn,
+            ready,
+            bundle: PathBuf::new(),
+            created: Instant::now(),
+            create_us: started.elapsed().as_micros() as u64,
+            invocations: 0,
+            bound: None,
+            last_used: Instant::now(),
+            external: true,
+        })
+    }
+
+    /// Whether its init still runs (an external sandbox's owner may have
+    /// killed it).
+    pub fn alive(&self) -> bool {
+        std::fs::metadata(format!("/proc/{}", self.init_pid)).is_ok()
+            && std::fs::read_to_string(format!("/proc/{}/stat", self.init_pid))
+                .map(|st| {
+                    st.rsplit_once(')')
+                        .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
+                        .unwrap_or(false)
+                })
+                .unwrap_or(false)
+    }
+
+    /// Kill and remove the container, its cgroups and its bundle. An
+    /// external sandbox is only told to stop: its agent exits, which ends
+    /// the container, and its owner cleans up.
     pub async fn destroy(mut self, backend: &dyn Backend) -> Result<(), RuntimeError> {
         // A polite stop first lets the agent kill its children; a frozen or
         // hung agent is handled by the forced delete anyway.
@@ -265,6 +361,9 @@ impl Sandbox {
             self.conn.send(&ToAgent::Shutdown),
         )
         .await;
+        if self.external {
+            return Ok(());
+        }
         let res = backend.delete(&self.id).await;
         remove_bundle(&self.bundle);
         res

@@ -145,7 +145,7 @@ pub fn router(daemon: AppState) -> Router {
         .route("/v1/test", post(test_function))
         .route("/v1/pools", get(list_pools))
         .route("/v1/pools/{runtime}", get(get_pool).put(put_pool))
-        .route("/v1/sandboxes", get(list_sandboxes))
+        .route("/v1/sandboxes", get(list_sandboxes).post(adopt_sandbox))
         .route("/v1/sandboxes/{id}/kill", post(kill_sandbox))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -453,6 +453,88 @@ async fn put_pool(
 async fn list_sandboxes(State(d): State<AppState>) -> Json<serde_json::Value> {
     let all: Vec<_> = d.pools().flat_map(|p| p.sandboxes()).collect();
     Json(json!({ "sandboxes": all }))
+}
+
+/// `POST /v1/sandboxes`: a sandbox created by someone else with ember's
+/// agent listening on a socket (what `ember-runtime start` sends for a
+/// container annotated `dev.ember.sandbox`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdoptRequest {
+    id: String,
+    runtime: String,
+    pid: u32,
+    socket: String,
+    cgroups_path: String,
+}
+
+async fn adopt_sandbox(
+    State(d): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let body = read_body(body, &headers, 64 * 1024, "adopt request").await?;
+    let req: AdoptRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            format!("adopt body: {e}"),
+        )
+    })?;
+    let valid_id = !req.id.is_empty()
+        && req.id.len() <= 128
+        && req
+            .id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if !valid_id {
+        return Err(ApiError::bad_request(format!(
+            "invalid sandbox id {:?}: 1-128 of A-Z a-z 0-9 - _ .",
+            req.id
+        )));
+    }
+    if !req.socket.starts_with('/') || !req.cgroups_path.starts_with('/') {
+        return Err(ApiError::bad_request(format!(
+            "socket {:?} and cgroups_path {:?} must be absolute",
+            req.socket, req.cgroups_path
+        )));
+    }
+    if d.pools()
+        .any(|p| p.sandboxes().iter().any(|s| s.id == req.id))
+    {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "sandbox_exists",
+            format!("a sandbox {:?} is already in a pool", req.id),
+        ));
+    }
+    let pool = d
+        .pool(&req.runtime, None)
+        .ok_or_else(|| unknown_pool(&req.runtime, None, &d.backends))?;
+    let ext = ember_runtimes::ExternalSandbox {
+        id: req.id.clone(),
+        pid: req.pid,
+        socket: req.socket.into(),
+        cgroups_path: req.cgroups_path,
+    };
+    let sb = ember_runtimes::Sandbox::adopt(&ext, &d.cgroups(), std::time::Duration::from_secs(30))
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "sandbox_failed",
+                format!("adopting sandbox {:?}: {e}", req.id),
+            )
+        })?;
+    pool.adopt(sb).map_err(|e| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            e.to_string(),
+        )
+    })?;
+    let adopted = json!({ "adopted": { "id": req.id, "runtime": req.runtime, "pid": req.pid } });
+    Ok((StatusCode::CREATED, Json(adopted)))
 }
 
 async fn kill_sandbox(

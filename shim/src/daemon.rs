@@ -284,6 +284,11 @@ impl Daemon {
         self.pools.get(&(runtime.to_string(), backend.to_string()))
     }
 
+    /// The cgroup layout of this host (for sandboxes adopted from others).
+    pub fn cgroups(&self) -> CgroupLayout {
+        self.cgroups.clone()
+    }
+
     /// The language runtimes this daemon runs pools for.
     pub fn runtimes(&self) -> Vec<&str> {
         let mut v: Vec<&str> = self.pools.keys().map(|(rt, _)| rt.as_str()).collect();

@@ -21,6 +21,14 @@ use std::path::{Path, PathBuf};
 /// The annotation naming the ember profile to apply to a container.
 pub const PROFILE_ANNOTATION: &str = "dev.ember.profile";
 
+/// The annotation that makes a container an ember sandbox of a language
+/// runtime (`python3`, `node`): its process becomes ember's agent, which
+/// emberd adopts into that runtime's pool once the container starts.
+pub const SANDBOX_ANNOTATION: &str = "dev.ember.sandbox";
+
+/// Host directory, inside the bundle, holding the agent's socket.
+const AGENT_RUN_DIR: &str = "ember-run";
+
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeCliError {
     #[error("reading {path}: {source}")]
@@ -45,6 +53,18 @@ pub enum RuntimeCliError {
     Exec {
         binary: PathBuf,
         source: std::io::Error,
+    },
+    #[error("annotation {SANDBOX_ANNOTATION}={runtime:?} in {path}: {message}")]
+    BadSandbox {
+        path: PathBuf,
+        runtime: String,
+        message: String,
+    },
+    #[error("registering sandbox {id} with emberd at {socket}: {message}")]
+    Register {
+        id: String,
+        socket: PathBuf,
+        message: String,
     },
 }
 
@@ -98,6 +118,19 @@ impl RuntimeCommand {
     }
 }
 
+impl RuntimeCommand {
+    /// The container `start` starts (after which a sandbox registers).
+    pub fn started(&self) -> Option<&str> {
+        match self {
+            RuntimeCommand::Standard(c) => match c.as_ref() {
+                liboci_cli::StandardCmd::Start(s) => Some(&s.container_id),
+                _ => None,
+            },
+            RuntimeCommand::Common(_) => None,
+        }
+    }
+}
+
 /// The runtime `ember-runtime` hands every command to.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Delegate {
@@ -131,6 +164,27 @@ impl Delegate {
         Delegate { binary, args }
     }
 
+    /// The delegate's `state` of container `id` (same `--root`).
+    pub fn state(&self, global: &liboci_cli::GlobalOpts, id: &str) -> Result<Value, String> {
+        let mut cmd = std::process::Command::new(&self.binary);
+        cmd.args(&self.args);
+        if let Some(root) = &global.root {
+            cmd.arg("--root").arg(root);
+        }
+        let out = cmd
+            .args(["state", id])
+            .output()
+            .map_err(|e| format!("{} state {id}: {e}", self.binary.display()))?;
+        if !out.status.success() {
+            return Err(format!(
+                "{} state {id}: {}",
+                self.binary.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        serde_json::from_slice(&out.stdout).map_err(|e| format!("state of {id}: {e}"))
+    }
+
     /// The delegate's argv: its own global flags, then the caller's
     /// arguments unchanged but for ember's own `--ember-profile`.
     pub fn argv(&self, caller: &[OsString]) -> Vec<OsString> {
@@ -154,12 +208,25 @@ impl Delegate {
     }
 }
 
-/// Apply the profile named by the bundle's `dev.ember.profile` annotation
-/// to its `config.json`, in place. Returns the profile's name, or `None`
-/// when the bundle names none (it is then left byte for byte as it was).
+/// Prepare a bundle before `create`/`run`, in place: a bundle annotated
+/// `dev.ember.sandbox` becomes an ember sandbox (see [`make_sandbox`]); the
+/// profile named by `dev.ember.profile` (or `fallback`, from
+/// `--ember-profile`; `default` for sandboxes) is applied. Returns the
+/// profile applied, or `None` when the bundle asks for nothing (it is
+/// then left byte for byte as it was).
 pub fn apply_profile_to_bundle(
     bundle: &Path,
     fallback: Option<&str>,
+) -> Result<Option<&'static str>, RuntimeCliError> {
+    prepare_bundle(bundle, fallback, None)
+}
+
+/// [`apply_profile_to_bundle`] with the agent binary a sandbox bundle binds
+/// in (`None`: [`agent_path`]).
+pub fn prepare_bundle(
+    bundle: &Path,
+    fallback: Option<&str>,
+    agent: Option<&Path>,
 ) -> Result<Option<&'static str>, RuntimeCliError> {
     let path = bundle.join("config.json");
     let text = std::fs::read(&path).map_err(|source| RuntimeCliError::Read {
@@ -171,13 +238,27 @@ pub fn apply_profile_to_bundle(
             path: path.clone(),
             message: e.to_string(),
         })?;
-    let Some(name) = config["annotations"][PROFILE_ANNOTATION]
+    let sandbox = config["annotations"][SANDBOX_ANNOTATION]
+        .as_str()
+        .map(str::to_string);
+    let name = config["annotations"][PROFILE_ANNOTATION]
         .as_str()
         .or(fallback)
-        .map(str::to_string)
-    else {
+        .or(sandbox.as_ref().map(|_| "default"))
+        .map(str::to_string);
+    let Some(name) = name else {
         return Ok(None);
     };
+    if let Some(runtime) = &sandbox {
+        let agent = agent.map(Path::to_path_buf).unwrap_or_else(agent_path);
+        make_sandbox(&mut config, bundle, runtime, &agent).map_err(|message| {
+            RuntimeCliError::BadSandbox {
+                path: path.clone(),
+                runtime: runtime.clone(),
+                message,
+            }
+        })?;
+    }
     let bad = |message: String| RuntimeCliError::BadProfile {
         path: path.clone(),
         name: name.clone(),
@@ -198,6 +279,189 @@ pub fn apply_profile_to_bundle(
             source,
         })?;
     Ok(Some(profile.name))
+}
+
+/// The static agent a sandbox bundle binds in: `EMBER_AGENT`, else
+/// `/usr/local/bin/ember-agent` (where `scripts/setup` installs it).
+pub fn agent_path() -> PathBuf {
+    std::env::var_os("EMBER_AGENT")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/local/bin/ember-agent"))
+}
+
+/// Turn a container's config into an ember sandbox of `runtime`, as
+/// emberd's own bundles are: the host's `/usr`, `/etc`, ... bound
+/// read-only over the image's root (read-only too), empty `/fn` and
+/// `/tmp`, and ember's agent as the process, running the interpreter as
+/// an unprivileged user and listening on a socket in a host directory of
+/// the bundle (`ember-run/agent.sock`), where emberd connects. The
+/// container's own command is replaced; its namespaces, cgroup and
+/// resources stay.
+pub fn make_sandbox(
+    config: &mut Value,
+    bundle: &Path,
+    runtime: &str,
+    agent: &Path,
+) -> Result<(), String> {
+    let language = ember_runtimes::Language::by_runtime(runtime).ok_or_else(|| {
+        format!(
+            "unknown runtime (known: {})",
+            crate::validate::RUNTIMES.join(", ")
+        )
+    })?;
+    if !agent.is_file() {
+        return Err(format!(
+            "ember-agent {} does not exist (set EMBER_AGENT, or run scripts/setup)",
+            agent.display()
+        ));
+    }
+    let interpreter = ember_runtimes::Interpreter {
+        language,
+        path: match language {
+            ember_runtimes::Language::Python => "/usr/bin/python3".into(),
+            ember_runtimes::Language::Node => "/usr/bin/node".into(),
+        },
+    };
+    let root = config["root"]["path"]
+        .as_str()
+        .ok_or("config has no root.path")?
+        .to_string();
+    let rootfs = if Path::new(&root).is_absolute() {
+        PathBuf::from(&root)
+    } else {
+        bundle.join(&root)
+    };
+    let io = |what: &Path, e: std::io::Error| format!("{}: {e}", what.display());
+    for d in ["fn", "tmp", ".ember/run"] {
+        let p = rootfs.join(d);
+        std::fs::create_dir_all(&p).map_err(|e| io(&p, e))?;
+    }
+    let agent_target = rootfs.join(".ember/agent");
+    if !agent_target.exists() {
+        std::fs::write(&agent_target, b"").map_err(|e| io(&agent_target, e))?;
+    }
+    let run_dir = bundle.join(AGENT_RUN_DIR);
+    std::fs::create_dir_all(&run_dir).map_err(|e| io(&run_dir, e))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&run_dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| io(&run_dir, e))?;
+    }
+    let binds = ember_runtimes::bundle::host_dirs(&rootfs).map_err(|e| e.to_string())?;
+    let bind = |dest: &str, source: &str, mode: &str| {
+        serde_json::json!({
+            "destination": dest, "source": source, "type": "bind",
+            "options": ["bind", mode, "nosuid", "nodev"],
+        })
+    };
+    let mounts = config
+        .as_object_mut()
+        .ok_or("config is not a JSON object")?
+        .entry("mounts")
+        .or_insert_with(|| serde_json::json!([]))
+        .as_array_mut()
+        .ok_or("mounts is not a list")?;
+    // The image's own mounts of these paths would hide the host's.
+    mounts.retain(|m| {
+        let dest = m["destination"].as_str().unwrap_or("");
+        !binds.iter().any(|b| b == dest) && dest != "/tmp" && dest != "/fn"
+    });
+    for dir in &binds {
+        mounts.push(bind(dir, dir, "ro"));
+    }
+    mounts.push(bind(
+        ember_runtimes::bundle::AGENT_PATH,
+        &agent.to_string_lossy(),
+        "ro",
+    ));
+    mounts.push(bind("/.ember/run", &run_dir.to_string_lossy(), "rw"));
+    let mut args = vec![ember_runtimes::bundle::AGENT_PATH.to_string()];
+    args.extend(interpreter.agent_args());
+    args.extend(
+        [
+            "--uid",
+            &ember_runtimes::bundle::SANDBOX_UID.to_string(),
+            "--gid",
+            &ember_runtimes::bundle::SANDBOX_UID.to_string(),
+            "--listen",
+            "/.ember/run/agent.sock",
+        ]
+        .map(str::to_string),
+    );
+    let process = config
+        .as_object_mut()
+        .ok_or("config is not a JSON object")?
+        .entry("process")
+        .or_insert_with(|| serde_json::json!({}));
+    process["args"] = serde_json::json!(args);
+    process["env"] = serde_json::json!(["PATH=/usr/local/bin:/usr/bin:/bin"]);
+    process["cwd"] = serde_json::json!("/");
+    process["user"] = serde_json::json!({ "uid": 0, "gid": 0 });
+    process["terminal"] = serde_json::json!(false);
+    config["root"]["readonly"] = serde_json::json!(true);
+    Ok(())
+}
+
+/// Where emberd's API is: `EMBER_SOCKET`, else its default.
+pub fn emberd_socket() -> PathBuf {
+    std::env::var_os("EMBER_SOCKET")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/run/ember/ember.sock"))
+}
+
+/// After a successful `start`: if the container is an ember sandbox, tell
+/// emberd to adopt it. `state` is the delegate's `state` JSON of it.
+pub fn register_if_sandbox(
+    state: &Value,
+    socket: &Path,
+) -> Result<Option<String>, RuntimeCliError> {
+    let Some(runtime) = state["annotations"][SANDBOX_ANNOTATION].as_str() else {
+        return Ok(None);
+    };
+    let id = state["id"].as_str().unwrap_or_default().to_string();
+    let fail = |message: String| RuntimeCliError::Register {
+        id: id.clone(),
+        socket: socket.to_path_buf(),
+        message,
+    };
+    let bundle = PathBuf::from(state["bundle"].as_str().unwrap_or_default());
+    let config: Value = std::fs::read(bundle.join("config.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or_else(|| fail(format!("cannot read {}/config.json", bundle.display())))?;
+    let cgroups_path = config["linux"]["cgroupsPath"]
+        .as_str()
+        .filter(|p| p.starts_with('/'))
+        .ok_or_else(|| {
+            fail("the container has no cgroupfs cgroupsPath (the systemd cgroup driver is not supported for sandboxes)".into())
+        })?
+        .to_string();
+    let body = serde_json::json!({
+        "id": id,
+        "runtime": runtime,
+        "pid": state["pid"].as_u64().unwrap_or(0),
+        "socket": bundle.join(AGENT_RUN_DIR).join("agent.sock"),
+        "cgroups_path": cgroups_path,
+    });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| fail(e.to_string()))?;
+    let client = crate::client::Client::new(socket);
+    let answer = rt
+        .block_on(client.request(
+            hyper::Method::POST,
+            "/v1/sandboxes",
+            Some("application/json"),
+            body.to_string(),
+        ))
+        .map_err(|e| fail(e.to_string()))?;
+    if !answer.status.is_success() {
+        return Err(fail(answer.error_message()));
+    }
+    Ok(Some(id))
 }
 
 /// What a profile does to any container's config: its seccomp filter
@@ -505,6 +769,96 @@ mod tests {
             ]);
             assert_eq!(argv, ["--platform=ptrace", "--network=none", "state", "c1"]);
         }
+    }
+
+    #[test]
+    fn a_sandbox_annotation_makes_an_ember_sandbox_of_the_container() {
+        let bundle = tempfile::tempdir().unwrap();
+        std::fs::create_dir(bundle.path().join("rootfs")).unwrap();
+        let agent = bundle.path().join("ember-agent");
+        std::fs::write(&agent, b"#!agent").unwrap();
+        let mut c = bundle_config();
+        c["annotations"] = json!({ SANDBOX_ANNOTATION: "python3" });
+        c["mounts"] = json!([{"destination": "/tmp", "type": "tmpfs", "source": "tmpfs"}]);
+        std::fs::write(bundle.path().join("config.json"), c.to_string()).unwrap();
+        let applied = prepare_bundle(bundle.path(), None, Some(&agent)).unwrap();
+        assert_eq!(
+            applied,
+            Some("default"),
+            "sandboxes get the default profile"
+        );
+        let after: Value =
+            serde_json::from_slice(&std::fs::read(bundle.path().join("config.json")).unwrap())
+                .unwrap();
+        let args: Vec<&str> = after["process"]["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        assert_eq!(args[0], "/.ember/agent");
+        assert!(args
+            .windows(2)
+            .any(|w| w == ["--python", "/usr/bin/python3"]));
+        assert!(args
+            .windows(2)
+            .any(|w| w == ["--listen", "/.ember/run/agent.sock"]));
+        assert_eq!(after["root"]["readonly"], true);
+        let mounts = after["mounts"].as_array().unwrap();
+        let dest = |d: &str| mounts.iter().find(|m| m["destination"] == d);
+        assert_eq!(
+            dest("/.ember/agent").unwrap()["source"],
+            agent.to_str().unwrap()
+        );
+        assert!(dest("/usr").unwrap()["options"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("ro")));
+        assert!(dest("/tmp").is_none(), "the image's /tmp mount is dropped");
+        let run = bundle.path().join(AGENT_RUN_DIR);
+        assert_eq!(
+            dest("/.ember/run").unwrap()["source"],
+            run.to_str().unwrap()
+        );
+        for d in ["rootfs/fn", "rootfs/tmp", "rootfs/.ember/run", "ember-run"] {
+            assert!(bundle.path().join(d).is_dir(), "{d}");
+        }
+        // A runtime ember does not have, or a missing agent, is refused.
+        c["annotations"] = json!({ SANDBOX_ANNOTATION: "ruby" });
+        std::fs::write(bundle.path().join("config.json"), c.to_string()).unwrap();
+        let e = prepare_bundle(bundle.path(), None, Some(&agent))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("ruby") && e.contains("python3"), "{e}");
+        c["annotations"] = json!({ SANDBOX_ANNOTATION: "python3" });
+        std::fs::write(bundle.path().join("config.json"), c.to_string()).unwrap();
+        let e = prepare_bundle(bundle.path(), None, Some(&bundle.path().join("nope")))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("EMBER_AGENT"), "{e}");
+    }
+
+    #[test]
+    fn registration_needs_a_cgroupfs_path() {
+        let bundle = tempfile::tempdir().unwrap();
+        std::fs::write(
+            bundle.path().join("config.json"),
+            json!({"linux": {"cgroupsPath": "system.slice:ctr:x"}}).to_string(),
+        )
+        .unwrap();
+        let state = json!({
+            "id": "x", "pid": 1, "bundle": bundle.path(),
+            "annotations": { SANDBOX_ANNOTATION: "python3" },
+        });
+        let e = register_if_sandbox(&state, Path::new("/nonexistent.sock"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("systemd cgroup driver"), "{e}");
+        let plain = json!({ "id": "y", "pid": 1, "bundle": "/x", "annotations": {} });
+        assert_eq!(
+            register_if_sandbox(&plain, Path::new("/nonexistent.sock")).unwrap(),
+            None
+        );
     }
 
     #[test]

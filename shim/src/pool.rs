@@ -105,6 +105,8 @@ struct BusyInfo {
     pid: u32,
     created: Instant,
     invocations: u64,
+    /// The sandbox's backend (`external` for adopted ones).
+    backend: &'static str,
 }
 
 struct State {
@@ -174,6 +176,7 @@ struct Counters {
     hot: AtomicU64,
     cold: AtomicU64,
     recycled: AtomicU64,
+    adopted: AtomicU64,
 }
 
 /// Sizes and waits of one pool.
@@ -243,6 +246,8 @@ pub struct PoolStatus {
     /// Bound sandboxes destroyed to make room, or after their invocation
     /// or idle limit.
     pub recycled_total: u64,
+    /// External sandboxes (containerd's, through `ember-runtime`) taken in.
+    pub adopted_total: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -535,6 +540,34 @@ impl Pool {
         Ok((sb, StartKind::Cold, started.elapsed()))
     }
 
+    /// Add a sandbox someone else created (containerd, through
+    /// `ember-runtime`) to the pool, frozen and idle, like one of its own.
+    /// It counts toward the pool's sizes but is never trimmed: only its
+    /// owner ends it (or an invocation that leaves it unusable).
+    pub fn adopt(self: &Arc<Self>, sb: Sandbox) -> Result<(), PoolError> {
+        if self.closing.load(Ordering::SeqCst) {
+            return Err(PoolError::ShuttingDown {
+                runtime: self.runtime.clone(),
+            });
+        }
+        if let Err(e) = sb.freezer.freeze() {
+            let id = sb.id.clone();
+            self.destroy_later(sb);
+            return Err(PoolError::Create {
+                runtime: self.runtime.clone(),
+                source: RuntimeError::Agent {
+                    id,
+                    message: format!("freezing it: {e}"),
+                },
+            });
+        }
+        self.counters.adopted.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(sandbox = %sb.id, pid = sb.init_pid, "adopted external sandbox");
+        self.lock().idle.push_back(sb);
+        self.returned.notify_one();
+        Ok(())
+    }
+
     /// Destroy bound sandboxes that cannot serve any more (stale deploy,
     /// room needed, recycling limits).
     fn recycle(self: &Arc<Self>, doomed: Vec<Sandbox>) {
@@ -738,7 +771,7 @@ impl Pool {
                     .idle
                     .iter()
                     .enumerate()
-                    .filter(|(_, sb)| sb.bound.is_none())
+                    .filter(|(_, sb)| sb.bound.is_none() && !sb.external)
                     .min_by_key(|(_, sb)| sb.last_used)
                     .map(|(i, sb)| (i, sb.last_used.elapsed()));
                 match oldest {
@@ -748,6 +781,18 @@ impl Pool {
                         }
                     }
                     _ => break,
+                }
+            }
+            // External sandboxes whose owner ended them: forget them.
+            let mut i = 0;
+            while i < st.idle.len() {
+                if st.idle[i].external && !st.idle[i].alive() {
+                    if let Some(sb) = st.idle.remove(i) {
+                        tracing::info!(sandbox = %sb.id, "external sandbox is gone; removed from the pool");
+                        self.counters.destroyed.fetch_add(1, Ordering::Relaxed);
+                    }
+                } else {
+                    i += 1;
                 }
             }
             let mut stale = Vec::new();
@@ -794,9 +839,11 @@ impl Pool {
                     break;
                 }
                 let pick = if over_target {
-                    st.idle.iter().rposition(|sb| sb.bound.is_none())
+                    st.idle
+                        .iter()
+                        .rposition(|sb| sb.bound.is_none() && !sb.external)
                 } else {
-                    Some(st.idle.len() - 1)
+                    st.idle.iter().rposition(|sb| !sb.external)
                 };
                 match pick.and_then(|i| st.idle.remove(i)) {
                     Some(sb) => extra.push(sb),
@@ -833,6 +880,7 @@ impl Pool {
             hot_starts_total: self.counters.hot.load(Ordering::Relaxed),
             cold_starts_total: self.counters.cold.load(Ordering::Relaxed),
             recycled_total: self.counters.recycled.load(Ordering::Relaxed),
+            adopted_total: self.counters.adopted.load(Ordering::Relaxed),
         }
     }
 
@@ -844,7 +892,7 @@ impl Pool {
             .map(|sb| SandboxStatus {
                 id: sb.id.clone(),
                 runtime: self.runtime.clone(),
-                backend: self.cfg.backend.name(),
+                backend: sb.backend,
                 state: "idle",
                 pid: sb.init_pid,
                 age_ms: sb.created.elapsed().as_millis() as u64,
@@ -858,7 +906,7 @@ impl Pool {
         out.extend(st.busy.iter().map(|(id, b)| SandboxStatus {
             id: id.clone(),
             runtime: self.runtime.clone(),
-            backend: self.cfg.backend.name(),
+            backend: b.backend,
             state: if b.returning { "returning" } else { "busy" },
             pid: b.pid,
             age_ms: b.created.elapsed().as_millis() as u64,
@@ -917,6 +965,7 @@ fn busy_info(
         pid: sb.init_pid,
         created: sb.created,
         invocations: sb.invocations,
+        backend: sb.backend,
     }
 }
 

@@ -37,6 +37,10 @@ pub enum Language {
 
 /// Options passed on the agent's command line by the sandbox bundle.
 pub struct Options {
+    /// Serve emberd on this Unix socket instead of stdin/stdout (a sandbox
+    /// created by someone else, e.g. containerd, whose stdio emberd does
+    /// not hold).
+    pub listen: Option<String>,
     pub language: Language,
     /// The interpreter binary inside the sandbox.
     pub interpreter: String,
@@ -46,6 +50,7 @@ pub struct Options {
 
 fn parse_args() -> Result<Options, String> {
     let mut opts = Options {
+        listen: None,
         language: Language::Python,
         interpreter: "/usr/bin/python3".into(),
         uid: 65534,
@@ -65,6 +70,7 @@ fn parse_args() -> Result<Options, String> {
                 opts.language = Language::Node;
                 opts.interpreter = value;
             }
+            "--listen" => opts.listen = Some(value),
             "--uid" => opts.uid = value.parse().map_err(|e| format!("--uid {value}: {e}"))?,
             "--gid" => opts.gid = value.parse().map_err(|e| format!("--gid {value}: {e}"))?,
             _ => return Err(format!("unknown flag {flag}")),
@@ -81,14 +87,26 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let mut out = BufWriter::new(io::stdout().lock());
-    let code = match run(&opts, &mut out) {
-        Ok(()) => 0,
-        Err(message) => {
-            eprintln!("ember-agent: fatal: {message}");
-            let _ = write_frame(&mut out, &FromAgent::Fatal { message });
-            1
+    let code = match &opts.listen {
+        None => {
+            let mut out = BufWriter::new(io::stdout().lock());
+            let input = BufReader::new(io::stdin().lock());
+            match run(&opts, &mut out, input, || Ok(())) {
+                Ok(()) => 0,
+                Err(message) => {
+                    eprintln!("ember-agent: fatal: {message}");
+                    let _ = write_frame(&mut out, &FromAgent::Fatal { message });
+                    1
+                }
+            }
         }
+        Some(path) => match serve_socket(&opts, path) {
+            Ok(()) => 0,
+            Err(message) => {
+                eprintln!("ember-agent: fatal: {message}");
+                1
+            }
+        },
     };
     procs::kill_all_but(&[]);
     std::process::exit(code);
@@ -119,7 +137,40 @@ struct Interp {
     bound_baseline: Option<check::Baseline>,
 }
 
-fn run(opts: &Options, out: &mut impl io::Write) -> Result<(), String> {
+/// Listen on `path` (bound before anything else, so the socket exists as
+/// soon as the sandbox runs), wait for emberd to connect, then start the
+/// interpreter and serve that one connection.
+fn serve_socket(opts: &Options, path: &str) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::remove_file(path);
+    let listener = std::os::unix::net::UnixListener::bind(path)
+        .map_err(|e| format!("listening on {path}: {e}"))?;
+    // Only emberd (root on the host) may talk to the agent.
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| format!("chmod {path}: {e}"))?;
+    let (stream, _) = listener
+        .accept()
+        .map_err(|e| format!("accepting on {path}: {e}"))?;
+    let reader = stream
+        .try_clone()
+        .map_err(|e| format!("socket {path}: {e}"))?;
+    let mut out = BufWriter::new(stream);
+    // Nobody else connects: the listener goes once the first one is in.
+    run(opts, &mut out, BufReader::new(reader), move || {
+        drop(listener);
+        Ok(())
+    })
+}
+
+/// Start the interpreter, then serve emberd's requests from `input`,
+/// answering on `out`. `connected` runs once the sandbox is ready, before
+/// `Ready` is written.
+fn run(
+    opts: &Options,
+    out: &mut impl io::Write,
+    mut input: impl io::Read,
+    connected: impl FnOnce() -> Result<(), String>,
+) -> Result<(), String> {
     let mut interp = match opts.language {
         Language::Python => Interp {
             zygote: Some(zygote::Zygote::start(opts)?),
@@ -140,8 +191,8 @@ fn run(opts: &Options, out: &mut impl io::Write) -> Result<(), String> {
     };
     // The clean state every invocation must leave behind.
     let baseline = check::Baseline::capture()?;
+    connected()?;
     write_frame(out, &FromAgent::Ready(ready)).map_err(|e| format!("writing ready: {e}"))?;
-    let mut input = BufReader::new(io::stdin().lock());
     loop {
         let msg: ToAgent = match read_frame(&mut input) {
             Ok(m) => m,

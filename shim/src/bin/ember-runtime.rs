@@ -5,7 +5,8 @@
 use clap::Parser;
 use ember_shim::config_file::ConfigFile;
 use ember_shim::oci_runtime::{
-    apply_profile_to_bundle, report_error, Delegate, RuntimeCli, RuntimeCliError,
+    apply_profile_to_bundle, emberd_socket, register_if_sandbox, report_error, Delegate,
+    RuntimeCli, RuntimeCliError,
 };
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
@@ -24,6 +25,37 @@ fn main() {
         }
     }
     let delegate = Delegate::configured(&file);
+    if let Some(id) = cli.command.started() {
+        // `start` runs as a child: once the container runs, an ember
+        // sandbox registers with emberd (which connects to its agent).
+        let status = std::process::Command::new(&delegate.binary)
+            .args(delegate.argv(&args[1..]))
+            .status()
+            .unwrap_or_else(|source| {
+                let e = RuntimeCliError::Exec {
+                    binary: delegate.binary.clone(),
+                    source,
+                };
+                report_error(&cli.global, &e.to_string());
+                std::process::exit(127)
+            });
+        if !status.success() {
+            std::process::exit(status.code().unwrap_or(1));
+        }
+        let registered = delegate
+            .state(&cli.global, id)
+            .map_err(|message| RuntimeCliError::Register {
+                id: id.to_string(),
+                socket: emberd_socket(),
+                message,
+            })
+            .and_then(|state| register_if_sandbox(&state, &emberd_socket()));
+        if let Err(e) = registered {
+            report_error(&cli.global, &e.to_string());
+            std::process::exit(1);
+        }
+        return;
+    }
     // Replace this process: the delegate's exit code, output and pid are
     // what the caller sees.
     let source = std::process::Command::new(&delegate.binary)
