@@ -270,3 +270,44 @@ fn a_container_started_by_containerd_becomes_an_emberd_sandbox() {
     assert!(ctrd.ctr(&["containers", "delete", "ext1"]).status.success());
     d.stop_and_check(&tag);
 }
+
+#[test]
+fn ember_runtime_can_delegate_to_runsc() {
+    let test = "ember_runtime_can_delegate_to_runsc";
+    if !ready(test) || !tool_present(test, "/usr/bin/runsc", "runsc") {
+        return;
+    }
+    // The shim hands its environment to the runtime binary.
+    let ctrd = Containerd::start_with_env(&[(
+        "EMBER_RUNTIME_DELEGATE",
+        std::path::Path::new("/usr/bin/runsc"),
+    )]);
+    ctrd.import_test_image();
+    let runtime = bin("ember-runtime");
+    let mut args: Vec<String> = vec!["run".into(), "--rm".into()];
+    args.extend(ctrd.run_flags(runtime.to_str().unwrap()));
+    args.extend(
+        [
+            "--annotation",
+            "dev.ember.profile=default",
+            IMAGE,
+            "gvisor",
+            "/bin/sh",
+            "-c",
+            "cat /proc/version; exit 7",
+        ]
+        .map(String::from),
+    );
+    let out = ctrd.ctr(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "{stdout}\n{}\n{}",
+        text(&out.stderr),
+        ctrd.log()
+    );
+    // gVisor's Sentry answers for the kernel: not the host's.
+    let host = std::fs::read_to_string("/proc/version").unwrap();
+    assert!(!stdout.is_empty() && stdout != host, "{stdout}");
+}
