@@ -69,6 +69,15 @@ fn function_limits_are_written_to_the_sandbox_cgroup() {
             .unwrap()
     };
     if std::path::Path::new("/sys/fs/cgroup/memory").is_dir() {
+        // The sandbox is listed busy as soon as it is taken; the limits are
+        // written right after (thaw, then limits): give that a moment on a
+        // loaded machine. The handler sleeps far longer.
+        let t = std::time::Instant::now();
+        while (cg("pids", "pids.max"), cg("cpu", "cpu.shares")) != (22, 256)
+            && t.elapsed() < std::time::Duration::from_secs(1)
+        {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         assert_eq!(
             cg("pids", "pids.max"),
             22,
