@@ -16,8 +16,9 @@
 //! cost of pausing one (cgroup freezer vs the runtime's own pause), then
 //! times M `<runtime> run` cold starts of the same handler in a fresh
 //! container with the same lean root filesystem. Then, on runc, the
-//! scenarios of `scenarios.rs`: Python fork vs specialized vs Node.js, and
-//! a rising burst against a fixed and a demand-following pool. It prints
+//! scenarios of `scenarios.rs`: Python fork vs specialized vs Node.js, a
+//! rising burst against a fixed and a demand-following pool, and container
+//! starts under containerd through runc and through `ember-runtime`. It prints
 //! p50/p90/p99 and the ratios, and writes the samples and summary as JSON
 //! (`benches/report/latest.json`) and a chart (`benches/report/latest.svg`).
 
@@ -93,6 +94,10 @@ struct Args {
     /// Time between the starts of two waves.
     #[arg(long, default_value_t = 1000)]
     burst_spacing_ms: u64,
+    /// Container starts per variant under a private containerd (runc,
+    /// ember-runtime, ember-runtime with the strict profile); 0 skips it.
+    #[arg(long, default_value_t = 30)]
+    containerd_runs: usize,
     /// Skip the per-backend hot-swap vs cold start runs (scenarios only).
     #[arg(long)]
     scenarios_only: bool,
@@ -456,6 +461,12 @@ async fn main() -> Result<()> {
         None
     };
 
+    let containerd = if args.containerd_runs > 0 {
+        scenarios::containerd(args.containerd_runs)?
+    } else {
+        None
+    };
+
     let report = json!({
         "date": first_line("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]),
         "machine": {
@@ -472,6 +483,7 @@ async fn main() -> Result<()> {
         "backends": report_backends,
         "modes": modes,
         "burst": burst,
+        "containerd": containerd,
     });
     if let Some(dir) = args.out.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;

@@ -262,3 +262,76 @@ pub async fn burst(emberd_bin: &Path, waves: usize, spacing_ms: u64) -> Result<s
     }
     Ok(serde_json::Value::Object(out))
 }
+
+/// `ctr run --rm` of a one-line container under a private containerd,
+/// through runc directly and through `ember-runtime` (no profile, and the
+/// strict profile), interleaved: what the wrapper costs a container start.
+pub fn containerd(runs: usize) -> Result<Option<serde_json::Value>> {
+    use ember_integration::containerd::{Containerd, IMAGE, TOOLS};
+    if let Some((path, package)) = TOOLS.iter().find(|(p, _)| !Path::new(p).exists()) {
+        eprintln!("containerd: {path} missing (apt-get install {package}), skipped");
+        return Ok(None);
+    }
+    let runtime = crate::hot::default_emberd().with_file_name("ember-runtime");
+    if !runtime.is_file() {
+        eprintln!("containerd: {} missing, skipped", runtime.display());
+        return Ok(None);
+    }
+    let ctrd = Containerd::start();
+    ctrd.import_test_image();
+    let variants: [(&str, String, Option<&str>); 3] = [
+        ("runc", "runc".to_string(), None),
+        (
+            "ember-runtime",
+            runtime.to_string_lossy().into_owned(),
+            None,
+        ),
+        (
+            "ember-runtime, strict",
+            runtime.to_string_lossy().into_owned(),
+            Some("dev.ember.profile=strict"),
+        ),
+    ];
+    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
+    for i in 0..runs {
+        for (v, (_, binary, annotation)) in variants.iter().enumerate() {
+            let id = format!("bench-{v}-{i}");
+            let mut args: Vec<String> = vec!["run".into(), "--rm".into()];
+            args.extend(ctrd.run_flags(binary));
+            if let Some(a) = annotation {
+                args.extend(["--annotation".to_string(), a.to_string()]);
+            }
+            args.extend([IMAGE, &id, "/bin/true"].map(String::from));
+            let t = Instant::now();
+            let out = ctrd.ctr(&args.iter().map(String::as_str).collect::<Vec<_>>());
+            let ms = t.elapsed().as_secs_f64() * 1000.0;
+            if !out.status.success() {
+                bail!(
+                    "ctr run through {binary}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            samples[v].push(ms);
+        }
+    }
+    println!();
+    println!(
+        "{:<44} {:>5} {:>9} {:>9} {:>9} {:>9}",
+        "containerd `ctr run --rm` (ms)", "n", "p50", "p90", "p99", "mean"
+    );
+    let mut out = serde_json::Map::new();
+    for ((label, _, _), ms) in variants.iter().zip(&samples) {
+        print_row(&format!("through {label}"), ms);
+        out.insert(
+            label.to_string(),
+            json!({ "ms": ms, "summary": summarize(ms) }),
+        );
+    }
+    let base = summarize(&samples[0]).p50_ms;
+    println!(
+        "  ember-runtime adds {:.1} ms at p50 ({:.1} ms with the strict profile)",
+        summarize(&samples[1]).p50_ms - base,
+        summarize(&samples[2]).p50_ms - base
+    );
+    Ok(Some(serde_json::Value::Object(out)))
+}
