@@ -70,35 +70,7 @@ impl From<RegistryError> for ApiError {
 impl From<InvokeError> for ApiError {
     fn from(e: InvokeError) -> Self {
         let message = e.to_string();
-        let (status, code) = match &e {
-            InvokeError::UnknownFunction(_) => (StatusCode::NOT_FOUND, "function_not_found"),
-            InvokeError::BadEvent(_) => (StatusCode::BAD_REQUEST, "invalid_event"),
-            InvokeError::EventTooLarge { .. } => {
-                (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
-            }
-            InvokeError::Pool(PoolError::Exhausted { .. }) => {
-                (StatusCode::SERVICE_UNAVAILABLE, "pool_exhausted")
-            }
-            InvokeError::Pool(PoolError::ShuttingDown { .. }) => {
-                (StatusCode::SERVICE_UNAVAILABLE, "shutting_down")
-            }
-            InvokeError::Pool(PoolError::Create { .. }) | InvokeError::Sandbox { .. } => {
-                (StatusCode::INTERNAL_SERVER_ERROR, "sandbox_failed")
-            }
-            InvokeError::NoPool { .. } => (StatusCode::SERVICE_UNAVAILABLE, "backend_unavailable"),
-            InvokeError::Registry(_) | InvokeError::CodeMissing { .. } => {
-                (StatusCode::INTERNAL_SERVER_ERROR, "internal")
-            }
-            InvokeError::Failed(r) => match r.outcome {
-                "timeout" => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
-                "crashed" => (StatusCode::BAD_GATEWAY, "crashed"),
-                "result_too_large" => (StatusCode::BAD_GATEWAY, "result_too_large"),
-                "oom" => (StatusCode::BAD_GATEWAY, "oom"),
-                "pids" => (StatusCode::BAD_GATEWAY, "pids"),
-                "killed" => (StatusCode::CONFLICT, "killed"),
-                _ => (StatusCode::BAD_GATEWAY, "handler_error"),
-            },
-        };
+        let (status, code) = invoke_error_code(&e);
         let invocation = match e {
             InvokeError::Failed(r) => Some(r),
             _ => None,
@@ -109,6 +81,38 @@ impl From<InvokeError> for ApiError {
             message,
             invocation,
         }
+    }
+}
+
+/// The HTTP status and stable code of an invocation error (also what an
+/// invocation record's `outcome` says when no report exists).
+pub fn invoke_error_code(e: &InvokeError) -> (StatusCode, &'static str) {
+    match e {
+        InvokeError::UnknownFunction(_) => (StatusCode::NOT_FOUND, "function_not_found"),
+        InvokeError::BadEvent(_) => (StatusCode::BAD_REQUEST, "invalid_event"),
+        InvokeError::EventTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+        InvokeError::Pool(PoolError::Exhausted { .. }) => {
+            (StatusCode::SERVICE_UNAVAILABLE, "pool_exhausted")
+        }
+        InvokeError::Pool(PoolError::ShuttingDown { .. }) => {
+            (StatusCode::SERVICE_UNAVAILABLE, "shutting_down")
+        }
+        InvokeError::Pool(PoolError::Create { .. }) | InvokeError::Sandbox { .. } => {
+            (StatusCode::INTERNAL_SERVER_ERROR, "sandbox_failed")
+        }
+        InvokeError::NoPool { .. } => (StatusCode::SERVICE_UNAVAILABLE, "backend_unavailable"),
+        InvokeError::Registry(_) | InvokeError::CodeMissing { .. } => {
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal")
+        }
+        InvokeError::Failed(r) => match r.outcome {
+            "timeout" => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
+            "crashed" => (StatusCode::BAD_GATEWAY, "crashed"),
+            "result_too_large" => (StatusCode::BAD_GATEWAY, "result_too_large"),
+            "oom" => (StatusCode::BAD_GATEWAY, "oom"),
+            "pids" => (StatusCode::BAD_GATEWAY, "pids"),
+            "killed" => (StatusCode::CONFLICT, "killed"),
+            _ => (StatusCode::BAD_GATEWAY, "handler_error"),
+        },
     }
 }
 
@@ -143,6 +147,9 @@ pub fn router(daemon: AppState) -> Router {
         )
         .route("/v1/functions/{name}/invoke", post(invoke_function))
         .route("/v1/test", post(test_function))
+        .route("/v1/functions/{name}/logs", get(function_logs))
+        .route("/v1/invocations", get(list_invocations))
+        .route("/metrics", get(metrics))
         .route("/v1/pools", get(list_pools))
         .route("/v1/pools/{runtime}", get(get_pool).put(put_pool))
         .route("/v1/sandboxes", get(list_sandboxes).post(adopt_sandbox))
@@ -366,6 +373,78 @@ async fn test_function(
         Err(crate::daemon::TestError::Deploy(e)) => Err(e.into()),
         Err(crate::daemon::TestError::Invoke(e)) => Err(e.into()),
     }
+}
+
+/// `?function=&since=&limit=` of the invocation record endpoints.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecordQuery {
+    function: Option<String>,
+    /// Unix milliseconds: only invocations started after it.
+    since: Option<i64>,
+    /// The newest this many (default 100, at most 10000).
+    limit: Option<usize>,
+}
+
+fn records(
+    d: &Daemon,
+    function: Option<&str>,
+    q: &RecordQuery,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let limit = q.limit.unwrap_or(100);
+    if limit == 0 || limit > 10_000 {
+        return Err(ApiError::bad_request(format!(
+            "invalid limit {limit}: must be 1..=10000"
+        )));
+    }
+    let list = d
+        .history
+        .list(function, q.since, limit)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    Ok(Json(json!({ "invocations": list })))
+}
+
+async fn list_invocations(
+    State(d): State<AppState>,
+    q: Result<Query<RecordQuery>, QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Query(q) =
+        q.map_err(|e| ApiError::bad_request(format!("query string: {}", e.body_text())))?;
+    records(&d, q.function.as_deref(), &q)
+}
+
+async fn function_logs(
+    State(d): State<AppState>,
+    Path(name): Path<String>,
+    q: Result<Query<RecordQuery>, QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Query(q) =
+        q.map_err(|e| ApiError::bad_request(format!("query string: {}", e.body_text())))?;
+    if q.function.is_some() {
+        return Err(ApiError::bad_request("the function is in the path"));
+    }
+    let answer = records(&d, Some(&name), &q)?;
+    // A deleted function's records stay readable; a name never seen is 404.
+    if answer.0["invocations"]
+        .as_array()
+        .is_some_and(Vec::is_empty)
+        && d.registry.get(&name)?.is_none()
+    {
+        return Err(unknown_function(&name));
+    }
+    Ok(answer)
+}
+
+async fn metrics(State(d): State<AppState>) -> Response {
+    let pools: Vec<_> = d.pools().map(|p| p.status()).collect();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        d.metrics.render(&pools),
+    )
+        .into_response()
 }
 
 async fn list_pools(State(d): State<AppState>) -> Json<serde_json::Value> {

@@ -113,6 +113,10 @@ pub struct DaemonConfig {
     #[arg(long, env = "EMBER_WHEELS_DIR")]
     pub wheels_dir: Option<PathBuf>,
 
+    /// Invocation records kept (the newest; older ones are deleted).
+    #[arg(long, default_value_t = 100_000)]
+    pub invocation_retention: usize,
+
     /// Timeout for functions deployed without one.
     #[arg(long, default_value_t = 10_000)]
     pub default_timeout_ms: u64,

@@ -95,6 +95,9 @@ pub enum TestError {
 pub struct Daemon {
     pub cfg: DaemonConfig,
     pub registry: Registry,
+    /// Invocation records (same database, table `invocations`).
+    pub history: crate::history::History,
+    pub metrics: crate::metrics::Metrics,
     pub store: Arc<CodeStore>,
     pub tag: String,
     /// One pool per (language runtime, backend).
@@ -163,6 +166,15 @@ impl Daemon {
         }
         let cgroups = CgroupLayout::detect();
         let registry = Registry::open(&cfg.db_path())?;
+        let (history, interrupted) =
+            crate::history::History::open(&cfg.db_path(), cfg.invocation_retention)
+                .map_err(|e| DaemonError::Config(e.to_string()))?;
+        if interrupted > 0 {
+            tracing::warn!(
+                interrupted,
+                "invocations of the previous run were cut off; recorded as interrupted"
+            );
+        }
         let store = Arc::new(CodeStore::open(&cfg.code_dir())?);
 
         let daemon_prefix = format!("ember-{tag}");
@@ -269,6 +281,8 @@ impl Daemon {
             runtime_backends,
             unavailable,
             registry,
+            history,
+            metrics: crate::metrics::Metrics::default(),
             store,
             tag,
             pools,
@@ -517,6 +531,7 @@ impl Daemon {
         for pool in self.pools.values() {
             pool.shutdown(grace).await;
         }
+        self.history.flush();
         let left = self.cgroups.remove_tree(&format!("/ember/{}", self.tag));
         for p in left {
             tracing::warn!(cgroup = %p.display(), "could not remove cgroup");
@@ -533,6 +548,10 @@ async fn recover(cgroups: &CgroupLayout, prefix: &str, cfg: &DaemonConfig) {
     // a runtime asked about a frozen container can block (runsc does).
     let tag = prefix.trim_start_matches("ember-");
     cgroups.thaw_tree(&format!("/ember/{tag}"));
+    // A runtime process the previous run started (a sandbox being created
+    // when it was killed) outlives it; wait for it to finish, or the
+    // container it makes would appear after the sweep below.
+    wait_for_runtime_processes(&format!("{prefix}-"), Duration::from_secs(15)).await;
     // Every backend, not only today's: the previous run may have used
     // another. One whose binary is not installed has nothing to remove.
     for name in ember_runtimes::BACKEND_NAMES {
@@ -568,6 +587,41 @@ async fn recover(cgroups: &CgroupLayout, prefix: &str, cfg: &DaemonConfig) {
     }
     if removed > 0 {
         tracing::info!(removed, "removed sandboxes left by a previous run");
+    }
+}
+
+/// Wait (up to `limit`) until no runc, crun or runsc process works on a
+/// container whose id starts with `prefix`.
+async fn wait_for_runtime_processes(prefix: &str, limit: Duration) {
+    let busy = || -> Vec<i32> {
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| {
+                let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+                    return false;
+                };
+                let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
+                let runtime = args.first().is_some_and(|a| {
+                    let name = a.rsplit(|b| *b == b'/').next().unwrap_or(a);
+                    matches!(name, b"runc" | b"crun" | b"runsc")
+                });
+                runtime && args.iter().any(|a| a.starts_with(prefix.as_bytes()))
+            })
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let pids = busy();
+        if pids.is_empty() {
+            return;
+        }
+        if std::time::Instant::now() > deadline {
+            tracing::warn!(?pids, "runtime processes of the previous run still running");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -3,6 +3,7 @@
 //! timing for each phase.
 
 use crate::daemon::Daemon;
+use crate::history::InvocationRecord;
 use crate::pool::{PoolError, StartKind, Want};
 use crate::registry::RegistryError;
 use ember_proto::{FromAgent, InvokeRequest, Mode, Outcome, ToAgent};
@@ -54,6 +55,8 @@ pub struct Report {
     pub id: String,
     pub function: String,
     pub sandbox: String,
+    /// Backend of that sandbox (`external` for an adopted one).
+    pub backend: &'static str,
     pub start: StartKind,
     /// `fork` or `specialized`.
     pub mode: &'static str,
@@ -213,7 +216,103 @@ async fn invoke_inner(
             limit: event_limit,
         });
     }
-    run_invocation(daemon, id, func, event, false).await
+    let started_at = crate::registry::now_ms();
+    daemon.history.begin(InvocationRecord {
+        id: id.clone(),
+        function: name.to_string(),
+        digest: func.digest.clone(),
+        sandbox: None,
+        backend: None,
+        start: None,
+        mode: Some(func.mode.as_str().to_string()),
+        outcome: "running".into(),
+        error: None,
+        timings_us: None,
+        stdout: String::new(),
+        stderr: String::new(),
+        stdout_bytes: 0,
+        stderr_bytes: 0,
+        result_bytes: 0,
+        started_at,
+        finished_at: None,
+    });
+    let runtime = func.runtime.clone();
+    let digest = func.digest.clone();
+    let res = run_invocation(daemon, id.clone(), func, event, false).await;
+    record(daemon, &id, name, &runtime, &digest, started_at, &res);
+    res
+}
+
+/// Write the invocation's record and count it in the metrics.
+fn record(
+    daemon: &Daemon,
+    id: &str,
+    function: &str,
+    runtime: &str,
+    digest: &str,
+    started_at: i64,
+    res: &Result<Report, InvokeError>,
+) {
+    let report = match res {
+        Ok(r) => Some(r),
+        Err(InvokeError::Failed(r)) => Some(r.as_ref()),
+        Err(_) => None,
+    };
+    let mut rec = InvocationRecord {
+        id: id.to_string(),
+        function: function.to_string(),
+        digest: digest.to_string(),
+        sandbox: None,
+        backend: None,
+        start: None,
+        mode: None,
+        outcome: String::new(),
+        error: None,
+        timings_us: None,
+        stdout: String::new(),
+        stderr: String::new(),
+        stdout_bytes: 0,
+        stderr_bytes: 0,
+        result_bytes: 0,
+        started_at,
+        finished_at: Some(crate::registry::now_ms()),
+    };
+    match report {
+        Some(r) => {
+            let timings = serde_json::to_value(&r.timings_us).unwrap_or_default();
+            let start = serde_json::to_value(r.start)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            daemon.metrics.timings(runtime, r.backend, &start, &timings);
+            rec.sandbox = Some(r.sandbox.clone());
+            rec.backend = Some(r.backend.to_string());
+            rec.start = Some(start);
+            rec.mode = Some(r.mode.to_string());
+            rec.outcome = r.outcome.to_string();
+            rec.error = r
+                .error
+                .as_ref()
+                .map(|e| format!("{}: {}", e.kind, e.message));
+            rec.timings_us = Some(timings);
+            rec.stdout_bytes = r.stdout.len() as u64;
+            rec.stderr_bytes = r.stderr.len() as u64;
+            rec.stdout = r.stdout.clone();
+            rec.stderr = r.stderr.clone();
+            rec.result_bytes = r.result.as_ref().map_or(0, |v| v.get().len() as u64);
+        }
+        None => {
+            if let Err(e) = res {
+                if let InvokeError::Sandbox { phase, .. } = e {
+                    daemon.metrics.sandbox_failure(phase);
+                }
+                rec.outcome = crate::api::invoke_error_code(e).1.to_string();
+                rec.error = Some(e.to_string());
+            }
+        }
+    }
+    daemon.metrics.invocation(function, &rec.outcome);
+    daemon.history.finish(rec);
 }
 
 /// Run `func` once in a throwaway sandbox, created for it and destroyed
@@ -289,6 +388,7 @@ async fn run_invocation(
         timings.queue = waited.as_micros() as u64;
     }
     let sandbox_id = sb.id.clone();
+    let sb_backend = sb.backend;
     let fail = |phase: &'static str, message: String| InvokeError::Sandbox {
         sandbox: sandbox_id.clone(),
         phase,
@@ -369,6 +469,7 @@ async fn run_invocation(
             id,
             function: name.to_string(),
             sandbox: sandbox_id,
+            backend: sb_backend,
             start,
             mode: mode.as_str(),
             profile: func.profile.clone(),
@@ -489,6 +590,7 @@ async fn run_invocation(
         id,
         function: name.to_string(),
         sandbox: sandbox_id.clone(),
+        backend: sb_backend,
         start,
         mode: mode.as_str(),
         profile: func.profile.clone(),

@@ -719,21 +719,31 @@ impl Pool {
                 continue;
             }
             let res = self.create().await;
-            self.lock().creating -= 1;
+            // `creating` drops only once the new sandbox is in the queue or
+            // handed to the reaper: shutdown waits for it, so no sandbox
+            // made during shutdown escapes its cleanup.
             match res {
                 Ok(sb) => match sb.freezer.freeze() {
                     Ok(()) if !self.closing.load(Ordering::SeqCst) => {
                         failures = 0;
-                        self.lock().idle.push_back(sb);
+                        let mut st = self.lock();
+                        st.idle.push_back(sb);
+                        st.creating -= 1;
+                        drop(st);
                         self.returned.notify_one();
                     }
-                    Ok(()) => self.destroy_later(sb),
+                    Ok(()) => {
+                        self.destroy_later(sb);
+                        self.lock().creating -= 1;
+                    }
                     Err(e) => {
                         tracing::warn!(sandbox = %sb.id, "freezing new sandbox: {e}");
                         self.destroy_later(sb);
+                        self.lock().creating -= 1;
                     }
                 },
                 Err(_) => {
+                    self.lock().creating -= 1;
                     // Back off so a broken runtime does not spin the CPU.
                     failures += 1;
                     let wait = Duration::from_millis(200 * u64::from(failures.min(25)));

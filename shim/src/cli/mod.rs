@@ -162,6 +162,21 @@ pub enum Command {
         #[arg(long, short = 'v')]
         verbose: bool,
     },
+    /// Show a function's invocations: outcome, start, sandbox, timings,
+    /// and each one's stdout and stderr, oldest first.
+    Logs {
+        name: String,
+        /// Keep watching for new invocations (Ctrl-C stops).
+        #[arg(long, short = 'f')]
+        follow: bool,
+        /// Only invocations started within this long (`30s`, `10m`, `2h`,
+        /// `1d`).
+        #[arg(long, value_parser = parse_age)]
+        since: Option<u64>,
+        /// At most this many (the newest).
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
     /// List deployed functions.
     Functions {
         #[arg(long)]
@@ -229,6 +244,12 @@ pub async fn run(cli: Cli) -> Result<()> {
             verbose,
         } => invoke(&client, &name, data, verbose).await,
         Command::Functions { json } => functions(&client, json).await,
+        Command::Logs {
+            name,
+            follow,
+            since,
+            limit,
+        } => logs(&client, &name, follow, since, limit).await,
         Command::Function { name } => {
             let a = ok(client.get(&format!("/v1/functions/{name}")).await?)?;
             println!("{}", serde_json::to_string_pretty(&a.json())?);
@@ -333,6 +354,89 @@ async fn test(
         )
         .await?;
     show_invocation(a, true)
+}
+
+/// `30s`, `10m`, `2h`, `1d` (or plain seconds) as milliseconds.
+fn parse_age(text: &str) -> std::result::Result<u64, String> {
+    let (num, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid age {text:?}: use e.g. 30s, 10m, 2h, 1d"))?;
+    let secs = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("invalid age {text:?}: use e.g. 30s, 10m, 2h, 1d")),
+    };
+    Ok(n * secs * 1000)
+}
+
+async fn logs(
+    client: &Client,
+    name: &str,
+    follow: bool,
+    since_ms: Option<u64>,
+    limit: usize,
+) -> Result<()> {
+    let mut since = since_ms.map(|age| crate::registry::now_ms() - age as i64);
+    let mut shown = std::collections::HashSet::new();
+    loop {
+        let path = match since {
+            Some(s) => format!("/v1/functions/{name}/logs?limit={limit}&since={s}"),
+            None => format!("/v1/functions/{name}/logs?limit={limit}"),
+        };
+        let v = ok(client.get(&path).await?)?.json();
+        for inv in v["invocations"].as_array().cloned().unwrap_or_default() {
+            let id = s(&inv["id"]);
+            // A running invocation is shown once it has finished.
+            if inv["outcome"] == "running" || !shown.insert(id.clone()) {
+                continue;
+            }
+            let total = inv["timings_us"]["total"].as_u64().unwrap_or(0) as f64 / 1000.0;
+            println!(
+                "=== {id} {} {} start {} sandbox {} total {total:.2} ms{}",
+                fmt_ms(inv["started_at"].as_i64().unwrap_or(0)),
+                s(&inv["outcome"]),
+                s(&inv["start"]),
+                s(&inv["sandbox"]),
+                inv["error"]
+                    .as_str()
+                    .map(|e| format!(" | {e}"))
+                    .unwrap_or_default()
+            );
+            for stream in ["stdout", "stderr"] {
+                if let Some(text) = inv[stream].as_str().filter(|t| !t.is_empty()) {
+                    for line in text.lines() {
+                        println!("{stream}: {line}");
+                    }
+                }
+            }
+        }
+        if !follow {
+            return Ok(());
+        }
+        // Later polls only need what started in the last minute or since
+        // the first shown (a long invocation finishes late).
+        since = Some(crate::registry::now_ms() - 60_000);
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}
+
+/// Unix milliseconds as `HH:MM:SS.mmm` UTC.
+fn fmt_ms(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let day = secs.rem_euclid(86_400);
+    format!(
+        "{:02}:{:02}:{:02}.{:03}Z",
+        day / 3600,
+        day % 3600 / 60,
+        day % 60,
+        ms.rem_euclid(1000)
+    )
 }
 
 fn read_data(data: Option<String>) -> Result<Vec<u8>> {

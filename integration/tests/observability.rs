@@ -1,0 +1,189 @@
+//! Invocation records, `ember logs`, `/metrics` (parsed with a real
+//! Prometheus text parser), and invocations cut off by a crash recorded as
+//! `interrupted`.
+
+use ember_integration::{prerequisites_met, Daemon};
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn invocations_are_recorded_and_shown_as_logs_and_metrics() {
+    if !prerequisites_met("invocations_are_recorded_and_shown_as_logs_and_metrics") {
+        return;
+    }
+    let mut d = Daemon::start(&["--pool-size", "1"]);
+    let tag = d.tag();
+    d.wait_pool_idle(1);
+    let rec = d
+        .deploy_files(
+            "talker",
+            &[(
+                "main.py",
+                "def handler(e, c):\n    print('said', e['n'])\n    if e['n'] == 2:\n        raise ValueError('two')\n    return e['n']\n",
+            )],
+            5000,
+        )
+        .json();
+    for n in 0..3 {
+        d.invoke("talker", &format!(r#"{{"n": {n}}}"#));
+    }
+    let t = Instant::now();
+    let logs = loop {
+        let v = d.get("/v1/functions/talker/logs").json();
+        let list = v["invocations"].as_array().unwrap().clone();
+        if list.len() == 3 && list.iter().all(|r| r["outcome"] != "running") {
+            break list;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "{v}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let outcomes: Vec<&str> = logs
+        .iter()
+        .map(|r| r["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, vec!["ok", "ok", "handler_error"]);
+    assert_eq!(logs[1]["stdout"], "said 1\n");
+    assert_eq!(logs[1]["result_bytes"], 1);
+    assert_eq!(logs[2]["error"], "ValueError: two");
+    for r in &logs {
+        assert_eq!(r["digest"], rec["digest"], "the version that ran");
+        assert_eq!(r["backend"], ember_integration::backend());
+        assert!(r["sandbox"].as_str().unwrap().starts_with("ember-"), "{r}");
+        assert!(r["timings_us"]["total"].as_u64().unwrap() > 0, "{r}");
+        assert!(r["finished_at"].as_i64() >= r["started_at"].as_i64());
+    }
+    let all = d.get("/v1/invocations?function=talker&limit=2").json();
+    assert_eq!(all["invocations"].as_array().unwrap().len(), 2, "limit");
+    let future = crate_now_ms() + 60_000;
+    let none = d.get(&format!("/v1/invocations?since={future}")).json();
+    assert_eq!(none["invocations"], json!([]));
+    assert_eq!(d.get("/v1/functions/never/logs").status, 404);
+    assert_eq!(d.get("/v1/invocations?limit=0").status, 400);
+    assert_eq!(d.get("/v1/invocations?bogus=1").status, 400);
+
+    // The CLI.
+    let out = d.cli(&["logs", "talker"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let shown = text(&out.stdout);
+    assert!(
+        shown.contains("stdout: said 0")
+            && shown.contains("handler_error")
+            && shown.contains("ValueError: two"),
+        "{shown}"
+    );
+    let out = d.cli(&["logs", "talker", "--since", "1h"]);
+    assert_eq!(text(&out.stdout).matches("=== ").count(), 3);
+    assert!(!d
+        .cli(&["logs", "talker", "--since", "soon"])
+        .status
+        .success());
+
+    // Metrics, parsed as Prometheus would.
+    let a = d.get("/metrics");
+    assert_eq!(a.status, 200);
+    let body = text(&a.body);
+    let lines = body.lines().map(|l| Ok(l.to_string()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("valid Prometheus text");
+    let value = |name: &str, labels: &[(&str, &str)]| -> f64 {
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+            .map(|s| match &s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => *v,
+                prometheus_parse::Value::Histogram(h) => {
+                    h.iter().map(|b| b.count).fold(0.0, f64::max)
+                }
+                _ => f64::NAN,
+            })
+            .unwrap_or_else(|| panic!("no {name} {labels:?} in:\n{body}"))
+    };
+    assert_eq!(
+        value(
+            "ember_invocations_total",
+            &[("function", "talker"), ("outcome", "ok")]
+        ),
+        2.0
+    );
+    assert_eq!(
+        value(
+            "ember_invocations_total",
+            &[("function", "talker"), ("outcome", "handler_error")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        value("ember_invocation_phase_seconds", &[("phase", "run")]),
+        3.0
+    );
+    assert!(value("ember_starts_total", &[("start", "hot")]) >= 1.0);
+    assert!(
+        value(
+            "ember_pool_sandboxes",
+            &[("runtime", "python3"), ("state", "target")]
+        ) >= 1.0
+    );
+    assert!(value("ember_sandboxes_created_total", &[("runtime", "python3")]) >= 1.0);
+    d.stop_and_check(&tag);
+}
+
+fn crate_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+#[test]
+fn an_invocation_cut_off_by_a_crash_is_recorded_as_interrupted() {
+    if !prerequisites_met("an_invocation_cut_off_by_a_crash_is_recorded_as_interrupted") {
+        return;
+    }
+    let mut d = Daemon::start(&["--pool-size", "1"]);
+    let tag = d.tag();
+    d.deploy_files(
+        "slow",
+        &[(
+            "main.py",
+            "import time\ndef handler(e, c):\n    time.sleep(30)\n",
+        )],
+        60_000,
+    );
+    let socket = d.socket.clone();
+    let caller = std::thread::spawn(move || {
+        ember_integration::http(
+            &socket,
+            "POST",
+            "/v1/functions/slow/invoke",
+            "application/json",
+            b"{}",
+        )
+    });
+    let t = Instant::now();
+    loop {
+        let v = d.get("/v1/invocations?function=slow").json();
+        if v["invocations"].as_array().is_some_and(|l| l.len() == 1) {
+            assert_eq!(v["invocations"][0]["outcome"], "running");
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "{v}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    d.crash();
+    // The caller lost its daemon mid-invocation; what it got is moot.
+    let _ = caller.join();
+    d.spawn();
+    let v = d.get("/v1/invocations?function=slow").json();
+    let r = &v["invocations"][0];
+    assert_eq!(r["outcome"], "interrupted", "{v}");
+    assert!(r["error"].as_str().unwrap().contains("emberd stopped"));
+    // The function is still there and works.
+    assert_eq!(d.get("/v1/functions/slow").status, 200);
+    d.stop_and_check(&tag);
+}

@@ -1,0 +1,276 @@
+//! Prometheus metrics (`GET /metrics`, text exposition format 0.0.4):
+//! invocations by function and outcome, start kinds, latency histograms
+//! per phase, pool sizes and states, sandbox creations, recycles and
+//! injection failures. Counters live here; pool gauges are read from the
+//! pools when scraped.
+
+use crate::pool::PoolStatus;
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+
+/// Reads one number of a pool's status.
+type PoolField = fn(&PoolStatus) -> u64;
+
+/// Upper bounds of the latency buckets, in seconds.
+const BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+/// Phases of `timings_us` that get a histogram.
+pub const PHASES: &[&str] = &[
+    "queue", "create", "thaw", "inject", "run", "confine", "cleanup", "total",
+];
+
+#[derive(Default)]
+struct Histogram {
+    counts: Vec<u64>,
+    sum: f64,
+    count: u64,
+}
+
+impl Histogram {
+    fn observe(&mut self, seconds: f64) {
+        if self.counts.is_empty() {
+            self.counts = vec![0; BUCKETS.len()];
+        }
+        for (i, b) in BUCKETS.iter().enumerate() {
+            if seconds <= *b {
+                self.counts[i] += 1;
+            }
+        }
+        self.sum += seconds;
+        self.count += 1;
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    /// (function, outcome) -> count
+    invocations: BTreeMap<(String, String), u64>,
+    /// (runtime, backend, start kind) -> count
+    starts: BTreeMap<(String, String, String), u64>,
+    /// phase -> histogram
+    phases: BTreeMap<&'static str, Histogram>,
+    /// failure phase (inject, thaw, limits, run, ...) -> count
+    failures: BTreeMap<String, u64>,
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    inner: Mutex<Inner>,
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+impl Metrics {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// One finished invocation (or one refused before it ran: `outcome` is
+    /// then the error code).
+    pub fn invocation(&self, function: &str, outcome: &str) {
+        *self
+            .lock()
+            .invocations
+            .entry((function.to_string(), outcome.to_string()))
+            .or_default() += 1;
+    }
+
+    /// A sandbox taken for an invocation, and the invocation's timings.
+    pub fn timings(&self, runtime: &str, backend: &str, start: &str, timings: &serde_json::Value) {
+        let mut m = self.lock();
+        *m.starts
+            .entry((runtime.to_string(), backend.to_string(), start.to_string()))
+            .or_default() += 1;
+        for phase in PHASES {
+            if let Some(us) = timings[phase].as_u64() {
+                if *phase == "create" && us == 0 {
+                    continue;
+                }
+                m.phases.entry(phase).or_default().observe(us as f64 / 1e6);
+            }
+        }
+    }
+
+    /// A sandbox failed during `phase` (`inject`, `thaw`, `limits`, ...).
+    pub fn sandbox_failure(&self, phase: &str) {
+        *self.lock().failures.entry(phase.to_string()).or_default() += 1;
+    }
+
+    /// The exposition text, with the pools' current state.
+    pub fn render(&self, pools: &[PoolStatus]) -> String {
+        let m = self.lock();
+        let mut out = String::new();
+        family(
+            &mut out,
+            "ember_invocations_total",
+            "counter",
+            "Invocations by function and outcome (an API error code when refused before running).",
+        );
+        for ((f, o), n) in &m.invocations {
+            let _ = writeln!(
+                out,
+                "ember_invocations_total{{function=\"{}\",outcome=\"{}\"}} {n}",
+                escape(f),
+                escape(o)
+            );
+        }
+        family(
+            &mut out,
+            "ember_starts_total",
+            "counter",
+            "Sandboxes taken for invocations, by start kind (warm, hot, cold).",
+        );
+        for ((rt, b, k), n) in &m.starts {
+            let _ = writeln!(
+                out,
+                "ember_starts_total{{runtime=\"{rt}\",backend=\"{b}\",start=\"{k}\"}} {n}"
+            );
+        }
+        family(&mut out,
+            "ember_invocation_phase_seconds",
+            "histogram",
+            "Time per invocation phase (queue, create, thaw, inject, run, confine, cleanup, total).",
+        );
+        for (phase, h) in &m.phases {
+            for (i, b) in BUCKETS.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "ember_invocation_phase_seconds_bucket{{phase=\"{phase}\",le=\"{b}\"}} {}",
+                    h.counts.get(i).copied().unwrap_or(0)
+                );
+            }
+            let _ = writeln!(
+                out,
+                "ember_invocation_phase_seconds_bucket{{phase=\"{phase}\",le=\"+Inf\"}} {}\n\
+                 ember_invocation_phase_seconds_sum{{phase=\"{phase}\"}} {}\n\
+                 ember_invocation_phase_seconds_count{{phase=\"{phase}\"}} {}",
+                h.count, h.sum, h.count
+            );
+        }
+        family(&mut out,
+            "ember_sandbox_failures_total",
+            "counter",
+            "Sandboxes that failed during an invocation, by phase (inject counts injection failures).",
+        );
+        for (phase, n) in &m.failures {
+            let _ = writeln!(out, "ember_sandbox_failures_total{{phase=\"{phase}\"}} {n}");
+        }
+        drop(m);
+        let gauges: [(&str, &str, PoolField); 5] = [
+            ("ember_pool_sandboxes", "idle", |p| p.idle as u64),
+            ("ember_pool_sandboxes", "bound", |p| p.bound as u64),
+            ("ember_pool_sandboxes", "busy", |p| p.busy as u64),
+            ("ember_pool_sandboxes", "creating", |p| p.creating as u64),
+            ("ember_pool_sandboxes", "target", |p| p.target as u64),
+        ];
+        family(&mut out,
+            "ember_pool_sandboxes",
+            "gauge",
+            "Sandboxes of each pool by state (idle includes bound; target is the generic sandboxes wanted).",
+        );
+        for p in pools {
+            for (name, state, get) in &gauges {
+                let _ = writeln!(
+                    out,
+                    "{name}{{runtime=\"{}\",backend=\"{}\",state=\"{state}\"}} {}",
+                    p.runtime,
+                    p.backend,
+                    get(p)
+                );
+            }
+        }
+        let counters: [(&str, &str, PoolField); 5] = [
+            ("ember_sandboxes_created_total", "Sandboxes created.", |p| {
+                p.created_total
+            }),
+            (
+                "ember_sandboxes_destroyed_total",
+                "Sandboxes destroyed.",
+                |p| p.destroyed_total,
+            ),
+            (
+                "ember_sandbox_create_failures_total",
+                "Sandbox creations that failed.",
+                |p| p.create_failures_total,
+            ),
+            (
+                "ember_sandboxes_recycled_total",
+                "Specialized sandboxes recycled.",
+                |p| p.recycled_total,
+            ),
+            (
+                "ember_sandboxes_adopted_total",
+                "External sandboxes adopted.",
+                |p| p.adopted_total,
+            ),
+        ];
+        for (name, help, get) in &counters {
+            family(&mut out, name, "counter", help);
+            for p in pools {
+                let _ = writeln!(
+                    out,
+                    "{name}{{runtime=\"{}\",backend=\"{}\"}} {}",
+                    p.runtime,
+                    p.backend,
+                    get(p)
+                );
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histograms_are_cumulative() {
+        let m = Metrics::default();
+        m.timings(
+            "python3",
+            "runc",
+            "hot",
+            &serde_json::json!({"run": 800, "total": 1_500, "create": 0}),
+        );
+        m.timings(
+            "python3",
+            "runc",
+            "cold",
+            &serde_json::json!({"run": 30_000, "total": 60_000}),
+        );
+        m.invocation("f\"x", "ok");
+        let text = m.render(&[]);
+        assert!(
+            text.contains("ember_invocation_phase_seconds_bucket{phase=\"run\",le=\"0.001\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ember_invocation_phase_seconds_bucket{phase=\"run\",le=\"0.05\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ember_invocation_phase_seconds_count{phase=\"total\"} 2"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("phase=\"create\""),
+            "create only counts cold starts with a time"
+        );
+        assert!(text.contains("function=\"f\\\"x\""), "{text}");
+        assert!(text
+            .contains("ember_starts_total{runtime=\"python3\",backend=\"runc\",start=\"cold\"} 1"));
+    }
+}
