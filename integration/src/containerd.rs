@@ -158,37 +158,40 @@ impl Drop for Containerd {
         for id in String::from_utf8_lossy(&containers.stdout).lines() {
             let _ = self.ctr(&["containers", "delete", id]);
         }
-        if let Some(mut c) = self.child.take() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(c.id() as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-            let t = Instant::now();
-            while c.try_wait().ok().flatten().is_none() && t.elapsed() < Duration::from_secs(10) {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        stop(&mut self.child, Duration::from_secs(10));
         // Snapshot and task mounts under the temp dir.
-        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let root = self.dir.path().to_string_lossy().into_owned();
-        let mut points: Vec<&str> = mounts
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4))
-            .filter(|p| p.starts_with(&root))
-            .collect();
-        points.reverse();
-        for p in points {
-            let _ = nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH);
-        }
+        crate::unmount_under(self.dir.path());
         // The shim's socket dir is fixed; remove what this test created
         // there (only empty directories, never a system containerd's).
         if !self.run_dir_existed {
-            for d in ["s", "fifo", "runc", ""] {
-                let _ = std::fs::remove_dir(Path::new(SHIM_RUN_DIR).join(d));
-            }
+            remove_empty_dirs(SHIM_RUN_DIR, SHIM_RUN_SUBDIRS);
         }
+    }
+}
+
+/// SIGTERM a daemon, wait up to `grace`, then SIGKILL it.
+fn stop(child: &mut Option<Child>, grace: Duration) {
+    if let Some(mut c) = child.take() {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(c.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let t = Instant::now();
+        while c.try_wait().ok().flatten().is_none() && t.elapsed() < grace {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
+/// Subdirectories the shims create in [`SHIM_RUN_DIR`].
+const SHIM_RUN_SUBDIRS: &[&str] = &["s", "fifo", "runc"];
+
+/// Remove `base`'s `subdirs` and then `base`, each only if empty.
+fn remove_empty_dirs(base: &str, subdirs: &[&str]) {
+    for d in subdirs.iter().chain(&[""]) {
+        let _ = std::fs::remove_dir(Path::new(base).join(d));
     }
 }
 
@@ -410,38 +413,13 @@ impl Drop for Dockerd {
         for id in String::from_utf8_lossy(&ids.stdout).lines() {
             let _ = self.docker(&["rm", "--force", id]);
         }
-        if let Some(mut c) = self.child.take() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(c.id() as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-            let t = Instant::now();
-            while c.try_wait().ok().flatten().is_none() && t.elapsed() < Duration::from_secs(20) {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let root = self.dir.path().to_string_lossy().into_owned();
-        let mut points: Vec<&str> = mounts
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4))
-            .filter(|p| p.starts_with(&root))
-            .collect();
-        points.reverse();
-        for p in points {
-            let _ = nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH);
-        }
+        stop(&mut self.child, Duration::from_secs(20));
+        crate::unmount_under(self.dir.path());
         if !self.run_dir_existed {
-            for d in ["s", "fifo", "runc", ""] {
-                let _ = std::fs::remove_dir(Path::new(SHIM_RUN_DIR).join(d));
-            }
+            remove_empty_dirs(SHIM_RUN_DIR, SHIM_RUN_SUBDIRS);
         }
         if !self.docker_dir_existed {
-            for d in ["plugins", ""] {
-                let _ = std::fs::remove_dir(Path::new(DOCKER_RUN_DIR).join(d));
-            }
+            remove_empty_dirs(DOCKER_RUN_DIR, &["plugins"]);
         }
     }
 }

@@ -507,14 +507,24 @@ impl Drop for Daemon {
             }
             // Host mounts a killed daemon left under this test's dir (a
             // runsc sandbox's /tmp) would outlive the temp dir.
-            let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-            let root = self.dir.path().to_string_lossy().into_owned();
-            for point in mounts.lines().filter_map(|l| l.split(' ').nth(4)) {
-                if point.starts_with(&root) {
-                    let _ = nix::mount::umount2(point, nix::mount::MntFlags::MNT_DETACH);
-                }
-            }
+            unmount_under(self.dir.path());
         }
+    }
+}
+
+/// Detach every host mount under `root`, innermost first (what a killed
+/// daemon, or a test's containerd, left in a test's temp dir).
+pub fn unmount_under(root: &Path) {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let root = root.to_string_lossy().into_owned();
+    let mut points: Vec<&str> = mounts
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|p| p.starts_with(&root))
+        .collect();
+    points.reverse();
+    for p in points {
+        let _ = nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH);
     }
 }
 

@@ -339,14 +339,14 @@ impl Sandbox {
     /// Whether its init still runs (an external sandbox's owner may have
     /// killed it).
     pub fn alive(&self) -> bool {
-        std::fs::metadata(format!("/proc/{}", self.init_pid)).is_ok()
-            && std::fs::read_to_string(format!("/proc/{}/stat", self.init_pid))
-                .map(|st| {
-                    st.rsplit_once(')')
-                        .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
-                        .unwrap_or(false)
-                })
-                .unwrap_or(false)
+        // Gone, or a zombie its owner has not reaped yet.
+        std::fs::read_to_string(format!("/proc/{}/stat", self.init_pid))
+            .ok()
+            .and_then(|st| {
+                st.rsplit_once(')')
+                    .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
+            })
+            .unwrap_or(false)
     }
 
     /// Kill and remove the container, its cgroups and its bundle. An

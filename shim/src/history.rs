@@ -49,6 +49,32 @@ pub struct InvocationRecord {
     pub finished_at: Option<i64>,
 }
 
+impl InvocationRecord {
+    /// A record of an invocation that has just started, nothing known yet
+    /// but what it runs.
+    pub fn started(id: &str, function: &str, digest: &str, started_at: i64) -> InvocationRecord {
+        InvocationRecord {
+            id: id.to_string(),
+            function: function.to_string(),
+            digest: digest.to_string(),
+            sandbox: None,
+            backend: None,
+            start: None,
+            mode: None,
+            outcome: "running".into(),
+            error: None,
+            timings_us: None,
+            stdout: String::new(),
+            stderr: String::new(),
+            stdout_bytes: 0,
+            stderr_bytes: 0,
+            result_bytes: 0,
+            started_at,
+            finished_at: None,
+        }
+    }
+}
+
 enum Write {
     Begin(InvocationRecord),
     Finish(InvocationRecord),
@@ -290,23 +316,8 @@ mod tests {
 
     fn rec(id: &str, function: &str, started_at: i64, outcome: &str) -> InvocationRecord {
         InvocationRecord {
-            id: id.into(),
-            function: function.into(),
-            digest: "d".into(),
-            sandbox: None,
-            backend: None,
-            start: None,
-            mode: None,
             outcome: outcome.into(),
-            error: None,
-            timings_us: None,
-            stdout: String::new(),
-            stderr: String::new(),
-            stdout_bytes: 0,
-            stderr_bytes: 0,
-            result_bytes: 0,
-            started_at,
-            finished_at: None,
+            ..InvocationRecord::started(id, function, "d", started_at)
         }
     }
 

@@ -218,23 +218,8 @@ async fn invoke_inner(
     }
     let started_at = crate::registry::now_ms();
     daemon.history.begin(InvocationRecord {
-        id: id.clone(),
-        function: name.to_string(),
-        digest: func.digest.clone(),
-        sandbox: None,
-        backend: None,
-        start: None,
         mode: Some(func.mode.as_str().to_string()),
-        outcome: "running".into(),
-        error: None,
-        timings_us: None,
-        stdout: String::new(),
-        stderr: String::new(),
-        stdout_bytes: 0,
-        stderr_bytes: 0,
-        result_bytes: 0,
-        started_at,
-        finished_at: None,
+        ..InvocationRecord::started(&id, name, &func.digest, started_at)
     });
     let runtime = func.runtime.clone();
     let digest = func.digest.clone();
@@ -259,23 +244,8 @@ fn record(
         Err(_) => None,
     };
     let mut rec = InvocationRecord {
-        id: id.to_string(),
-        function: function.to_string(),
-        digest: digest.to_string(),
-        sandbox: None,
-        backend: None,
-        start: None,
-        mode: None,
-        outcome: String::new(),
-        error: None,
-        timings_us: None,
-        stdout: String::new(),
-        stderr: String::new(),
-        stdout_bytes: 0,
-        stderr_bytes: 0,
-        result_bytes: 0,
-        started_at,
         finished_at: Some(crate::registry::now_ms()),
+        ..InvocationRecord::started(id, function, digest, started_at)
     };
     match report {
         Some(r) => {

@@ -134,6 +134,16 @@ impl State {
         self.idle.len() + self.busy.len() + self.creating
     }
 
+    /// Remove and return the idle sandboxes `doomed` picks, the others
+    /// keeping their order.
+    fn take_idle(&mut self, doomed: impl Fn(&Sandbox) -> bool) -> Vec<Sandbox> {
+        let (out, keep): (Vec<Sandbox>, Vec<Sandbox>) = std::mem::take(&mut self.idle)
+            .into_iter()
+            .partition(|sb| doomed(sb));
+        self.idle = keep.into();
+        out
+    }
+
     /// Generic capacity: idle generic sandboxes, creations, and busy ones
     /// that come back generic.
     fn generic(&self) -> usize {
@@ -395,18 +405,11 @@ impl Pool {
                     // Sandboxes bound to an older deploy of this function
                     // can never serve again.
                     let prefix = format!("{function}@");
-                    let mut i = 0;
-                    while i < st.idle.len() {
-                        let stale = st.idle[i]
-                            .bound
+                    doomed = st.take_idle(|sb| {
+                        sb.bound
                             .as_deref()
-                            .is_some_and(|b| b.starts_with(&prefix) && b != key);
-                        if stale {
-                            doomed.extend(st.idle.remove(i));
-                        } else {
-                            i += 1;
-                        }
-                    }
+                            .is_some_and(|b| b.starts_with(&prefix) && b != key)
+                    });
                     found = st
                         .idle
                         .iter()
@@ -583,21 +586,8 @@ impl Pool {
     pub fn unbind(self: &Arc<Self>, function: &str) {
         let prefix = format!("{function}@");
         let doomed: Vec<Sandbox> = {
-            let mut st = self.lock();
-            let mut out = Vec::new();
-            let mut i = 0;
-            while i < st.idle.len() {
-                if st.idle[i]
-                    .bound
-                    .as_deref()
-                    .is_some_and(|b| b.starts_with(&prefix))
-                {
-                    out.extend(st.idle.remove(i));
-                } else {
-                    i += 1;
-                }
-            }
-            out
+            self.lock()
+                .take_idle(|sb| sb.bound.as_deref().is_some_and(|b| b.starts_with(&prefix)))
         };
         if !doomed.is_empty() {
             self.recycle(doomed);
@@ -794,28 +784,13 @@ impl Pool {
                 }
             }
             // External sandboxes whose owner ended them: forget them.
-            let mut i = 0;
-            while i < st.idle.len() {
-                if st.idle[i].external && !st.idle[i].alive() {
-                    if let Some(sb) = st.idle.remove(i) {
-                        tracing::info!(sandbox = %sb.id, "external sandbox is gone; removed from the pool");
-                        self.counters.destroyed.fetch_add(1, Ordering::Relaxed);
-                    }
-                } else {
-                    i += 1;
-                }
+            for sb in st.take_idle(|sb| sb.external && !sb.alive()) {
+                tracing::info!(sandbox = %sb.id, "external sandbox is gone; removed from the pool");
+                self.counters.destroyed.fetch_add(1, Ordering::Relaxed);
             }
-            let mut stale = Vec::new();
-            let mut i = 0;
-            while i < st.idle.len() {
-                if st.idle[i].bound.is_some()
-                    && st.idle[i].last_used.elapsed() >= self.specialized_idle
-                {
-                    stale.extend(st.idle.remove(i));
-                } else {
-                    i += 1;
-                }
-            }
+            let stale = st.take_idle(|sb| {
+                sb.bound.is_some() && sb.last_used.elapsed() >= self.specialized_idle
+            });
             (out, stale)
         };
         for sb in extra {

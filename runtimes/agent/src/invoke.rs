@@ -15,6 +15,50 @@ use std::time::{Duration, Instant};
 /// How long cleanup may take before the sandbox is declared broken.
 const SETTLE: Duration = Duration::from_secs(3);
 
+/// The request line a worker or runner reads (the protocol's request
+/// without the agent-only fields), newline-terminated.
+pub fn request_line(req: &InvokeRequest) -> Result<Vec<u8>, String> {
+    let mut line = serde_json::to_vec(&serde_json::json!({
+        "id": req.id,
+        "function": req.function,
+        "handler": req.handler,
+        "event": req.event,
+        "timeout_ms": req.timeout_ms,
+        "memory_limit_mb": req.memory_limit_mb,
+        "max_result_bytes": req.max_result_bytes,
+        "profile": req.profile,
+    }))
+    .map_err(|e| format!("encoding request: {e}"))?;
+    line.push(b'\n');
+    Ok(line)
+}
+
+/// Most bytes of a result frame worth reading: the result travels
+/// JSON-escaped inside an envelope, at most twice its size plus the
+/// envelope.
+pub fn result_capture_bytes(req: &InvokeRequest) -> usize {
+    4 + 2 * req.max_result_bytes + 64 * 1024
+}
+
+/// The result of an invocation that produced none (yet): its output so
+/// far, outcome `crashed` until the caller knows better.
+pub fn crashed(req: &InvokeRequest, out: &Capture, err: &Capture, run_us: u64) -> InvokeResult {
+    InvokeResult {
+        id: req.id.clone(),
+        outcome: Outcome::Crashed,
+        result: None,
+        error: None,
+        stdout: out.text(),
+        stderr: err.text(),
+        stdout_truncated: out.truncated,
+        stderr_truncated: err.truncated,
+        run_us,
+        confine_us: 0,
+        exit_code: None,
+        signal: None,
+    }
+}
+
 pub fn run(zyg: &mut Zygote, req: &InvokeRequest) -> Result<(InvokeResult, Pending), String> {
     let started = Instant::now();
     let deadline = started + Duration::from_millis(req.timeout_ms);
@@ -31,18 +75,7 @@ pub fn run(zyg: &mut Zygote, req: &InvokeRequest) -> Result<(InvokeResult, Pendi
     let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
     let (res_r, res_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
 
-    let mut line = serde_json::to_vec(&serde_json::json!({
-        "id": req.id,
-        "function": req.function,
-        "handler": req.handler,
-        "event": req.event,
-        "timeout_ms": req.timeout_ms,
-        "memory_limit_mb": req.memory_limit_mb,
-        "max_result_bytes": req.max_result_bytes,
-        "profile": req.profile,
-    }))
-    .map_err(|e| format!("encoding request: {e}"))?;
-    line.push(b'\n');
+    let line = request_line(req)?;
     zyg.send_request(
         &line,
         &[out_w.as_raw_fd(), err_w.as_raw_fd(), res_w.as_raw_fd()],
@@ -51,9 +84,7 @@ pub fn run(zyg: &mut Zygote, req: &InvokeRequest) -> Result<(InvokeResult, Pendi
 
     let mut out = Capture::new(out_r, req.max_output_bytes);
     let mut err = Capture::new(err_r, req.max_output_bytes);
-    // The result travels JSON-escaped inside an envelope: at most twice its
-    // size plus the envelope.
-    let mut res = Capture::new(res_r, 4 + 2 * req.max_result_bytes + 64 * 1024);
+    let mut res = Capture::new(res_r, result_capture_bytes(req));
 
     let mut exit: Option<(Option<i32>, Option<i32>)> = None;
     let mut timed_out = false;
@@ -104,20 +135,11 @@ pub fn run(zyg: &mut Zygote, req: &InvokeRequest) -> Result<(InvokeResult, Pendi
     res.pump();
 
     let (exit_code, signal) = exit.unwrap_or((None, None));
-    let mut result = InvokeResult {
-        id: req.id.clone(),
-        outcome: Outcome::Crashed,
-        result: None,
-        error: None,
-        stdout: out.text(),
-        stderr: err.text(),
-        stdout_truncated: out.truncated,
-        stderr_truncated: err.truncated,
-        run_us,
-        confine_us: 0,
-        exit_code: if timed_out { None } else { exit_code },
-        signal: if timed_out { None } else { signal },
-    };
+    let mut result = crashed(req, &out, &err, run_us);
+    if !timed_out {
+        result.exit_code = exit_code;
+        result.signal = signal;
+    }
     if res.truncated {
         result.outcome = Outcome::ResultTooLarge;
     } else if let Some(msg) = parse_result(&res.buf) {

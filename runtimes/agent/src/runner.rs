@@ -11,7 +11,7 @@
 //! sandbox.
 
 use crate::capture::{parse_result, result_complete, Capture};
-use crate::invoke::apply_worker_message;
+use crate::invoke::{apply_worker_message, crashed, request_line, result_capture_bytes};
 use crate::zygote::{Event, Zygote};
 use crate::Options;
 use ember_proto::{InvokeRequest, InvokeResult, Outcome};
@@ -209,19 +209,8 @@ impl Runner {
         // this invocation's: dropped.
         self.out.reset(req.max_output_bytes);
         self.err.reset(req.max_output_bytes);
-        self.res.reset(4 + 2 * req.max_result_bytes + 64 * 1024);
-        let mut line = serde_json::to_vec(&serde_json::json!({
-            "id": req.id,
-            "function": req.function,
-            "handler": req.handler,
-            "event": req.event,
-            "timeout_ms": req.timeout_ms,
-            "memory_limit_mb": req.memory_limit_mb,
-            "max_result_bytes": req.max_result_bytes,
-            "profile": req.profile,
-        }))
-        .map_err(|e| format!("encoding request: {e}"))?;
-        line.push(b'\n');
+        self.res.reset(result_capture_bytes(req));
+        let line = request_line(req)?;
         let mut pending: &[u8] = &line;
         let mut timed_out = false;
         while !result_complete(&self.res.buf) && !self.res.truncated && self.res.fd.is_some() {
@@ -249,20 +238,7 @@ impl Runner {
         }
         self.out.pump();
         self.err.pump();
-        let mut result = InvokeResult {
-            id: req.id.clone(),
-            outcome: Outcome::Crashed,
-            result: None,
-            error: None,
-            stdout: self.out.text(),
-            stderr: self.err.text(),
-            stdout_truncated: self.out.truncated,
-            stderr_truncated: self.err.truncated,
-            run_us,
-            confine_us: 0,
-            exit_code: None,
-            signal: None,
-        };
+        let mut result = crashed(req, &self.out, &self.err, run_us);
         if complete {
             match parse_result(&self.res.buf) {
                 Some(msg) => {

@@ -228,12 +228,11 @@ def read_line(fd, pending):
     return json.loads(line)
 
 
-def serve_specialized(profile, fds, out, err):
-    """Specialized mode: this process is bound to one function for the
-    sandbox's life. Confined once, it imports the handler on the first
-    request and keeps it (module state survives between invocations, as in
-    a warm Lambda); each request line gets one result frame."""
-    out_w, err_w, res_w, req_r = fds
+def prepare(out_w, err_w, res_w, out, err, profile, fatal):
+    """Make the invocation's pipes this process's stdout and stderr, then
+    confine it to `profile`; returns how long confining took (us). If it
+    cannot be confined, reports a setup error and exits: no user code may
+    run (`fatal` tells a runner's agent it is gone for good)."""
     os.dup2(out_w, 1)
     os.dup2(err_w, 2)
     os.close(out_w)
@@ -244,9 +243,21 @@ def serve_specialized(profile, fds, out, err):
     try:
         confine(profile)
     except BaseException as exc:  # noqa: B036 - fail closed, whatever it was
-        write_result(res_w, {"outcome": "setup_error", "message": "confining the worker: %s" % exc, "fatal": True})
+        msg = {"outcome": "setup_error", "message": "confining the worker: %s" % exc}
+        if fatal:
+            msg["fatal"] = True
+        write_result(res_w, msg)
         os._exit(0)
-    confine_us = (time.perf_counter_ns() - t) // 1000
+    return (time.perf_counter_ns() - t) // 1000
+
+
+def serve_specialized(profile, fds, out, err):
+    """Specialized mode: this process is bound to one function for the
+    sandbox's life. Confined once, it imports the handler on the first
+    request and keeps it (module state survives between invocations, as in
+    a warm Lambda); each request line gets one result frame."""
+    out_w, err_w, res_w, req_r = fds
+    confine_us = prepare(out_w, err_w, res_w, out, err, profile, fatal=True)
     os.chdir("/fn")
     sys.path.insert(0, "/fn")
     add_dependencies()
@@ -306,19 +317,7 @@ def call(handler, req, deadline):
 def run_worker(req, fds, out, err):
     deadline = time.monotonic() + req["timeout_ms"] / 1000.0
     out_w, err_w, res_w = fds
-    os.dup2(out_w, 1)
-    os.dup2(err_w, 2)
-    os.close(out_w)
-    os.close(err_w)
-    sys.stdout = out
-    sys.stderr = err
-    t = time.perf_counter_ns()
-    try:
-        confine(req["profile"])
-    except BaseException as exc:  # noqa: B036 - fail closed, whatever it was
-        write_result(res_w, {"outcome": "setup_error", "message": "confining the worker: %s" % exc})
-        os._exit(0)
-    confine_us = (time.perf_counter_ns() - t) // 1000
+    confine_us = prepare(out_w, err_w, res_w, out, err, req["profile"], fatal=False)
     msg = None
     try:
         os.chdir("/fn")
