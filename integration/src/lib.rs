@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod browser;
 pub mod containerd;
 
 /// Directory holding the workspace's built binaries (target/debug).
@@ -118,6 +119,8 @@ pub fn tool_present(test: &str, path: &str, package: &str) -> bool {
 #[derive(Debug)]
 pub struct Answer {
     pub status: u16,
+    /// Status line and headers.
+    pub head: String,
     pub body: Vec<u8>,
 }
 
@@ -147,12 +150,37 @@ pub fn http(
     content_type: &str,
     body: &[u8],
 ) -> std::io::Result<Answer> {
-    let mut s = UnixStream::connect(socket)?;
+    let s = UnixStream::connect(socket)?;
     s.set_read_timeout(Some(Duration::from_secs(120)))?;
     let head = format!(
         "{method} {path} HTTP/1.1\r\nHost: ember\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
+    exchange(s, &head, body)
+}
+
+/// The same over TCP (emberd --http), with extra request headers.
+pub fn http_tcp(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<Answer> {
+    let s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(120)))?;
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    exchange(s, &head, body)
+}
+
+fn exchange(mut s: impl Read + Write, head: &str, body: &[u8]) -> std::io::Result<Answer> {
     s.write_all(head.as_bytes())?;
     // The server may answer (413) and close before reading a large body.
     let _ = s.write_all(body);
@@ -179,7 +207,7 @@ pub fn http(
     {
         body = dechunk(&body);
     }
-    Ok(Answer { status, body })
+    Ok(Answer { status, head, body })
 }
 
 fn dechunk(mut b: &[u8]) -> Vec<u8> {
@@ -373,6 +401,23 @@ impl Daemon {
             "application/json",
             event.as_bytes(),
         )
+    }
+
+    /// Invoke on another thread (for invocations that run while the test
+    /// does something else); the answer, or the connection's error.
+    pub fn invoke_in_background(
+        &self,
+        name: &str,
+        event: &str,
+    ) -> std::thread::JoinHandle<std::io::Result<Answer>> {
+        let (socket, path, event) = (
+            self.socket.clone(),
+            format!("/v1/functions/{name}/invoke"),
+            event.to_string(),
+        );
+        std::thread::spawn(move || {
+            http(&socket, "POST", &path, "application/json", event.as_bytes())
+        })
     }
 
     /// The python3 pool (of the first backend).
@@ -610,4 +655,12 @@ pub fn assert_no_leftovers(tag: &str, state: &Path) {
         .filter(|l| l.contains(state.as_ref()))
         .collect();
     assert!(leaked.is_empty(), "mounts left behind: {leaked:?}");
+}
+
+/// A loopback TCP port free right now (for `emberd --http`).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
 }

@@ -36,9 +36,14 @@ fn documented_error_codes_match_the_code() {
         .map(|c| c.trim().trim_matches('`').to_string())
         .filter(|c| !c.is_empty() && c != "code" && !c.starts_with('-'))
         .collect();
-    let src = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../shim/src/api.rs"))
-        .unwrap();
-    // Codes are the string literals that follow a StatusCode in api.rs.
+    // The socket's API, and the HTTP listener's token check.
+    let src = ["api.rs", "dashboard.rs"]
+        .map(|f| {
+            std::fs::read_to_string(format!("{}/../shim/src/{f}", env!("CARGO_MANIFEST_DIR")))
+                .unwrap()
+        })
+        .join("\n");
+    // Codes are the string literals that follow a StatusCode.
     let mut in_code = BTreeSet::new();
     for chunk in src.split("StatusCode::").skip(1) {
         // The code literal sits right after the status (same tuple/call).
@@ -54,7 +59,7 @@ fn documented_error_codes_match_the_code() {
     }
     assert_eq!(
         documented, in_code,
-        "docs/api.md error codes differ from shim/src/api.rs"
+        "docs/api.md error codes differ from shim/src/api.rs and dashboard.rs"
     );
 }
 

@@ -256,16 +256,7 @@ fn sigterm_lets_a_running_invocation_finish() {
         5000,
     );
     d.wait_pool_idle(1);
-    let socket = d.socket.clone();
-    let call = std::thread::spawn(move || {
-        ember_integration::http(
-            &socket,
-            "POST",
-            "/v1/functions/slow/invoke",
-            "application/json",
-            b"{}",
-        )
-    });
+    let call = d.invoke_in_background("slow", "{}");
     std::thread::sleep(Duration::from_millis(300));
     let t = Instant::now();
     d.stop_and_check(&tag);
@@ -273,6 +264,99 @@ fn sigterm_lets_a_running_invocation_finish() {
     assert_eq!(a.status, 200);
     assert_eq!(a.json()["result"], json!("finished"));
     assert!(t.elapsed() < Duration::from_secs(30));
+}
+
+#[test]
+fn sigterm_drains_refuses_new_work_and_interrupts_what_outlives_the_drain_timeout() {
+    let name = "sigterm_drains_refuses_new_work_and_interrupts_what_outlives_the_drain_timeout";
+    if !prerequisites_met(name) {
+        return;
+    }
+    let mut d = Daemon::start(&["--pool-size", "2", "--drain-timeout-ms", "2000"]);
+    let tag = d.tag();
+    d.deploy_files(
+        "slow",
+        &[(
+            "main.py",
+            "import time\ndef handler(e, c):\n    time.sleep(1)\n    return 'finished'\n",
+        )],
+        10_000,
+    );
+    d.deploy_files(
+        "stuck",
+        &[(
+            "main.py",
+            "import time\ndef handler(e, c):\n    time.sleep(120)\n",
+        )],
+        300_000,
+    );
+    d.wait_pool_idle(2);
+    let slow = d.invoke_in_background("slow", "{}");
+    let stuck = d.invoke_in_background("stuck", "{}");
+    let t = Instant::now();
+    while d.get("/v1/invocations").json()["invocations"]
+        .as_array()
+        .map_or(0, |l| {
+            l.iter().filter(|r| r["outcome"] == "running").count()
+        })
+        < 2
+    {
+        assert!(t.elapsed() < Duration::from_secs(20), "never both running");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(d.pid() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+
+    // While draining the API still answers, and says so.
+    let t = Instant::now();
+    while d.get("/v1/health").json()["status"] != "draining" {
+        assert!(t.elapsed() < Duration::from_secs(5), "never draining");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let refused = d.invoke("slow", "{}");
+    assert_eq!(refused.status, 503);
+    assert_eq!(refused.error_code(), "shutting_down");
+    let msg = refused.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(msg.contains("shutting down"), "{msg}");
+
+    // The running invocation finishes; the one past the drain timeout is
+    // interrupted with the reason, not left hanging.
+    let a = slow.join().unwrap().expect("slow answered");
+    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+    assert_eq!(a.json()["result"], json!("finished"));
+    let b = stuck.join().unwrap().expect("stuck answered");
+    assert_eq!(b.status, 503, "{}", String::from_utf8_lossy(&b.body));
+    assert_eq!(b.error_code(), "interrupted");
+    assert!(b.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("drain-timeout"));
+    assert_eq!(b.json()["invocation"]["outcome"], "interrupted");
+
+    // It exits cleanly with nothing left: containers, mounts, cgroups.
+    d.stop_and_check(&tag);
+
+    // Nothing lost: all three are on record after a restart.
+    d.spawn();
+    let outcomes = |f: &str| -> Vec<String> {
+        d.get(&format!("/v1/invocations?function={f}")).json()["invocations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["outcome"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let mut slow = outcomes("slow");
+    slow.sort();
+    assert_eq!(slow, ["ok", "shutting_down"]);
+    assert_eq!(outcomes("stuck"), ["interrupted"]);
+    d.stop_and_check(&tag);
 }
 
 #[test]

@@ -1,8 +1,8 @@
 //! Invocation records, `ember logs`, `/metrics` (parsed with a real
 //! Prometheus text parser), and invocations cut off by a crash recorded as
-//! `interrupted`.
+//! `interrupted`, with the old run's sandboxes, mounts and cgroups removed.
 
-use ember_integration::{prerequisites_met, Daemon};
+use ember_integration::{cgroup_leftovers, prerequisites_met, runc_ids, Daemon};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
@@ -155,16 +155,7 @@ fn an_invocation_cut_off_by_a_crash_is_recorded_as_interrupted() {
         )],
         60_000,
     );
-    let socket = d.socket.clone();
-    let caller = std::thread::spawn(move || {
-        ember_integration::http(
-            &socket,
-            "POST",
-            "/v1/functions/slow/invoke",
-            "application/json",
-            b"{}",
-        )
-    });
+    let caller = d.invoke_in_background("slow", "{}");
     let t = Instant::now();
     loop {
         let v = d.get("/v1/invocations?function=slow").json();
@@ -175,10 +166,50 @@ fn an_invocation_cut_off_by_a_crash_is_recorded_as_interrupted() {
         assert!(t.elapsed() < Duration::from_secs(10), "{v}");
         std::thread::sleep(Duration::from_millis(20));
     }
+    // Running once its sandbox is busy (the record comes first).
+    let old: Vec<String> = loop {
+        let v = d.get("/v1/sandboxes").json();
+        let l = v["sandboxes"].as_array().unwrap();
+        if l.iter()
+            .any(|s| s["state"] == "busy" && s["function"] == "slow")
+        {
+            break l
+                .iter()
+                .map(|s| s["id"].as_str().unwrap().to_string())
+                .collect();
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "{v}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
     d.crash();
     // The caller lost its daemon mid-invocation; what it got is moot.
     let _ = caller.join();
+    // The busy sandbox is still there (its code mounted in its namespace;
+    // on runsc its /tmp also on the host).
+    let left = runc_ids(&format!("ember-{tag}-"));
+    assert!(old.iter().all(|id| left.contains(id)), "{old:?} {left:?}");
+    let mounted = |id: &str| {
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .any(|l| l.contains(id))
+    };
     d.spawn();
+    // Every container, mount and cgroup of the old run is gone, and the
+    // pool refilled with new sandboxes.
+    let now = runc_ids(&format!("ember-{tag}-"));
+    for id in &old {
+        assert!(!now.contains(id), "old sandbox {id} survived: {now:?}");
+        assert!(!mounted(id), "a mount of old sandbox {id} survived");
+        for cg in cgroup_leftovers(&tag) {
+            assert!(
+                !cg.join(id).exists(),
+                "cgroup {} survived",
+                cg.join(id).display()
+            );
+        }
+    }
+    d.wait_pool_idle(1);
     let v = d.get("/v1/invocations?function=slow").json();
     let r = &v["invocations"][0];
     assert_eq!(r["outcome"], "interrupted", "{v}");

@@ -111,6 +111,7 @@ pub fn invoke_error_code(e: &InvokeError) -> (StatusCode, &'static str) {
             "oom" => (StatusCode::BAD_GATEWAY, "oom"),
             "pids" => (StatusCode::BAD_GATEWAY, "pids"),
             "killed" => (StatusCode::CONFLICT, "killed"),
+            "interrupted" => (StatusCode::SERVICE_UNAVAILABLE, "interrupted"),
             _ => (StatusCode::BAD_GATEWAY, "handler_error"),
         },
     }
@@ -177,7 +178,7 @@ async fn method_not_allowed() -> ApiError {
 
 async fn health(State(d): State<AppState>) -> Json<serde_json::Value> {
     Json(json!({
-        "status": "ok",
+        "status": if d.draining() { "draining" } else { "ok" },
         "version": env!("CARGO_PKG_VERSION"),
         "instance": d.tag,
         "runtimes": d.runtimes(),

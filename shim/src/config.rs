@@ -117,6 +117,18 @@ pub struct DaemonConfig {
     #[arg(long, default_value_t = 100_000)]
     pub invocation_retention: usize,
 
+    /// How long SIGTERM (or SIGINT) waits for running invocations to
+    /// finish; those still running after it are interrupted. New
+    /// invocations are refused (`503 shutting_down`) from the signal on.
+    #[arg(long, default_value_t = 30_000)]
+    pub drain_timeout_ms: u64,
+
+    /// Serve the dashboard and the same API over HTTP on this address
+    /// (e.g. 127.0.0.1:8080). Off by default. Loopback addresses only: it
+    /// has no authentication.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub http: Option<std::net::SocketAddr>,
+
     /// Timeout for functions deployed without one.
     #[arg(long, default_value_t = 10_000)]
     pub default_timeout_ms: u64,

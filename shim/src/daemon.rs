@@ -38,6 +38,17 @@ pub enum DaemonError {
     },
     #[error("another emberd is already serving on {0}")]
     SocketInUse(PathBuf),
+    #[error("dashboard address {addr}: {source}")]
+    Http {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(
+        "dashboard address {0} is not a loopback address: the dashboard has no \
+         authentication and can deploy and invoke, so it listens on 127.0.0.1 or ::1 only \
+         (reach it from elsewhere through an SSH tunnel or an authenticating proxy)"
+    )]
+    HttpNotLoopback(std::net::SocketAddr),
 }
 
 /// How a deploy brings its code.
@@ -525,9 +536,18 @@ impl Daemon {
         }
     }
 
+    /// Whether shutdown has begun (new invocations are refused).
+    pub fn draining(&self) -> bool {
+        self.pools.values().any(|p| p.is_closing())
+    }
+
     /// Stop: refuse new invocations, let running ones finish (up to
     /// `grace`), destroy every sandbox, remove this daemon's cgroups.
     pub async fn shutdown(&self, grace: Duration) {
+        // All at once, so no pool takes new work while another drains.
+        for pool in self.pools.values() {
+            pool.close();
+        }
         for pool in self.pools.values() {
             pool.shutdown(grace).await;
         }
@@ -635,8 +655,10 @@ fn gc_store(registry: &Registry, store: &CodeStore) {
     }
 }
 
-/// Run emberd until SIGTERM or SIGINT: serve the API, then drain running
-/// invocations, remove every sandbox and the socket.
+/// Run emberd until SIGTERM or SIGINT, then drain: the API keeps
+/// answering (new invocations get `503 shutting_down`) while running
+/// invocations finish, up to `--drain-timeout-ms`; then every sandbox is
+/// removed, the listeners close and the socket is deleted.
 pub async fn run(cfg: DaemonConfig) -> Result<(), DaemonError> {
     let socket = cfg.socket.clone();
     let sock_err = |source| DaemonError::Socket {
@@ -652,7 +674,27 @@ pub async fn run(cfg: DaemonConfig) -> Result<(), DaemonError> {
     if let Some(dir) = socket.parent() {
         std::fs::create_dir_all(dir).map_err(sock_err)?;
     }
+    // Bound before any sandbox exists, so a taken port fails fast.
+    let http = match cfg.http {
+        Some(addr) => Some(crate::dashboard::bind(addr).await?),
+        None => None,
+    };
+    let grace = Duration::from_millis(cfg.drain_timeout_ms);
+    let token_path = crate::dashboard::token_path(&cfg.state_dir);
     let daemon = Daemon::start(cfg).await?;
+    let http = match http {
+        Some(l) => {
+            let token = crate::dashboard::publish_token(&token_path)?;
+            if let Ok(addr) = l.local_addr() {
+                tracing::info!(
+                    token_file = %token_path.display(),
+                    "dashboard on http://{addr}/#token={token}"
+                );
+            }
+            Some((l, token))
+        }
+        None => None,
+    };
     let listener = tokio::net::UnixListener::bind(&socket).map_err(sock_err)?;
     {
         use std::os::unix::fs::PermissionsExt;
@@ -660,7 +702,24 @@ pub async fn run(cfg: DaemonConfig) -> Result<(), DaemonError> {
             .map_err(sock_err)?;
     }
     tracing::info!(socket = %socket.display(), "serving");
-    let stop = async {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let mut api = tokio::spawn(crate::api::serve(
+        daemon.clone(),
+        listener,
+        stopped(stop_rx.clone()),
+    ));
+    let dashboard = http.map(|(l, token)| {
+        tokio::spawn(crate::dashboard::serve(
+            daemon.clone(),
+            l,
+            token,
+            stopped(stop_rx.clone()),
+        ))
+    });
+    let signal = async {
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
         let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
@@ -669,8 +728,24 @@ pub async fn run(cfg: DaemonConfig) -> Result<(), DaemonError> {
             _ = int.recv() => tracing::info!("SIGINT: draining"),
         }
     };
-    let served = crate::api::serve(daemon.clone(), listener, stop).await;
+    let failed = tokio::select! {
+        _ = signal => None,
+        r = &mut api => Some(r),
+    };
+    daemon.shutdown(grace).await;
+    let _ = stop_tx.send(true);
+    let served = match failed {
+        Some(r) => r,
+        None => api.await,
+    };
+    if let Some(d) = dashboard {
+        if let Ok(Err(e)) = d.await {
+            tracing::warn!("dashboard listener: {e}");
+        }
+    }
     let _ = std::fs::remove_file(&socket);
-    daemon.shutdown(Duration::from_secs(30)).await;
-    served.map_err(sock_err)
+    match served {
+        Ok(r) => r.map_err(sock_err),
+        Err(e) => Err(sock_err(std::io::Error::other(e))),
+    }
 }

@@ -132,6 +132,11 @@ fn describe(r: &Report) -> String {
             "invocation {} of {:?} was killed through the kill switch",
             r.id, r.function
         ),
+        ("interrupted", _) => format!(
+            "invocation {} of {:?} was interrupted: emberd shut down before it finished \
+             (it ran past --drain-timeout-ms)",
+            r.id, r.function
+        ),
         (_, Some(e)) => format!("{}: {}", e.kind, e.message),
         ("crashed", None) => match (r.exit_code, r.signal) {
             (_, Some(sig)) => format!("worker of {:?} was killed by signal {sig}", r.function),
@@ -434,7 +439,13 @@ async fn run_invocation(
         timings.run = t.elapsed().as_micros() as u64;
         pool.release(sb, false);
         timings.total = t0.elapsed().as_micros() as u64;
-        tracing::info!(sandbox = %sandbox_id, "invocation killed through the kill switch");
+        // Shutdown past its drain timeout uses the same switch.
+        let outcome = if pool.is_closing() {
+            "interrupted"
+        } else {
+            "killed"
+        };
+        tracing::info!(sandbox = %sandbox_id, outcome, "invocation ended through the kill switch");
         return Err(InvokeError::Failed(Box::new(Report {
             id,
             function: name.to_string(),
@@ -443,7 +454,7 @@ async fn run_invocation(
             start,
             mode: mode.as_str(),
             profile: func.profile.clone(),
-            outcome: "killed",
+            outcome,
             limits_hit: Vec::new(),
             result: None,
             error: None,

@@ -5,7 +5,8 @@
 //! specialized mode, the invocation path (thaw, inject, run, eject,
 //! freeze), the function registry in SQLite, the configuration file,
 //! recovery of a previous run's leftovers, and the HTTP/1.1 + JSON API on a
-//! Unix socket (`docs/api.md`); and the CLI that speaks that API. Sandbox
+//! Unix socket (`docs/api.md`), served over loopback HTTP with a web
+//! dashboard when asked (`--http`); and the CLI that speaks that API. Sandbox
 //! mechanics live in `ember-runtimes`, code storage and mount injection in
 //! `ember-injector`.
 
@@ -15,6 +16,7 @@ pub mod client;
 pub mod config;
 pub mod config_file;
 pub mod daemon;
+pub mod dashboard;
 pub mod history;
 pub mod invoke;
 pub mod metrics;

@@ -50,7 +50,7 @@ pub enum PoolError {
         waited_ms: u64,
         max: usize,
     },
-    #[error("pool {runtime} is shutting down")]
+    #[error("emberd is shutting down: pool {runtime} takes no new invocations")]
     ShuttingDown { runtime: String },
     #[error("creating a {runtime} sandbox: {source}")]
     Create {
@@ -905,22 +905,45 @@ impl Pool {
         out
     }
 
-    /// Stop handing out sandboxes, wait up to `grace` for busy ones to come
-    /// back, then destroy every sandbox and wait for that to finish.
-    pub async fn shutdown(self: &Arc<Self>, grace: Duration) {
+    /// Stop handing out sandboxes: every later acquisition (and waiting
+    /// one) fails with [`PoolError::ShuttingDown`]. Busy sandboxes keep
+    /// running their invocation.
+    pub fn close(&self) {
         self.closing.store(true, Ordering::SeqCst);
         self.returned.notify_waiters();
         self.refill.notify_waiters();
-        let deadline = Instant::now() + grace;
-        while Instant::now() < deadline {
-            let drained = {
+    }
+
+    /// Whether [`close`](Self::close) was called.
+    pub fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::SeqCst)
+    }
+
+    /// Close the pool, wait up to `grace` for busy sandboxes to come back,
+    /// interrupt the invocations still running after that, then destroy
+    /// every sandbox and wait for that to finish.
+    pub async fn shutdown(self: &Arc<Self>, grace: Duration) {
+        self.close();
+        if !self.wait_drained(grace).await {
+            let running: Vec<String> = {
                 let st = self.lock();
-                st.busy.is_empty() && st.creating == 0
+                st.busy
+                    .iter()
+                    .filter(|(_, b)| !b.returning)
+                    .map(|(id, b)| {
+                        b.kill.notify_one();
+                        id.clone()
+                    })
+                    .collect()
             };
-            if drained {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tracing::warn!(
+                runtime = %self.runtime,
+                ?running,
+                "drain timeout: interrupting the invocations still running"
+            );
+            // An interrupted invocation releases its sandbox at once; one
+            // that was returning finishes its cleanup.
+            self.wait_drained(Duration::from_secs(10)).await;
         }
         let idle: Vec<Sandbox> = self.lock().idle.drain(..).collect();
         for sb in idle {
@@ -928,6 +951,24 @@ impl Pool {
         }
         let mut set = std::mem::take(&mut *self.reaper.lock().unwrap_or_else(|e| e.into_inner()));
         while set.join_next().await.is_some() {}
+    }
+
+    /// Wait up to `limit` for no sandbox to be busy or being created.
+    async fn wait_drained(&self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        loop {
+            let drained = {
+                let st = self.lock();
+                st.busy.is_empty() && st.creating == 0
+            };
+            if drained {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
 
