@@ -58,6 +58,20 @@ fn invocations_are_recorded_and_shown_as_logs_and_metrics() {
     }
     let all = d.get("/v1/invocations?function=talker&limit=2").json();
     assert_eq!(all["invocations"].as_array().unwrap().len(), 2, "limit");
+    // Summaries without the output, sizes kept.
+    let bare = d.get("/v1/invocations?function=talker&output=false").json();
+    let bare = bare["invocations"].as_array().unwrap();
+    assert_eq!(bare.len(), logs.len());
+    for (b, r) in bare.iter().zip(&logs) {
+        assert!(
+            b.get("stdout").is_none() && b.get("stderr").is_none(),
+            "{b}"
+        );
+        assert_eq!(b["stdout_bytes"], r["stdout_bytes"]);
+        assert_eq!(b["id"], r["id"]);
+    }
+    assert!(logs.iter().any(|r| r["stdout_bytes"].as_u64() > Some(0)));
+    assert_eq!(d.get("/v1/invocations?output=maybe").status, 400);
     let future = crate_now_ms() + 60_000;
     let none = d.get(&format!("/v1/invocations?since={future}")).json();
     assert_eq!(none["invocations"], json!([]));

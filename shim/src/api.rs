@@ -376,7 +376,7 @@ async fn test_function(
     }
 }
 
-/// `?function=&since=&limit=` of the invocation record endpoints.
+/// `?function=&since=&limit=&output=` of the invocation record endpoints.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RecordQuery {
@@ -385,6 +385,8 @@ struct RecordQuery {
     since: Option<i64>,
     /// The newest this many (default 100, at most 10000).
     limit: Option<usize>,
+    /// `false`: leave out `stdout` and `stderr` (default true).
+    output: Option<bool>,
 }
 
 fn records(
@@ -398,11 +400,21 @@ fn records(
             "invalid limit {limit}: must be 1..=10000"
         )));
     }
+    let output = q.output.unwrap_or(true);
     let list = d
         .history
-        .list(function, q.since, limit)
+        .list(function, q.since, limit, output)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
-    Ok(Json(json!({ "invocations": list })))
+    let mut v = json!({ "invocations": list });
+    if !output {
+        for r in v["invocations"].as_array_mut().into_iter().flatten() {
+            if let Some(o) = r.as_object_mut() {
+                o.remove("stdout");
+                o.remove("stderr");
+            }
+        }
+    }
+    Ok(Json(v))
 }
 
 async fn list_invocations(

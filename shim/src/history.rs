@@ -186,16 +186,24 @@ impl History {
     }
 
     /// Records, oldest first: of `function` (all if `None`), started after
-    /// `since_ms`, at most the newest `limit`.
+    /// `since_ms`, at most the newest `limit`. Without `output` their
+    /// stdout and stderr are not read (left empty; the sizes stay), which
+    /// keeps frequent summaries (the dashboard's) cheap.
     pub fn list(
         &self,
         function: Option<&str>,
         since_ms: Option<i64>,
         limit: usize,
+        output: bool,
     ) -> Result<Vec<InvocationRecord>, HistoryError> {
         let conn = self.reader.lock().unwrap_or_else(|e| e.into_inner());
+        let columns = if output {
+            COLUMNS.to_string()
+        } else {
+            COLUMNS.replace("stdout, stderr,", "'', '',")
+        };
         let sql = format!(
-            "SELECT {COLUMNS} FROM (SELECT * FROM invocations \
+            "SELECT {columns} FROM (SELECT * FROM invocations \
              WHERE (?1 IS NULL OR function = ?1) AND started_at > ?2 \
              ORDER BY started_at DESC, rowid DESC LIMIT ?3) ORDER BY started_at, id"
         );
@@ -338,13 +346,13 @@ mod tests {
             h.begin(rec("b", "g", 3, "running"));
             h.begin(rec("c", "f", 4, "running"));
             h.flush();
-            let f = h.list(Some("f"), None, 10).unwrap();
+            let f = h.list(Some("f"), None, 10, true).unwrap();
             assert_eq!(f.len(), 2);
             assert_eq!(f[0], done);
             assert_eq!(f[1].outcome, "running");
-            assert_eq!(h.list(None, Some(2), 10).unwrap().len(), 2, "since");
+            assert_eq!(h.list(None, Some(2), 10, true).unwrap().len(), 2, "since");
             assert_eq!(
-                h.list(None, None, 1).unwrap()[0].id,
+                h.list(None, None, 1, true).unwrap()[0].id,
                 "c",
                 "newest within limit"
             );
@@ -352,7 +360,12 @@ mod tests {
         // A new daemon on the same state dir: what was running is interrupted.
         let (h, n) = History::open(&db, 1000).unwrap();
         assert_eq!(n, 2);
-        let all = h.list(None, None, 10).unwrap();
+        let all = h.list(None, None, 10, true).unwrap();
+        let bare = h.list(None, None, 10, false).unwrap();
+        assert_eq!(bare.len(), all.len());
+        assert!(bare
+            .iter()
+            .all(|r| r.stdout.is_empty() && r.stderr.is_empty()));
         assert_eq!(
             all.iter().map(|r| r.outcome.as_str()).collect::<Vec<_>>(),
             vec!["ok", "interrupted", "interrupted"]
@@ -367,7 +380,7 @@ mod tests {
             h.finish(rec(&format!("i{i:03}"), "f", i, "ok"));
         }
         h.flush();
-        let left = h.list(None, None, 1000).unwrap();
+        let left = h.list(None, None, 1000, true).unwrap();
         assert!(left.len() <= 60, "{} kept", left.len());
         assert_eq!(left.last().unwrap().id, "i149");
     }

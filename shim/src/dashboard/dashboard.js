@@ -267,7 +267,7 @@ async function refresh() {
       api('GET', '/v1/health'),
       api('GET', '/v1/functions'),
       api('GET', '/v1/pools'),
-      api('GET', '/v1/invocations?limit=' + HISTORY),
+      api('GET', `/v1/invocations?limit=${HISTORY}&output=false`),
     ]);
     showAuth(false);
     const st = $('#status');
