@@ -360,6 +360,56 @@ fn sigterm_drains_refuses_new_work_and_interrupts_what_outlives_the_drain_timeou
 }
 
 #[test]
+fn a_second_sigterm_interrupts_running_invocations_at_once() {
+    if !prerequisites_met("a_second_sigterm_interrupts_running_invocations_at_once") {
+        return;
+    }
+    // A drain timeout longer than the client's read timeout (120 s): only
+    // the second signal can end this invocation in time.
+    let mut d = Daemon::start(&["--pool-size", "1", "--drain-timeout-ms", "600000"]);
+    let tag = d.tag();
+    d.deploy_files(
+        "stuck",
+        &[(
+            "main.py",
+            "import time\ndef handler(e, c):\n    time.sleep(900)\n",
+        )],
+        900_000,
+    );
+    let stuck = d.invoke_in_background("stuck", "{}");
+    let t = Instant::now();
+    while !d.get("/v1/sandboxes").json()["sandboxes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["state"] == "busy")
+    {
+        assert!(t.elapsed() < Duration::from_secs(20), "never running");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let term = || {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(d.pid() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap()
+    };
+    term();
+    while d.get("/v1/health").json()["status"] != "draining" {
+        assert!(t.elapsed() < Duration::from_secs(20), "never draining");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    term();
+    let a = stuck
+        .join()
+        .unwrap()
+        .expect("answered before the client gave up");
+    assert_eq!(a.status, 503, "{}", String::from_utf8_lossy(&a.body));
+    assert_eq!(a.error_code(), "interrupted");
+    d.stop_and_check(&tag);
+}
+
+#[test]
 fn a_full_pool_queues_then_refuses_with_pool_exhausted() {
     if !prerequisites_met("a_full_pool_queues_then_refuses_with_pool_exhausted") {
         return;

@@ -118,8 +118,9 @@ pub struct DaemonConfig {
     pub invocation_retention: usize,
 
     /// How long SIGTERM (or SIGINT) waits for running invocations to
-    /// finish; those still running after it are interrupted. New
-    /// invocations are refused (`503 shutting_down`) from the signal on.
+    /// finish; those still running after it, or at a second signal, are
+    /// interrupted. New invocations are refused (`503 shutting_down`) from
+    /// the first signal on.
     #[arg(long, default_value_t = 30_000)]
     pub drain_timeout_ms: u64,
 

@@ -542,14 +542,24 @@ impl Daemon {
     }
 
     /// Stop: refuse new invocations, let running ones finish (up to
-    /// `grace`), destroy every sandbox, remove this daemon's cgroups.
-    pub async fn shutdown(&self, grace: Duration) {
+    /// `grace`, or until `hurry` resolves), interrupt the rest, destroy
+    /// every sandbox, remove this daemon's cgroups.
+    pub async fn shutdown(&self, grace: Duration, hurry: impl std::future::Future<Output = ()>) {
         // All at once, so no pool takes new work while another drains.
         for pool in self.pools.values() {
             pool.close();
         }
+        let drained = async {
+            for pool in self.pools.values() {
+                pool.wait_drained(grace).await;
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::timeout(grace, drained) => {}
+            _ = hurry => tracing::info!("second signal: not waiting for running invocations"),
+        }
         for pool in self.pools.values() {
-            pool.shutdown(grace).await;
+            pool.finish().await;
         }
         self.history.flush();
         let left = self.cgroups.remove_tree(&format!("/ember/{}", self.tag));
@@ -732,7 +742,17 @@ pub async fn run(cfg: DaemonConfig) -> Result<(), DaemonError> {
         _ = signal => None,
         r = &mut api => Some(r),
     };
-    daemon.shutdown(grace).await;
+    // A second signal cuts the drain short.
+    let hurry = async {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    };
+    daemon.shutdown(grace, hurry).await;
     let _ = stop_tx.send(true);
     let served = match failed {
         Some(r) => r,

@@ -134,7 +134,7 @@ fn describe(r: &Report) -> String {
         ),
         ("interrupted", _) => format!(
             "invocation {} of {:?} was interrupted: emberd shut down before it finished \
-             (it ran past --drain-timeout-ms)",
+             (it ran past --drain-timeout-ms, or emberd got a second signal)",
             r.id, r.function
         ),
         (_, Some(e)) => format!("{}: {}", e.kind, e.message),

@@ -919,12 +919,12 @@ impl Pool {
         self.closing.load(Ordering::SeqCst)
     }
 
-    /// Close the pool, wait up to `grace` for busy sandboxes to come back,
-    /// interrupt the invocations still running after that, then destroy
-    /// every sandbox and wait for that to finish.
-    pub async fn shutdown(self: &Arc<Self>, grace: Duration) {
+    /// The end of a shutdown, after [`close`](Self::close) and the drain:
+    /// interrupt the invocations still running, then destroy every
+    /// sandbox and wait for that to finish.
+    pub async fn finish(self: &Arc<Self>) {
         self.close();
-        if !self.wait_drained(grace).await {
+        if !self.wait_drained(Duration::ZERO).await {
             let running: Vec<String> = {
                 let st = self.lock();
                 st.busy
@@ -939,7 +939,7 @@ impl Pool {
             tracing::warn!(
                 runtime = %self.runtime,
                 ?running,
-                "drain timeout: interrupting the invocations still running"
+                "interrupting the invocations still running"
             );
             // An interrupted invocation releases its sandbox at once; one
             // that was returning finishes its cleanup.
@@ -954,7 +954,7 @@ impl Pool {
     }
 
     /// Wait up to `limit` for no sandbox to be busy or being created.
-    async fn wait_drained(&self, limit: Duration) -> bool {
+    pub async fn wait_drained(&self, limit: Duration) -> bool {
         let deadline = Instant::now() + limit;
         loop {
             let drained = {
