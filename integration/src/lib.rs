@@ -232,6 +232,9 @@ pub struct Daemon {
     pub state: PathBuf,
     pub args: Vec<String>,
     child: Option<Child>,
+    /// The tag of a daemon this test crashed, whose sandboxes stay until
+    /// a restart recovers them (or the drop sweeps them).
+    crashed: Option<String>,
 }
 
 impl Daemon {
@@ -248,6 +251,7 @@ impl Daemon {
             args: extra.iter().map(|s| s.to_string()).collect(),
             dir,
             child: None,
+            crashed: None,
         };
         d.spawn();
         d
@@ -305,6 +309,8 @@ impl Daemon {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+        // Recovered by this start (or swept by the drop from here on).
+        self.crashed = None;
     }
 
     pub fn log(&self) -> String {
@@ -474,6 +480,9 @@ impl Daemon {
 
     /// SIGKILL the daemon (a crash), leaving its sandboxes behind.
     pub fn crash(&mut self) {
+        self.crashed = self
+            .try_get("/v1/health")
+            .and_then(|a| a.json()["instance"].as_str().map(String::from));
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
@@ -524,6 +533,15 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        // A test that failed between a crash and the restart.
+        if self.child.is_none() {
+            if let Some(tag) = self.crashed.take() {
+                for id in runc_ids(&format!("ember-{tag}-")) {
+                    force_remove(&id);
+                }
+                unmount_under(self.dir.path());
+            }
+        }
         if self.child.is_some() {
             let tag = self
                 .try_get("/v1/health")
