@@ -660,6 +660,7 @@ pub async fn run(cfg: DaemonConfig) -> Result<(), DaemonError> {
             .map_err(sock_err)?;
     }
     tracing::info!(socket = %socket.display(), "serving");
+    crate::progress::spawn_warm_up(daemon.clone());
     let stop = async {
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
