@@ -147,20 +147,23 @@ fn bundle(runtime: &Runtime, id: &str, code: &Path, event: &str, lang: Lang) -> 
     })
 }
 
-/// Time `<runtime> run` of the handler `n` times; returns milliseconds.
+/// Time `<runtime> run` of the handler `n` times, with a progress bar
+/// saying `phase` (on a terminal); returns milliseconds.
 pub fn run(
     runtime: &Runtime,
+    phase: String,
     code: &Path,
     event: &str,
     n: usize,
     expect: &str,
 ) -> Result<Vec<f64>> {
-    run_lang(runtime, code, event, n, expect, Lang::Python)
+    run_lang(runtime, phase, code, event, n, expect, Lang::Python)
 }
 
 /// [`run`] for a handler in `lang`.
 pub fn run_lang(
     runtime: &Runtime,
+    phase: String,
     code: &Path,
     event: &str,
     n: usize,
@@ -168,6 +171,7 @@ pub fn run_lang(
     lang: Lang,
 ) -> Result<Vec<f64>> {
     let mut samples = Vec::with_capacity(n);
+    let bar = ember_shim::progress::bar(n as u64, phase);
     for i in 0..n {
         let id = format!("bench-cold-{}-{i}", std::process::id());
         let b = bundle(runtime, &id, code, event, lang)?;
@@ -191,6 +195,7 @@ pub fn run_lang(
             );
         }
         samples.push(ms);
+        bar.inc(1);
     }
     Ok(samples)
 }

@@ -3,6 +3,7 @@
 
 use anyhow::{bail, Context, Result};
 use ember_shim::client::{Client, Connection};
+use ember_shim::progress;
 use hyper::Method;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -61,12 +62,22 @@ impl Emberd {
             dir,
         };
         let t = Instant::now();
+        let warming = progress::gauge(format!("{backend}: warming emberd's pools"));
         loop {
             if let Ok(a) = e.client.get("/v1/pools").await {
                 let pools = a.json()["pools"].as_array().cloned().unwrap_or_default();
-                let warm = |p: &serde_json::Value| {
-                    p["idle"].as_u64().unwrap_or(0) >= p["min_warm"].as_u64().unwrap_or(0)
-                };
+                let count = |p: &serde_json::Value, k: &str| p[k].as_u64().unwrap_or(0);
+                let warm = |p: &serde_json::Value| count(p, "idle") >= count(p, "min_warm");
+                let target = pools.iter().map(|p| count(p, "min_warm")).sum();
+                if target > 0 {
+                    warming.set_length(target);
+                }
+                warming.set_position(
+                    pools
+                        .iter()
+                        .map(|p| count(p, "idle").min(count(p, "min_warm")))
+                        .sum(),
+                );
                 if !pools.is_empty() && pools.iter().all(warm) {
                     return Ok(e);
                 }
@@ -135,8 +146,11 @@ pub async fn deploy_with(e: &Emberd, name: &str, code: &Path, settings: &str) ->
     Ok(())
 }
 
+/// `n` sequential invocations of `name`, with a progress bar saying
+/// `phase` (on a terminal).
 pub async fn invoke_n(
     e: &Emberd,
+    phase: String,
     name: &str,
     event: &str,
     n: usize,
@@ -144,6 +158,7 @@ pub async fn invoke_n(
     gap_ms: u64,
 ) -> Result<Vec<Sample>> {
     let mut out = Vec::with_capacity(n);
+    let bar = progress::bar(n as u64, phase);
     let path = format!("/v1/functions/{name}/invoke");
     // One kept-alive connection, as an orchestrator would hold.
     let mut conn = Connection::open(e.client.socket()).await?;
@@ -173,6 +188,7 @@ pub async fn invoke_n(
             start: v["start"].as_str().unwrap_or("?").to_string(),
             timings_us: v["timings_us"].clone(),
         });
+        bar.inc(1);
     }
     Ok(out)
 }

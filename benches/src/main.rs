@@ -21,6 +21,8 @@
 //! starts under containerd through runc and through `ember-runtime`. It prints
 //! p50/p90/p99 and the ratios, and writes the samples and summary as JSON
 //! (`benches/report/latest.json`) and a chart (`benches/report/latest.svg`).
+//! On a terminal, each long phase shows a progress bar on stderr
+//! (`ember_shim::progress`); without one nothing is drawn.
 
 mod cold;
 mod hot;
@@ -175,6 +177,7 @@ fn phase_ms(samples: &[hot::Sample], k: &str) -> Vec<f64> {
 /// runtime's own `pause`/`resume`. Leaves the sandbox frozen, as found.
 fn pause_costs(
     rt: &cold::Runtime,
+    backend: &str,
     tag: &str,
     id: &str,
     n: usize,
@@ -184,12 +187,15 @@ fn pause_costs(
     let freezer = layout.freezer(&format!("/ember/{tag}/{id}"))?;
     let mut cgroup = Vec::with_capacity(n);
     let mut runtime = Vec::with_capacity(n);
+    let cycles = if with_runtime { 2 * n } else { n };
+    let bar = ember_shim::progress::bar(cycles as u64, format!("{backend}: freeze+thaw cycles"));
     for _ in 0..n {
         freezer.thaw()?;
         let t = Instant::now();
         freezer.freeze()?;
         freezer.thaw()?;
         cgroup.push(t.elapsed().as_secs_f64() * 1000.0);
+        bar.inc(1);
     }
     freezer.thaw()?;
     for _ in 0..if with_runtime { n } else { 0 } {
@@ -205,6 +211,7 @@ fn pause_costs(
             }
         }
         runtime.push(t.elapsed().as_secs_f64() * 1000.0);
+        bar.inc(1);
     }
     freezer.freeze()?;
     Ok((cgroup, runtime))
@@ -230,13 +237,24 @@ async fn measure(args: &Args, backend: &str, code: &Path) -> Result<BackendResul
     let mut emberd = hot::Emberd::start(&emberd_bin, args.pool_size, backend).await?;
     hot::deploy(&emberd, "hello", code, "default").await?;
     hot::deploy(&emberd, "hello-strict", code, "strict").await?;
-    hot::invoke_n(&emberd, "hello", EVENT, args.warmup, "bench", args.gap_ms).await?;
+    let warmup = format!("{backend}: warm-up invocations");
+    hot::invoke_n(
+        &emberd,
+        warmup,
+        "hello",
+        EVENT,
+        args.warmup,
+        "bench",
+        args.gap_ms,
+    )
+    .await?;
     eprintln!(
         "{backend}: {} invocations, {} ms apart",
         args.iterations, args.gap_ms
     );
     let hot_samples = hot::invoke_n(
         &emberd,
+        format!("{backend}: hot-swap invocations"),
         "hello",
         EVENT,
         args.iterations,
@@ -247,6 +265,7 @@ async fn measure(args: &Args, backend: &str, code: &Path) -> Result<BackendResul
     let strict = if args.strict {
         hot::invoke_n(
             &emberd,
+            format!("{backend}: strict profile, warm-up invocations"),
             "hello-strict",
             EVENT,
             args.warmup,
@@ -256,6 +275,7 @@ async fn measure(args: &Args, backend: &str, code: &Path) -> Result<BackendResul
         .await?;
         hot::invoke_n(
             &emberd,
+            format!("{backend}: strict profile, hot-swap invocations"),
             "hello-strict",
             EVENT,
             args.iterations,
@@ -291,11 +311,11 @@ async fn measure(args: &Args, backend: &str, code: &Path) -> Result<BackendResul
     let rt = runtime_for(cold_backend, &args.runsc_platform);
     let (pause_cgroup_ms, pause_runtime_ms) = match idle.first() {
         Some(id) if backend == "libcontainer" => {
-            let (c, _) = pause_costs(&rt, &tag, id, args.pause_iterations, false)
+            let (c, _) = pause_costs(&rt, backend, &tag, id, args.pause_iterations, false)
                 .with_context(|| format!("{backend}: timing pause"))?;
             (c, Vec::new())
         }
-        Some(id) => pause_costs(&rt, &tag, id, args.pause_iterations, true)
+        Some(id) => pause_costs(&rt, backend, &tag, id, args.pause_iterations, true)
             .with_context(|| format!("{backend}: timing pause"))?,
         None => (Vec::new(), Vec::new()),
     };
@@ -303,7 +323,8 @@ async fn measure(args: &Args, backend: &str, code: &Path) -> Result<BackendResul
 
     let cold_n = args.cold_iterations.unwrap_or(args.iterations);
     eprintln!("{backend}: {cold_n} cold starts");
-    let cold_ms = cold::run(&rt, code, EVENT, cold_n, "bench");
+    let phase = format!("{backend}: `{cold_backend} run` cold starts");
+    let cold_ms = cold::run(&rt, phase, code, EVENT, cold_n, "bench");
     remove_bench_cgroups();
     Ok(BackendResult {
         name: backend.to_string(),

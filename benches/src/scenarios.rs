@@ -13,6 +13,7 @@ use crate::cold::{self, Lang};
 use crate::hot::{self, Emberd, Sample};
 use crate::stats::summarize;
 use anyhow::{bail, Result};
+use ember_shim::progress;
 use serde_json::json;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -62,8 +63,11 @@ pub async fn modes(
     );
     let mut p50 = std::collections::BTreeMap::new();
     for name in &names {
-        hot::invoke_n(&emberd, name, event, warmup, "bench", gap_ms).await?;
-        let samples = hot::invoke_n(&emberd, name, event, iterations, "bench", gap_ms).await?;
+        let phase = format!("modes: {name}, warm-up invocations");
+        hot::invoke_n(&emberd, phase, name, event, warmup, "bench", gap_ms).await?;
+        let phase = format!("modes: {name}, invocations");
+        let samples =
+            hot::invoke_n(&emberd, phase, name, event, iterations, "bench", gap_ms).await?;
         let ms: Vec<f64> = samples.iter().map(|s| s.client_ms).collect();
         let kinds = start_counts(&samples);
         print_row(&format!("ember {name} ({kinds})"), &ms);
@@ -131,7 +135,8 @@ pub async fn modes(
         colds.push(("node", Lang::Node, js_dir.path().to_path_buf()));
     }
     for (lang_name, lang, code) in colds {
-        let ms = cold::run_lang(&rt, &code, event, cold_iterations, "bench", lang)?;
+        let phase = format!("modes: `runc run` {lang_name} cold starts");
+        let ms = cold::run_lang(&rt, phase, &code, event, cold_iterations, "bench", lang)?;
         print_row(&format!("runc run, {lang_name} (cold start)"), &ms);
         let cold_p50 = summarize(&ms).p50_ms;
         chart.push(crate::svg::Row {
@@ -177,8 +182,14 @@ struct BurstSample {
     client_ms: f64,
 }
 
-async fn run_waves(emberd: &Emberd, waves: usize, spacing: Duration) -> Result<Vec<BurstSample>> {
+async fn run_waves(
+    emberd: &Emberd,
+    label: &str,
+    waves: usize,
+    spacing: Duration,
+) -> Result<Vec<BurstSample>> {
     let mut out = Vec::new();
+    let bar = progress::bar(waves as u64, format!("burst, {label}: waves"));
     for wave in 1..=waves {
         let t = Instant::now();
         let mut set = tokio::task::JoinSet::new();
@@ -209,6 +220,7 @@ async fn run_waves(emberd: &Emberd, waves: usize, spacing: Duration) -> Result<V
                 client_ms,
             });
         }
+        bar.inc(1);
         tokio::time::sleep(spacing.saturating_sub(t.elapsed())).await;
     }
     Ok(out)
@@ -240,7 +252,7 @@ pub async fn burst(emberd_bin: &Path, waves: usize, spacing_ms: u64) -> Result<s
         args.extend(flags.iter().copied());
         let mut emberd = Emberd::start_with(emberd_bin, 2, "runc", &args).await?;
         hot::deploy_with(&emberd, "slow", code.path(), "mode=fork").await?;
-        let samples = run_waves(&emberd, waves, Duration::from_millis(spacing_ms)).await?;
+        let samples = run_waves(&emberd, label, waves, Duration::from_millis(spacing_ms)).await?;
         emberd.stop()?;
         let hot_n = samples.iter().filter(|s| s.start == "hot").count();
         let cold_n = samples.iter().filter(|s| s.start == "cold").count();
@@ -293,6 +305,10 @@ pub fn containerd(runs: usize) -> Result<Option<serde_json::Value>> {
         ),
     ];
     let mut samples: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
+    let bar = progress::bar(
+        (runs * variants.len()) as u64,
+        "containerd: `ctr run --rm` through runc, ember-runtime, strict",
+    );
     for i in 0..runs {
         for (v, (_, binary, annotation)) in variants.iter().enumerate() {
             let id = format!("bench-{v}-{i}");
@@ -312,8 +328,10 @@ pub fn containerd(runs: usize) -> Result<Option<serde_json::Value>> {
                 );
             }
             samples[v].push(ms);
+            bar.inc(1);
         }
     }
+    bar.finish_and_clear();
     println!();
     println!(
         "{:<44} {:>5} {:>9} {:>9} {:>9} {:>9}",

@@ -115,6 +115,52 @@ pub fn tool_present(test: &str, path: &str, package: &str) -> bool {
     false
 }
 
+/// For tests that install a `requirements.txt`: true if /usr/bin/python3
+/// has pip; otherwise explains and returns false, or panics when
+/// integration tests are required.
+pub fn have_pip(test: &str) -> bool {
+    let pip = Command::new("/usr/bin/python3")
+        .args(["-m", "pip", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !pip {
+        assert!(
+            std::env::var_os("EMBER_REQUIRE_INTEGRATION").is_none(),
+            "{test}: needs pip for /usr/bin/python3 (apt-get install python3-pip)"
+        );
+        eprintln!("SKIPPED {test}: needs python3-pip");
+    }
+    pip
+}
+
+/// A pure-Python wheel `NAME-1.0-py3-none-any.whl` in `dir` whose module
+/// `NAME` holds `module`, made with the standard library's zipfile: no
+/// network, no build tools (for `emberd --wheels-dir`).
+pub fn write_wheel(dir: &Path, name: &str, module: &str) {
+    let script = r#"
+import sys, zipfile
+d, name, text = sys.argv[1], sys.argv[2], sys.argv[3]
+dist = name + "-1.0.dist-info"
+files = {
+    name + ".py": text,
+    dist + "/METADATA": "Metadata-Version: 2.1\nName: %s\nVersion: 1.0\n" % name,
+    dist + "/WHEEL": "Wheel-Version: 1.0\nGenerator: ember-test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+}
+files[dist + "/RECORD"] = "".join("%s,,\n" % f for f in list(files) + [dist + "/RECORD"])
+with zipfile.ZipFile("%s/%s-1.0-py3-none-any.whl" % (d, name), "w") as z:
+    for f, t in files.items():
+        z.writestr(f, t)
+"#;
+    let st = Command::new("/usr/bin/python3")
+        .args(["-c", script])
+        .arg(dir)
+        .arg(name)
+        .arg(module)
+        .status()
+        .expect("python3");
+    assert!(st.success());
+}
+
 /// One HTTP answer.
 #[derive(Debug)]
 pub struct Answer {

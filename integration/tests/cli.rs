@@ -1,7 +1,8 @@
 //! The `ember` CLI forms users and scripts depend on, against a real emberd.
 
-use ember_integration::{prerequisites_met, Daemon};
+use ember_integration::{have_pip, prerequisites_met, tool_present, write_wheel, Daemon};
 use serde_json::json;
+use std::process::Command;
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
@@ -187,6 +188,128 @@ fn init_a_javascript_function_and_test_it_without_deploying() {
         text(&out.stderr).contains("unknown runtime"),
         "{}",
         text(&out.stderr)
+    );
+    d.stop_and_check(&tag);
+}
+
+/// Run `ember` against `d` under a pseudo-terminal (util-linux `script`),
+/// as a user at a terminal would; its stdout and stderr both come back in
+/// the output's stdout, escapes and carriage returns included.
+fn cli_on_a_terminal(d: &Daemon, args: &[&str]) -> std::process::Output {
+    let quote = |s: &str| format!("'{}'", s.replace('\'', "'\\''"));
+    let ember = ember_integration::bin("ember");
+    let mut cmd = vec![
+        quote(ember.to_str().unwrap()),
+        "--socket".into(),
+        quote(d.socket.to_str().unwrap()),
+    ];
+    cmd.extend(args.iter().map(|a| quote(a)));
+    Command::new("/usr/bin/script")
+        .args(["-qfec", &cmd.join(" "), "/dev/null"])
+        // indicatif draws nothing for an unset or dumb TERM (as in CI).
+        .env("TERM", "xterm")
+        .output()
+        .expect("run script")
+}
+
+/// The spinner was drawn, and its line erased (`ESC [2K`) after its last
+/// frame and before `line` was written.
+fn cleared_before(tty: &str, line: &str) -> bool {
+    let Some(last_frame) = tty.rfind("installing dependencies") else {
+        return false;
+    };
+    let after = &tty[last_frame..];
+    matches!(
+        (after.find("\x1b[2K"), after.find(line)),
+        (Some(clear), Some(at)) if clear < at
+    )
+}
+
+#[test]
+fn deploy_with_requirements_shows_progress_on_a_terminal_only() {
+    let test = "deploy_with_requirements_shows_progress_on_a_terminal_only";
+    if !prerequisites_met(test)
+        || !tool_present(test, "/usr/bin/script", "bsdutils")
+        || !have_pip(test)
+    {
+        return;
+    }
+    let wheels = tempfile::tempdir().unwrap();
+    write_wheel(wheels.path(), "emberdep", "GREETING = 'from a wheel'\n");
+    let mut d = Daemon::start(&[
+        "--pool-size",
+        "1",
+        "--wheels-dir",
+        wheels.path().to_str().unwrap(),
+    ]);
+    let tag = d.tag();
+    let dir = d.dir.path().join("with-dep");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("main.py"),
+        "def handler(e, c):\n    import emberdep\n    return emberdep.GREETING\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("requirements.txt"), "emberdep==1.0\n").unwrap();
+    let dir_s = dir.to_str().unwrap();
+
+    // On a terminal: a spinner names the phase while emberd runs pip,
+    // then is cleared before the result line.
+    let out = cli_on_a_terminal(&d, &["deploy", dir_s, "--name", "dep-tty"]);
+    let tty = text(&out.stdout);
+    assert!(out.status.success(), "{tty}");
+    assert!(
+        tty.contains("installing dependencies from requirements.txt (wheels only)"),
+        "no spinner: {tty:?}"
+    );
+    assert!(
+        cleared_before(&tty, "deployed dep-tty"),
+        "spinner cleared, then the result line: {tty:?}"
+    );
+    assert_eq!(d.invoke("dep-tty", "{}").json()["result"], "from a wheel");
+
+    // A failing install: the spinner is cleared before the error.
+    std::fs::write(
+        dir.join("requirements.txt"),
+        "not-a-real-package-ember==1\n",
+    )
+    .unwrap();
+    let out = cli_on_a_terminal(&d, &["deploy", dir_s, "--name", "dep-broken"]);
+    let tty = text(&out.stdout);
+    assert!(!out.status.success(), "{tty}");
+    assert!(
+        cleared_before(&tty, "error: ") && tty.contains("not-a-real-package-ember"),
+        "spinner cleared, then the error: {tty:?}"
+    );
+    std::fs::write(dir.join("requirements.txt"), "emberdep==1.0\n").unwrap();
+
+    // ember test installs too, and says so.
+    let out = cli_on_a_terminal(&d, &["test", dir_s]);
+    let tty = text(&out.stdout);
+    assert!(out.status.success(), "{tty}");
+    assert!(
+        tty.contains("installing dependencies from requirements.txt (wheels only), then running"),
+        "no spinner: {tty:?}"
+    );
+    assert!(tty.contains("\"from a wheel\""), "{tty:?}");
+
+    // Without a terminal (pipes, as in scripts and CI): no progress at all,
+    // just the result line.
+    let out = d.cli(&["deploy", dir_s, "--name", "dep-plain"]);
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(out.stdout.is_empty(), "{}", text(&out.stdout));
+    assert!(
+        !err.contains("installing") && !err.contains("uploading") && !err.contains("packing"),
+        "progress text without a terminal: {err:?}"
+    );
+    assert!(
+        !err.contains('\r') && !err.contains('\x1b'),
+        "terminal control without a terminal: {err:?}"
+    );
+    assert!(
+        err.starts_with("deployed dep-plain (python3, main.handler,") && err.lines().count() == 1,
+        "{err:?}"
     );
     d.stop_and_check(&tag);
 }

@@ -3,44 +3,8 @@
 //! directory; Node's shipped node_modules), importable by it, invisible to
 //! every other function.
 
-use ember_integration::{prerequisites_met, tool_present, Daemon};
+use ember_integration::{have_pip, prerequisites_met, tool_present, write_wheel, Daemon};
 use serde_json::json;
-use std::path::Path;
-use std::process::Command;
-
-/// A pure-Python wheel made with the standard library's zipfile: no
-/// network, no build tools.
-fn write_wheel(dir: &Path, name: &str, module: &str) {
-    let script = r#"
-import sys, zipfile
-d, name, text = sys.argv[1], sys.argv[2], sys.argv[3]
-dist = name + "-1.0.dist-info"
-files = {
-    name + ".py": text,
-    dist + "/METADATA": "Metadata-Version: 2.1\nName: %s\nVersion: 1.0\n" % name,
-    dist + "/WHEEL": "Wheel-Version: 1.0\nGenerator: ember-test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
-}
-files[dist + "/RECORD"] = "".join("%s,,\n" % f for f in list(files) + [dist + "/RECORD"])
-with zipfile.ZipFile("%s/%s-1.0-py3-none-any.whl" % (d, name), "w") as z:
-    for f, t in files.items():
-        z.writestr(f, t)
-"#;
-    let st = Command::new("/usr/bin/python3")
-        .args(["-c", script])
-        .arg(dir)
-        .arg(name)
-        .arg(module)
-        .status()
-        .expect("python3");
-    assert!(st.success());
-}
-
-fn have_pip() -> bool {
-    Command::new("/usr/bin/python3")
-        .args(["-m", "pip", "--version"])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
 
 #[test]
 fn vendored_python_dependencies_are_visible_only_to_their_function() {
@@ -48,12 +12,7 @@ fn vendored_python_dependencies_are_visible_only_to_their_function() {
     if !prerequisites_met(test) {
         return;
     }
-    if !have_pip() {
-        assert!(
-            std::env::var_os("EMBER_REQUIRE_INTEGRATION").is_none(),
-            "{test}: needs pip for /usr/bin/python3 (apt-get install python3-pip)"
-        );
-        eprintln!("SKIPPED {test}: needs python3-pip");
+    if !have_pip(test) {
         return;
     }
     let wheels = tempfile::tempdir().unwrap();

@@ -712,6 +712,7 @@ pub async fn run(cfg: DaemonConfig) -> Result<(), DaemonError> {
             .map_err(sock_err)?;
     }
     tracing::info!(socket = %socket.display(), "serving");
+    crate::progress::spawn_warm_up(daemon.clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;

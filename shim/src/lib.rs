@@ -22,5 +22,6 @@ pub mod invoke;
 pub mod metrics;
 pub mod oci_runtime;
 pub mod pool;
+pub mod progress;
 pub mod registry;
 pub mod validate;

@@ -10,7 +10,8 @@ fn main() -> anyhow::Result<()> {
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
+        // Log lines go around the warm-up bar (only drawn on a terminal).
+        .with_writer(|| ember_shim::progress::LogWriter)
         .init();
     // The libcontainer backend's creator must be forked while emberd has a
     // single thread (before the async runtime); it also lets recovery find

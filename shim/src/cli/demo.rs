@@ -4,6 +4,7 @@
 //! removes its sandboxes.
 
 use crate::client::Client;
+use crate::progress;
 use anyhow::{bail, Context, Result};
 use hyper::Method;
 use std::path::PathBuf;
@@ -15,6 +16,20 @@ def handler(event, context):
     items = event.get("items", [])
     return {"count": len(items), "total": sum(items), "echo": event.get("msg")}
 "#;
+
+/// The sample function's runtime: the pool the demo waits for.
+const DEMO_RUNTIME: &str = "python3";
+
+/// Idle sandboxes and target of `runtime`'s pool in a `GET /v1/pools`
+/// answer (zeros until it is listed). Pools are listed by runtime name,
+/// so the first one may be another runtime's (node).
+fn pool_fill(pools: &serde_json::Value, runtime: &str) -> (u64, u64) {
+    let pool = pools["pools"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["runtime"] == runtime));
+    let field = |k: &str| pool.and_then(|p| p[k].as_u64()).unwrap_or(0);
+    (field("idle"), field("target"))
+}
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
@@ -79,19 +94,26 @@ pub async fn run(invocations: usize, emberd: Option<PathBuf>) -> Result<()> {
 
     // Wait for the API, then for a warm sandbox.
     let started = Instant::now();
+    let warming = progress::gauge(format!("warming the {DEMO_RUNTIME} pool"));
     loop {
         if let Ok(a) = client.get("/v1/pools").await {
-            let idle = a.json()["pools"][0]["idle"].as_u64().unwrap_or(0);
+            let (idle, target) = pool_fill(&a.json(), DEMO_RUNTIME);
+            if target > 0 {
+                warming.set_length(target);
+            }
+            warming.set_position(idle);
             if idle > 0 {
                 break;
             }
         }
         if started.elapsed() > Duration::from_secs(30) {
+            warming.finish_and_clear();
             let log = std::fs::read_to_string(tmp.path().join("emberd.log")).unwrap_or_default();
             bail!("emberd did not get a warm sandbox within 30 s; its log:\n{log}");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    warming.finish_and_clear();
     eprintln!(
         "warm pool ready after {:.0} ms",
         started.elapsed().as_secs_f64() * 1000.0
@@ -160,4 +182,20 @@ client round trip p50 {:.2} ms, p99 {:.2} ms",
     guard.stop()?;
     eprintln!("emberd stopped; sandboxes removed");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pool_fill_reads_the_named_runtime_pool() {
+        let pools = serde_json::json!({ "pools": [
+            { "runtime": "node", "idle": 2, "target": 2 },
+            { "runtime": "python3", "idle": 1, "target": 3 },
+        ]});
+        assert_eq!(pool_fill(&pools, "python3"), (1, 3));
+        assert_eq!(pool_fill(&pools, "node"), (2, 2));
+        assert_eq!(pool_fill(&serde_json::json!({}), "python3"), (0, 0));
+    }
 }

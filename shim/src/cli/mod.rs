@@ -3,9 +3,11 @@
 mod demo;
 mod init;
 mod pack;
+mod phases;
 
 use crate::client::{Answer, Client};
 use crate::daemon::DeployOptions;
+use crate::progress;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use hyper::Method;
@@ -133,6 +135,9 @@ pub enum Command {
     /// Run a function directory once in a throwaway sandbox, without
     /// deploying it; prints its JSON result on stdout, its output and
     /// timings on stderr.
+    ///
+    /// On a terminal, a spinner on stderr says what emberd is doing
+    /// meanwhile (installing requirements.txt, running).
     Test {
         /// Function directory (with ember.json, if any).
         dir: PathBuf,
@@ -143,6 +148,9 @@ pub enum Command {
         settings: DeployFlags,
     },
     /// Deploy (or update) a function from a directory.
+    ///
+    /// On a terminal, a spinner on stderr shows the phase (packing,
+    /// uploading, emberd installing requirements.txt) and the time elapsed.
     Deploy {
         /// Function directory (with ember.json, if any).
         dir: PathBuf,
@@ -202,6 +210,8 @@ pub enum Command {
         id: String,
     },
     /// Start a private emberd, deploy a sample function, invoke it, show timings, stop.
+    ///
+    /// On a terminal, a bar on stderr shows the python3 pool warming up.
     Demo {
         /// Invocations to run.
         #[arg(long, default_value_t = 50)]
@@ -298,6 +308,9 @@ async fn deploy(
         })
         .context("cannot tell the function name: pass --name")?;
     let options = flags.over(manifest.map(|m| m.options).unwrap_or_default());
+    let deps = phases::installs_python_deps(&dir, options.runtime.as_deref());
+    // Cleared on drop too: an error below is printed on a clean line.
+    let spinner = progress::spinner(phases::packing(&dir));
     let archive = pack::tar_gz(&dir)?;
     let query = query_string(&options);
     let path = if query.is_empty() {
@@ -305,10 +318,12 @@ async fn deploy(
     } else {
         format!("/v1/functions/{name}?{query}")
     };
-    let a = ok(client
+    spinner.set_message(phases::deploying(archive.len(), deps));
+    let answer = client
         .request(Method::PUT, &path, Some("application/gzip"), archive)
-        .await?)?;
-    let v = a.json();
+        .await;
+    spinner.finish_and_clear();
+    let v = ok(answer?)?.json();
     eprintln!(
         "deployed {} ({}, {}, profile {}, code sha256:{})",
         v["name"].as_str().unwrap_or(&name),
@@ -345,15 +360,14 @@ async fn test(
         map.insert("code".into(), serde_json::json!({ "path": abs }));
         map.insert("event".into(), event);
     }
-    let a = client
-        .request(
-            Method::POST,
-            "/v1/test",
-            Some("application/json"),
-            serde_json::to_vec(&body)?,
-        )
-        .await?;
-    show_invocation(a, true)
+    let body = serde_json::to_vec(&body)?;
+    let deps = phases::installs_python_deps(&abs, options.runtime.as_deref());
+    let spinner = progress::spinner(phases::testing(&dir, deps));
+    let answer = client
+        .request(Method::POST, "/v1/test", Some("application/json"), body)
+        .await;
+    spinner.finish_and_clear();
+    show_invocation(answer?, true)
 }
 
 /// `30s`, `10m`, `2h`, `1d` (or plain seconds) as milliseconds.
