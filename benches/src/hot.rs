@@ -14,6 +14,19 @@ pub struct Emberd {
     child: Option<std::process::Child>,
     pub client: Client,
     dir: tempfile::TempDir,
+    bin: PathBuf,
+    args: Vec<String>,
+    label: String,
+}
+
+/// How long a start took, as a client sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Started {
+    /// Until the API answered (state dir, registry, recovery of a previous
+    /// run's leftovers).
+    pub serving: Duration,
+    /// Until every pool held its warm floor.
+    pub warm: Duration,
 }
 
 impl Emberd {
@@ -25,46 +38,76 @@ impl Emberd {
         Emberd::start_with(emberd, pool_size, backend, &[]).await
     }
 
-    /// Start with more emberd flags (python3 pools only unless they say
-    /// `--runtimes`); returns once every pool has its warm sandboxes.
+    /// Start with extra emberd flags (python3 pools only unless they name
+    /// `--runtimes`); returns once every pool is warm.
     pub async fn start_with(
         emberd: &Path,
         pool_size: usize,
         backend: &str,
         extra: &[&str],
     ) -> Result<Emberd> {
+        Ok(Emberd::start_timed(emberd, pool_size, backend, extra)
+            .await?
+            .0)
+    }
+
+    /// [`Emberd::start_with`], and how long the start took.
+    pub async fn start_timed(
+        emberd: &Path,
+        pool_size: usize,
+        backend: &str,
+        extra: &[&str],
+    ) -> Result<(Emberd, Started)> {
         let dir = tempfile::Builder::new().prefix("ember-bench-").tempdir()?;
         let socket = dir.path().join("ember.sock");
-        let log = std::fs::File::create(dir.path().join("emberd.log"))?;
-        let child = std::process::Command::new(emberd)
-            .arg("--socket")
-            .arg(&socket)
-            .arg("--state-dir")
-            .arg(dir.path().join("state"))
-            .arg("--pool-size")
-            .arg(pool_size.to_string())
-            .arg("--backend")
-            .arg(backend)
-            .args(
-                (!extra.contains(&"--runtimes"))
-                    .then_some(["--runtimes", "python3"])
-                    .into_iter()
-                    .flatten(),
-            )
-            .args(extra)
+        let mut args: Vec<String> = vec![
+            "--socket".into(),
+            socket.display().to_string(),
+            "--state-dir".into(),
+            dir.path().join("state").display().to_string(),
+            "--pool-size".into(),
+            pool_size.to_string(),
+            "--backend".into(),
+            backend.into(),
+        ];
+        if !extra.contains(&"--runtimes") {
+            args.extend(["--runtimes".into(), "python3".into()]);
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut e = Emberd {
+            child: None,
+            client: Client::new(&socket),
+            dir,
+            bin: emberd.to_path_buf(),
+            args,
+            label: backend.to_string(),
+        };
+        let started = e.spawn().await?;
+        Ok((e, started))
+    }
+
+    /// Start emberd (again, on the same state dir) and wait for warm pools.
+    pub async fn spawn(&mut self) -> Result<Started> {
+        if self.child.is_some() {
+            bail!("emberd is already running");
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("emberd.log"))?;
+        let t = Instant::now();
+        let child = std::process::Command::new(&self.bin)
+            .args(&self.args)
             .env("RUST_LOG", "warn")
             .stderr(log)
             .spawn()
-            .with_context(|| format!("starting {}", emberd.display()))?;
-        let e = Emberd {
-            child: Some(child),
-            client: Client::new(&socket),
-            dir,
-        };
-        let t = Instant::now();
-        let warming = progress::gauge(format!("{backend}: warming emberd's pools"));
+            .with_context(|| format!("starting {}", self.bin.display()))?;
+        self.child = Some(child);
+        let mut serving = None;
+        let warming = progress::gauge(format!("{}: warming emberd's pools", self.label));
         loop {
-            if let Ok(a) = e.client.get("/v1/pools").await {
+            if let Ok(a) = self.client.get("/v1/pools").await {
+                serving.get_or_insert(t.elapsed());
                 let pools = a.json()["pools"].as_array().cloned().unwrap_or_default();
                 let count = |p: &serde_json::Value, k: &str| p[k].as_u64().unwrap_or(0);
                 let warm = |p: &serde_json::Value| count(p, "idle") >= count(p, "min_warm");
@@ -79,17 +122,40 @@ impl Emberd {
                         .sum(),
                 );
                 if !pools.is_empty() && pools.iter().all(warm) {
-                    return Ok(e);
+                    return Ok(Started {
+                        serving: serving.unwrap_or_default(),
+                        warm: t.elapsed(),
+                    });
                 }
+            }
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                self.child = None;
+                bail!("emberd exited with {status} while starting");
             }
             if t.elapsed() > Duration::from_secs(60) {
                 bail!("emberd's pool did not fill within 60 s");
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 
-    pub fn stop(&mut self) -> Result<()> {
+    /// SIGKILL: a crash, leaving every sandbox behind for the next start.
+    pub fn crash(&mut self) -> Result<()> {
+        if let Some(mut c) = self.child.take() {
+            c.kill()?;
+            c.wait()?;
+        }
+        Ok(())
+    }
+
+    /// SIGTERM and wait for the exit; how long the drain and the removal
+    /// of every sandbox took.
+    pub fn stop(&mut self) -> Result<Duration> {
+        let t = Instant::now();
         if let Some(mut c) = self.child.take() {
             nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(c.id() as i32),
@@ -100,7 +166,7 @@ impl Emberd {
                 bail!("emberd exited with {status}");
             }
         }
-        Ok(())
+        Ok(t.elapsed())
     }
 }
 

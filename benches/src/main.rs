@@ -100,6 +100,10 @@ struct Args {
     /// ember-runtime, ember-runtime with the strict profile); 0 skips it.
     #[arg(long, default_value_t = 30)]
     containerd_runs: usize,
+    /// Runs of the lifecycle scenario (emberd's start, restart after a
+    /// SIGKILL mid-invocation, stop on SIGTERM); 0 skips it.
+    #[arg(long, default_value_t = 5)]
+    lifecycle_runs: usize,
     /// Skip the per-backend hot-swap vs cold start runs (scenarios only).
     #[arg(long)]
     scenarios_only: bool,
@@ -482,6 +486,12 @@ async fn main() -> Result<()> {
         None
     };
 
+    let lifecycle = if args.lifecycle_runs > 0 && installed("runc") {
+        Some(scenarios::lifecycle(&emberd_bin, args.lifecycle_runs, args.pool_size.max(1)).await?)
+    } else {
+        None
+    };
+
     let containerd = if args.containerd_runs > 0 {
         scenarios::containerd(args.containerd_runs)?
     } else {
@@ -504,6 +514,7 @@ async fn main() -> Result<()> {
         "backends": report_backends,
         "modes": modes,
         "burst": burst,
+        "lifecycle": lifecycle,
         "containerd": containerd,
     });
     if let Some(dir) = args.out.parent() {

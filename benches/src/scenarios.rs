@@ -8,6 +8,10 @@
 //! - **burst**: a rising concurrent load (waves of 1, 2, ... N concurrent
 //!   invocations, a second apart) against a fixed pool and against a pool
 //!   that follows demand; counts hot and cold starts of each.
+//! - **lifecycle**: what an operator waits for: emberd's start on an empty
+//!   state dir, its restart after a SIGKILL in the middle of an invocation
+//!   (recovery removes the previous run's sandboxes first), and its stop on
+//!   SIGTERM (drain, then every sandbox removed).
 
 use crate::cold::{self, Lang};
 use crate::hot::{self, Emberd, Sample};
@@ -20,6 +24,7 @@ use std::time::{Duration, Instant};
 
 const JS_HANDLER: &str =
     "exports.handler = async (event) => ({ hello: event.name || \"world\" });\n";
+const SLEEPY_HANDLER: &str = "import time\ndef handler(event, context):\n    time.sleep(3)\n";
 const SLOW_HANDLER: &str =
     "import time\ndef handler(event, context):\n    time.sleep(0.1)\n    return {\"hello\": \"bench\"}\n";
 
@@ -352,4 +357,103 @@ pub fn containerd(runs: usize) -> Result<Option<serde_json::Value>> {
         summarize(&samples[2]).p50_ms - base
     );
     Ok(Some(serde_json::Value::Object(out)))
+}
+
+/// Start, restart after a crash, and stop of emberd with `pool` warm
+/// sandboxes, `runs` times.
+pub async fn lifecycle(emberd_bin: &Path, runs: usize, pool: usize) -> Result<serde_json::Value> {
+    let code = tempfile::tempdir()?;
+    std::fs::write(code.path().join("main.py"), SLEEPY_HANDLER)?;
+    println!();
+    println!(
+        "lifecycle: emberd with a python3 pool of {pool} on runc, {runs} runs (ms until the API answers / until the pool is warm)"
+    );
+    let (mut clean_serving, mut clean_warm) = (Vec::new(), Vec::new());
+    let (mut crash_serving, mut crash_warm) = (Vec::new(), Vec::new());
+    let mut stop_ms = Vec::new();
+    let bar = progress::bar(runs as u64, "lifecycle: start, crash, restart, stop");
+    for _ in 0..runs {
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let (mut e, clean) = Emberd::start_timed(
+            emberd_bin,
+            pool,
+            "runc",
+            &["--pool-max-warm", &pool.to_string()],
+        )
+        .await?;
+        hot::deploy_with(&e, "sleepy", code.path(), "mode=fork").await?;
+        // An invocation in flight when the daemon dies: its sandbox is busy,
+        // its code mounted, its handler running (so it is on record).
+        let client = e.client.clone();
+        let inflight = tokio::spawn(async move {
+            let _ = client
+                .request(
+                    hyper::Method::POST,
+                    "/v1/functions/sleepy/invoke",
+                    Some("application/json"),
+                    "{}",
+                )
+                .await;
+        });
+        let t = Instant::now();
+        loop {
+            let a = e.client.get("/v1/sandboxes").await?;
+            let busy = a.json()["sandboxes"]
+                .as_array()
+                .is_some_and(|l| l.iter().any(|s| s["state"] == "busy"));
+            let r = e
+                .client
+                .get("/v1/invocations?function=sleepy&output=false")
+                .await?;
+            if busy && r.json()["invocations"][0]["outcome"] == "running" {
+                break;
+            }
+            if t.elapsed() > Duration::from_secs(10) {
+                bail!("the invocation never started");
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        e.crash()?;
+        inflight.abort();
+        let restarted = e.spawn().await?;
+        let rec = e
+            .client
+            .get("/v1/invocations?function=sleepy&output=false")
+            .await?
+            .json();
+        if rec["invocations"][0]["outcome"] != "interrupted" {
+            bail!("the crashed invocation is not recorded as interrupted: {rec}");
+        }
+        stop_ms.push(ms(e.stop()?));
+        clean_serving.push(ms(clean.serving));
+        clean_warm.push(ms(clean.warm));
+        crash_serving.push(ms(restarted.serving));
+        crash_warm.push(ms(restarted.warm));
+        bar.inc(1);
+    }
+    drop(bar);
+    print_row("start, empty state dir: API answers", &clean_serving);
+    print_row("start, empty state dir: pool warm", &clean_warm);
+    print_row("restart after SIGKILL: API answers", &crash_serving);
+    print_row("restart after SIGKILL: pool warm", &crash_warm);
+    print_row("stop on SIGTERM (pool idle)", &stop_ms);
+    let (c, r) = (summarize(&clean_warm), summarize(&crash_warm));
+    println!(
+        "  restart after a crash vs a clean start, until warm: {:.2}x at p50",
+        r.p50_ms / c.p50_ms
+    );
+    Ok(json!({
+        "pool": pool,
+        "runs": runs,
+        "clean_start_serving_ms": summarize(&clean_serving),
+        "clean_start_warm_ms": c,
+        "crash_restart_serving_ms": summarize(&crash_serving),
+        "crash_restart_warm_ms": r,
+        "sigterm_stop_ms": summarize(&stop_ms),
+        "crash_vs_clean_warm_p50": r.p50_ms / c.p50_ms,
+        "samples": {
+            "clean_serving": clean_serving, "clean_warm": clean_warm,
+            "crash_serving": crash_serving, "crash_warm": crash_warm, "stop": stop_ms,
+        },
+    }))
 }

@@ -10,6 +10,7 @@
 
 use rusqlite::{params, Connection};
 use serde::Serialize;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::Mutex;
@@ -76,7 +77,8 @@ impl InvocationRecord {
 }
 
 enum Write {
-    Begin(InvocationRecord),
+    /// With whom to tell once the row is committed.
+    Begin(InvocationRecord, tokio::sync::oneshot::Sender<()>),
     Finish(InvocationRecord),
     /// Reply once everything before it is on disk (tests, shutdown).
     Flush(mpsc::Sender<()>),
@@ -86,7 +88,13 @@ pub struct History {
     path: PathBuf,
     reader: Mutex<Connection>,
     writer: Mutex<mpsc::Sender<Write>>,
+    /// Invocations whose `running` row is on its way, by id.
+    pending: Mutex<HashMap<String, tokio::sync::oneshot::Receiver<()>>>,
 }
+
+/// Longest an invocation waits for its `running` row before running
+/// anyway (a stuck disk must not stop invocations; it is logged).
+const BEGIN_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS invocations (
@@ -156,6 +164,7 @@ impl History {
                 path: path.to_path_buf(),
                 reader: Mutex::new(conn),
                 writer: Mutex::new(tx),
+                pending: Mutex::new(HashMap::new()),
             },
             interrupted,
         ))
@@ -168,13 +177,44 @@ impl History {
         }
     }
 
-    /// Record an invocation that has just started.
+    /// Record an invocation that has just started. The row is written in
+    /// the background; [`History::written`] waits for it.
     pub fn begin(&self, rec: InvocationRecord) {
-        self.send(Write::Begin(rec));
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(rec.id.clone(), rx);
+        self.send(Write::Begin(rec, tx));
+    }
+
+    /// Wait until the `running` row of invocation `id` is committed (at
+    /// once if there is none pending). Called right before the handler
+    /// runs, so a daemon killed from then on leaves a row the next start
+    /// marks `interrupted`; the write overlaps the thaw and injection.
+    pub async fn written(&self, id: &str) {
+        let rx = self
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+        if let Some(rx) = rx {
+            if tokio::time::timeout(BEGIN_WAIT, rx).await.is_err() {
+                tracing::warn!(
+                    invocation = id,
+                    "invocation record not written within 1 s; running anyway"
+                );
+            }
+        }
     }
 
     /// Complete (or insert) a record.
     pub fn finish(&self, rec: InvocationRecord) {
+        // Refused before it ran: nobody waited for its first row.
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&rec.id);
         self.send(Write::Finish(rec));
     }
 
@@ -231,12 +271,14 @@ fn write_loop(mut conn: Connection, rx: mpsc::Receiver<Write>, retention: usize,
             batch.push(more);
         }
         let mut flushes = Vec::new();
+        let mut begun = Vec::new();
         let res = (|| -> rusqlite::Result<()> {
             let tx = conn.transaction()?;
             for w in batch {
                 match w {
-                    Write::Begin(r) => {
+                    Write::Begin(r, done) => {
                         upsert(&tx, &r)?;
+                        begun.push(done);
                     }
                     Write::Finish(r) => {
                         upsert(&tx, &r)?;
@@ -257,6 +299,11 @@ fn write_loop(mut conn: Connection, rx: mpsc::Receiver<Write>, retention: usize,
         })();
         if let Err(e) = res {
             tracing::warn!(path = %path.display(), "writing invocation records: {e}");
+        }
+        // Told even after an error: the invocation must not wait for a
+        // write that will not happen (the error is logged).
+        for b in begun {
+            let _ = b.send(());
         }
         for f in flushes {
             let _ = f.send(());
@@ -370,6 +417,31 @@ mod tests {
             all.iter().map(|r| r.outcome.as_str()).collect::<Vec<_>>(),
             vec!["ok", "interrupted", "interrupted"]
         );
+    }
+
+    #[tokio::test]
+    async fn a_started_invocation_is_on_record_once_written_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("ember.db");
+        let (h, _) = History::open(&db, 1000).unwrap();
+        for i in 0..50 {
+            let id = format!("r{i}");
+            h.begin(rec(&id, "f", i, "running"));
+            h.written(&id).await;
+            // No flush: what a crash right now would leave behind.
+            let n: i64 = Connection::open(&db)
+                .unwrap()
+                .query_row(
+                    "SELECT COUNT(*) FROM invocations WHERE id = ?1 AND outcome = 'running'",
+                    params![id],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(n, 1, "{id} not committed");
+        }
+        // Nothing pending is left behind, and an unknown id does not wait.
+        assert!(h.pending.lock().unwrap().is_empty());
+        h.written("never-begun").await;
     }
 
     #[test]
