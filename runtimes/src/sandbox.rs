@@ -17,6 +17,21 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// How long a destroy waits for the agent to exit after being told to.
+const AGENT_EXIT_WAIT: Duration = Duration::from_millis(250);
+
+/// Whether process `pid` runs: not gone, and not a zombie its parent has
+/// yet to reap.
+pub fn pid_running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|st| {
+            st.rsplit_once(')')
+                .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
 /// What every sandbox of a pool is made from.
 #[derive(Debug, Clone)]
 pub struct SandboxConfig {
@@ -339,14 +354,7 @@ impl Sandbox {
     /// Whether its init still runs (an external sandbox's owner may have
     /// killed it).
     pub fn alive(&self) -> bool {
-        // Gone, or a zombie its owner has not reaped yet.
-        std::fs::read_to_string(format!("/proc/{}/stat", self.init_pid))
-            .ok()
-            .and_then(|st| {
-                st.rsplit_once(')')
-                    .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
-            })
-            .unwrap_or(false)
+        pid_running(self.init_pid)
     }
 
     /// Kill and remove the container, its cgroups and its bundle. An
@@ -363,6 +371,13 @@ impl Sandbox {
         .await;
         if self.external {
             return Ok(());
+        }
+        // runc's forced delete of a container whose init still runs kills
+        // it and sleeps 100 ms before looking again; one whose agent has
+        // already exited is removed at once.
+        let deadline = Instant::now() + AGENT_EXIT_WAIT;
+        while self.alive() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(2)).await;
         }
         let res = backend.delete(&self.id).await;
         remove_bundle(&self.bundle);

@@ -425,8 +425,6 @@ async fn run_invocation(
     };
     let wait = Duration::from_millis(func.timeout_ms) + AGENT_GRACE;
     let kill = pool.kill_signal(&sb.id).unwrap_or_default();
-    // On record before user code runs (a crash from here on is on record).
-    daemon.history.written(&id).await;
     let answer = async {
         sb.conn.send(&ToAgent::Invoke(req)).await?;
         sb.conn.recv().await
