@@ -17,8 +17,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// How long a destroy waits for the agent to exit after being told to.
-const AGENT_EXIT_WAIT: Duration = Duration::from_millis(250);
+/// How long a destroy waits for the agent to exit after being told to
+/// (it answers at once unless it is stuck with an invocation).
+const AGENT_EXIT_WAIT: Duration = Duration::from_millis(30);
+/// How long it waits for a killed init to end.
+const KILLED_EXIT_WAIT: Duration = Duration::from_millis(500);
 
 /// Whether process `pid` runs: not gone, and not a zombie its parent has
 /// yet to reap.
@@ -30,6 +33,29 @@ pub fn pid_running(pid: u32) -> bool {
                 .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
         })
         .unwrap_or(false)
+}
+
+/// Wait up to `limit` for processes `pids` to end; whether they did.
+pub async fn wait_exit(pids: &[u32], limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while pids.iter().any(|&p| pid_running(p)) {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    true
+}
+
+/// SIGKILL `pids` and wait up to `limit` for them to end.
+pub async fn kill_and_wait(pids: &[u32], limit: Duration) -> bool {
+    for &pid in pids {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    wait_exit(pids, limit).await
 }
 
 /// What every sandbox of a pool is made from.
@@ -373,11 +399,13 @@ impl Sandbox {
             return Ok(());
         }
         // runc's forced delete of a container whose init still runs kills
-        // it and sleeps 100 ms before looking again; one whose agent has
-        // already exited is removed at once.
-        let deadline = Instant::now() + AGENT_EXIT_WAIT;
-        while self.alive() && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(2)).await;
+        // it and sleeps 100 ms before looking again; one whose init is gone
+        // is removed at once. So: a moment for the agent to exit, then
+        // (its pid being the container's init on runc, crun and
+        // libcontainer; on runsc the sandbox process, left to runsc) a kill.
+        let init = [self.init_pid];
+        if self.backend != "runsc" && !wait_exit(&init, AGENT_EXIT_WAIT).await {
+            kill_and_wait(&init, KILLED_EXIT_WAIT).await;
         }
         let res = backend.delete(&self.id).await;
         remove_bundle(&self.bundle);

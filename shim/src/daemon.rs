@@ -599,12 +599,12 @@ async fn recover(cgroups: &CgroupLayout, prefix: &str, cfg: &DaemonConfig) {
                 // deleted, which spares runc's 100 ms wait per container.
                 // (runsc's is its sandbox process, left to runsc.)
                 if matches!(*name, "runc" | "crun") {
-                    let pids: Vec<i32> = leftovers
+                    let pids: Vec<u32> = leftovers
                         .iter()
                         .filter(|c| c.pid > 0)
-                        .map(|c| c.pid as i32)
+                        .map(|c| c.pid as u32)
                         .collect();
-                    kill_and_wait(&pids, Duration::from_millis(500)).await;
+                    ember_runtimes::sandbox::kill_and_wait(&pids, Duration::from_millis(500)).await;
                 }
                 for c in leftovers {
                     match backend.delete(&c.id).await {
@@ -630,24 +630,6 @@ async fn recover(cgroups: &CgroupLayout, prefix: &str, cfg: &DaemonConfig) {
     }
     if removed > 0 {
         tracing::info!(removed, "removed sandboxes left by a previous run");
-    }
-}
-
-/// SIGKILL `pids` and wait (up to `limit`) until they are gone or zombies.
-async fn kill_and_wait(pids: &[i32], limit: Duration) {
-    for &pid in pids {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-    }
-    let deadline = std::time::Instant::now() + limit;
-    while pids
-        .iter()
-        .any(|&p| ember_runtimes::sandbox::pid_running(p as u32))
-        && std::time::Instant::now() < deadline
-    {
-        tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
 
