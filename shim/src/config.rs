@@ -125,8 +125,9 @@ pub struct DaemonConfig {
     pub drain_timeout_ms: u64,
 
     /// Serve the dashboard and the same API over HTTP on this address
-    /// (e.g. 127.0.0.1:8080). Off by default. Loopback addresses only: it
-    /// has no authentication.
+    /// (e.g. 127.0.0.1:8080). Off by default. Loopback addresses only; API
+    /// requests need the bearer token emberd writes to
+    /// <state-dir>/dashboard-token at each start (and logs as the page's URL).
     #[arg(long, value_name = "ADDR:PORT")]
     pub http: Option<std::net::SocketAddr>,
 
