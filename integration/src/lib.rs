@@ -491,6 +491,28 @@ impl Daemon {
             })
     }
 
+    /// Wait until a sandbox runs an invocation of `function`; its id.
+    pub fn wait_busy(&self, function: &str) -> String {
+        let t = Instant::now();
+        loop {
+            let v = self.get("/v1/sandboxes").json();
+            if let Some(sb) = v["sandboxes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|s| s["state"] == "busy" && s["function"] == function)
+            {
+                return sb["id"].as_str().unwrap().to_string();
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "{function} never became busy: {v}"
+            );
+            // Short: crash tests act as soon as it is busy.
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
     /// Wait until the pool has at least `n` idle sandboxes and nothing
     /// busy or being created.
     pub fn wait_pool_idle(&self, n: u64) {
@@ -535,13 +557,20 @@ impl Daemon {
         }
     }
 
-    /// SIGTERM and wait for a clean exit.
-    pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
+    /// Send SIGTERM (drain and stop) without waiting.
+    pub fn sigterm(&self) {
+        if let Some(c) = &self.child {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(c.id() as i32),
                 nix::sys::signal::Signal::SIGTERM,
             );
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(&mut self) {
+        self.sigterm();
+        if let Some(mut c) = self.child.take() {
             let t = Instant::now();
             loop {
                 if let Ok(Some(status)) = c.try_wait() {

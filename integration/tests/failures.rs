@@ -304,11 +304,7 @@ fn sigterm_drains_refuses_new_work_and_interrupts_what_outlives_the_drain_timeou
         assert!(t.elapsed() < Duration::from_secs(20), "never both running");
         std::thread::sleep(Duration::from_millis(20));
     }
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(d.pid() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
+    d.sigterm();
 
     // While draining the API still answers, and says so.
     let t = Instant::now();
@@ -377,29 +373,14 @@ fn a_second_sigterm_interrupts_running_invocations_at_once() {
         900_000,
     );
     let stuck = d.invoke_in_background("stuck", "{}");
+    d.wait_busy("stuck");
     let t = Instant::now();
-    while !d.get("/v1/sandboxes").json()["sandboxes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|s| s["state"] == "busy")
-    {
-        assert!(t.elapsed() < Duration::from_secs(20), "never running");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let term = || {
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(d.pid() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        )
-        .unwrap()
-    };
-    term();
+    d.sigterm();
     while d.get("/v1/health").json()["status"] != "draining" {
         assert!(t.elapsed() < Duration::from_secs(20), "never draining");
         std::thread::sleep(Duration::from_millis(10));
     }
-    term();
+    d.sigterm();
     let a = stuck
         .join()
         .unwrap()

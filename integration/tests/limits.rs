@@ -8,26 +8,6 @@ use std::time::{Duration, Instant};
 const ECHO: &str = "def handler(event, context):\n    return {'event': event}\n";
 
 /// The busy sandbox running `function`, polled from the API.
-fn busy_sandbox(d: &Daemon, function: &str) -> String {
-    let t = Instant::now();
-    loop {
-        let v = d.get("/v1/sandboxes").json();
-        if let Some(sb) = v["sandboxes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["state"] == "busy" && s["function"] == function)
-        {
-            return sb["id"].as_str().unwrap().to_string();
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "{function} never became busy: {v}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn function_limits_are_written_to_the_sandbox_cgroup() {
     if !prerequisites_met("function_limits_are_written_to_the_sandbox_cgroup") {
@@ -59,7 +39,7 @@ fn function_limits_are_written_to_the_sandbox_cgroup() {
         )
         .unwrap()
     });
-    let sb = busy_sandbox(&d, "limited");
+    let sb = d.wait_busy("limited");
     let cg = |ctl: &str, file: &str| {
         let p = format!("/sys/fs/cgroup/{ctl}/ember/{tag}/{sb}/{file}");
         std::fs::read_to_string(&p)
@@ -214,7 +194,7 @@ fn the_kill_switch_ends_a_running_invocation() {
         )
         .unwrap()
     });
-    let sb = busy_sandbox(&d, "sleeper");
+    let sb = d.wait_busy("sleeper");
     // Through the CLI, as an operator would.
     let out = d.cli(&["kill", &sb]);
     assert!(

@@ -170,23 +170,15 @@ fn an_invocation_cut_off_by_a_crash_is_recorded_as_interrupted() {
         60_000,
     );
     let caller = d.invoke_in_background("slow", "{}");
-    let t = Instant::now();
     // Killed as soon as its sandbox is busy, before its record's row may
     // be written: the journal has it from before it took the sandbox.
-    let old: Vec<String> = loop {
-        let v = d.get("/v1/sandboxes").json();
-        let l = v["sandboxes"].as_array().unwrap();
-        if l.iter()
-            .any(|s| s["state"] == "busy" && s["function"] == "slow")
-        {
-            break l
-                .iter()
-                .map(|s| s["id"].as_str().unwrap().to_string())
-                .collect();
-        }
-        assert!(t.elapsed() < Duration::from_secs(30), "{v}");
-        std::thread::sleep(Duration::from_millis(1));
-    };
+    d.wait_busy("slow");
+    let old: Vec<String> = d.get("/v1/sandboxes").json()["sandboxes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect();
     d.crash();
     // The caller lost its daemon mid-invocation; what it got is moot.
     let _ = caller.join();
