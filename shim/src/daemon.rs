@@ -558,9 +558,14 @@ impl Daemon {
             _ = tokio::time::timeout(grace, drained) => {}
             _ = hurry => tracing::info!("second signal: not waiting for running invocations"),
         }
+        // Concurrently: one pool's teardown must not delay interrupting
+        // another's invocations.
+        let mut finishing = tokio::task::JoinSet::new();
         for pool in self.pools.values() {
-            pool.finish().await;
+            let pool = pool.clone();
+            finishing.spawn(async move { pool.finish().await });
         }
+        while finishing.join_next().await.is_some() {}
         self.history.flush();
         let left = self.cgroups.remove_tree(&format!("/ember/{}", self.tag));
         for p in left {
@@ -743,24 +748,23 @@ pub async fn run(cfg: DaemonConfig) -> Result<(), DaemonError> {
             stopped(stop_rx.clone()),
         ))
     });
-    let signal = async {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-        let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM: draining"),
-            _ = int.recv() => tracing::info!("SIGINT: draining"),
-        }
-    };
+    // Registered once: the first signal starts the drain, a second one
+    // (none is missed in between) cuts it short.
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
     let failed = tokio::select! {
-        _ = signal => None,
+        _ = term.recv() => {
+            tracing::info!("SIGTERM: draining");
+            None
+        }
+        _ = int.recv() => {
+            tracing::info!("SIGINT: draining");
+            None
+        }
         r = &mut api => Some(r),
     };
-    // A second signal cuts the drain short.
     let hurry = async {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-        let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
         tokio::select! {
             _ = term.recv() => {}
             _ = int.recv() => {}

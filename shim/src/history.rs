@@ -126,8 +126,7 @@ impl Journal {
     /// One line per begun invocation. A plain write(2): in the page cache
     /// it survives the process being killed, which is what it is for.
     fn append(&mut self, rec: &InvocationRecord) -> std::io::Result<()> {
-        let mut line = serde_json::to_vec(rec).map_err(std::io::Error::other)?;
-        line.push(b'\n');
+        let line = journal_line(rec)?;
         self.file.write_all(&line)?;
         self.bytes += line.len() as u64;
         Ok(())
@@ -139,8 +138,7 @@ impl Journal {
         let mut f = std::fs::File::create(&tmp)?;
         let mut bytes = 0;
         for rec in self.inflight.values() {
-            let mut line = serde_json::to_vec(rec).map_err(std::io::Error::other)?;
-            line.push(b'\n');
+            let line = journal_line(rec)?;
             f.write_all(&line)?;
             bytes += line.len() as u64;
         }
@@ -149,6 +147,13 @@ impl Journal {
         self.bytes = bytes;
         Ok(())
     }
+}
+
+/// A record as one journal line.
+fn journal_line(rec: &InvocationRecord) -> std::io::Result<Vec<u8>> {
+    let mut line = serde_json::to_vec(rec).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    Ok(line)
 }
 
 /// The records a journal holds (a torn last line, from a kill mid-write,
