@@ -89,6 +89,55 @@ fn redeploys_never_run_in_a_sandbox_bound_to_the_old_code() {
 }
 
 #[test]
+fn deleting_a_function_mid_invocation_recycles_its_sandbox_on_return() {
+    if !prerequisites_met("deleting_a_function_mid_invocation_recycles_its_sandbox_on_return") {
+        return;
+    }
+    // The sandbox is busy when the function goes: it is not idle for the
+    // delete to recycle, and no later invocation of the function will miss
+    // its key. Only its release can notice (the idle timeout is 5 min).
+    let mut d = Daemon::start(&["--pool-size", "1"]);
+    let tag = d.tag();
+    d.wait_pool_idle(1);
+    d.deploy_files_with(
+        "slow",
+        &[(
+            "main.py",
+            "import time\ndef handler(e, c):\n    time.sleep(e['s'])\n    return e['s']\n",
+        )],
+        json!({ "mode": "specialized" }),
+    );
+    let call = d.invoke_in_background("slow", r#"{"s": 1}"#);
+    let id = d.wait_busy("slow");
+    assert_eq!(
+        d.request("DELETE", "/v1/functions/slow", "", b"").status,
+        200
+    );
+    let v = call.join().unwrap().expect("invocation answered").json();
+    assert_eq!(v["outcome"], "ok", "a running invocation finishes: {v}");
+    assert_eq!(sandbox(&v), id);
+    let t = std::time::Instant::now();
+    loop {
+        let p = d.pool();
+        let listed = d.get("/v1/sandboxes").json()["sandboxes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["id"] == id.as_str());
+        if p["bound"] == 0 && !listed {
+            assert!(p["recycled_total"].as_u64().unwrap() >= 1, "{p}");
+            break;
+        }
+        assert!(
+            t.elapsed().as_secs() < 10,
+            "sandbox {id} stayed bound to the deleted function: {p}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    d.stop_and_check(&tag);
+}
+
+#[test]
 fn a_full_pool_recycles_another_functions_bound_sandbox() {
     if !prerequisites_met("a_full_pool_recycles_another_functions_bound_sandbox") {
         return;

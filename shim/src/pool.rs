@@ -94,6 +94,9 @@ struct BusyInfo {
     bound: bool,
     /// The binding key it was taken for (specialized mode).
     key: Option<String>,
+    /// Its function was redeployed or deleted while it ran: it must not
+    /// come back bound to the old code.
+    unbound: bool,
     /// The invocation has answered; the sandbox is warming its next worker
     /// and comes back to the pool within milliseconds.
     returning: bool,
@@ -581,13 +584,20 @@ impl Pool {
         }
     }
 
-    /// Recycle the idle sandboxes bound to `function` (it was redeployed
-    /// or deleted). Busy ones are recycled when their key next misses.
+    /// Recycle the sandboxes bound to `function` (it was redeployed or
+    /// deleted): idle ones now, busy ones when they are released (a
+    /// deleted function's key never misses again, so waiting for that
+    /// would keep them until the idle timeout).
     pub fn unbind(self: &Arc<Self>, function: &str) {
         let prefix = format!("{function}@");
         let doomed: Vec<Sandbox> = {
-            self.lock()
-                .take_idle(|sb| sb.bound.as_deref().is_some_and(|b| b.starts_with(&prefix)))
+            let mut st = self.lock();
+            for b in st.busy.values_mut() {
+                if b.key.as_deref().is_some_and(|k| k.starts_with(&prefix)) {
+                    b.unbound = true;
+                }
+            }
+            st.take_idle(|sb| sb.bound.as_deref().is_some_and(|b| b.starts_with(&prefix)))
         };
         if !doomed.is_empty() {
             self.recycle(doomed);
@@ -647,13 +657,16 @@ impl Pool {
         sb.invocations += 1;
         sb.last_used = Instant::now();
         let mut st = self.lock();
-        if st.busy.remove(&sb.id).is_some_and(|b| b.returning) {
+        let info = st.busy.remove(&sb.id);
+        if info.as_ref().is_some_and(|b| b.returning) {
             st.returning -= 1;
         }
+        let unbound = info.is_some_and(|b| b.unbound);
         let throwaway = st.throwaway.remove(&sb.id);
         let healthy = healthy && !throwaway;
-        let worn_out = sb.bound.is_some() && sb.invocations >= self.specialized_max_invocations;
-        if worn_out && healthy {
+        let stale =
+            sb.bound.is_some() && (unbound || sb.invocations >= self.specialized_max_invocations);
+        if stale && healthy {
             drop(st);
             self.recycle(vec![sb]);
             self.refill.notify_one();
@@ -983,6 +996,7 @@ fn busy_info(
         start,
         bound: key.is_some(),
         key: key.map(str::to_string),
+        unbound: false,
         returning: false,
         function: function.to_string(),
         invocation: invocation.to_string(),
