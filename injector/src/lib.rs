@@ -17,4 +17,4 @@ mod syscalls;
 
 pub use hostdir::{HostDirError, HostDirSlot};
 pub use inject::{verify_clean, InjectError, Injection, Injector};
-pub use store::{no_prepare, CodeStore, Digest, Prepare, StoreError, UnpackLimits};
+pub use store::{no_prepare, CodeStore, Digest, Pin, Prepare, StoreError, UnpackLimits};

@@ -2,14 +2,20 @@
 //! read-only tree per distinct code content. Uploads are unpacked into a
 //! staging directory, checked, digested and renamed into place, so a tree
 //! in `objects/` is always complete.
+//!
+//! A tree in use (being deployed, injected into a running invocation) is
+//! held by a [`Pin`]; [`CodeStore::remove_unused`] leaves pinned trees in
+//! place and says so, so whoever drops the last pin can collect them.
 
 use crate::digest::digest_tree;
 use flate2::read::GzDecoder;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -88,6 +94,67 @@ pub fn no_prepare(_: &Path) -> Result<(), String> {
 
 pub struct CodeStore {
     root: PathBuf,
+    pins: Arc<Mutex<Pins>>,
+}
+
+/// Trees in use, and those whose removal waits for their last pin.
+#[derive(Default)]
+struct Pins {
+    count: HashMap<Digest, usize>,
+    doomed: HashSet<Digest>,
+}
+
+/// Keeps one tree in the store while held. Dropping it just unpins;
+/// [`Pin::release`] also says whether a removal was put off for it.
+#[must_use = "the tree may be removed once the pin is dropped"]
+pub struct Pin {
+    pins: Arc<Mutex<Pins>>,
+    digest: Digest,
+    released: bool,
+}
+
+impl Pin {
+    pub fn digest(&self) -> &Digest {
+        &self.digest
+    }
+
+    /// Unpin. `Some(digest)`: this was the last pin of a tree someone
+    /// tried to remove meanwhile; try [`CodeStore::remove_unused`] again.
+    pub fn release(mut self) -> Option<Digest> {
+        self.released = true;
+        self.unpin()
+    }
+
+    fn unpin(&self) -> Option<Digest> {
+        let mut p = lock(&self.pins);
+        let n = p.count.get_mut(&self.digest)?;
+        *n -= 1;
+        if *n > 0 {
+            return None;
+        }
+        p.count.remove(&self.digest);
+        p.doomed.remove(&self.digest).then(|| self.digest.clone())
+    }
+}
+
+impl Drop for Pin {
+    fn drop(&mut self) {
+        if !self.released {
+            self.unpin();
+        }
+    }
+}
+
+impl std::fmt::Debug for Pin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Pin({})", self.digest)
+    }
+}
+
+fn lock(pins: &Mutex<Pins>) -> MutexGuard<'_, Pins> {
+    // The map stays consistent across a panic elsewhere (updates are
+    // single statements).
+    pins.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 static STAGING_SEQ: AtomicU64 = AtomicU64::new(0);
@@ -98,6 +165,7 @@ impl CodeStore {
     pub fn open(root: &Path) -> Result<CodeStore, StoreError> {
         let store = CodeStore {
             root: root.to_path_buf(),
+            pins: Arc::default(),
         };
         let staging = store.staging_root();
         if staging.exists() {
@@ -129,6 +197,59 @@ impl CodeStore {
         self.path(d).is_dir()
     }
 
+    /// Pin the tree `d` if it is stored.
+    pub fn pin(&self, d: &Digest) -> Option<Pin> {
+        let mut p = lock(&self.pins);
+        self.contains(d).then(|| self.pin_locked(&mut p, d))
+    }
+
+    fn pin_locked(&self, p: &mut Pins, d: &Digest) -> Pin {
+        *p.count.entry(d.clone()).or_default() += 1;
+        // Stored (again) for someone: an earlier removal no longer stands.
+        p.doomed.remove(d);
+        Pin {
+            pins: self.pins.clone(),
+            digest: d.clone(),
+            released: false,
+        }
+    }
+
+    /// Remove the tree `d` unless it is pinned or `in_use` says it is
+    /// needed (asked with the store locked, so nobody pins it meanwhile).
+    /// `Ok(false)`: kept; if pinned, the last [`Pin::release`] returns
+    /// `d` so the caller can try again.
+    pub fn remove_unused(
+        &self,
+        d: &Digest,
+        in_use: impl FnOnce() -> bool,
+    ) -> Result<bool, StoreError> {
+        let trash = {
+            let mut p = lock(&self.pins);
+            if p.count.contains_key(d) {
+                p.doomed.insert(d.clone());
+                return Ok(false);
+            }
+            if in_use() {
+                return Ok(false);
+            }
+            // A rename under the lock, the slow removal after it: pins
+            // (taken on the hot path) never wait for a large tree to go.
+            let src = self.path(d);
+            let trash = self.staging_root().join(format!(
+                "removed-{}-{}",
+                std::process::id(),
+                STAGING_SEQ.fetch_add(1, Ordering::Relaxed)
+            ));
+            match fs::rename(&src, &trash) {
+                Ok(()) => trash,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+                Err(e) => return Err(io_err(&src)(e)),
+            }
+        };
+        fs::remove_dir_all(&trash).map_err(io_err(&trash))?;
+        Ok(true)
+    }
+
     /// All digests in the store.
     pub fn list(&self) -> Result<Vec<Digest>, StoreError> {
         let dir = self.objects_root();
@@ -141,15 +262,6 @@ impl CodeStore {
         }
         out.sort();
         Ok(out)
-    }
-
-    pub fn remove(&self, d: &Digest) -> Result<(), StoreError> {
-        let p = self.path(d);
-        match fs::remove_dir_all(&p) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io_err(&p)(e)),
-        }
     }
 
     fn new_staging(&self) -> Result<Staging, StoreError> {
@@ -170,7 +282,7 @@ impl CodeStore {
         data: &[u8],
         limits: UnpackLimits,
         prepare: Prepare<'_>,
-    ) -> Result<Digest, StoreError> {
+    ) -> Result<Pin, StoreError> {
         let staging = self.new_staging()?;
         unpack_tar(GzDecoder::new(data), &staging.0, limits)?;
         self.commit(staging, prepare)
@@ -182,7 +294,7 @@ impl CodeStore {
         src: &Path,
         limits: UnpackLimits,
         prepare: Prepare<'_>,
-    ) -> Result<Digest, StoreError> {
+    ) -> Result<Pin, StoreError> {
         if !src.is_dir() {
             return Err(StoreError::NotADirectory(src.to_path_buf()));
         }
@@ -192,17 +304,23 @@ impl CodeStore {
         self.commit(staging, prepare)
     }
 
-    fn commit(&self, staging: Staging, prepare: Prepare<'_>) -> Result<Digest, StoreError> {
+    /// Digest the staged tree and move it into place, pinned. Same
+    /// content already stored (or stored meanwhile by a concurrent upload):
+    /// that tree is pinned and the staging dropped.
+    fn commit(&self, staging: Staging, prepare: Prepare<'_>) -> Result<Pin, StoreError> {
         let digest = Digest(digest_tree(&staging.0).map_err(io_err(&staging.0))?);
-        let dest = self.path(&digest);
-        if dest.exists() {
-            return Ok(digest); // same content already stored; staging dropped
+        if let Some(pin) = self.pin(&digest) {
+            return Ok(pin);
         }
         prepare(&staging.0).map_err(StoreError::Prepare)?;
         seal(&staging.0)?;
-        fs::rename(&staging.0, &dest).map_err(io_err(&dest))?;
-        std::mem::forget(staging);
-        Ok(digest)
+        let dest = self.path(&digest);
+        let mut p = lock(&self.pins);
+        if !dest.exists() {
+            fs::rename(&staging.0, &dest).map_err(io_err(&dest))?;
+            std::mem::forget(staging);
+        }
+        Ok(self.pin_locked(&mut p, &digest))
     }
 }
 
@@ -478,9 +596,10 @@ mod tests {
             file(b, "main.py", b"def handler(e, c):\n    return e\n");
             file(b, "pkg/util.py", b"X = 1\n");
         });
-        let d1 = store
+        let p1 = store
             .put_tar_gz(&gz, UnpackLimits::default(), &no_prepare)
             .unwrap();
+        let d1 = p1.digest().clone();
         let src = tempfile::tempdir().unwrap();
         fs::write(
             src.path().join("main.py"),
@@ -489,10 +608,10 @@ mod tests {
         .unwrap();
         fs::create_dir(src.path().join("pkg")).unwrap();
         fs::write(src.path().join("pkg/util.py"), b"X = 1\n").unwrap();
-        let d2 = store
+        let p2 = store
             .put_dir(src.path(), UnpackLimits::default(), &no_prepare)
             .unwrap();
-        assert_eq!(d1, d2);
+        assert_eq!(&d1, p2.digest());
         assert_eq!(store.list().unwrap(), vec![d1.clone()]);
         let main = store.path(&d1).join("main.py");
         assert_eq!(
@@ -503,8 +622,96 @@ mod tests {
             .unwrap()
             .next()
             .is_none());
-        store.remove(&d1).unwrap();
+        drop((p1, p2));
+        assert!(store.remove_unused(&d1, || false).unwrap());
         assert!(!store.contains(&d1));
+        assert!(fs::read_dir(root.path().join("staging"))
+            .unwrap()
+            .next()
+            .is_none());
+    }
+
+    fn put(store: &CodeStore, body: &[u8]) -> Pin {
+        store
+            .put_tar_gz(
+                &targz(|b| file(b, "main.py", body)),
+                UnpackLimits::default(),
+                &no_prepare,
+            )
+            .unwrap()
+    }
+
+    #[test]
+    fn a_pinned_tree_outlives_its_removal_until_the_last_pin_goes() {
+        let root = tempfile::tempdir().unwrap();
+        let store = CodeStore::open(root.path()).unwrap();
+        let deploy = put(&store, b"x = 1\n");
+        let d = deploy.digest().clone();
+        let invocation = store.pin(&d).expect("stored");
+        // Removal while pinned is put off, whatever the caller thinks.
+        assert!(!store.remove_unused(&d, || false).unwrap());
+        assert!(store.path(&d).join("main.py").is_file());
+        assert_eq!(deploy.release(), None, "another pin remains");
+        assert!(store.contains(&d));
+        assert_eq!(invocation.release(), Some(d.clone()), "last pin, doomed");
+        assert!(store.remove_unused(&d, || false).unwrap());
+        assert!(!store.contains(&d));
+        assert!(store.pin(&d).is_none(), "nothing to pin once removed");
+        // Removing again, or what never was, is no error.
+        assert!(!store.remove_unused(&d, || false).unwrap());
+    }
+
+    #[test]
+    fn a_tree_still_in_use_is_kept_and_dropping_a_pin_does_not_doom_it() {
+        let root = tempfile::tempdir().unwrap();
+        let store = CodeStore::open(root.path()).unwrap();
+        let p = put(&store, b"y = 2\n");
+        let d = p.digest().clone();
+        assert_eq!(p.release(), None, "nobody tried to remove it");
+        assert!(!store.remove_unused(&d, || true).unwrap());
+        assert!(store.contains(&d));
+        // A plain drop unpins too.
+        let pin = store.pin(&d).unwrap();
+        drop(pin);
+        assert!(store.remove_unused(&d, || false).unwrap());
+    }
+
+    #[test]
+    fn storing_the_same_content_again_revokes_a_put_off_removal() {
+        let root = tempfile::tempdir().unwrap();
+        let store = CodeStore::open(root.path()).unwrap();
+        let running = put(&store, b"z = 3\n");
+        let d = running.digest().clone();
+        assert!(!store.remove_unused(&d, || false).unwrap());
+        let redeploy = put(&store, b"z = 3\n");
+        assert_eq!(redeploy.digest(), &d);
+        assert_eq!(running.release(), None, "the redeploy still holds it");
+        assert_eq!(redeploy.release(), None, "its removal was revoked");
+        assert!(store.contains(&d));
+    }
+
+    #[test]
+    fn concurrent_uploads_of_the_same_content_both_succeed() {
+        let root = tempfile::tempdir().unwrap();
+        let store = CodeStore::open(root.path()).unwrap();
+        // Slow preparation keeps both uploads between "not stored yet" and
+        // the rename into place.
+        let slow = |_: &Path| {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            Ok(())
+        };
+        let gz = targz(|b| file(b, "main.py", b"same"));
+        let pins: Vec<Pin> = std::thread::scope(|s| {
+            let a = s.spawn(|| store.put_tar_gz(&gz, UnpackLimits::default(), &slow));
+            let b = s.spawn(|| store.put_tar_gz(&gz, UnpackLimits::default(), &slow));
+            [a, b].map(|t| t.join().unwrap().unwrap()).into()
+        });
+        assert_eq!(pins[0].digest(), pins[1].digest());
+        assert_eq!(store.list().unwrap(), vec![pins[0].digest().clone()]);
+        assert!(fs::read_dir(root.path().join("staging"))
+            .unwrap()
+            .next()
+            .is_none());
     }
 
     #[test]

@@ -241,6 +241,67 @@ fn a_redeploy_takes_effect_for_the_next_invocation() {
 }
 
 #[test]
+fn running_invocations_keep_their_code_through_a_redeploy_and_a_delete() {
+    if !prerequisites_met("running_invocations_keep_their_code_through_a_redeploy_and_a_delete") {
+        return;
+    }
+    // The handler reads its own files after the redeploy or delete has
+    // been answered: the old tree must still be there for it, and leave
+    // the store once the invocation is over.
+    const LATE_READ: &str = "import time\ndef handler(e, c):\n    time.sleep(e['s'])\n    return open('/fn/data.txt').read()\n";
+    let mut d = Daemon::start(&["--pool-size", "1"]);
+    let tag = d.tag();
+    d.wait_pool_idle(1);
+    let objects = d.state.join("code/objects");
+    let deploy = |data: &str| {
+        let a = d.deploy_files(
+            "late",
+            &[("main.py", LATE_READ), ("data.txt", data)],
+            10_000,
+        );
+        assert!(
+            a.status == 200 || a.status == 201,
+            "{}",
+            String::from_utf8_lossy(&a.body)
+        );
+        a.json()["digest"].as_str().unwrap().to_string()
+    };
+    let one = deploy("one");
+    let call = d.invoke_in_background("late", r#"{"s": 1}"#);
+    d.wait_busy("late");
+    let two = deploy("two");
+    assert!(
+        objects.join(&one).is_dir(),
+        "code removed under a running invocation"
+    );
+    let v = call.join().unwrap().expect("answered").json();
+    assert_eq!(
+        v["result"], "one",
+        "the running invocation saw its code: {v}"
+    );
+    assert!(
+        !objects.join(&one).exists(),
+        "old code kept after its last use"
+    );
+    assert_eq!(d.invoke("late", r#"{"s": 0}"#).json()["result"], "two");
+
+    let call = d.invoke_in_background("late", r#"{"s": 1}"#);
+    d.wait_busy("late");
+    assert_eq!(
+        d.request("DELETE", "/v1/functions/late", "", b"").status,
+        200
+    );
+    assert_eq!(d.invoke("late", "{}").error_code(), "function_not_found");
+    let v = call.join().unwrap().expect("answered").json();
+    assert_eq!(v["result"], "two", "{v}");
+    assert!(
+        !objects.join(&two).exists(),
+        "deleted code kept after its last use"
+    );
+    d.stop_and_check(&tag);
+}
+
+#[test]
 fn sigterm_lets_a_running_invocation_finish() {
     if !prerequisites_met("sigterm_lets_a_running_invocation_finish") {
         return;

@@ -5,7 +5,7 @@ use crate::config::DaemonConfig;
 use crate::pool::{Pool, PoolSettings};
 use crate::registry::{FunctionLimits, FunctionRecord, FunctionSettings, Registry, RegistryError};
 use crate::validate;
-use ember_injector::{CodeStore, Digest, StoreError, UnpackLimits};
+use ember_injector::{CodeStore, Digest, Pin, StoreError, UnpackLimits};
 use ember_profiles::{Limits, Profile};
 use ember_proto::Mode;
 use ember_runtimes::cgroup::CgroupLayout;
@@ -342,9 +342,13 @@ impl Daemon {
     ) -> Result<(FunctionRecord, bool), DeployError> {
         validate::function_name(name).map_err(DeployError::Invalid)?;
         let settings = self.settings(spec.options)?;
-        let digest = self.store_code(&settings, spec.code).await?;
+        // Pinned until the registry refers to it: a delete of another
+        // function with the same code cannot remove it in between.
+        let code = self.hold_code(self.store_code(&settings, spec.code).await?);
+        let digest = code.digest().clone();
         let old = self.registry.get(name)?;
         let rec = self.registry.upsert(name, &settings, digest.as_str())?;
+        drop(code);
         if let Some(old) = old {
             self.drop_code_if_unused(&old.digest);
         }
@@ -368,7 +372,8 @@ impl Daemon {
     ) -> Result<crate::invoke::Report, TestError> {
         validate::function_name(name).map_err(DeployError::Invalid)?;
         let settings = self.settings(spec.options)?;
-        let digest = self.store_code(&settings, spec.code).await?;
+        let code = self.store_code(&settings, spec.code).await?;
+        let digest = code.digest().clone();
         let now = crate::registry::now_ms();
         let record = FunctionRecord {
             name: name.to_string(),
@@ -383,18 +388,18 @@ impl Daemon {
             created_at: now,
             updated_at: now,
         };
-        let res = crate::invoke::invoke_throwaway(self.clone(), record, event).await;
+        let res = crate::invoke::invoke_throwaway(self.clone(), record, code, event).await;
         self.drop_code_if_unused(digest.as_str());
         Ok(res?)
     }
 
     /// Seal the code in the store after preparing it (dependencies,
-    /// bytecode); returns its digest.
+    /// bytecode); returns it pinned.
     async fn store_code(
         &self,
         settings: &FunctionSettings,
         code: CodeSource,
-    ) -> Result<Digest, DeployError> {
+    ) -> Result<Pin, DeployError> {
         let limits = UnpackLimits {
             max_bytes: self.cfg.max_unpacked_code_bytes,
             ..UnpackLimits::default()
@@ -528,11 +533,26 @@ impl Daemon {
     /// Remove code no function refers to. An invocation still running with
     /// it keeps its mount (the clone holds the files open); the next start
     /// collects anything missed.
+    /// Remove code no function refers to, now or (if an invocation or a
+    /// deploy holds it) when the last of them lets go.
     fn drop_code_if_unused(&self, digest: &str) {
-        if let (Ok(false), Some(d)) = (self.registry.digest_in_use(digest), Digest::parse(digest)) {
-            if let Err(e) = self.store.remove(&d) {
-                tracing::warn!(digest, "removing unused code: {e}");
-            }
+        let Some(d) = Digest::parse(digest) else {
+            return;
+        };
+        // On a registry error, keep the code: the next start collects it.
+        let in_use = || !matches!(self.registry.digest_in_use(digest), Ok(false));
+        match self.store.remove_unused(&d, in_use) {
+            Ok(true) => tracing::info!(digest, "removed unused code"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(digest, "removing unused code: {e}"),
+        }
+    }
+
+    /// Keep `pin`'s code in the store while the hold lives.
+    pub fn hold_code(&self, pin: Pin) -> CodeHold<'_> {
+        CodeHold {
+            daemon: self,
+            pin: Some(pin),
         }
     }
 
@@ -673,12 +693,35 @@ async fn wait_for_runtime_processes(prefix: &str, limit: Duration) {
     }
 }
 
+/// Code held in the store for an invocation or a deploy. Dropping it
+/// removes the code if the function was deleted or redeployed meanwhile
+/// (the removal was put off while it was held).
+pub struct CodeHold<'a> {
+    daemon: &'a Daemon,
+    pin: Option<Pin>,
+}
+
+impl CodeHold<'_> {
+    pub fn digest(&self) -> &Digest {
+        self.pin.as_ref().expect("held until dropped").digest()
+    }
+}
+
+impl Drop for CodeHold<'_> {
+    fn drop(&mut self) {
+        if let Some(d) = self.pin.take().and_then(Pin::release) {
+            self.daemon.drop_code_if_unused(d.as_str());
+        }
+    }
+}
+
 /// Drop stored code that no function refers to.
 fn gc_store(registry: &Registry, store: &CodeStore) {
     let Ok(digests) = store.list() else { return };
     for d in digests {
-        if let Ok(false) = registry.digest_in_use(d.as_str()) {
-            let _ = store.remove(&d);
+        let in_use = || !matches!(registry.digest_in_use(d.as_str()), Ok(false));
+        if let Err(e) = store.remove_unused(&d, in_use) {
+            tracing::warn!(digest = d.as_str(), "removing unused code: {e}");
         }
     }
 }

@@ -2,7 +2,7 @@
 //! handler through the agent, eject, freeze, give the sandbox back, with a
 //! timing for each phase.
 
-use crate::daemon::Daemon;
+use crate::daemon::{CodeHold, Daemon};
 use crate::history::InvocationRecord;
 use crate::pool::{PoolError, StartKind, Want};
 use crate::registry::RegistryError;
@@ -210,10 +210,7 @@ async fn invoke_inner(
     body: &[u8],
 ) -> Result<Report, InvokeError> {
     let event = check_event(body, daemon.cfg.max_event_bytes)?;
-    let func = daemon
-        .registry
-        .get(name)?
-        .ok_or_else(|| InvokeError::UnknownFunction(name.to_string()))?;
+    let (func, code) = function_and_code(daemon, name)?;
     let event_limit = func.limits.max_event_bytes as usize;
     if body.len() > event_limit {
         return Err(InvokeError::EventTooLarge {
@@ -228,9 +225,36 @@ async fn invoke_inner(
     });
     let runtime = func.runtime.clone();
     let digest = func.digest.clone();
-    let res = run_invocation(daemon, id.clone(), func, event, false).await;
+    let res = run_invocation(daemon, id.clone(), func, code, event, false).await;
     record(daemon, &id, name, &runtime, &digest, started_at, &res);
     res
+}
+
+/// The function's record and its code, held in the store for the whole
+/// invocation: a delete or redeploy meanwhile removes the code only after.
+fn function_and_code<'a>(
+    daemon: &'a Daemon,
+    name: &str,
+) -> Result<(crate::registry::FunctionRecord, CodeHold<'a>), InvokeError> {
+    // Twice: a redeploy between reading the record and pinning its code
+    // removes the old code; the record read again names the new code.
+    let mut func = None;
+    for _ in 0..2 {
+        let f = daemon
+            .registry
+            .get(name)?
+            .ok_or_else(|| InvokeError::UnknownFunction(name.to_string()))?;
+        let pin = ember_injector::Digest::parse(&f.digest).and_then(|d| daemon.store.pin(&d));
+        if let Some(pin) = pin {
+            return Ok((f, daemon.hold_code(pin)));
+        }
+        func = Some(f);
+    }
+    let f = func.expect("read in the loop");
+    Err(InvokeError::CodeMissing {
+        function: name.to_string(),
+        digest: f.digest,
+    })
 }
 
 /// Write the invocation's record and count it in the metrics.
@@ -295,12 +319,17 @@ fn record(
 pub async fn invoke_throwaway(
     daemon: Arc<Daemon>,
     func: crate::registry::FunctionRecord,
+    code: ember_injector::Pin,
     event: String,
 ) -> Result<Report, InvokeError> {
     let id = invocation_id();
     let span = tracing::info_span!("test", invocation = %id, function = %func.name);
     run_detached(
-        async move { run_invocation(&daemon, id, func, event, true).await }.instrument(span),
+        async move {
+            let code = daemon.hold_code(code);
+            run_invocation(&daemon, id, func, code, event, true).await
+        }
+        .instrument(span),
     )
     .await
 }
@@ -311,23 +340,14 @@ async fn run_invocation(
     daemon: &Arc<Daemon>,
     id: String,
     func: crate::registry::FunctionRecord,
+    held: CodeHold<'_>,
     event: String,
     throwaway: bool,
 ) -> Result<Report, InvokeError> {
     let t0 = Instant::now();
     let name = func.name.as_str();
-    let digest =
-        ember_injector::Digest::parse(&func.digest).ok_or_else(|| InvokeError::CodeMissing {
-            function: name.to_string(),
-            digest: func.digest.clone(),
-        })?;
-    let code = daemon.store.path(&digest);
-    if !code.is_dir() {
-        return Err(InvokeError::CodeMissing {
-            function: name.to_string(),
-            digest: func.digest.clone(),
-        });
-    }
+    // `held` (dropped on return) keeps this tree in the store meanwhile.
+    let code = daemon.store.path(held.digest());
     let pool = daemon
         .pool(&func.runtime, func.backend.as_deref())
         .ok_or_else(|| InvokeError::NoPool {
