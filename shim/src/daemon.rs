@@ -530,9 +530,6 @@ impl Daemon {
         Ok(deleted)
     }
 
-    /// Remove code no function refers to. An invocation still running with
-    /// it keeps its mount (the clone holds the files open); the next start
-    /// collects anything missed.
     /// Remove code no function refers to, now or (if an invocation or a
     /// deploy holds it) when the last of them lets go.
     fn drop_code_if_unused(&self, digest: &str) {
