@@ -236,25 +236,29 @@ fn function_and_code<'a>(
     daemon: &'a Daemon,
     name: &str,
 ) -> Result<(crate::registry::FunctionRecord, CodeHold<'a>), InvokeError> {
-    // Twice: a redeploy between reading the record and pinning its code
-    // removes the old code; the record read again names the new code.
-    let mut func = None;
-    for _ in 0..2 {
-        let f = daemon
+    let read = || {
+        daemon
             .registry
             .get(name)?
-            .ok_or_else(|| InvokeError::UnknownFunction(name.to_string()))?;
-        let pin = ember_injector::Digest::parse(&f.digest).and_then(|d| daemon.store.pin(&d));
-        if let Some(pin) = pin {
-            return Ok((f, daemon.hold_code(pin)));
+            .ok_or_else(|| InvokeError::UnknownFunction(name.to_string()))
+    };
+    let pin = |f: &crate::registry::FunctionRecord| {
+        ember_injector::Digest::parse(&f.digest).and_then(|d| daemon.store.pin(&d))
+    };
+    let mut func = read()?;
+    let code = match pin(&func) {
+        Some(code) => code,
+        // A redeploy between reading the record and pinning its code
+        // removed the old code; the record read again names the new code.
+        None => {
+            func = read()?;
+            pin(&func).ok_or_else(|| InvokeError::CodeMissing {
+                function: name.to_string(),
+                digest: func.digest.clone(),
+            })?
         }
-        func = Some(f);
-    }
-    let f = func.expect("read in the loop");
-    Err(InvokeError::CodeMissing {
-        function: name.to_string(),
-        digest: f.digest,
-    })
+    };
+    Ok((func, daemon.hold_code(code)))
 }
 
 /// Write the invocation's record and count it in the metrics.
