@@ -491,6 +491,16 @@ impl Daemon {
             })
     }
 
+    /// The ids of the sandboxes emberd lists (idle and busy).
+    pub fn sandbox_ids(&self) -> Vec<String> {
+        self.get("/v1/sandboxes").json()["sandboxes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].as_str().unwrap().to_string())
+            .collect()
+    }
+
     /// Wait until a sandbox runs an invocation of `function`; its id.
     pub fn wait_busy(&self, function: &str) -> String {
         let t = Instant::now();
@@ -692,6 +702,10 @@ pub fn runc_ids(prefix: &str) -> Vec<String> {
 }
 
 /// emberd's default state root for libcontainer sandboxes.
+/// A Python handler that sleeps `event['s']` seconds and returns it.
+pub const SLEEPER: &str =
+    "import time\ndef handler(e, c):\n    time.sleep(e['s'])\n    return e['s']\n";
+
 pub const LIBCONTAINER_ROOT: &str = "/run/ember/libcontainer";
 
 /// Remove a container the daemon left (after a failed test), whatever

@@ -465,14 +465,7 @@ fn a_full_pool_queues_then_refuses_with_pool_exhausted() {
         "300",
     ]);
     let tag = d.tag();
-    d.deploy_files(
-        "slow",
-        &[(
-            "main.py",
-            "import time\ndef handler(e, c):\n    time.sleep(e['s'])\n    return e['s']\n",
-        )],
-        10000,
-    );
+    d.deploy_files("slow", &[("main.py", ember_integration::SLEEPER)], 10000);
     d.wait_pool_idle(1);
     let socket = d.socket.clone();
     let busy = std::thread::spawn(move || {

@@ -234,12 +234,7 @@ fn a_handler_past_its_timeout_is_killed_and_the_pool_refilled() {
     let victim = v["invocation"]["sandbox"].as_str().unwrap().to_string();
     // The sandbox that ran it is destroyed and replaced.
     d.wait_pool_idle(2);
-    let ids: Vec<String> = d.get("/v1/sandboxes").json()["sandboxes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["id"].as_str().unwrap().to_string())
-        .collect();
+    let ids = d.sandbox_ids();
     assert!(
         !ids.contains(&victim),
         "timed-out sandbox still pooled: {ids:?}"
@@ -441,12 +436,7 @@ fn a_restarted_daemon_keeps_its_functions_and_leaves_nothing_behind() {
     d.deploy_files("echo", &[("main.py", ECHO)], 5000);
     assert_eq!(d.invoke("echo", r#"{"run": 1}"#).status, 200);
     d.wait_pool_idle(2);
-    let old: Vec<String> = d.get("/v1/sandboxes").json()["sandboxes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["id"].as_str().unwrap().to_string())
-        .collect();
+    let old = d.sandbox_ids();
     assert_eq!(old.len(), 2);
 
     // A crash leaves frozen containers and their cgroups behind...

@@ -212,12 +212,7 @@ fn the_kill_switch_ends_a_running_invocation() {
     // The killed sandbox is gone and replaced; the pool serves on.
     assert_eq!(d.invoke("echo", "{}").status, 200);
     d.wait_pool_idle(1);
-    let ids: Vec<String> = d.get("/v1/sandboxes").json()["sandboxes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["id"].as_str().unwrap().to_string())
-        .collect();
+    let ids = d.sandbox_ids();
     assert!(
         !ids.contains(&sb),
         "killed sandbox {sb} still listed: {ids:?}"

@@ -173,12 +173,7 @@ fn an_invocation_cut_off_by_a_crash_is_recorded_as_interrupted() {
     // Killed as soon as its sandbox is busy, before its record's row may
     // be written: the journal has it from before it took the sandbox.
     d.wait_busy("slow");
-    let old: Vec<String> = d.get("/v1/sandboxes").json()["sandboxes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["id"].as_str().unwrap().to_string())
-        .collect();
+    let old = d.sandbox_ids();
     d.crash();
     // The caller lost its daemon mid-invocation; what it got is moot.
     let _ = caller.join();

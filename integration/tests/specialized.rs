@@ -101,10 +101,7 @@ fn deleting_a_function_mid_invocation_recycles_its_sandbox_on_return() {
     d.wait_pool_idle(1);
     d.deploy_files_with(
         "slow",
-        &[(
-            "main.py",
-            "import time\ndef handler(e, c):\n    time.sleep(e['s'])\n    return e['s']\n",
-        )],
+        &[("main.py", ember_integration::SLEEPER)],
         json!({ "mode": "specialized" }),
     );
     let call = d.invoke_in_background("slow", r#"{"s": 1}"#);
@@ -119,11 +116,7 @@ fn deleting_a_function_mid_invocation_recycles_its_sandbox_on_return() {
     let t = std::time::Instant::now();
     loop {
         let p = d.pool();
-        let listed = d.get("/v1/sandboxes").json()["sandboxes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|s| s["id"] == id.as_str());
+        let listed = d.sandbox_ids().contains(&id);
         if p["bound"] == 0 && !listed {
             assert!(p["recycled_total"].as_u64().unwrap() >= 1, "{p}");
             break;
