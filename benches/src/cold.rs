@@ -107,7 +107,10 @@ fn bundle(runtime: &Runtime, id: &str, code: &Path, event: &str, lang: Lang) -> 
             &["bind", "ro", "nosuid", "nodev"],
         ),
     ];
-    for d in ember_runtimes::bundle::host_dirs(&rootfs)? {
+    std::fs::create_dir_all(rootfs.join("etc"))?;
+    let mut dirs = ember_runtimes::bundle::host_dirs(&rootfs)?;
+    dirs.push("/etc".to_string());
+    for d in dirs {
         mounts.push(mount(&d, &d, "bind", &["bind", "ro", "nosuid", "nodev"]));
     }
     let config = json!({

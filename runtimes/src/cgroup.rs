@@ -116,6 +116,56 @@ impl CgroupLayout {
     }
 }
 
+/// What all of one daemon's sandboxes (and builds) may use together: the
+/// limits of their common parent cgroup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    pub memory_bytes: u64,
+    pub pids: u64,
+}
+
+impl CgroupLayout {
+    /// Create the cgroup `prefix` (the parent of a daemon's sandboxes) in
+    /// the memory and pids hierarchies and set `budget` on it: the kernel
+    /// then holds every sandbox under it to the budget together, whatever
+    /// each one's own limits say.
+    pub fn set_budget(&self, prefix: &str, budget: Budget) -> Result<(), RuntimeError> {
+        let rel = prefix.trim_start_matches('/');
+        let err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| RuntimeError::Cgroup { path, source }
+        };
+        if let Some(root) = &self.v2_unified {
+            // Each level down to the parent must hand the controllers on.
+            let mut dir = root.clone();
+            for part in Path::new(rel).components() {
+                let ctl = dir.join("cgroup.subtree_control");
+                fs::write(&ctl, "+memory +pids").map_err(err(&ctl))?;
+                dir.push(part);
+                fs::create_dir_all(&dir).map_err(err(&dir))?;
+            }
+            let mem = dir.join("memory.max");
+            fs::write(&mem, budget.memory_bytes.to_string()).map_err(err(&mem))?;
+            let pids = dir.join("pids.max");
+            return fs::write(&pids, budget.pids.to_string()).map_err(err(&pids));
+        }
+        let memory = self
+            .v1_controller("memory")
+            .ok_or(RuntimeError::NoCgroup { what: "memory" })?
+            .join(rel);
+        fs::create_dir_all(&memory).map_err(err(&memory))?;
+        let limit = memory.join("memory.limit_in_bytes");
+        fs::write(&limit, budget.memory_bytes.to_string()).map_err(err(&limit))?;
+        let pids = self
+            .v1_controller("pids")
+            .ok_or(RuntimeError::NoCgroup { what: "pids" })?
+            .join(rel);
+        fs::create_dir_all(&pids).map_err(err(&pids))?;
+        let max = pids.join("pids.max");
+        fs::write(&max, budget.pids.to_string()).map_err(err(&max))
+    }
+}
+
 fn thaw_dir_tree(dir: &Path) {
     let _ = fs::write(dir.join("freezer.state"), "THAWED");
     let _ = fs::write(dir.join("cgroup.freeze"), "0");

@@ -36,4 +36,6 @@ pub enum RuntimeError {
     UnknownBackend { name: String, known: String },
     #[error("opening mount namespace of sandbox pid {pid}: {source}")]
     Namespace { pid: u32, source: std::io::Error },
+    #[error(transparent)]
+    Userns(#[from] crate::userns::UsernsError),
 }

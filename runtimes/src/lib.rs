@@ -13,6 +13,7 @@
 
 pub mod agent_conn;
 pub mod backend;
+pub mod build;
 pub mod bundle;
 pub mod cgroup;
 pub mod deps;
@@ -23,6 +24,8 @@ pub mod limits;
 pub mod oci_cli;
 pub mod python;
 pub mod sandbox;
+pub mod sandbox_files;
+pub mod userns;
 
 pub use agent_conn::AgentConn;
 pub use backend::{backend_by_name, Backend, BackendOptions, Injection, BACKEND_NAMES};

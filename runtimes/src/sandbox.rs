@@ -9,6 +9,8 @@ use crate::cgroup::{CgroupLayout, Freezer};
 use crate::error::RuntimeError;
 use crate::language::Interpreter;
 use crate::limits::{CgroupLimits, InvocationLimits};
+use crate::sandbox_files::SandboxFiles;
+use crate::userns::{IdBlock, IdRange};
 use ember_injector::{HostDirError, HostDirSlot, InjectError, Injector};
 use ember_profiles::{Limits, Profile};
 use ember_proto::{FromAgent, Ready, ToAgent};
@@ -62,12 +64,20 @@ pub async fn kill_and_wait(pids: &[u32], limit: Duration) -> bool {
 #[derive(Debug, Clone)]
 pub struct SandboxConfig {
     pub backend: Arc<dyn Backend>,
-    /// Static `ember-agent` binary on the host.
-    pub agent: PathBuf,
+    /// The daemon's shared sandbox files (agent, generated `/etc`, ...).
+    pub files: SandboxFiles,
     /// The interpreter the agent starts.
     pub interpreter: Interpreter,
-    /// Directory holding one bundle directory per sandbox.
+    /// Directory holding one bundle directory per sandbox (under the
+    /// daemon's run directory: searchable from a user namespace).
     pub bundles_dir: PathBuf,
+    /// Directory holding the host code and `/tmp` directories of
+    /// host-directory sandboxes (runsc), one per sandbox: on the code
+    /// store's filesystem, so code is hard-linked, not copied.
+    pub host_dirs: PathBuf,
+    /// Host ids for the sandboxes' user namespaces and where their locks
+    /// live; `None`: no user namespace.
+    pub userns: Option<(IdRange, PathBuf)>,
     /// cgroup parent of all this daemon's sandboxes, e.g. `/ember/<tag>`.
     pub cgroup_parent: String,
     pub profile: Profile,
@@ -134,6 +144,10 @@ pub struct Sandbox {
     pub conn: AgentConn,
     pub ready: Ready,
     pub bundle: PathBuf,
+    /// A host-directory sandbox's `/fn` and `/tmp` directories' root.
+    pub host_dir: Option<PathBuf>,
+    /// Its block of host ids (its user namespace), held while it lives.
+    pub ids: Option<IdBlock>,
     pub created: Instant,
     /// How long creation took (runtime start + zygote preload).
     pub create_us: u64,
@@ -164,13 +178,13 @@ pub struct ExternalSandbox {
 }
 
 /// The host directory a host-directory sandbox sees at `/fn`.
-fn host_code_dir(bundle: &Path) -> PathBuf {
-    bundle.join("fn")
+fn host_code_dir(root: &Path) -> PathBuf {
+    root.join("fn")
 }
 
 /// The host directory (a tmpfs) a host-directory sandbox sees at `/tmp`.
-fn host_tmp_dir(bundle: &Path) -> PathBuf {
-    bundle.join("tmp")
+fn host_tmp_dir(root: &Path) -> PathBuf {
+    root.join("tmp")
 }
 
 /// A size-limited tmpfs for the sandbox's `/tmp`, mounted on the host so
@@ -207,11 +221,65 @@ fn mount_slot(id: &str, pid: u32) -> Result<CodeSlot, RuntimeError> {
     Ok(CodeSlot::Mounted(injector))
 }
 
-/// Remove a bundle directory, unmounting its host `/tmp` first if it has
-/// one (also used for the leftovers of a previous run).
-pub fn remove_bundle(bundle: &Path) {
-    let _ = nix::mount::umount2(&host_tmp_dir(bundle), nix::mount::MntFlags::MNT_DETACH);
-    let _ = std::fs::remove_dir_all(bundle);
+/// Remove a bundle directory, or a host-directory sandbox's directories
+/// (unmounting its host `/tmp` first); also used for the leftovers of a
+/// previous run.
+pub fn remove_bundle(dir: &Path) {
+    let _ = nix::mount::umount2(&host_tmp_dir(dir), nix::mount::MntFlags::MNT_DETACH);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Wait for the agent's `Ready` and check it speaks our protocol.
+async fn await_ready(
+    conn: &mut AgentConn,
+    id: &str,
+    timeout: Duration,
+    agent: &Path,
+) -> Result<Ready, RuntimeError> {
+    let agent_err = |message: String| RuntimeError::Agent {
+        id: id.to_string(),
+        message,
+    };
+    match tokio::time::timeout(timeout, conn.recv()).await {
+        Err(_) => Err(RuntimeError::AgentTimeout {
+            id: id.to_string(),
+            waited_ms: timeout.as_millis() as u64,
+        }),
+        Ok(Err(message)) => Err(agent_err(message)),
+        Ok(Ok(FromAgent::Ready(r))) if r.protocol == ember_proto::PROTOCOL_VERSION => Ok(r),
+        Ok(Ok(FromAgent::Ready(r))) => Err(agent_err(format!(
+            "{} speaks protocol {}, this emberd speaks {}: rebuild and reinstall the agent \
+             (scripts/build-agent, scripts/setup)",
+            agent.display(),
+            r.protocol,
+            ember_proto::PROTOCOL_VERSION
+        ))),
+        Ok(Ok(FromAgent::Fatal { message })) => Err(agent_err(format!(
+            "{message}; stderr: {}",
+            conn.stderr_tail()
+        ))),
+        Ok(Ok(other)) => Err(agent_err(format!(
+            "expected ready, got {other:?}; stderr: {}",
+            conn.stderr_tail()
+        ))),
+    }
+}
+
+/// Where a new sandbox's pieces go.
+struct Layout {
+    bundle: PathBuf,
+    /// Host-directory sandboxes: their `/fn` and `/tmp` directories' root.
+    host_dir: Option<PathBuf>,
+    cgroups_path: String,
+}
+
+impl Layout {
+    fn remove(&self) {
+        remove_bundle(&self.bundle);
+        if let Some(d) = &self.host_dir {
+            remove_bundle(d);
+        }
+    }
 }
 
 impl Sandbox {
@@ -223,96 +291,82 @@ impl Sandbox {
         id: &str,
     ) -> Result<Sandbox, RuntimeError> {
         let started = Instant::now();
-        let bundle = cfg.bundles_dir.join(id);
-        let cgroups_path = format!("{}/{}", cfg.cgroup_parent, id);
-        let result = async {
-            let code_dir = host_code_dir(&bundle);
-            let tmp_dir = host_tmp_dir(&bundle);
-            let host_dirs = cfg.backend.injection() == Injection::HostDirectory;
-            if host_dirs {
-                mount_host_tmp(&tmp_dir, cfg.tmpfs_bytes)?;
-            }
-            write_bundle(&BundleSpec {
-                dir: &bundle,
-                agent: &cfg.agent,
-                interpreter: &cfg.interpreter,
-                cgroups_path: &cgroups_path,
-                profile: &cfg.profile,
-                limits: cfg.limits,
-                host_code: host_dirs.then_some((code_dir.as_path(), tmp_dir.as_path())),
-            })?;
-            let freezer = cgroups.freezer(&cgroups_path)?;
-            let limits = cgroups.limits(&cgroups_path);
-            let (init_pid, mut conn) = cfg.backend.run(id, &bundle).await?;
-            let code = match cfg.backend.injection() {
-                Injection::MountNamespace => mount_slot(id, init_pid)?,
-                Injection::HostDirectory => {
-                    CodeSlot::HostDir(HostDirSlot::new(code_dir.clone(), Some(tmp_dir.clone())))
-                }
-            };
-            let ready = match tokio::time::timeout(cfg.ready_timeout, conn.recv()).await {
-                Err(_) => {
-                    return Err(RuntimeError::AgentTimeout {
-                        id: id.to_string(),
-                        waited_ms: cfg.ready_timeout.as_millis() as u64,
-                    })
-                }
-                Ok(Err(message)) => {
-                    return Err(RuntimeError::Agent {
-                        id: id.to_string(),
-                        message,
-                    })
-                }
-                Ok(Ok(FromAgent::Ready(r))) if r.protocol == ember_proto::PROTOCOL_VERSION => r,
-                Ok(Ok(FromAgent::Ready(r))) => {
-                    return Err(RuntimeError::Agent {
-                        id: id.to_string(),
-                        message: format!(
-                            "{} speaks protocol {}, this emberd speaks {}: rebuild and reinstall the agent (scripts/build-agent, scripts/setup)",
-                            cfg.agent.display(),
-                            r.protocol,
-                            ember_proto::PROTOCOL_VERSION
-                        ),
-                    })
-                }
-                Ok(Ok(other)) => {
-                    return Err(RuntimeError::Agent {
-                        id: id.to_string(),
-                        message: format!(
-                            "expected ready, got {other:?}; stderr: {}",
-                            conn.stderr_tail()
-                        ),
-                    })
-                }
-            };
-            let baseline_memory = limits.memory_usage().unwrap_or(0);
-            Ok(Sandbox {
-                id: id.to_string(),
-                init_pid,
-                code,
-                backend: cfg.backend.name(),
-                pids_limit_applies: cfg.backend.pids_limit_applies(),
-                freezer,
-                limits,
-                applied: None,
-                baseline_memory,
-                conn,
-                ready,
-                bundle: bundle.clone(),
-                created: Instant::now(),
-                create_us: started.elapsed().as_micros() as u64,
-                invocations: 0,
-                bound: None,
-                last_used: Instant::now(),
-                external: false,
-            })
-        }
-        .await;
+        let host_dirs = cfg.backend.injection() == Injection::HostDirectory;
+        let layout = Layout {
+            bundle: cfg.bundles_dir.join(id),
+            host_dir: host_dirs.then(|| cfg.host_dirs.join(id)),
+            cgroups_path: format!("{}/{}", cfg.cgroup_parent, id),
+        };
+        let result = Self::start(cfg, cgroups, id, &layout, started).await;
         if result.is_err() {
             let _ = cfg.backend.delete(id).await;
-            remove_bundle(&bundle);
+            layout.remove();
         }
         result
+    }
+
+    async fn start(
+        cfg: &SandboxConfig,
+        cgroups: &CgroupLayout,
+        id: &str,
+        layout: &Layout,
+        started: Instant,
+    ) -> Result<Sandbox, RuntimeError> {
+        let ids = match &cfg.userns {
+            Some((range, locks)) => Some(range.allocate(locks)?),
+            None => None,
+        };
+        let host_code = match &layout.host_dir {
+            Some(root) => {
+                let (code, tmp) = (host_code_dir(root), host_tmp_dir(root));
+                mount_host_tmp(&tmp, cfg.tmpfs_bytes)?;
+                Some((code, tmp))
+            }
+            None => None,
+        };
+        write_bundle(&BundleSpec {
+            dir: &layout.bundle,
+            files: &cfg.files,
+            interpreter: &cfg.interpreter,
+            userns: ids.as_ref().map(|b| b.host_base),
+            host_kernel: cfg.backend.injection() == Injection::MountNamespace,
+            cgroups_path: &layout.cgroups_path,
+            profile: &cfg.profile,
+            limits: cfg.limits,
+            host_code: host_code.as_ref().map(|(c, t)| (c.as_path(), t.as_path())),
+            build: None,
+        })?;
+        let freezer = cgroups.freezer(&layout.cgroups_path)?;
+        let limits = cgroups.limits(&layout.cgroups_path);
+        let (init_pid, mut conn) = cfg.backend.run(id, &layout.bundle).await?;
+        let code = match host_code {
+            None => mount_slot(id, init_pid)?,
+            Some((code, tmp)) => CodeSlot::HostDir(HostDirSlot::new(code, Some(tmp))),
+        };
+        let ready = await_ready(&mut conn, id, cfg.ready_timeout, &cfg.files.agent).await?;
+        let baseline_memory = limits.memory_usage().unwrap_or(0);
+        Ok(Sandbox {
+            id: id.to_string(),
+            init_pid,
+            code,
+            backend: cfg.backend.name(),
+            pids_limit_applies: cfg.backend.pids_limit_applies(),
+            freezer,
+            limits,
+            applied: None,
+            baseline_memory,
+            conn,
+            ready,
+            bundle: layout.bundle.clone(),
+            host_dir: layout.host_dir.clone(),
+            ids,
+            created: Instant::now(),
+            create_us: started.elapsed().as_micros() as u64,
+            invocations: 0,
+            bound: None,
+            last_used: Instant::now(),
+            external: false,
+        })
     }
 
     /// Take over a sandbox someone else created (containerd, through
@@ -368,6 +422,8 @@ impl Sandbox {
             conn,
             ready,
             bundle: PathBuf::new(),
+            host_dir: None,
+            ids: None,
             created: Instant::now(),
             create_us: started.elapsed().as_micros() as u64,
             invocations: 0,
@@ -409,6 +465,9 @@ impl Sandbox {
         }
         let res = backend.delete(&self.id).await;
         remove_bundle(&self.bundle);
+        if let Some(d) = &self.host_dir {
+            remove_bundle(d);
+        }
         res
     }
 }

@@ -18,9 +18,27 @@ pub struct DaemonConfig {
     #[arg(long, env = "EMBER_SOCKET", default_value = "/run/ember/ember.sock")]
     pub socket: PathBuf,
 
-    /// Directory for the function registry, code store and sandbox bundles.
+    /// Directory for the function registry and code store.
     #[arg(long, env = "EMBER_STATE_DIR", default_value = "/var/lib/ember")]
     pub state_dir: PathBuf,
+
+    /// Directory for this daemon's run-time files: sandbox bundles, the
+    /// generated /etc and agent copy they bind, deploy builds (default:
+    /// /run/ember/<tag>, the tag derived from --state-dir). Removed at stop.
+    #[arg(long, env = "EMBER_RUN_DIR")]
+    pub run_dir: Option<PathBuf>,
+
+    /// First host id of the range the sandboxes' user namespaces map onto
+    /// (each sandbox gets 65536 ids of its own); no host account may use
+    /// an id in the range (checked against /etc/passwd, /etc/group,
+    /// /etc/subuid and /etc/subgid at start). See docs/isolation.md.
+    #[arg(long, default_value_t = 0x6000_0000)]
+    pub userns_base: u32,
+
+    /// Blocks of 65536 host ids in that range: at most this many sandboxes
+    /// (of all emberd processes sharing the range) exist at once.
+    #[arg(long, default_value_t = 4096)]
+    pub userns_blocks: u32,
 
     /// Configuration file: per-runtime pool bounds, scaling and default
     /// backend, specialized recycling (see docs/config.md). Default:
@@ -167,6 +185,31 @@ pub struct DaemonConfig {
     #[arg(long, default_value_t = 256)]
     pub sandbox_pids: i64,
 
+    /// Most memory a function may ask for (`memory_mb` at deploy), MiB.
+    /// Default: a quarter of the machine's memory, at most 4096.
+    #[arg(long)]
+    pub max_function_memory_mb: Option<u64>,
+
+    /// Most processes and threads a function may ask for (`pids`).
+    #[arg(long, default_value_t = 1024)]
+    pub max_function_pids: u64,
+
+    /// Largest CPU weight a function may ask for (`cpu_shares`; 1024 is a
+    /// normal share, so the default lets one function outweigh four).
+    #[arg(long, default_value_t = 4096)]
+    pub max_function_cpu_shares: u64,
+
+    /// Memory all of this emberd's sandboxes and deploy builds may use
+    /// together (their parent cgroup's limit), MiB. Default: three
+    /// quarters of the machine's memory.
+    #[arg(long)]
+    pub sandboxes_memory_mb: Option<u64>,
+
+    /// Processes and threads all of this emberd's sandboxes and deploy
+    /// builds may have together (their parent cgroup's limit).
+    #[arg(long, default_value_t = 16_384)]
+    pub sandboxes_pids: u64,
+
     /// Profile of the sandboxes themselves (their OCI seccomp filter and
     /// settings): `default` or `strict`. Each function's own profile is
     /// applied on top, in its worker.
@@ -228,8 +271,56 @@ impl DaemonConfig {
     pub fn code_dir(&self) -> PathBuf {
         self.state_dir.join("code")
     }
+    /// This daemon's run directory (see `--run-dir`).
+    pub fn run_dir(&self) -> PathBuf {
+        self.run_dir
+            .clone()
+            .unwrap_or_else(|| Path::new("/run/ember").join(self.instance_tag()))
+    }
+    /// Sandbox bundles: under the run directory, whose path a sandbox's
+    /// root in its user namespace can search.
     pub fn bundles_dir(&self) -> PathBuf {
+        self.run_dir().join("sandboxes")
+    }
+    /// Deploy builds' bundles and work directories.
+    pub fn builds_dir(&self) -> PathBuf {
+        self.run_dir().join("builds")
+    }
+    /// The `/fn` and `/tmp` host directories of runsc sandboxes: on the
+    /// code store's filesystem, so injected code is hard-linked.
+    pub fn host_dirs(&self) -> PathBuf {
         self.state_dir.join("sandboxes")
+    }
+    /// What one function may ask for (see `--max-function-*`).
+    pub fn function_caps(&self) -> crate::validate::FunctionCaps {
+        crate::validate::FunctionCaps {
+            memory_mb: self
+                .max_function_memory_mb
+                .unwrap_or_else(|| (machine_memory_mb() / 4).clamp(64, 4096)),
+            pids: self.max_function_pids,
+            cpu_shares: self.max_function_cpu_shares,
+            max_output_bytes: self.max_output_bytes as u64,
+            max_event_bytes: self.max_event_bytes as u64,
+        }
+    }
+
+    /// The parent cgroup's limits (see `--sandboxes-*`).
+    pub fn sandboxes_budget(&self) -> ember_runtimes::cgroup::Budget {
+        let mb = self
+            .sandboxes_memory_mb
+            .unwrap_or_else(|| machine_memory_mb() * 3 / 4);
+        ember_runtimes::cgroup::Budget {
+            memory_bytes: mb * 1024 * 1024,
+            pids: self.sandboxes_pids,
+        }
+    }
+
+    /// The host ids of the sandboxes' user namespaces.
+    pub fn userns_range(&self) -> ember_runtimes::userns::IdRange {
+        ember_runtimes::userns::IdRange {
+            base: self.userns_base,
+            blocks: self.userns_blocks,
+        }
     }
     pub fn lock_path(&self) -> PathBuf {
         self.state_dir.join("emberd.lock")
@@ -276,4 +367,16 @@ impl DaemonConfig {
                 )
             })
     }
+}
+
+/// The machine's memory in MiB (`MemTotal`), 4096 if it cannot be read.
+fn machine_memory_mb() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        })
+        .map_or(4096, |kb| kb / 1024)
 }

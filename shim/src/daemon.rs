@@ -139,7 +139,6 @@ impl Daemon {
             std::fs::set_permissions(&cfg.state_dir, std::fs::Permissions::from_mode(0o700))
                 .map_err(sd)?;
         }
-        std::fs::create_dir_all(cfg.bundles_dir()).map_err(sd)?;
         let lock_file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -191,6 +190,15 @@ impl Daemon {
         let daemon_prefix = format!("ember-{tag}");
         recover(&cgroups, &daemon_prefix, &cfg).await;
         gc_store(&registry, &store);
+        let userns = cfg.userns_range();
+        userns
+            .check_host()
+            .map_err(|e| DaemonError::Config(e.to_string()))?;
+        let files = prepare_run_dir(&cfg, &agent)?;
+        // All sandboxes and builds of this daemon together.
+        cgroups
+            .set_budget(&format!("/ember/{tag}"), cfg.sandboxes_budget())
+            .map_err(|e| DaemonError::Config(format!("the sandboxes' cgroup budget: {e}")))?;
 
         // A fresh boot id keeps new sandbox ids distinct from any leftover.
         let boot = format!(
@@ -252,12 +260,19 @@ impl Daemon {
                 let sandbox_cfg = SandboxConfig {
                     backend: backend.clone(),
                     tmpfs_bytes: cfg.tmpfs_mb * 1024 * 1024,
-                    agent: agent.clone(),
+                    files: files.clone(),
                     interpreter: ember_runtimes::Interpreter {
                         language,
                         path: path.clone(),
                     },
                     bundles_dir: cfg.bundles_dir(),
+                    host_dirs: cfg.host_dirs(),
+                    // gVisor runs its Sentry as the host's nobody in a
+                    // user namespace of its own whatever the bundle says; a
+                    // mapping would only move its file proxy off root, and
+                    // with it access to the store (docs/isolation.md).
+                    userns: (backend.injection() == ember_runtimes::Injection::MountNamespace)
+                        .then(|| (userns, PathBuf::from(ember_runtimes::userns::LOCK_DIR))),
                     cgroup_parent: format!("/ember/{tag}"),
                     profile: Profile::by_name(&cfg.sandbox_profile)
                         .map_err(|e| DaemonError::Config(e.to_string()))?,
@@ -508,12 +523,7 @@ impl Daemon {
                 )));
             }
         }
-        validate::limits(
-            &settings.limits,
-            cfg.max_output_bytes as u64,
-            cfg.max_event_bytes as u64,
-        )
-        .map_err(DeployError::Invalid)?;
+        validate::limits(&settings.limits, &cfg.function_caps()).map_err(DeployError::Invalid)?;
         Ok(settings)
     }
 
@@ -588,8 +598,38 @@ impl Daemon {
         for p in left {
             tracing::warn!(cgroup = %p.display(), "could not remove cgroup");
         }
+        let run = self.cfg.run_dir();
+        if let Err(e) = std::fs::remove_dir_all(&run) {
+            tracing::warn!(dir = %run.display(), "removing the run directory: {e}");
+        }
         tracing::info!("emberd stopped");
     }
+}
+
+/// Create the run directory (searchable by all, so sandboxes in user
+/// namespaces reach their bundles) with the files every sandbox binds.
+fn prepare_run_dir(
+    cfg: &DaemonConfig,
+    agent: &std::path::Path,
+) -> Result<ember_runtimes::sandbox_files::SandboxFiles, DaemonError> {
+    use std::os::unix::fs::PermissionsExt;
+    let run = cfg.run_dir();
+    let rd = |source| DaemonError::StateDir {
+        path: run.clone(),
+        source,
+    };
+    std::fs::create_dir_all(&run).map_err(rd)?;
+    for dir in [cfg.bundles_dir(), cfg.builds_dir()] {
+        std::fs::create_dir_all(&dir).map_err(rd)?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711)).map_err(rd)?;
+    }
+    std::fs::create_dir_all(cfg.host_dirs()).map_err(rd)?;
+    ember_runtimes::sandbox_files::SandboxFiles::prepare(
+        &run,
+        agent,
+        cfg.sandbox_memory_mb * 1024 * 1024,
+    )
+    .map_err(|e| DaemonError::Config(format!("preparing {}: {e}", run.display())))
 }
 
 /// Remove every container, bundle and cgroup a previous daemon on this
@@ -641,9 +681,13 @@ async fn recover(cgroups: &CgroupLayout, prefix: &str, cfg: &DaemonConfig) {
             Err(e) => tracing::warn!(backend = name, "listing leftover sandboxes: {e}"),
         }
     }
-    if let Ok(entries) = std::fs::read_dir(cfg.bundles_dir()) {
-        for e in entries.flatten() {
-            ember_runtimes::sandbox::remove_bundle(&e.path());
+    // Bundles and builds in the run directory, runsc's host directories
+    // in the state dir (where older versions also kept bundles).
+    for dir in [cfg.bundles_dir(), cfg.builds_dir(), cfg.host_dirs()] {
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for e in entries.flatten() {
+                ember_runtimes::sandbox::remove_bundle(&e.path());
+            }
         }
     }
     let left = cgroups.remove_tree(&format!("/ember/{tag}"));
@@ -754,9 +798,11 @@ pub async fn run(cfg: DaemonConfig) -> Result<(), DaemonError> {
         Some(l) => {
             let token = crate::dashboard::publish_token(&token_path)?;
             if let Ok(addr) = l.local_addr() {
+                // Never the token itself: logs are read by more people
+                // than root.
                 tracing::info!(
                     token_file = %token_path.display(),
-                    "dashboard on http://{addr}/#token={token}"
+                    "dashboard on http://{addr}/ (open http://{addr}/#token=<the token in token_file>)"
                 );
             }
             Some((l, token))

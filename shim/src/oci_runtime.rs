@@ -348,7 +348,11 @@ pub fn make_sandbox(
         std::fs::set_permissions(&run_dir, std::fs::Permissions::from_mode(0o700))
             .map_err(|e| io(&run_dir, e))?;
     }
-    let binds = ember_runtimes::bundle::host_dirs(&rootfs).map_err(|e| e.to_string())?;
+    let mut binds = ember_runtimes::bundle::host_dirs(&rootfs).map_err(|e| e.to_string())?;
+    // Adopted containers keep the host's /etc as before (emberd's own
+    // sandboxes get a generated one; see docs/isolation.md).
+    std::fs::create_dir_all(rootfs.join("etc")).map_err(|e| io(&rootfs.join("etc"), e))?;
+    binds.push("/etc".to_string());
     let bind = |dest: &str, source: &str, mode: &str| {
         serde_json::json!({
             "destination": dest, "source": source, "type": "bind",

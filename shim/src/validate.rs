@@ -125,20 +125,54 @@ fn in_range(what: &str, v: u64, (lo, hi): (u64, u64)) -> Result<(), String> {
 }
 
 /// Per-function limits; output and event caps may not exceed the daemon's.
-pub fn limits(
-    l: &crate::registry::FunctionLimits,
-    max_output_bytes: u64,
-    max_event_bytes: u64,
-) -> Result<(), String> {
-    in_range("memory_mb", l.memory_mb, MEMORY_MB)?;
-    in_range("pids", l.pids, PIDS)?;
-    in_range("cpu_shares", l.cpu_shares, CPU_SHARES)?;
+/// The most a function may ask for: the operator's caps (emberd flags).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FunctionCaps {
+    pub memory_mb: u64,
+    pub pids: u64,
+    pub cpu_shares: u64,
+    pub max_output_bytes: u64,
+    pub max_event_bytes: u64,
+}
+
+/// `v` within the absolute range `(lo, hi)` and under the operator's `cap`
+/// (named by its emberd `flag`).
+fn capped(what: &str, v: u64, (lo, hi): (u64, u64), cap: u64, flag: &str) -> Result<(), String> {
+    in_range(what, v, (lo, hi))?;
+    if v > cap {
+        return Err(format!(
+            "invalid {what} {v}: this emberd allows at most {cap} (emberd {flag})"
+        ));
+    }
+    Ok(())
+}
+
+pub fn limits(l: &crate::registry::FunctionLimits, caps: &FunctionCaps) -> Result<(), String> {
+    capped(
+        "memory_mb",
+        l.memory_mb,
+        MEMORY_MB,
+        caps.memory_mb,
+        "--max-function-memory-mb",
+    )?;
+    capped("pids", l.pids, PIDS, caps.pids, "--max-function-pids")?;
+    capped(
+        "cpu_shares",
+        l.cpu_shares,
+        CPU_SHARES,
+        caps.cpu_shares,
+        "--max-function-cpu-shares",
+    )?;
     in_range(
         "max_output_bytes",
         l.max_output_bytes,
-        (0, max_output_bytes),
+        (0, caps.max_output_bytes),
     )?;
-    in_range("max_event_bytes", l.max_event_bytes, (1, max_event_bytes))
+    in_range(
+        "max_event_bytes",
+        l.max_event_bytes,
+        (1, caps.max_event_bytes),
+    )
 }
 
 pub fn timeout_ms(t: u64) -> Result<(), String> {
@@ -221,12 +255,22 @@ mod tests {
         assert!(timeout_ms(3000).is_ok());
     }
 
+    fn caps() -> FunctionCaps {
+        FunctionCaps {
+            memory_mb: 4096,
+            pids: 1024,
+            cpu_shares: 4096,
+            max_output_bytes: 1 << 20,
+            max_event_bytes: 6 << 20,
+        }
+    }
+
     #[test]
     fn profiles_and_limits() {
         assert!(profile("strict").is_ok());
         assert!(profile("lax").unwrap_err().contains("default, strict"));
         let ok = crate::registry::FunctionLimits::default();
-        assert!(limits(&ok, 1 << 20, 6 << 20).is_ok());
+        assert!(limits(&ok, &caps()).is_ok());
         for (bad, word) in [
             (
                 crate::registry::FunctionLimits { memory_mb: 8, ..ok },
@@ -255,8 +299,44 @@ mod tests {
                 "max_event_bytes",
             ),
         ] {
-            let err = limits(&bad, 1 << 20, 6 << 20).unwrap_err();
+            let err = limits(&bad, &caps()).unwrap_err();
             assert!(err.contains(word), "{err}");
         }
+    }
+
+    #[test]
+    fn the_operators_caps_bound_what_a_deploy_may_ask() {
+        let ok = crate::registry::FunctionLimits::default();
+        for (bad, flag) in [
+            (
+                crate::registry::FunctionLimits {
+                    memory_mb: 65_536,
+                    ..ok
+                },
+                "--max-function-memory-mb",
+            ),
+            (
+                crate::registry::FunctionLimits { pids: 32_768, ..ok },
+                "--max-function-pids",
+            ),
+            (
+                crate::registry::FunctionLimits {
+                    cpu_shares: 262_144,
+                    ..ok
+                },
+                "--max-function-cpu-shares",
+            ),
+        ] {
+            let err = limits(&bad, &caps()).unwrap_err();
+            assert!(err.contains(flag) && err.contains("at most"), "{err}");
+        }
+        // At the cap is fine.
+        let at = crate::registry::FunctionLimits {
+            memory_mb: 4096,
+            pids: 1024,
+            cpu_shares: 4096,
+            ..ok
+        };
+        assert!(limits(&at, &caps()).is_ok());
     }
 }
