@@ -12,6 +12,31 @@ use oci_spec::runtime::{
 };
 use std::collections::HashSet;
 
+/// Paths hidden beyond Docker's (`get_default_maskedpaths`): host details
+/// a function has no use for, readable by any user on the host.
+pub const MASKED_BEYOND_DOCKER: &[(&str, &str)] = &[
+    ("/proc/config.gz", "the host kernel's build configuration"),
+    (
+        "/proc/kallsyms",
+        "kernel symbol names (addresses are zeroed for users)",
+    ),
+    ("/proc/modules", "the host's loaded kernel modules"),
+    ("/proc/zoneinfo", "the host's memory zones"),
+    ("/sys/kernel/vmcoreinfo", "kernel layout for crash dumps"),
+    ("/sys/kernel/notes", "the host kernel's build id"),
+    ("/sys/module", "the host's modules and their parameters"),
+    (
+        "/sys/devices/virtual/dmi",
+        "hardware vendor, product and board names",
+    ),
+];
+
+fn masked_paths() -> Vec<String> {
+    let mut paths = get_default_maskedpaths();
+    paths.extend(MASKED_BEYOND_DOCKER.iter().map(|(p, _)| p.to_string()));
+    paths
+}
+
 impl Profile {
     fn render_err(&self) -> impl FnOnce(oci_spec::OciSpecError) -> ProfileError {
         let profile = self.name;
@@ -61,7 +86,7 @@ impl Profile {
             .cgroups_path(cgroups_path)
             // Mounts made in the sandbox never propagate anywhere.
             .rootfs_propagation("private")
-            .masked_paths(get_default_maskedpaths())
+            .masked_paths(masked_paths())
             .readonly_paths(get_default_readonly_paths())
             .seccomp(self.oci_seccomp()?)
             .build()
@@ -178,6 +203,16 @@ mod tests {
             .unwrap()
             .iter()
             .any(|p| p == "/proc/kcore"));
+        for (path, _) in MASKED_BEYOND_DOCKER {
+            assert!(
+                json["maskedPaths"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|p| p == path),
+                "{path} not masked"
+            );
+        }
 
         let mut process = Process::default();
         p.apply_process(&mut process).unwrap();

@@ -5,7 +5,7 @@
 //!
 //! Both are x86_64 only; other architectures are refused with an error.
 
-use crate::syscalls::{self, DOCKER_ALLOW};
+use crate::syscalls;
 use crate::ProfileError;
 use seccompiler::{
     BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
@@ -13,9 +13,13 @@ use seccompiler::{
 };
 use std::collections::BTreeMap;
 
-/// Every namespace flag of `clone(2)`: a clone that asks for any of them
-/// is refused (Docker's default does the same without `CAP_SYS_ADMIN`).
-pub const CLONE_NS_FLAGS: [u64; 7] = [
+/// Flags of `clone(2)` that are refused: every namespace flag (Docker's
+/// default does the same without `CAP_SYS_ADMIN`), and `CLONE_PARENT`, which
+/// would make the new process a sibling of its creator: a worker's child
+/// would become the zygote's, where the sweep after an invocation spares
+/// the zygote's own spare.
+pub const CLONE_REFUSED_FLAGS: [u64; 8] = [
+    libc::CLONE_PARENT as u64,
     libc::CLONE_NEWNS as u64,
     libc::CLONE_NEWCGROUP as u64,
     libc::CLONE_NEWUTS as u64,
@@ -105,7 +109,23 @@ pub const STRICT_EXTRA: &[&str] = &[
 const STRICT_SANDBOX_KEEPS: &[&str] = &["execve", "execveat"];
 
 const AF_UNIX: u64 = libc::AF_UNIX as u64;
-const AF_VSOCK: u64 = libc::AF_VSOCK as u64;
+/// Socket families the `default` sandbox filter allows: local sockets and
+/// TCP/UDP over IPv4 and IPv6 (no interface but a down loopback exists).
+const ALLOWED_FAMILIES: [u64; 3] = [
+    libc::AF_UNIX as u64,
+    libc::AF_INET as u64,
+    libc::AF_INET6 as u64,
+];
+/// Socket families every worker refuses on top: netlink (kernel events,
+/// routing and more: host information even in an empty network
+/// namespace), raw packets, vsock (the host's hypervisor), and the kernel
+/// crypto API (a surface with a history of bugs that no interpreter uses).
+const REFUSED_FAMILIES: [u64; 4] = [
+    libc::AF_NETLINK as u64,
+    libc::AF_PACKET as u64,
+    libc::AF_VSOCK as u64,
+    libc::AF_ALG as u64,
+];
 
 fn number(name: &str) -> Result<i64, ProfileError> {
     syscalls::number(name).ok_or_else(|| ProfileError::Seccomp {
@@ -148,8 +168,11 @@ pub struct WorkerRules {
     pub eperm: Vec<&'static str>,
     /// `socket`/`socketpair` only for `AF_UNIX`.
     pub unix_sockets_only: bool,
-    /// `clone` with any namespace flag refused.
+    /// `clone` with any of [`CLONE_REFUSED_FLAGS`] refused.
     pub clone_ns: bool,
+    /// `socket` refused for these families (the base: netlink, packet,
+    /// vsock, the kernel crypto API), whatever the sandbox filter allows.
+    pub refused_families: Vec<u64>,
 }
 
 impl WorkerRules {
@@ -172,6 +195,7 @@ impl WorkerRules {
             eperm: KERNEL_SURFACE.to_vec(),
             unix_sockets_only: false,
             clone_ns: true,
+            refused_families: REFUSED_FAMILIES.to_vec(),
         }
     }
 
@@ -184,6 +208,7 @@ impl WorkerRules {
             eperm: STRICT_EXTRA.to_vec(),
             unix_sockets_only: true,
             clone_ns: false,
+            refused_families: Vec::new(),
         })
     }
 
@@ -196,8 +221,8 @@ impl WorkerRules {
             eperm.insert(number(name)?, vec![]);
         }
         if self.clone_ns {
-            // clone with any namespace flag: one rule per flag (rules OR).
-            let clone_rules = CLONE_NS_FLAGS
+            // clone with any refused flag: one rule per flag (rules OR).
+            let clone_rules = CLONE_REFUSED_FLAGS
                 .iter()
                 .map(|&f| arg0(SeccompCmpOp::MaskedEq(f), f))
                 .collect::<Result<Vec<_>, _>>()?;
@@ -207,6 +232,13 @@ impl WorkerRules {
             for name in ["socket", "socketpair"] {
                 eperm.insert(number(name)?, vec![arg0(SeccompCmpOp::Ne, AF_UNIX)?]);
             }
+        } else if !self.refused_families.is_empty() {
+            let rules = self
+                .refused_families
+                .iter()
+                .map(|&f| arg0(SeccompCmpOp::Eq, f))
+                .collect::<Result<Vec<_>, _>>()?;
+            eperm.insert(number("socket")?, rules);
         }
         let filter = SeccompFilter::new(
             eperm,
@@ -300,15 +332,14 @@ pub fn sandbox_rules(strict: bool) -> Vec<SandboxRule> {
     } else {
         Vec::new()
     };
-    let mut allow: Vec<&'static str> = DOCKER_ALLOW
-        .iter()
-        .copied()
+    let mut allow: Vec<&'static str> = syscalls::allow_list()
+        .into_iter()
         .filter(|n| !dropped.contains(n) && !KERNEL_SURFACE.contains(n))
         .collect();
     if strict {
         allow.retain(|n| *n != "socketpair");
     }
-    let ns_mask: u64 = CLONE_NS_FLAGS.iter().fold(0, |m, f| m | f);
+    let ns_mask: u64 = CLONE_REFUSED_FLAGS.iter().fold(0, |m, f| m | f);
     let mut rules = vec![
         SandboxRule {
             names: allow,
@@ -333,11 +364,13 @@ pub fn sandbox_rules(strict: bool) -> Vec<SandboxRule> {
             args: vec![(0, "eq", AF_UNIX, 0)],
         });
     } else {
-        rules.push(SandboxRule {
-            names: vec!["socket"],
-            errno: None,
-            args: vec![(0, "ne", AF_VSOCK, 0)],
-        });
+        for family in ALLOWED_FAMILIES {
+            rules.push(SandboxRule {
+                names: vec!["socket"],
+                errno: None,
+                args: vec![(0, "eq", family, 0)],
+            });
+        }
         // Docker's personality values: Linux, with or without
         // UNAME26/ADDR_NO_RANDOMIZE, and the query 0xffffffff.
         for v in [0u64, 0x0008, 0x20000, 0x20008, 0xffff_ffff] {
