@@ -446,6 +446,8 @@ async fn run_invocation(
         memory_limit_mb: func.limits.memory_mb,
         profile: func.profile.clone(),
         mode,
+        // Where the cgroup cannot count the function's processes (gVisor).
+        nproc: (!sb.pids_limit_applies).then_some(func.limits.pids),
     };
     let wait = Duration::from_millis(func.timeout_ms) + AGENT_GRACE;
     let kill = pool.kill_signal(&sb.id).unwrap_or_default();
@@ -470,49 +472,49 @@ async fn run_invocation(
             "killed"
         };
         tracing::info!(sandbox = %sandbox_id, outcome, "invocation ended through the kill switch");
-        return Err(InvokeError::Failed(Box::new(Report {
-            id,
-            function: name.to_string(),
-            sandbox: sandbox_id,
+        let bare = BareReport {
+            id: &id,
+            func: &func,
+            sandbox: &sandbox_id,
             backend: sb_backend,
             start,
-            mode: mode.as_str(),
-            profile: func.profile.clone(),
-            outcome,
-            limits_hit: Vec::new(),
-            result: None,
-            error: None,
-            stdout: String::new(),
-            stderr: String::new(),
-            stdout_truncated: false,
-            stderr_truncated: false,
-            exit_code: None,
-            signal: None,
-            timings_us: timings,
-            memory_mb: func.limits.memory_mb,
-            pids: func.limits.pids,
-        })));
+        };
+        return Err(InvokeError::Failed(Box::new(bare.report(outcome, timings))));
     };
-    let answer = match answer {
-        Ok(Ok(FromAgent::Result(r))) => r,
-        Ok(Ok(FromAgent::Fatal { message })) => {
+    let lost = match answer {
+        Ok(Ok(FromAgent::Result(r))) => Ok(r),
+        Ok(Ok(FromAgent::Fatal { message })) => Err(format!("agent gave up: {message}")),
+        Ok(Ok(other)) => Err(format!("unexpected agent message {other:?}")),
+        Ok(Err(message)) => Err(message),
+        Err(_) => Err(format!(
+            "agent did not answer within {} ms",
+            wait.as_millis()
+        )),
+    };
+    let answer = match lost {
+        Ok(r) => r,
+        Err(message) => {
+            // A function that fills its memory (a /tmp of tmpfs pages
+            // included) may take the zygote or the agent down with it:
+            // that is its OOM, not a sandbox failure.
+            let oom = sb.limits.hits().oom_kills > 0;
             pool.release(sb, false);
-            return Err(fail("run", format!("agent gave up: {message}")));
-        }
-        Ok(Ok(other)) => {
-            pool.release(sb, false);
-            return Err(fail("run", format!("unexpected agent message {other:?}")));
-        }
-        Ok(Err(message)) => {
-            pool.release(sb, false);
-            return Err(fail("run", message));
-        }
-        Err(_) => {
-            pool.release(sb, false);
-            return Err(fail(
-                "run",
-                format!("agent did not answer within {} ms", wait.as_millis()),
-            ));
+            if !oom {
+                return Err(fail("run", message));
+            }
+            timings.run = t.elapsed().as_micros() as u64;
+            timings.total = t0.elapsed().as_micros() as u64;
+            tracing::info!(sandbox = %sandbox_id, "sandbox lost to the function's OOM: {message}");
+            let bare = BareReport {
+                id: &id,
+                func: &func,
+                sandbox: &sandbox_id,
+                backend: sb_backend,
+                start,
+            };
+            let mut report = bare.report("oom", timings);
+            report.limits_hit.push("oom");
+            return Err(InvokeError::Failed(Box::new(report)));
         }
     };
     timings.run = t.elapsed().as_micros() as u64;
@@ -542,7 +544,7 @@ async fn run_invocation(
             outcome = "oom";
         }
     }
-    if hits.pids_max > 0 {
+    if hits.pids_max > 0 || answer.pids_hit {
         limits_hit.push("pids");
         if matches!(
             answer.outcome,
@@ -582,13 +584,26 @@ async fn run_invocation(
     timings.cleanup = t.elapsed().as_micros() as u64;
     timings.total = t0.elapsed().as_micros() as u64;
 
+    // A runner shares its process with user code, which may write any
+    // bytes as its result: one that is not JSON is the function's error.
+    let mut error = answer.error.map(|e| HandlerErrorInfo {
+        kind: e.kind,
+        message: e.message,
+        traceback: e.traceback,
+    });
     let result = match (&answer.outcome, answer.result) {
-        (Outcome::Ok, Some(text)) => Some(RawValue::from_string(text).map_err(|e| {
-            fail(
-                "run",
-                format!("agent returned a result that is not JSON: {e}"),
-            )
-        })?),
+        (Outcome::Ok, Some(text)) => match RawValue::from_string(text) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                outcome = "handler_error";
+                error = Some(HandlerErrorInfo {
+                    kind: "InvalidResult".into(),
+                    message: format!("the handler's result is not valid JSON: {e}"),
+                    traceback: String::new(),
+                });
+                None
+            }
+        },
         _ => None,
     };
     let report = Report {
@@ -602,11 +617,7 @@ async fn run_invocation(
         outcome,
         limits_hit,
         result,
-        error: answer.error.map(|e| HandlerErrorInfo {
-            kind: e.kind,
-            message: e.message,
-            traceback: e.traceback,
-        }),
+        error,
         stdout: answer.stdout,
         stderr: answer.stderr,
         stdout_truncated: answer.stdout_truncated,
@@ -633,6 +644,43 @@ async fn run_invocation(
         Ok(report)
     } else {
         Err(InvokeError::Failed(Box::new(report)))
+    }
+}
+
+/// What is known of an invocation that ended without the agent's result
+/// (the kill switch, a lost sandbox): enough for its report.
+struct BareReport<'a> {
+    id: &'a str,
+    func: &'a crate::registry::FunctionRecord,
+    sandbox: &'a str,
+    backend: &'static str,
+    start: StartKind,
+}
+
+impl BareReport<'_> {
+    fn report(&self, outcome: &'static str, timings_us: Timings) -> Report {
+        Report {
+            id: self.id.to_string(),
+            function: self.func.name.clone(),
+            sandbox: self.sandbox.to_string(),
+            backend: self.backend,
+            start: self.start,
+            mode: self.func.mode.as_str(),
+            profile: self.func.profile.clone(),
+            outcome,
+            limits_hit: Vec::new(),
+            result: None,
+            error: None,
+            stdout: String::new(),
+            stderr: String::new(),
+            stdout_truncated: false,
+            stderr_truncated: false,
+            exit_code: None,
+            signal: None,
+            timings_us,
+            memory_mb: self.func.limits.memory_mb,
+            pids: self.func.limits.pids,
+        }
     }
 }
 

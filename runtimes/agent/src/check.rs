@@ -28,12 +28,14 @@ impl Baseline {
 
     /// Every way the sandbox now differs from the baseline; empty = clean.
     /// `keep`: the processes that belong (zygote, spare or runner).
-    /// `tmp_empty`: `/tmp` must be empty (fork mode; a bound runner keeps
-    /// its `/tmp` between invocations).
-    pub fn problems(&self, keep: &[i32], tmp_empty: bool) -> Vec<String> {
+    /// `fork_mode`: `/tmp` must be empty and no IPC object left (a bound
+    /// runner keeps its `/tmp` and IPC objects between invocations: they
+    /// are its function's own, gone with the sandbox).
+    pub fn problems(&self, keep: &[i32], fork_mode: bool) -> Vec<String> {
         let mut problems = Vec::new();
-        if tmp_empty {
+        if fork_mode {
             problems.extend(tmp_left());
+            problems.extend(crate::ipc::leftovers());
         }
         match mount_points() {
             Ok(now) => problems.extend(mount_diff(&self.mounts, &now)),

@@ -27,6 +27,7 @@ pub fn request_line(req: &InvokeRequest) -> Result<Vec<u8>, String> {
         "memory_limit_mb": req.memory_limit_mb,
         "max_result_bytes": req.max_result_bytes,
         "profile": req.profile,
+        "nproc": req.nproc,
     }))
     .map_err(|e| format!("encoding request: {e}"))?;
     line.push(b'\n');
@@ -56,6 +57,7 @@ pub fn crashed(req: &InvokeRequest, out: &Capture, err: &Capture, run_us: u64) -
         confine_us: 0,
         exit_code: None,
         signal: None,
+        pids_hit: false,
     }
 }
 
@@ -124,6 +126,11 @@ pub fn run(zyg: &mut Zygote, req: &InvokeRequest) -> Result<(InvokeResult, Pendi
         }
     }
     let run_us = started.elapsed().as_micros() as u64;
+    // Where the kernel's per-user limit stands in for the cgroup's: were
+    // the function's processes at it when it ended?
+    let pids_hit = req
+        .nproc
+        .is_some_and(|limit| procs::user_tasks(zyg.uid, &[zyg.pid()]) >= limit);
 
     // The worker is done (or out of time): kill it and its process group
     // now. The rest of the sweep (`settle`) runs after the answer is sent;
@@ -136,6 +143,7 @@ pub fn run(zyg: &mut Zygote, req: &InvokeRequest) -> Result<(InvokeResult, Pendi
 
     let (exit_code, signal) = exit.unwrap_or((None, None));
     let mut result = crashed(req, &out, &err, run_us);
+    result.pids_hit = pids_hit;
     if !timed_out {
         result.exit_code = exit_code;
         result.signal = signal;

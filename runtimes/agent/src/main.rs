@@ -14,9 +14,12 @@
 //! Built statically (`scripts/build-agent`) so it runs in any root
 //! filesystem.
 
+mod build;
 mod capture;
 mod check;
+mod devices;
 mod invoke;
+mod ipc;
 mod procs;
 mod runner;
 mod zygote;
@@ -46,6 +49,13 @@ pub struct Options {
     pub interpreter: String,
     pub uid: u32,
     pub gid: u32,
+    /// A deploy build instead of a sandbox (`build.rs`).
+    pub build: bool,
+    /// Deploy builds: where the operator's wheels are mounted.
+    pub wheels: Option<String>,
+    /// Where the sandbox's cgroup cannot count its processes (gVisor):
+    /// the `RLIMIT_NPROC` of the Node.js runner.
+    pub nproc: Option<u64>,
 }
 
 fn parse_args() -> Result<Options, String> {
@@ -55,9 +65,16 @@ fn parse_args() -> Result<Options, String> {
         interpreter: "/usr/bin/python3".into(),
         uid: 65534,
         gid: 65534,
+        build: false,
+        wheels: None,
+        nproc: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
+        if flag == "--build" {
+            opts.build = true;
+            continue;
+        }
         let value = args
             .next()
             .ok_or_else(|| format!("flag {flag} needs a value"))?;
@@ -73,6 +90,10 @@ fn parse_args() -> Result<Options, String> {
             "--listen" => opts.listen = Some(value),
             "--uid" => opts.uid = value.parse().map_err(|e| format!("--uid {value}: {e}"))?,
             "--gid" => opts.gid = value.parse().map_err(|e| format!("--gid {value}: {e}"))?,
+            "--wheels" => opts.wheels = Some(value),
+            "--nproc" => {
+                opts.nproc = Some(value.parse().map_err(|e| format!("--nproc {value}: {e}"))?)
+            }
             _ => return Err(format!("unknown flag {flag}")),
         }
     }
@@ -87,6 +108,12 @@ fn main() {
             std::process::exit(2);
         }
     };
+    if opts.build {
+        std::process::exit(serve_build(&opts));
+    }
+    // Device nodes no function needs that some runtimes add whatever the
+    // bundle says (gVisor: /dev/fuse, /dev/net/tun).
+    devices::remove_extra();
     let code = match &opts.listen {
         None => {
             let mut out = BufWriter::new(io::stdout().lock());
@@ -110,6 +137,31 @@ fn main() {
     };
     procs::kill_all_but(&[]);
     std::process::exit(code);
+}
+
+/// Run a deploy build and write its report (or why it could not run) as
+/// the one frame on stdout. Returns the exit code.
+fn serve_build(opts: &Options) -> i32 {
+    let mut out = BufWriter::new(io::stdout().lock());
+    let build = build::BuildOptions {
+        language: opts.language,
+        interpreter: &opts.interpreter,
+        wheels: opts.wheels.as_deref(),
+        uid: opts.uid,
+        gid: opts.gid,
+        nproc: opts.nproc,
+    };
+    let msg = match build::run(&build) {
+        Ok(report) => FromAgent::Built(report),
+        Err(message) => FromAgent::Fatal { message },
+    };
+    match write_frame(&mut out, &msg) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("ember-agent: writing the build report: {e}");
+            1
+        }
+    }
 }
 
 /// After the zygote runs as the unprivileged user, the agent needs only
@@ -253,6 +305,9 @@ fn invoke_fork(
     // daemon says the mounts are gone, check the sandbox is as it was.
     let strays_killed = invoke::settle(zyg, pending)?;
     let spare = zyg.wait_spare(SPARE_TIMEOUT)?;
+    // Nothing of the invocation runs any more: what it left in the IPC
+    // namespace goes now (the check below verifies it).
+    zyg.clean_ipc(SPARE_TIMEOUT)?;
     if !await_check(input)? {
         return Ok(None);
     }
@@ -275,7 +330,7 @@ fn invoke_specialized(
             .zygote
             .as_mut()
             .ok_or("protocol error: no zygote to take a runner from")?;
-        interp.runner = Some(runner::Runner::bind_python(zyg, &req.profile)?);
+        interp.runner = Some(runner::Runner::bind_python(zyg, &req.profile, req.nproc)?);
     }
     let runner = interp.runner.as_mut().ok_or("no runner")?;
     match &runner.bound {

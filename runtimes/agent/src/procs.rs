@@ -63,9 +63,43 @@ pub fn reap(zygote: i32) -> Result<(), String> {
     }
 }
 
+/// Tasks (threads, each process counting its own) of every process of
+/// `uid` but those in `exclude`: what `RLIMIT_NPROC` counts of a function.
+pub fn user_tasks(uid: u32, exclude: &[i32]) -> u64 {
+    others()
+        .into_iter()
+        .filter(|pid| !exclude.contains(pid))
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
+        .filter(|status| field(status, "Uid:") == Some(uid as u64))
+        .map(|status| field(&status, "Threads:").unwrap_or(1))
+        .sum()
+}
+
+/// The first number of line `key` in a `/proc/<pid>/status` text.
+fn field(status: &str, key: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
 /// The command name of `pid`, from `/proc/<pid>/comm`.
 pub fn comm(pid: i32) -> Option<String> {
     std::fs::read_to_string(format!("/proc/{pid}/comm"))
         .ok()
         .map(|s| s.trim_end().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_fields_are_read() {
+        let status = "Name:\tpython3\nUid:\t65534\t65534\t65534\t65534\nThreads:\t3\n";
+        assert_eq!(field(status, "Uid:"), Some(65534));
+        assert_eq!(field(status, "Threads:"), Some(3));
+        assert_eq!(field(status, "Gid:"), None);
+    }
 }

@@ -96,6 +96,7 @@ impl Runner {
         let base = ember_profiles::worker_base_program()
             .map_err(|e| format!("base worker filter: {e}"))?;
         let (req_fd, res_fd) = (p.req_r.as_raw_fd(), p.res_w.as_raw_fd());
+        let nproc = opts.nproc;
         let mut cmd = Command::new(&opts.interpreter);
         cmd.args(["-e", NODE_BOOTSTRAP])
             .env_clear()
@@ -120,6 +121,17 @@ impl Runner {
                         return Err(std::io::Error::last_os_error());
                     }
                     if from == to && libc::fcntl(to, libc::F_SETFD, 0) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                // Where the cgroup cannot count the sandbox's processes
+                // (gVisor), the kernel's per-user limit does.
+                if let Some(n) = nproc {
+                    let lim = libc::rlimit {
+                        rlim_cur: n as libc::rlim_t,
+                        rlim_max: n as libc::rlim_t,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NPROC, &lim) != 0 {
                         return Err(std::io::Error::last_os_error());
                     }
                 }
@@ -169,7 +181,11 @@ impl Runner {
     /// Bind the zygote's spare to `profile` as this sandbox's runner. The
     /// spare confines itself to the profile, then serves requests from its
     /// pipe until it dies.
-    pub fn bind_python(zyg: &mut Zygote, profile: &str) -> Result<Runner, String> {
+    pub fn bind_python(
+        zyg: &mut Zygote,
+        profile: &str,
+        nproc: Option<u64>,
+    ) -> Result<Runner, String> {
         let pid = match zyg.spare.take() {
             Some(pid) => pid,
             None => {
@@ -181,6 +197,7 @@ impl Runner {
         let mut line = serde_json::to_vec(&serde_json::json!({
             "specialized": true,
             "profile": profile,
+            "nproc": nproc,
         }))
         .map_err(|e| format!("encoding bind request: {e}"))?;
         line.push(b'\n');
@@ -339,7 +356,7 @@ impl Runner {
 
 /// `prctl(PR_SET_NO_NEW_PRIVS)` and `prctl(PR_SET_SECCOMP)` with a BPF
 /// program given as bytes (8 per instruction). Async-signal-safe.
-fn install_filter(program: &[u8]) -> std::io::Result<()> {
+pub fn install_filter(program: &[u8]) -> std::io::Result<()> {
     #[repr(C)]
     struct SockFprog {
         len: libc::c_ushort,

@@ -17,6 +17,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct Zygote {
     pub child: Child,
+    /// The sandbox user it and its workers run as.
+    pub uid: u32,
     pub ctl: UnixStream,
     buf: Vec<u8>,
     /// The forked, warmed worker waiting for the next request.
@@ -78,6 +80,7 @@ impl Zygote {
         drop(theirs);
         let mut zyg = Zygote {
             child,
+            uid: opts.uid,
             ctl: UnixStream::from(ours),
             buf: Vec::new(),
             spare: None,
@@ -199,6 +202,42 @@ impl Zygote {
             }
         }
         Ok(self.spare.unwrap_or(0))
+    }
+
+    /// Have the spare remove what the last invocation left in the IPC
+    /// namespace (it runs as the workers' user: the agent may not); returns
+    /// how many objects it removed.
+    pub fn clean_ipc(&mut self, wait: Duration) -> Result<u64, String> {
+        self.ctl
+            .write_all(b"{\"clean\": true}\n")
+            .map_err(|e| format!("asking the spare to clean IPC: {e}"))?;
+        let deadline = Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(format!(
+                    "spare did not clean IPC within {} ms",
+                    wait.as_millis()
+                ));
+            }
+            self.ctl
+                .set_read_timeout(Some(left))
+                .map_err(|e| format!("zygote socket: {e}"))?;
+            let ev = self.read_event();
+            self.ctl
+                .set_read_timeout(None)
+                .map_err(|e| format!("zygote socket: {e}"))?;
+            match ev? {
+                Event::Other(v) if v["cleaned"].is_u64() => {
+                    return Ok(v["cleaned"].as_u64().unwrap_or(0))
+                }
+                Event::Exited { pid, code, signal } => return Err(format!(
+                    "spare {pid} died while cleaning IPC (exit code {code:?}, signal {signal:?})"
+                )),
+                Event::Other(v) => eprintln!("ember-agent: zygote says {v}"),
+                Event::Spare => {}
+            }
+        }
     }
 
     pub fn has_buffered_line(&self) -> bool {

@@ -18,9 +18,13 @@
 # always confined more tightly than the zygote. Requests then arrive as
 # JSON lines with three file descriptors attached (stdout, stderr, result
 # pipe write ends). The zygote writes {"ready": pid} once and
-# {"exited": pid, ...} per worker; spares write {"spare": pid}. Nothing
-# else reads or writes fd 3.
+# {"exited": pid, ...} per worker; spares write {"spare": pid}. Before a
+# spare gets its request, the agent may send it {"clean": true}: the spare
+# removes what the previous invocation left in the IPC namespace (it runs
+# as the same user as every worker, so it may) and answers {"cleaned": n}.
+# Nothing else reads or writes fd 3.
 import os
+import resource
 import sys
 import time
 
@@ -64,6 +68,7 @@ DEPS_DIR = ".ember/python"
 ctl = socket.socket(fileno=CTL_FD)
 
 PR_SET_DUMPABLE = 4
+IPC_RMID = 0
 PR_SET_SECCOMP = 22
 PR_SET_NO_NEW_PRIVS = 38
 PR_GET_NO_NEW_PRIVS = 39
@@ -166,8 +171,14 @@ class Context:
         )
 
 
+def scrub(text):
+    """`text` with lone surrogates (which no UTF-8 or JSON reader takes)
+    spelled out as backslash escapes."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def write_result(fd, msg):
-    body = json.dumps(msg, ensure_ascii=False).encode("utf-8", "surrogatepass")
+    body = json.dumps(msg, ensure_ascii=False).encode("utf-8")
     buf = struct.pack(">I", len(body)) + body
     view = memoryview(buf)
     while view:
@@ -186,9 +197,9 @@ def error_of(exc):
     te = traceback.TracebackException.from_exception(exc)
     te.stack = traceback.StackSummary.from_list([f for f in te.stack if _user_frame(f)])
     return {
-        "type": type(exc).__name__,
-        "message": str(exc),
-        "traceback": "".join(te.format()),
+        "type": scrub(type(exc).__name__),
+        "message": scrub(str(exc)),
+        "traceback": scrub("".join(te.format())),
     }
 
 
@@ -198,7 +209,7 @@ def rehearse():
     mod = types.ModuleType("_ember_rehearsal")
     exec(compile(REHEARSAL, "<rehearsal>", "exec"), mod.__dict__)
     value = mod.handler(json.loads('{"items": [1, 2, 3], "s": "\\u00e9"}'), "ctx")
-    json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8", "surrogatepass")
+    json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8")
     # Not rehearsed: formatting a traceback (~1 ms of CPU per worker); the
     # error path pays it only when a handler raises.
     # Warm the path-based finder and the bytecode loader on a small stdlib
@@ -228,7 +239,15 @@ def read_line(fd, pending):
     return json.loads(line)
 
 
-def prepare(out_w, err_w, res_w, out, err, profile, fatal):
+def limit_processes(nproc):
+    """Cap the processes and threads of the sandbox user (this worker, its
+    children, and the zygote): for backends whose cgroup cannot count a
+    function's processes (gVisor's), the kernel's per-user limit does."""
+    if nproc:
+        resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
+
+
+def prepare(out_w, err_w, res_w, out, err, profile, fatal, nproc=None):
     """Make the invocation's pipes this process's stdout and stderr, then
     confine it to `profile`; returns how long confining took (us). If it
     cannot be confined, reports a setup error and exits: no user code may
@@ -241,6 +260,7 @@ def prepare(out_w, err_w, res_w, out, err, profile, fatal):
     sys.stderr = err
     t = time.perf_counter_ns()
     try:
+        limit_processes(nproc)
         confine(profile)
     except BaseException as exc:  # noqa: B036 - fail closed, whatever it was
         msg = {"outcome": "setup_error", "message": "confining the worker: %s" % exc}
@@ -251,13 +271,13 @@ def prepare(out_w, err_w, res_w, out, err, profile, fatal):
     return (time.perf_counter_ns() - t) // 1000
 
 
-def serve_specialized(profile, fds, out, err):
+def serve_specialized(profile, fds, out, err, nproc):
     """Specialized mode: this process is bound to one function for the
     sandbox's life. Confined once, it imports the handler on the first
     request and keeps it (module state survives between invocations, as in
     a warm Lambda); each request line gets one result frame."""
     out_w, err_w, res_w, req_r = fds
-    confine_us = prepare(out_w, err_w, res_w, out, err, profile, fatal=True)
+    confine_us = prepare(out_w, err_w, res_w, out, err, profile, fatal=True, nproc=nproc)
     os.chdir("/fn")
     sys.path.insert(0, "/fn")
     add_dependencies()
@@ -308,7 +328,13 @@ def call(handler, req, deadline):
         text = json.dumps(value, ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise TypeError("handler result is not JSON serializable: %s" % exc) from None
-    size = len(text.encode("utf-8", "surrogatepass"))
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        raise TypeError(
+            "handler result is not valid Unicode: a lone surrogate (%r) at character %d"
+            % (exc.object[exc.start], exc.start)
+        ) from None
     if size > req["max_result_bytes"]:
         return {"outcome": "result_too_large", "size": size}
     return {"outcome": "ok", "result": text}
@@ -317,7 +343,9 @@ def call(handler, req, deadline):
 def run_worker(req, fds, out, err):
     deadline = time.monotonic() + req["timeout_ms"] / 1000.0
     out_w, err_w, res_w = fds
-    confine_us = prepare(out_w, err_w, res_w, out, err, req["profile"], fatal=False)
+    confine_us = prepare(
+        out_w, err_w, res_w, out, err, req["profile"], fatal=False, nproc=req.get("nproc")
+    )
     msg = None
     try:
         os.chdir("/fn")
@@ -336,8 +364,49 @@ def run_worker(req, fds, out, err):
     os._exit(0)
 
 
+def clean_ipc():
+    """Remove every System V IPC object and POSIX message queue in the
+    sandbox's IPC namespace: what the last invocation left there must not
+    reach the next one. Returns how many were removed; what cannot be
+    listed here (gVisor has no /proc/sysvipc) is left to the agent's
+    clean-state check, which discards the sandbox if anything remains."""
+    removed = 0
+    for kind, rmid in (
+        ("shm", lambda i: _libc.shmctl(i, IPC_RMID, None)),
+        ("msg", lambda i: _libc.msgctl(i, IPC_RMID, None)),
+        ("sem", lambda i: _libc.semctl(i, 0, IPC_RMID)),
+    ):
+        try:
+            with open("/proc/sysvipc/" + kind) as f:
+                rows = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if len(fields) > 1 and rmid(int(fields[1])) == 0:
+                removed += 1
+    try:
+        queues = os.listdir("/dev/mqueue")
+    except OSError:
+        queues = []
+    for name in queues:
+        try:
+            os.unlink("/dev/mqueue/" + name)
+            removed += 1
+        except OSError:
+            pass
+    return removed
+
+
 def spare():
     os.setsid()
+    # The OOM killer's first choice, before the zygote (which it would
+    # otherwise pick as often: their badness differs only by size).
+    try:
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write("1000")
+    except OSError:
+        pass
     # fds 1 and 2 are swapped for the invocation's pipes later; wrappers
     # refer to the numbers, so they can be built now.
     out = io.TextIOWrapper(
@@ -365,13 +434,17 @@ def spare():
     except Exception:  # a warm-up failure must not cost the sandbox
         traceback.print_exc()
     send({"spare": os.getpid()})
-    req, fds = recv_request()
+    while True:
+        req, fds = recv_request()
+        if not req.get("clean"):
+            break
+        send({"cleaned": clean_ipc()})
     # User code must never reach the agent's control socket.
     ctl.close()
     if req.get("specialized"):
         if len(fds) != 4:
             os._exit(71)
-        serve_specialized(req["profile"], fds, out, err)
+        serve_specialized(req["profile"], fds, out, err, req.get("nproc"))
     if len(fds) != 3:
         os._exit(71)
     run_worker(req, fds, out, err)
@@ -379,11 +452,11 @@ def spare():
 
 def main():
     read_config()
-    # Under memory pressure the kernel should kill a worker (the zygote and
-    # its spare are small; a worker inherits this), never the agent.
+    # Under memory pressure the kernel should kill a worker (each spare
+    # raises itself to 1000), then the zygote, never the agent.
     try:
         with open("/proc/self/oom_score_adj", "w") as f:
-            f.write("1000")
+            f.write("500")
     except OSError:
         pass
     # Not dumpable: workers (same uid) cannot ptrace the zygote or read its

@@ -16,7 +16,7 @@ pub const MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
 
 /// Version of this protocol. The agent reports it in `Ready`; the daemon
 /// refuses an agent that speaks another (a stale `ember-agent` binary).
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// Messages the daemon sends to the agent.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -54,6 +54,12 @@ pub struct InvokeRequest {
     /// bound to this function that keeps it loaded.
     #[serde(default)]
     pub mode: Mode,
+    /// Where the sandbox's cgroup cannot count the function's processes
+    /// (gVisor, whose cgroup holds its own threads): the most processes
+    /// and threads the function may have, enforced as the worker's
+    /// `RLIMIT_NPROC`; `None`: the cgroup's pids limit applies.
+    #[serde(default)]
+    pub nproc: Option<u64>,
 }
 
 /// Execution mode of an invocation.
@@ -101,6 +107,36 @@ pub enum FromAgent {
     },
     /// The agent cannot go on (zygote died, protocol error); it exits next.
     Fatal { message: String },
+    /// A deploy build (an agent started with `--build`) is over; the
+    /// agent exits next.
+    Built(BuildReport),
+}
+
+/// What a deploy build did, step by step, inside its sandbox.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct BuildReport {
+    pub steps: Vec<BuildStep>,
+}
+
+impl BuildReport {
+    /// The first step that failed, if any.
+    pub fn failed(&self) -> Option<&BuildStep> {
+        self.steps.iter().find(|s| !s.ok)
+    }
+}
+
+/// One step of a deploy build (`pip`, `precompile`, `node_modules`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BuildStep {
+    pub name: String,
+    pub ok: bool,
+    /// How it ended, for a step that ran a program: `exit status 1`,
+    /// `killed by signal 9`.
+    pub status: String,
+    /// The end of its output (stdout and stderr together), or why it
+    /// failed for a step the agent does itself.
+    pub output: String,
+    pub duration_us: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -175,6 +211,10 @@ pub struct InvokeResult {
     pub exit_code: Option<i32>,
     /// Signal that ended the worker, if any.
     pub signal: Option<i32>,
+    /// The function's processes were at its `nproc` limit when it ended
+    /// (only reported where the request set one).
+    #[serde(default)]
+    pub pids_hit: bool,
 }
 
 /// Errors of the frame codec.
@@ -261,6 +301,7 @@ mod tests {
             memory_limit_mb: 7,
             profile: "strict".into(),
             mode: Mode::Specialized,
+            nproc: None,
         });
         let mut buf = Vec::new();
         write_frame(&mut buf, &msg).unwrap();
