@@ -277,9 +277,27 @@ struct CodeJson {
     path: String,
 }
 
+/// Refuse a deploy or test that names a host path, over HTTP: it would copy
+/// host files into the store for whoever holds the dashboard token. Only
+/// the Unix socket (root's) takes host paths.
+fn host_path_allowed(
+    over_http: Option<axum::Extension<crate::dashboard::OverHttp>>,
+) -> Result<(), ApiError> {
+    match over_http {
+        None => Ok(()),
+        Some(_) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "host_path_forbidden",
+            "code from a host path ({\"code\":{\"path\":...}}) is accepted only on emberd's Unix \
+             socket; over HTTP, upload a tar.gz (application/gzip)",
+        )),
+    }
+}
+
 async fn put_function(
     State(d): State<AppState>,
     Path(name): Path<String>,
+    over_http: Option<axum::Extension<crate::dashboard::OverHttp>>,
     query: Result<Query<DeployOptions>, QueryRejection>,
     headers: HeaderMap,
     body: Body,
@@ -299,6 +317,7 @@ async fn put_function(
     let body = read_body(body, &headers, d.cfg.max_code_bytes, "code archive").await?;
     let spec = match ctype.as_str() {
         "application/json" => {
+            host_path_allowed(over_http)?;
             if q != DeployOptions::default() {
                 return Err(ApiError::bad_request(
                     "with a JSON body, give the settings in the body, not the query",
@@ -341,9 +360,11 @@ async fn invoke_function(
 /// code once in a throwaway sandbox and answers like an invocation.
 async fn test_function(
     State(d): State<AppState>,
+    over_http: Option<axum::Extension<crate::dashboard::OverHttp>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Report>, ApiError> {
+    host_path_allowed(over_http)?;
     let body = read_body(
         body,
         &headers,

@@ -5,8 +5,16 @@
 //! socket does not offer. Because a TCP port on loopback is open to every
 //! local user while the socket is root's alone (0660), every API request
 //! over HTTP needs a bearer token: a random one per start, written to
-//! `<state-dir>/dashboard-token` (0600) and logged as the page's URL. The
-//! page itself and its script are public; they hold no data.
+//! `<state-dir>/dashboard-token` (0600; never logged). The page itself and
+//! its script are public; they hold no data. Deploys and tests from a host
+//! path are refused over HTTP: they would copy host files for whoever
+//! holds the token.
+//!
+//! The listener is bounded so that local users who hold no token cannot
+//! starve emberd: at most [`MAX_CONNECTIONS`] connections at once (more
+//! are closed as they come), each closed when it sends no complete
+//! request head within [`HEADER_TIMEOUT`] (idle keep-alive included), and
+//! a refused request closes its connection.
 
 use crate::daemon::{Daemon, DaemonError};
 use axum::extract::Request;
@@ -70,7 +78,22 @@ pub fn token_path(state_dir: &Path) -> PathBuf {
     state_dir.join("dashboard-token")
 }
 
-/// Serve the page and the API on `listener` until `shutdown` resolves.
+/// Most HTTP connections open at once.
+pub const MAX_CONNECTIONS: usize = 64;
+/// How long a connection may take to send a request head, or stay idle
+/// between requests.
+pub const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long the listener waits before accepting again when the process is
+/// out of file descriptors.
+const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Requests that came over HTTP (not the Unix socket): handlers that must
+/// not serve them look for this extension.
+#[derive(Debug, Clone, Copy)]
+pub struct OverHttp;
+
+/// Serve the page and the API on `listener` until `shutdown` resolves,
+/// then let requests in flight finish.
 pub async fn serve(
     daemon: Arc<Daemon>,
     listener: tokio::net::TcpListener,
@@ -88,9 +111,44 @@ pub async fn serve(
                 async move { guard(&token, req, next).await }
             },
         ));
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // EMFILE and friends: the sandboxes need descriptors
+                    // more than a web page does.
+                    tracing::warn!("dashboard accept: {e}");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            // Over the limit: closed at once, before any byte is read.
+            drop(stream);
+            continue;
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(HEADER_TIMEOUT)
+            .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _slot = slot;
+            if let Err(e) = conn.await {
+                tracing::debug!("dashboard connection: {e}");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
 }
 
 /// The static files are public; everything else needs the token.
@@ -98,14 +156,20 @@ async fn guard(token: &str, req: Request, next: Next) -> Response {
     let public = req.method() == Method::GET
         && matches!(req.uri().path(), "/" | "/dashboard.js" | "/dashboard.css");
     if !public && !authorized(token, req.headers().get(header::AUTHORIZATION)) {
-        return crate::api::ApiError::new(
+        let mut res = crate::api::ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "the HTTP API needs `Authorization: Bearer <token>`; the token is in \
-             <state-dir>/dashboard-token (and in the URL emberd logs at start)",
+             <state-dir>/dashboard-token, readable by root",
         )
         .into_response();
+        // Nothing more from a client without the token on this connection.
+        res.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return res;
     }
+    let mut req = req;
+    req.extensions_mut().insert(OverHttp);
     let mut res = next.run(req).await;
     let h = res.headers_mut();
     h.insert(

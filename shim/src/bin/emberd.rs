@@ -6,6 +6,7 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> anyhow::Result<()> {
     let cfg = DaemonConfig::parse();
+    raise_fd_limit();
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
@@ -31,4 +32,16 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     rt.block_on(ember_shim::daemon::run(cfg))?;
     Ok(())
+}
+
+/// Raise the soft limit on open files to the hard one: every sandbox holds
+/// pipes, a namespace and cgroup files, and the dashboard's connections
+/// (at most `dashboard::MAX_CONNECTIONS`) must leave plenty for them.
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        }
+    }
 }
