@@ -16,7 +16,12 @@ fn main() {
         }
     };
     if let Err(e) = rt.block_on(run(cli)) {
-        eprintln!("error: {e:#}");
+        // The message may quote a function's exception text.
+        let text = format!("{e:#}");
+        eprintln!(
+            "error: {}",
+            ember_shim::cli::terminal::shown(&text, ember_shim::cli::terminal::Stream::Stderr)
+        );
         std::process::exit(1);
     }
 }

@@ -4,6 +4,7 @@ mod demo;
 mod init;
 mod pack;
 mod phases;
+pub mod terminal;
 
 use crate::client::{Answer, Client};
 use crate::daemon::DeployOptions;
@@ -12,6 +13,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use hyper::Method;
 use std::path::PathBuf;
+use terminal::{shown, Stream};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -29,6 +31,12 @@ pub struct Cli {
         default_value = "/run/ember/ember.sock"
     )]
     pub socket: PathBuf,
+
+    /// Print what functions wrote (output, errors, tracebacks) as it is,
+    /// control characters included, even to a terminal (by default they
+    /// are escaped there, so a function cannot drive your terminal).
+    #[arg(long, global = true)]
+    pub raw: bool,
 
     #[command(subcommand)]
     pub command: Command,
@@ -223,6 +231,7 @@ pub enum Command {
 }
 
 pub async fn run(cli: Cli) -> Result<()> {
+    terminal::set_raw(cli.raw);
     let client = Client::new(&cli.socket);
     match cli.command {
         Command::Init { name, runtime } => init::run(&name, &runtime),
@@ -397,7 +406,7 @@ async fn logs(
     limit: usize,
 ) -> Result<()> {
     let mut since = since_ms.map(|age| crate::registry::now_ms() - age as i64);
-    let mut shown = std::collections::HashSet::new();
+    let mut seen = std::collections::HashSet::new();
     loop {
         let path = match since {
             Some(s) => format!("/v1/functions/{name}/logs?limit={limit}&since={s}"),
@@ -407,11 +416,11 @@ async fn logs(
         for inv in v["invocations"].as_array().cloned().unwrap_or_default() {
             let id = s(&inv["id"]);
             // A running invocation is shown once it has finished.
-            if inv["outcome"] == "running" || !shown.insert(id.clone()) {
+            if inv["outcome"] == "running" || !seen.insert(id.clone()) {
                 continue;
             }
             let total = inv["timings_us"]["total"].as_u64().unwrap_or(0) as f64 / 1000.0;
-            println!(
+            let head = format!(
                 "=== {id} {} {} start {} sandbox {} total {total:.2} ms{}",
                 fmt_ms(inv["started_at"].as_i64().unwrap_or(0)),
                 s(&inv["outcome"]),
@@ -422,10 +431,11 @@ async fn logs(
                     .map(|e| format!(" | {e}"))
                     .unwrap_or_default()
             );
+            println!("{}", shown(&head, Stream::Stdout));
             for stream in ["stdout", "stderr"] {
                 if let Some(text) = inv[stream].as_str().filter(|t| !t.is_empty()) {
                     for line in text.lines() {
-                        println!("{stream}: {line}");
+                        println!("{stream}: {}", shown(line, Stream::Stdout));
                     }
                 }
             }
@@ -480,7 +490,7 @@ fn print_function_output(inv: &serde_json::Value) {
                     ""
                 }
             );
-            eprint!("{text}");
+            eprint!("{}", shown(text, Stream::Stderr));
             if !text.ends_with('\n') {
                 eprintln!();
             }
@@ -538,7 +548,7 @@ fn show_invocation(a: Answer, verbose: bool) -> Result<()> {
         }
     }
     if let Some(tb) = v["error"]["traceback"].as_str().filter(|t| !t.is_empty()) {
-        eprint!("{tb}");
+        eprint!("{}", shown(tb, Stream::Stderr));
         if !tb.ends_with('\n') {
             eprintln!();
         }
