@@ -1,7 +1,8 @@
 //! Code store and injection into sandboxes.
 //!
 //! Owns (a) the content-addressed, read-only store of function code under
-//! the state dir, with safe unpacking of uploaded archives, and (b) putting
+//! the state dir, with safe unpacking of uploaded archives (`names`,
+//! `fsat`), and (b) putting
 //! that code read-only at `/fn`, plus a fresh tmpfs at `/tmp`, inside one
 //! sandbox's mount namespace and taking both out again, verified, or (for
 //! sandboxes behind a file proxy, like gVisor's) linking it into a
@@ -9,9 +10,11 @@
 //! not own sandboxes, their lifetime or freezing (see `ember-runtimes`).
 
 pub mod digest;
+pub mod fsat;
 pub mod hostdir;
 pub mod inject;
 pub mod mountinfo;
+pub mod names;
 pub mod store;
 mod syscalls;
 

@@ -8,6 +8,7 @@
 //! place and says so, so whoever drops the last pin can collect them.
 
 use crate::digest::digest_tree;
+use crate::names::shown_path;
 use flate2::read::GzDecoder;
 use std::collections::{HashMap, HashSet};
 use std::fs;
@@ -19,17 +20,18 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("code store i/o on {path}: {source}")]
+    #[error("code store i/o on {}: {source}", shown_path(.path))]
     Io { path: PathBuf, source: io::Error },
     #[error("archive is not a valid tar.gz: {0}")]
     BadArchive(io::Error),
-    #[error("archive entry {entry:?} is not allowed: {reason}")]
-    BadEntry { entry: String, reason: &'static str },
+    /// `entry` is already escaped and truncated (`names::shown`).
+    #[error("code entry {entry}: {reason}")]
+    BadEntry { entry: String, reason: String },
     #[error("code is larger than the limit of {limit} bytes unpacked")]
     TooLarge { limit: u64 },
     #[error("code has more than {limit} entries")]
     TooManyEntries { limit: u64 },
-    #[error("code directory {0} does not exist or is not a directory")]
+    #[error("code directory {} does not exist or is not a directory", shown_path(.0))]
     NotADirectory(PathBuf),
     #[error("unknown code digest {0}")]
     Unknown(String),
@@ -37,7 +39,7 @@ pub enum StoreError {
     Prepare(String),
 }
 
-fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
     move |source| StoreError::Io {
         path: path.to_path_buf(),
         source,
@@ -401,7 +403,7 @@ fn make_parents(
                 Ok(_) => {
                     return Err(StoreError::BadEntry {
                         entry: entry.to_string(),
-                        reason: "a parent path is not a directory",
+                        reason: "a parent path is not a directory".into(),
                     })
                 }
                 Err(_) => {
@@ -440,10 +442,10 @@ fn unpack_tar(reader: impl Read, root: &Path, limits: UnpackLimits) -> Result<()
     for entry in archive.entries().map_err(StoreError::BadArchive)? {
         let mut entry = entry.map_err(StoreError::BadArchive)?;
         let raw = entry.path().map_err(StoreError::BadArchive)?.into_owned();
-        let name = raw.display().to_string();
+        let name = shown_path(&raw);
         let rel = clean_relative(&raw).ok_or_else(|| StoreError::BadEntry {
             entry: name.clone(),
-            reason: "absolute paths and '..' are not allowed",
+            reason: "absolute paths and '..' are not allowed".into(),
         })?;
         if rel.as_os_str().is_empty() {
             continue; // "./" itself
@@ -458,7 +460,7 @@ fn unpack_tar(reader: impl Read, root: &Path, limits: UnpackLimits) -> Result<()
                 Ok(_) => {
                     return Err(StoreError::BadEntry {
                         entry: name,
-                        reason: "directory collides with another entry",
+                        reason: "directory collides with another entry".into(),
                     })
                 }
                 Err(_) => fs::create_dir(&dest).map_err(io_err(&dest))?,
@@ -472,7 +474,7 @@ fn unpack_tar(reader: impl Read, root: &Path, limits: UnpackLimits) -> Result<()
             if fs::symlink_metadata(&dest).is_ok() {
                 return Err(StoreError::BadEntry {
                     entry: name,
-                    reason: "duplicate entry",
+                    reason: "duplicate entry".into(),
                 });
             }
             write_file(&dest, &mut entry, exec, &mut budget)?;
@@ -482,7 +484,7 @@ fn unpack_tar(reader: impl Read, root: &Path, limits: UnpackLimits) -> Result<()
                 .map_err(StoreError::BadArchive)?
                 .ok_or_else(|| StoreError::BadEntry {
                     entry: name.clone(),
-                    reason: "symlink without a target",
+                    reason: "symlink without a target".into(),
                 })?;
             // Links resolve inside the sandbox's own root, never on the
             // host: the store never follows them (O_NOFOLLOW, parent check).
@@ -490,7 +492,7 @@ fn unpack_tar(reader: impl Read, root: &Path, limits: UnpackLimits) -> Result<()
         } else {
             return Err(StoreError::BadEntry {
                 entry: name,
-                reason: "only regular files, directories and symlinks are allowed",
+                reason: "only regular files, directories and symlinks are allowed".into(),
             });
         }
     }
@@ -516,8 +518,8 @@ fn copy_tree(src: &Path, dest: &Path, budget: &mut Budget) -> Result<(), StoreEr
             write_file(&to, f, meta.permissions().mode() & 0o111 != 0, budget)?;
         } else {
             return Err(StoreError::BadEntry {
-                entry: from.display().to_string(),
-                reason: "only regular files, directories and symlinks are allowed",
+                entry: shown_path(&from),
+                reason: "only regular files, directories and symlinks are allowed".into(),
             });
         }
     }
