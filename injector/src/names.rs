@@ -16,6 +16,8 @@
 //! assert!(shown(&[b'a'; 300]).ends_with("a… (300 bytes)"));
 //! ```
 
+use crate::store::StoreError;
+use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -77,9 +79,128 @@ fn hides_text(c: char) -> bool {
         | '\u{2060}'..='\u{2069}' | '\u{feff}')
 }
 
+/// A checked path inside a code tree (see the module docs); empty for the
+/// tree's root.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct RelPath {
+    parts: Vec<String>,
+    /// Length of the parts joined with `/`.
+    len: usize,
+}
+
+fn bad(name: &[u8], reason: &str) -> StoreError {
+    StoreError::BadEntry {
+        entry: shown(name),
+        reason: reason.to_string(),
+    }
+}
+
+impl RelPath {
+    pub(crate) fn root() -> RelPath {
+        RelPath::default()
+    }
+
+    /// The name of an archive entry: `/`-separated, with `.` and empty
+    /// components dropped (`./a//b/` is `a/b`).
+    pub(crate) fn from_archive(raw: &[u8]) -> Result<RelPath, StoreError> {
+        if raw.len() > MAX_PATH_BYTES {
+            return Err(bad(raw, "is longer than 4096 bytes"));
+        }
+        if raw.contains(&0) {
+            return Err(bad(raw, "contains a NUL byte"));
+        }
+        let text = std::str::from_utf8(raw).map_err(|_| bad(raw, "is not valid UTF-8"))?;
+        if text.starts_with('/') {
+            return Err(bad(
+                raw,
+                "is absolute: absolute paths and '..' are not allowed",
+            ));
+        }
+        let mut out = RelPath::default();
+        for part in text.split('/').filter(|p| !p.is_empty() && *p != ".") {
+            if part == ".." {
+                return Err(bad(
+                    raw,
+                    "contains '..': absolute paths and '..' are not allowed",
+                ));
+            }
+            out = out.child(raw, part)?;
+        }
+        Ok(out)
+    }
+
+    /// The entry `name` (one component, as read from a directory) inside
+    /// this directory.
+    pub(crate) fn join(&self, name: &OsStr) -> Result<RelPath, StoreError> {
+        let whole = || {
+            let mut p = self.to_string().into_bytes();
+            if !p.is_empty() {
+                p.push(b'/');
+            }
+            p.extend_from_slice(name.as_bytes());
+            p
+        };
+        let part = std::str::from_utf8(name.as_bytes())
+            .map_err(|_| bad(&whole(), "is not valid UTF-8"))?;
+        if part.is_empty() || part == "." || part == ".." || part.contains(['/', '\0']) {
+            return Err(bad(&whole(), "is not a plain file name"));
+        }
+        self.child(&whole(), part)
+    }
+
+    fn child(&self, whole: &[u8], part: &str) -> Result<RelPath, StoreError> {
+        if part.len() > MAX_COMPONENT_BYTES {
+            return Err(bad(whole, "has a path component longer than 255 bytes"));
+        }
+        let len = if self.parts.is_empty() {
+            part.len()
+        } else {
+            self.len + 1 + part.len()
+        };
+        if len > MAX_PATH_BYTES {
+            return Err(bad(whole, "is longer than 4096 bytes"));
+        }
+        let mut parts = self.parts.clone();
+        parts.push(part.to_string());
+        Ok(RelPath { parts, len })
+    }
+
+    pub(crate) fn is_root(&self) -> bool {
+        self.parts.is_empty()
+    }
+
+    /// The last component (empty for the root).
+    pub(crate) fn name(&self) -> &str {
+        self.parts.last().map_or("", |s| s.as_str())
+    }
+
+    /// The components of the parent directory (none for the root).
+    pub(crate) fn parent_parts(&self) -> &[String] {
+        &self.parts[..self.parts.len().saturating_sub(1)]
+    }
+
+    /// This path fit for a message.
+    pub(crate) fn shown(&self) -> String {
+        shown(self.to_string().as_bytes())
+    }
+}
+
+impl std::fmt::Display for RelPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.parts.join("/"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn reason(r: Result<RelPath, StoreError>) -> String {
+        match r {
+            Err(StoreError::BadEntry { reason, .. }) => reason,
+            other => panic!("expected BadEntry, got {other:?}"),
+        }
+    }
 
     #[test]
     fn shown_escapes_controls_bad_bytes_and_hidden_text() {
@@ -103,5 +224,39 @@ mod tests {
         assert_eq!(s, format!("{}… (127 bytes)", "a".repeat(126)));
         assert_eq!(shown(&[b'b'; 128]), "b".repeat(128));
         assert_eq!(escape_truncated("ééé".as_bytes(), 2), "éé… (6 bytes)");
+    }
+
+    #[test]
+    fn archive_names_are_relative_plain_utf8_and_bounded() {
+        let p = RelPath::from_archive(b"./a//b/").unwrap();
+        assert_eq!(p.to_string(), "a/b");
+        assert!(RelPath::from_archive(b"./").unwrap().is_root());
+        assert!(reason(RelPath::from_archive(b"/etc/passwd")).contains("absolute"));
+        assert!(reason(RelPath::from_archive(b"a/../../x")).contains("'..'"));
+        assert!(reason(RelPath::from_archive(b"a\xffb")).contains("UTF-8"));
+        assert!(reason(RelPath::from_archive(b"a\0b")).contains("NUL"));
+        let long = format!("d/{}", "n".repeat(256));
+        assert!(reason(RelPath::from_archive(long.as_bytes())).contains("255 bytes"));
+        let ok = format!("d/{}", "n".repeat(255));
+        assert!(RelPath::from_archive(ok.as_bytes()).is_ok());
+        let deep = vec!["x".repeat(200); 21].join("/");
+        assert!(reason(RelPath::from_archive(deep.as_bytes())).contains("4096"));
+        let max = vec!["y".repeat(255); 16].join("/");
+        assert_eq!(max.len(), 4095);
+        assert!(RelPath::from_archive(max.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn joined_names_obey_the_same_rules() {
+        let d = RelPath::from_archive(b"d").unwrap();
+        assert_eq!(d.join(OsStr::new("f")).unwrap().to_string(), "d/f");
+        let bad = OsStr::from_bytes(b"\xff");
+        assert!(reason(d.join(bad)).contains("UTF-8"));
+        assert!(reason(d.join(OsStr::new(".."))).contains("plain"));
+        let mut p = RelPath::root();
+        for _ in 0..16 {
+            p = p.join(OsStr::new(&"z".repeat(255))).unwrap();
+        }
+        assert!(reason(p.join(OsStr::new("q"))).contains("4096"));
     }
 }

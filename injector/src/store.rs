@@ -8,13 +8,13 @@
 //! place and says so, so whoever drops the last pin can collect them.
 
 use crate::digest::digest_tree;
-use crate::names::shown_path;
-use flate2::read::GzDecoder;
+use crate::names::{shown_path, RelPath};
+use crate::unpack::{unpack_tar_gz, Budget, UnpackLimits};
 use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -27,6 +27,17 @@ pub enum StoreError {
     /// `entry` is already escaped and truncated (`names::shown`).
     #[error("code entry {entry}: {reason}")]
     BadEntry { entry: String, reason: String },
+    #[error("the archive's {header} header declares {size} bytes, more than the {limit} allowed: refused before reading it")]
+    ExtensionTooLarge {
+        header: &'static str,
+        size: u64,
+        limit: u64,
+    },
+    #[error("the archive's {header} header is malformed: {reason}")]
+    BadExtension {
+        header: &'static str,
+        reason: String,
+    },
     #[error("code is larger than the limit of {limit} bytes unpacked")]
     TooLarge { limit: u64 },
     #[error("code has more than {limit} entries")]
@@ -43,22 +54,6 @@ pub(crate) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
     move |source| StoreError::Io {
         path: path.to_path_buf(),
         source,
-    }
-}
-
-/// Bounds on what one function's code may unpack to.
-#[derive(Debug, Clone, Copy)]
-pub struct UnpackLimits {
-    pub max_bytes: u64,
-    pub max_entries: u64,
-}
-
-impl Default for UnpackLimits {
-    fn default() -> Self {
-        UnpackLimits {
-            max_bytes: 256 * 1024 * 1024,
-            max_entries: 20_000,
-        }
     }
 }
 
@@ -286,7 +281,7 @@ impl CodeStore {
         prepare: Prepare<'_>,
     ) -> Result<Pin, StoreError> {
         let staging = self.new_staging()?;
-        unpack_tar(GzDecoder::new(data), &staging.0, limits)?;
+        unpack_tar_gz(data, &staging.0, limits)?;
         self.commit(staging, prepare)
     }
 
@@ -302,7 +297,7 @@ impl CodeStore {
         }
         let staging = self.new_staging()?;
         let mut budget = Budget::new(limits);
-        copy_tree(src, &staging.0, &mut budget)?;
+        copy_tree(src, &staging.0, &RelPath::root(), &mut budget)?;
         self.commit(staging, prepare)
     }
 
@@ -335,87 +330,6 @@ impl Drop for Staging {
     }
 }
 
-struct Budget {
-    limits: UnpackLimits,
-    bytes: u64,
-    entries: u64,
-}
-
-impl Budget {
-    fn new(limits: UnpackLimits) -> Budget {
-        Budget {
-            limits,
-            bytes: 0,
-            entries: 0,
-        }
-    }
-    fn entry(&mut self) -> Result<(), StoreError> {
-        self.entries += 1;
-        if self.entries > self.limits.max_entries {
-            return Err(StoreError::TooManyEntries {
-                limit: self.limits.max_entries,
-            });
-        }
-        Ok(())
-    }
-    fn room(&self) -> u64 {
-        self.limits.max_bytes - self.bytes
-    }
-    fn spend(&mut self, n: u64) -> Result<(), StoreError> {
-        self.bytes += n;
-        if self.bytes > self.limits.max_bytes {
-            return Err(StoreError::TooLarge {
-                limit: self.limits.max_bytes,
-            });
-        }
-        Ok(())
-    }
-}
-
-/// A relative path with only normal components, or None.
-fn clean_relative(p: &Path) -> Option<PathBuf> {
-    let mut out = PathBuf::new();
-    for c in p.components() {
-        match c {
-            Component::Normal(n) => out.push(n),
-            Component::CurDir => {}
-            _ => return None,
-        }
-    }
-    Some(out)
-}
-
-/// Create the parent directories of `rel` under `root`, refusing to pass
-/// through a symlink (an earlier entry could have planted one pointing out
-/// of the tree).
-fn make_parents(
-    root: &Path,
-    rel: &Path,
-    entry: &str,
-    budget: &mut Budget,
-) -> Result<(), StoreError> {
-    let mut cur = root.to_path_buf();
-    if let Some(parent) = rel.parent() {
-        for c in parent.components() {
-            cur.push(c);
-            match fs::symlink_metadata(&cur) {
-                Ok(m) if m.file_type().is_dir() => {}
-                Ok(_) => {
-                    return Err(StoreError::BadEntry {
-                        entry: entry.to_string(),
-                        reason: "a parent path is not a directory".into(),
-                    })
-                }
-                Err(_) => {
-                    budget.entry()?;
-                    fs::create_dir(&cur).map_err(io_err(&cur))?;
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
 fn write_file(
     dest: &Path,
     mut src: impl Read,
@@ -436,80 +350,24 @@ fn write_file(
     f.flush().map_err(io_err(dest))
 }
 
-fn unpack_tar(reader: impl Read, root: &Path, limits: UnpackLimits) -> Result<(), StoreError> {
-    let mut budget = Budget::new(limits);
-    let mut archive = tar::Archive::new(reader);
-    for entry in archive.entries().map_err(StoreError::BadArchive)? {
-        let mut entry = entry.map_err(StoreError::BadArchive)?;
-        let raw = entry.path().map_err(StoreError::BadArchive)?.into_owned();
-        let name = shown_path(&raw);
-        let rel = clean_relative(&raw).ok_or_else(|| StoreError::BadEntry {
-            entry: name.clone(),
-            reason: "absolute paths and '..' are not allowed".into(),
-        })?;
-        if rel.as_os_str().is_empty() {
-            continue; // "./" itself
-        }
-        budget.entry()?;
-        make_parents(root, &rel, &name, &mut budget)?;
-        let dest = root.join(&rel);
-        let kind = entry.header().entry_type();
-        if kind.is_dir() {
-            match fs::symlink_metadata(&dest) {
-                Ok(m) if m.is_dir() => {}
-                Ok(_) => {
-                    return Err(StoreError::BadEntry {
-                        entry: name,
-                        reason: "directory collides with another entry".into(),
-                    })
-                }
-                Err(_) => fs::create_dir(&dest).map_err(io_err(&dest))?,
-            }
-        } else if kind.is_file() {
-            let exec = entry
-                .header()
-                .mode()
-                .map(|m| m & 0o111 != 0)
-                .unwrap_or(false);
-            if fs::symlink_metadata(&dest).is_ok() {
-                return Err(StoreError::BadEntry {
-                    entry: name,
-                    reason: "duplicate entry".into(),
-                });
-            }
-            write_file(&dest, &mut entry, exec, &mut budget)?;
-        } else if kind.is_symlink() {
-            let target = entry
-                .link_name()
-                .map_err(StoreError::BadArchive)?
-                .ok_or_else(|| StoreError::BadEntry {
-                    entry: name.clone(),
-                    reason: "symlink without a target".into(),
-                })?;
-            // Links resolve inside the sandbox's own root, never on the
-            // host: the store never follows them (O_NOFOLLOW, parent check).
-            std::os::unix::fs::symlink(&target, &dest).map_err(io_err(&dest))?;
-        } else {
-            return Err(StoreError::BadEntry {
-                entry: name,
-                reason: "only regular files, directories and symlinks are allowed".into(),
-            });
-        }
-    }
-    Ok(())
-}
-
-fn copy_tree(src: &Path, dest: &Path, budget: &mut Budget) -> Result<(), StoreError> {
+fn copy_tree(
+    src: &Path,
+    dest: &Path,
+    rel: &RelPath,
+    budget: &mut Budget,
+) -> Result<(), StoreError> {
     for e in fs::read_dir(src).map_err(io_err(src))? {
         let e = e.map_err(io_err(src))?;
         budget.entry()?;
+        // The same name rules as an archive's.
+        let child = rel.join(&e.file_name())?;
         let from = e.path();
         let to = dest.join(e.file_name());
         let meta = fs::symlink_metadata(&from).map_err(io_err(&from))?;
         let ft = meta.file_type();
         if ft.is_dir() {
             fs::create_dir(&to).map_err(io_err(&to))?;
-            copy_tree(&from, &to, budget)?;
+            copy_tree(&from, &to, &child, budget)?;
         } else if ft.is_symlink() {
             let target = fs::read_link(&from).map_err(io_err(&from))?;
             std::os::unix::fs::symlink(target, &to).map_err(io_err(&to))?;
@@ -550,45 +408,7 @@ fn seal(root: &Path) -> Result<(), StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use flate2::write::GzEncoder;
-
-    fn targz(build: impl FnOnce(&mut tar::Builder<Vec<u8>>)) -> Vec<u8> {
-        let mut b = tar::Builder::new(Vec::new());
-        build(&mut b);
-        let tar = b.into_inner().unwrap();
-        let mut gz = GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        gz.write_all(&tar).unwrap();
-        gz.finish().unwrap()
-    }
-
-    fn file(b: &mut tar::Builder<Vec<u8>>, path: &str, body: &[u8]) {
-        let mut h = tar::Header::new_gnu();
-        h.set_size(body.len() as u64);
-        h.set_mode(0o644);
-        h.set_entry_type(tar::EntryType::Regular);
-        h.set_cksum();
-        b.append_data(&mut h, path, body).unwrap();
-    }
-
-    /// Write a raw header so paths the builder would refuse can be tested.
-    fn raw(
-        b: &mut tar::Builder<Vec<u8>>,
-        path: &str,
-        kind: tar::EntryType,
-        link: Option<&str>,
-        body: &[u8],
-    ) {
-        let mut h = tar::Header::new_old();
-        h.as_old_mut().name[..path.len()].copy_from_slice(path.as_bytes());
-        h.set_size(body.len() as u64);
-        h.set_mode(0o644);
-        h.set_entry_type(kind);
-        if let Some(l) = link {
-            h.as_old_mut().linkname[..l.len()].copy_from_slice(l.as_bytes());
-        }
-        h.set_cksum();
-        b.append(&h, body).unwrap();
-    }
+    use crate::unpack::test_archives::{file, targz};
 
     #[test]
     fn same_content_same_digest_from_tar_and_dir() {
@@ -714,82 +534,5 @@ mod tests {
             .unwrap()
             .next()
             .is_none());
-    }
-
-    #[test]
-    fn rejects_path_traversal() {
-        let root = tempfile::tempdir().unwrap();
-        let store = CodeStore::open(root.path()).unwrap();
-        let gz = targz(|b| raw(b, "../evil.py", tar::EntryType::Regular, None, b"x"));
-        let err = store
-            .put_tar_gz(&gz, UnpackLimits::default(), &no_prepare)
-            .unwrap_err();
-        assert!(matches!(err, StoreError::BadEntry { .. }), "{err}");
-        assert!(!root.path().join("evil.py").exists());
-        let gz = targz(|b| raw(b, "/abs.py", tar::EntryType::Regular, None, b"x"));
-        assert!(matches!(
-            store.put_tar_gz(&gz, UnpackLimits::default(), &no_prepare),
-            Err(StoreError::BadEntry { .. })
-        ));
-    }
-
-    #[test]
-    fn refuses_to_write_through_a_planted_symlink() {
-        let root = tempfile::tempdir().unwrap();
-        let outside = tempfile::tempdir().unwrap();
-        let store = CodeStore::open(root.path()).unwrap();
-        let target = outside.path().to_str().unwrap().to_string();
-        let gz = targz(|b| {
-            raw(b, "link", tar::EntryType::Symlink, Some(&target), b"");
-            raw(b, "link/owned.py", tar::EntryType::Regular, None, b"x");
-        });
-        let err = store
-            .put_tar_gz(&gz, UnpackLimits::default(), &no_prepare)
-            .unwrap_err();
-        assert!(matches!(err, StoreError::BadEntry { .. }), "{err}");
-        assert!(!outside.path().join("owned.py").exists());
-    }
-
-    #[test]
-    fn enforces_size_and_entry_limits() {
-        let root = tempfile::tempdir().unwrap();
-        let store = CodeStore::open(root.path()).unwrap();
-        let gz = targz(|b| file(b, "big.bin", &vec![7u8; 4096]));
-        let limits = UnpackLimits {
-            max_bytes: 4095,
-            max_entries: 10,
-        };
-        assert!(matches!(
-            store.put_tar_gz(&gz, limits, &no_prepare),
-            Err(StoreError::TooLarge { limit: 4095 })
-        ));
-        let gz = targz(|b| {
-            for i in 0..5 {
-                file(b, &format!("f{i}.py"), b"");
-            }
-        });
-        let limits = UnpackLimits {
-            max_bytes: 1 << 20,
-            max_entries: 3,
-        };
-        assert!(matches!(
-            store.put_tar_gz(&gz, limits, &no_prepare),
-            Err(StoreError::TooManyEntries { limit: 3 })
-        ));
-    }
-
-    #[test]
-    fn rejects_devices_and_garbage() {
-        let root = tempfile::tempdir().unwrap();
-        let store = CodeStore::open(root.path()).unwrap();
-        let gz = targz(|b| raw(b, "dev", tar::EntryType::Char, None, b""));
-        assert!(matches!(
-            store.put_tar_gz(&gz, UnpackLimits::default(), &no_prepare),
-            Err(StoreError::BadEntry { .. })
-        ));
-        assert!(matches!(
-            store.put_tar_gz(b"definitely not gzip", UnpackLimits::default(), &no_prepare),
-            Err(StoreError::BadArchive(_))
-        ));
     }
 }
