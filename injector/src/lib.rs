@@ -1,8 +1,8 @@
 //! Code store and injection into sandboxes.
 //!
 //! Owns (a) the content-addressed, read-only store of function code under
-//! the state dir, with hardened, bounded unpacking of uploaded archives
-//! (`unpack`, `names`, `fsat`), and (b) putting
+//! the state dir, with hardened, bounded unpacking of uploaded archives and
+//! copied directories (`unpack`, `names`, `fsat`), and (b) putting
 //! that code read-only at `/fn`, plus a fresh tmpfs at `/tmp`, inside one
 //! sandbox's mount namespace and taking both out again, verified, or (for
 //! sandboxes behind a file proxy, like gVisor's) linking it into a
@@ -22,4 +22,4 @@ pub mod unpack;
 pub use hostdir::{HostDirError, HostDirSlot};
 pub use inject::{verify_clean, InjectError, Injection, Injector};
 pub use store::{no_prepare, CodeStore, Digest, Pin, Prepare, StoreError};
-pub use unpack::{unpack_tar_gz, UnpackLimits};
+pub use unpack::{copy_tree, unpack_tar_gz, CopyRule, UnpackLimits};

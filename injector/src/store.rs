@@ -1,19 +1,20 @@
 //! The content-addressed code store: `<root>/objects/<sha256>/` holds one
 //! read-only tree per distinct code content. Uploads are unpacked into a
-//! staging directory, checked, digested and renamed into place, so a tree
-//! in `objects/` is always complete.
+//! staging directory (by `unpack.rs`, which owns what may be written),
+//! checked, digested and renamed into place, so a tree in `objects/` is
+//! always complete.
 //!
 //! A tree in use (being deployed, injected into a running invocation) is
 //! held by a [`Pin`]; [`CodeStore::remove_unused`] leaves pinned trees in
 //! place and says so, so whoever drops the last pin can collect them.
 
 use crate::digest::digest_tree;
-use crate::names::{shown_path, RelPath};
-use crate::unpack::{unpack_tar_gz, Budget, UnpackLimits};
+use crate::names::shown_path;
+use crate::unpack::{copy_tree, unpack_tar_gz, CopyRule, UnpackLimits};
 use std::collections::{HashMap, HashSet};
 use std::fs;
-use std::io::{self, Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::io;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -44,6 +45,13 @@ pub enum StoreError {
     TooManyEntries { limit: u64 },
     #[error("code directory {} does not exist or is not a directory", shown_path(.0))]
     NotADirectory(PathBuf),
+    /// A path deploy of something not every local user could read.
+    #[error("{path} is not {need} by other users (mode {mode:04o}): ember copies only what any local user could read (the function would publish it); make it readable or upload a tar.gz")]
+    NotReadable {
+        path: String,
+        mode: u32,
+        need: &'static str,
+    },
     #[error("unknown code digest {0}")]
     Unknown(String),
     #[error("preparing code for its runtime: {0}")]
@@ -285,19 +293,16 @@ impl CodeStore {
         self.commit(staging, prepare)
     }
 
-    /// Copy a host directory into the store (symlinks kept as links).
+    /// Copy an operator's host directory into the store (symlinks kept
+    /// as links), under [`CopyRule::HostDir`].
     pub fn put_dir(
         &self,
         src: &Path,
         limits: UnpackLimits,
         prepare: Prepare<'_>,
     ) -> Result<Pin, StoreError> {
-        if !src.is_dir() {
-            return Err(StoreError::NotADirectory(src.to_path_buf()));
-        }
         let staging = self.new_staging()?;
-        let mut budget = Budget::new(limits);
-        copy_tree(src, &staging.0, &RelPath::root(), &mut budget)?;
+        copy_tree(src, &staging.0, limits, CopyRule::HostDir)?;
         self.commit(staging, prepare)
     }
 
@@ -328,60 +333,6 @@ impl Drop for Staging {
     fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.0);
     }
-}
-
-fn write_file(
-    dest: &Path,
-    mut src: impl Read,
-    exec: bool,
-    budget: &mut Budget,
-) -> Result<(), StoreError> {
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .mode(if exec { 0o755 } else { 0o644 })
-        .open(dest)
-        .map_err(io_err(dest))?;
-    // Read one byte past the budget to tell "exactly at" from "over".
-    let mut limited = (&mut src).take(budget.room() + 1);
-    let n = io::copy(&mut limited, &mut f).map_err(io_err(dest))?;
-    budget.spend(n)?;
-    f.flush().map_err(io_err(dest))
-}
-
-fn copy_tree(
-    src: &Path,
-    dest: &Path,
-    rel: &RelPath,
-    budget: &mut Budget,
-) -> Result<(), StoreError> {
-    for e in fs::read_dir(src).map_err(io_err(src))? {
-        let e = e.map_err(io_err(src))?;
-        budget.entry()?;
-        // The same name rules as an archive's.
-        let child = rel.join(&e.file_name())?;
-        let from = e.path();
-        let to = dest.join(e.file_name());
-        let meta = fs::symlink_metadata(&from).map_err(io_err(&from))?;
-        let ft = meta.file_type();
-        if ft.is_dir() {
-            fs::create_dir(&to).map_err(io_err(&to))?;
-            copy_tree(&from, &to, &child, budget)?;
-        } else if ft.is_symlink() {
-            let target = fs::read_link(&from).map_err(io_err(&from))?;
-            std::os::unix::fs::symlink(target, &to).map_err(io_err(&to))?;
-        } else if ft.is_file() {
-            let f = fs::File::open(&from).map_err(io_err(&from))?;
-            write_file(&to, f, meta.permissions().mode() & 0o111 != 0, budget)?;
-        } else {
-            return Err(StoreError::BadEntry {
-                entry: shown_path(&from),
-                reason: "only regular files, directories and symlinks are allowed".into(),
-            });
-        }
-    }
-    Ok(())
 }
 
 /// Make a staged tree read-only and world-readable (sandboxed code runs as
@@ -423,6 +374,8 @@ mod tests {
             .unwrap();
         let d1 = p1.digest().clone();
         let src = tempfile::tempdir().unwrap();
+        // A path deploy copies only what any local user could read.
+        fs::set_permissions(src.path(), fs::Permissions::from_mode(0o755)).unwrap();
         fs::write(
             src.path().join("main.py"),
             b"def handler(e, c):\n    return e\n",

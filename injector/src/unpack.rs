@@ -1,5 +1,6 @@
 //! Unpacking function code from hostile input into an empty directory:
-//! an uploaded tar.gz ([`unpack_tar_gz`]). The store
+//! an uploaded tar.gz ([`unpack_tar_gz`]), an operator's host directory
+//! or a tree a sandbox user wrote ([`copy_tree`]). The store
 //! (`store.rs`) decides where that directory is and what happens to it
 //! afterwards; this module owns what may be written into it.
 //!
@@ -18,17 +19,27 @@
 //!   `PATH_MAX`) and are shown escaped in every message.
 //!
 //! ```no_run
-//! use ember_injector::unpack::{unpack_tar_gz, UnpackLimits};
+//! use ember_injector::unpack::{copy_tree, unpack_tar_gz, CopyRule, UnpackLimits};
 //! # let upload: Vec<u8> = Vec::new();
 //! unpack_tar_gz(&upload, "/var/lib/ember/code/staging/1".as_ref(), UnpackLimits::default())?;
+//! copy_tree(
+//!     "/srv/functions/hello".as_ref(),
+//!     "/var/lib/ember/code/staging/2".as_ref(),
+//!     UnpackLimits::default(),
+//!     CopyRule::HostDir,
+//! )?;
 //! # Ok::<(), ember_injector::StoreError>(())
 //! ```
 
+mod copy;
 mod extensions;
+mod host_dir;
 mod place;
 mod tar_stream;
 #[cfg(test)]
 pub(crate) mod test_archives;
+
+pub use copy::{copy_tree, CopyRule};
 
 use crate::store::StoreError;
 use flate2::read::GzDecoder;

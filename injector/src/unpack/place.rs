@@ -53,6 +53,11 @@ impl Dest {
         self.path.join(rel.to_string())
     }
 
+    /// The existing directory `rel`.
+    pub(super) fn dir(&self, rel: &RelPath) -> Result<OwnedFd, StoreError> {
+        fsat::open_dir_rel(self.root.as_fd(), rel.parts()).map_err(io_err(&self.path_of(rel)))
+    }
+
     /// The parent directory of `rel`, created as needed;
     /// each directory created counts as an entry. A parent that exists
     /// but is not a directory (say, a symlink an earlier entry planted)
@@ -167,6 +172,32 @@ pub(super) fn copy_exact(
             io::ErrorKind::UnexpectedEof,
             format!("the archive ends inside {}", rel.shown()),
         )));
+    }
+    out.flush().map_err(io_err(&dest.path_of(rel)))
+}
+
+/// Copy a file while counting its bytes against the budget; reads at most
+/// one byte past what is left, to tell "exactly at the limit" from "over".
+pub(super) fn copy_counted(
+    dest: &Dest,
+    rel: &RelPath,
+    src: impl Read,
+    mut out: File,
+    budget: &mut Budget,
+    src_path: &Path,
+) -> Result<(), StoreError> {
+    let mut limited = src.take(budget.room().saturating_add(1));
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match limited.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(io_err(src_path)(e)),
+        };
+        budget.spend(n as u64)?;
+        out.write_all(&buf[..n])
+            .map_err(io_err(&dest.path_of(rel)))?;
     }
     out.flush().map_err(io_err(&dest.path_of(rel)))
 }
