@@ -52,6 +52,8 @@ pub enum StoreError {
         mode: u32,
         need: &'static str,
     },
+    #[error("{path} is on {fs}, whose files describe whoever reads them (here emberd) rather than hold code: refused")]
+    KernelFileSystem { path: String, fs: &'static str },
     #[error("unknown code digest {0}")]
     Unknown(String),
     #[error("preparing code for its runtime: {0}")]

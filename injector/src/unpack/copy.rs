@@ -25,7 +25,7 @@ pub enum CopyRule {
     /// An operator's host directory (a path deploy): only what any local
     /// user could read is copied (regular files readable by others,
     /// directories readable and searchable by others, every directory
-    /// above the source searchable by others).
+    /// above the source searchable by others, no kernel file systems).
     HostDir,
     /// A tree an unprivileged sandbox user wrote, copied back into the
     /// store: no permission rule.
@@ -145,7 +145,7 @@ impl Walk<'_> {
             return Err(bad(rel, not_copied("no longer a regular file")));
         }
         if self.rule == CopyRule::HostDir {
-            host_dir::check_file(&st, &path)?;
+            host_dir::check_file(file.as_fd(), &st, &path)?;
         }
         let exec = st.st_mode & 0o111 != 0;
         let out = place::create_file(&self.out, to, rel, exec)?;
@@ -284,6 +284,20 @@ mod tests {
         );
         chmod(top.path(), 0o751);
         copy(&src, CopyRule::HostDir).1.unwrap();
+    }
+
+    #[test]
+    fn kernel_file_systems_are_refused() {
+        let random = Path::new("/proc/sys/kernel/random");
+        if !random.is_dir() {
+            eprintln!("SKIPPED: needs /proc mounted");
+            return;
+        }
+        let r = copy(random, CopyRule::HostDir).1;
+        assert!(
+            matches!(r, Err(StoreError::KernelFileSystem { fs: "procfs", .. })),
+            "{r:?}"
+        );
     }
 
     #[test]

@@ -3,12 +3,16 @@
 //! so it copies only what any local user could read anyway: every
 //! directory on the way to the source searchable by others, every
 //! directory in it readable and searchable by others, every file readable
-//! by others.
+//! by others. Kernel file systems (`/proc`, `/sys`, ...) are refused
+//! outright: their world-readable files describe whoever reads them, here
+//! emberd (its memory map, its mounts), and hold no code.
 
 use crate::fsat;
 use crate::names::shown_path;
 use crate::store::{io_err, StoreError};
 use nix::sys::stat::FileStat;
+use nix::sys::statfs::{self, FsType};
+use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
 
@@ -41,6 +45,7 @@ pub(super) fn open_root(src: &Path) -> Result<OwnedFd, StoreError> {
 
 /// A directory about to be copied (the source itself included).
 pub(super) fn check_dir(dir: BorrowedFd<'_>, path: &Path) -> Result<(), StoreError> {
+    check_fs(dir, path)?;
     let st = fsat::stat(dir).map_err(io_err(path))?;
     require(
         &st,
@@ -51,7 +56,12 @@ pub(super) fn check_dir(dir: BorrowedFd<'_>, path: &Path) -> Result<(), StoreErr
 }
 
 /// A regular file about to be copied, `st` its status.
-pub(super) fn check_file(st: &FileStat, path: &Path) -> Result<(), StoreError> {
+pub(super) fn check_file(
+    file: BorrowedFd<'_>,
+    st: &FileStat,
+    path: &Path,
+) -> Result<(), StoreError> {
+    check_fs(file, path)?;
     require(st, OTHERS_READ, "readable", path)
 }
 
@@ -64,4 +74,36 @@ fn require(st: &FileStat, bits: u32, need: &'static str, path: &Path) -> Result<
         mode: st.st_mode & 0o7777,
         need,
     })
+}
+
+fn check_fs(fd: BorrowedFd<'_>, path: &Path) -> Result<(), StoreError> {
+    let fs = statfs::fstatfs(fd)
+        .map_err(|e| io_err(path)(io::Error::from(e)))?
+        .filesystem_type();
+    match kernel_fs(fs) {
+        Some(name) => Err(StoreError::KernelFileSystem {
+            path: shown_path(path),
+            fs: name,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// The name of a kernel file system whose files are generated for their
+/// reader rather than stored.
+fn kernel_fs(fs: FsType) -> Option<&'static str> {
+    const KERNEL: &[(FsType, &str)] = &[
+        (statfs::PROC_SUPER_MAGIC, "procfs"),
+        (statfs::SYSFS_MAGIC, "sysfs"),
+        (statfs::DEBUGFS_MAGIC, "debugfs"),
+        (statfs::TRACEFS_MAGIC, "tracefs"),
+        (statfs::SECURITYFS_MAGIC, "securityfs"),
+        (statfs::CGROUP_SUPER_MAGIC, "cgroupfs"),
+        (statfs::CGROUP2_SUPER_MAGIC, "cgroup2fs"),
+        (statfs::BPF_FS_MAGIC, "bpffs"),
+        (statfs::SELINUX_MAGIC, "selinuxfs"),
+        (statfs::SMACK_MAGIC, "smackfs"),
+        (statfs::DEVPTS_SUPER_MAGIC, "devpts"),
+    ];
+    KERNEL.iter().find(|(t, _)| *t == fs).map(|(_, n)| *n)
 }
