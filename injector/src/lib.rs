@@ -22,4 +22,4 @@ pub mod unpack;
 pub use hostdir::{HostDirError, HostDirSlot};
 pub use inject::{verify_clean, InjectError, Injection, Injector};
 pub use store::{no_prepare, CodeStore, Digest, Pin, Prepare, StoreError};
-pub use unpack::{copy_tree, unpack_tar_gz, CopyRule, UnpackLimits};
+pub use unpack::{check_build_paths, copy_tree, unpack_tar_gz, CopyRule, UnpackLimits};

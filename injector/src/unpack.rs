@@ -16,7 +16,9 @@
 //!   tar headers and extension records included, and nothing is read
 //!   whole into memory unless it is small and capped (`extensions.rs`);
 //! - names obey `names.rs` (plain UTF-8 components, `NAME_MAX`,
-//!   `PATH_MAX`) and are shown escaped in every message.
+//!   `PATH_MAX`) and are shown escaped in every message;
+//! - symlinks where the deploy build writes are refused
+//!   ([`check_build_paths`]).
 //!
 //! ```no_run
 //! use ember_injector::unpack::{copy_tree, unpack_tar_gz, CopyRule, UnpackLimits};
@@ -31,6 +33,7 @@
 //! # Ok::<(), ember_injector::StoreError>(())
 //! ```
 
+mod build_paths;
 mod copy;
 mod extensions;
 mod host_dir;
@@ -39,6 +42,7 @@ mod tar_stream;
 #[cfg(test)]
 pub(crate) mod test_archives;
 
+pub use build_paths::check_build_paths;
 pub use copy::{copy_tree, CopyRule};
 
 use crate::store::StoreError;
@@ -68,7 +72,8 @@ impl Default for UnpackLimits {
 /// Unpack a gzip-compressed tar archive into `dest`, an existing empty
 /// directory.
 pub fn unpack_tar_gz(data: &[u8], dest: &Path, limits: UnpackLimits) -> Result<(), StoreError> {
-    tar_stream::unpack_tar(GzDecoder::new(data), dest, limits)
+    tar_stream::unpack_tar(GzDecoder::new(data), dest, limits)?;
+    check_build_paths(dest)
 }
 
 /// What has been spent of an [`UnpackLimits`].

@@ -9,7 +9,7 @@
 //! one descriptor per level (emberd's descriptor limit is shared).
 
 use super::place::{self, bad, Dest};
-use super::{host_dir, Budget, UnpackLimits};
+use super::{build_paths, host_dir, Budget, UnpackLimits};
 use crate::fsat::{self, Kind};
 use crate::names::RelPath;
 use crate::store::{io_err, StoreError};
@@ -25,7 +25,8 @@ pub enum CopyRule {
     /// An operator's host directory (a path deploy): only what any local
     /// user could read is copied (regular files readable by others,
     /// directories readable and searchable by others, every directory
-    /// above the source searchable by others, no kernel file systems).
+    /// above the source searchable by others, no kernel file systems),
+    /// and symlinks where the deploy build writes are refused.
     HostDir,
     /// A tree an unprivileged sandbox user wrote, copied back into the
     /// store: no permission rule.
@@ -58,6 +59,9 @@ pub fn copy_tree(
     };
     while let Some(rel) = walk.todo.pop() {
         walk.copy_dir(&rel)?;
+    }
+    if rule == CopyRule::HostDir {
+        build_paths::check_build_paths(dest)?;
     }
     Ok(())
 }
@@ -401,6 +405,18 @@ mod tests {
             matches!(&r, Err(StoreError::BadEntry { entry, reason }) if entry == "bad\\xff\\x1b.py" && reason.contains("UTF-8")),
             "{r:?}"
         );
+    }
+
+    #[test]
+    fn only_host_dirs_are_checked_for_build_paths() {
+        let src = public_src();
+        symlink("/etc", src.path().join("__pycache__")).unwrap();
+        let r = copy(src.path(), CopyRule::HostDir).1;
+        assert!(
+            matches!(&r, Err(StoreError::BadEntry { reason, .. }) if reason.contains("deploy build writes")),
+            "{r:?}"
+        );
+        copy(src.path(), CopyRule::Untrusted).1.unwrap();
     }
 
     #[test]

@@ -479,6 +479,17 @@ mod tests {
     }
 
     #[test]
+    fn a_symlink_where_the_build_writes_is_refused() {
+        let gz_data = targz(|b| {
+            file(b, "main.py", b"");
+            raw(b, "__pycache__", tar::EntryType::Symlink, Some("/etc"), b"");
+        });
+        let (entry, reason) = bad_entry(unpack(&gz_data).1);
+        assert_eq!(entry, "__pycache__");
+        assert!(reason.contains("where the deploy build writes"), "{reason}");
+    }
+
+    #[test]
     fn the_destination_must_be_empty() {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("left"), "").unwrap();
