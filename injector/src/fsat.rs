@@ -21,7 +21,7 @@
 //! ```
 
 use nix::fcntl::{openat, readlinkat, OFlag};
-use nix::sys::stat::{fstat, fstatat, mkdirat, FileStat, Mode, SFlag};
+use nix::sys::stat::{fchmod, fstat, fstatat, mkdirat, FileStat, Mode, SFlag};
 use nix::unistd::symlinkat;
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
@@ -139,6 +139,11 @@ pub fn lstat_at(parent: BorrowedFd<'_>, name: &OsStr) -> io::Result<FileStat> {
         name,
         nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
     )?)
+}
+
+/// Set the mode of an open descriptor.
+pub fn chmod(fd: BorrowedFd<'_>, mode: u32) -> io::Result<()> {
+    Ok(fchmod(fd.as_raw_fd(), Mode::from_bits_truncate(mode))?)
 }
 
 /// Status of an open descriptor.

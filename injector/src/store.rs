@@ -9,11 +9,14 @@
 //! place and says so, so whoever drops the last pin can collect them.
 
 use crate::digest::digest_tree;
+use crate::fsat::{self, Kind};
 use crate::names::shown_path;
 use crate::unpack::{copy_tree, unpack_tar_gz, CopyRule, UnpackLimits};
 use std::collections::{HashMap, HashSet};
+use std::ffi::OsString;
 use std::fs;
 use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -338,24 +341,40 @@ impl Drop for Staging {
 }
 
 /// Make a staged tree read-only and world-readable (sandboxed code runs as
-/// an unprivileged user; the mount is read-only too).
+/// an unprivileged user; the mount is read-only too). By descriptor, like
+/// the unpacking: a path in the tree may be as long as `PATH_MAX` itself.
 fn seal(root: &Path) -> Result<(), StoreError> {
-    for e in fs::read_dir(root).map_err(io_err(root))? {
-        let e = e.map_err(io_err(root))?;
-        let p = e.path();
-        let meta = fs::symlink_metadata(&p).map_err(io_err(&p))?;
-        if meta.is_dir() {
-            seal(&p)?;
-        } else if meta.is_file() {
-            let mode = if meta.permissions().mode() & 0o111 != 0 {
-                0o555
-            } else {
-                0o444
-            };
-            fs::set_permissions(&p, fs::Permissions::from_mode(mode)).map_err(io_err(&p))?;
+    let top = fsat::open_dir_path(root).map_err(io_err(root))?;
+    let mut todo = vec![Vec::new()];
+    while let Some(rel) = todo.pop() {
+        let path = root.join(rel.iter().collect::<PathBuf>());
+        seal_dir(top.as_fd(), &rel, &mut todo).map_err(io_err(&path))?;
+    }
+    Ok(())
+}
+
+/// Seal the directory `rel` and its files; its subdirectories go on
+/// `todo`.
+fn seal_dir(
+    top: BorrowedFd<'_>,
+    rel: &[OsString],
+    todo: &mut Vec<Vec<OsString>>,
+) -> io::Result<()> {
+    let dir = fsat::open_dir_rel(top, rel)?;
+    fsat::chmod(dir.as_fd(), 0o555)?;
+    for name in fsat::names(dir.as_fd())? {
+        let name = name?;
+        match Kind::of(&fsat::lstat_at(dir.as_fd(), &name)?) {
+            Kind::Dir => todo.push([rel, &[name]].concat()),
+            Kind::File => {
+                let f = fsat::open_read(dir.as_fd(), &name)?;
+                let exec = fsat::stat(f.as_fd())?.st_mode & 0o111 != 0;
+                fsat::chmod(f.as_fd(), if exec { 0o555 } else { 0o444 })?;
+            }
+            Kind::Symlink | Kind::Other => {}
         }
     }
-    fs::set_permissions(root, fs::Permissions::from_mode(0o555)).map_err(io_err(root))
+    Ok(())
 }
 
 #[cfg(test)]
@@ -489,5 +508,22 @@ mod tests {
             .unwrap()
             .next()
             .is_none());
+    }
+
+    #[test]
+    fn a_path_as_long_as_names_allow_is_stored() {
+        // 4095 bytes inside the tree: past PATH_MAX with the store's
+        // directory in front, so every step must work by descriptor.
+        let root = tempfile::tempdir().unwrap();
+        let store = CodeStore::open(root.path()).unwrap();
+        let deep = vec!["p".repeat(255); 16].join("/");
+        let gz = targz(|b| file(b, &deep, b"deep"));
+        let pin = store
+            .put_tar_gz(&gz, UnpackLimits::default(), &no_prepare)
+            .unwrap();
+        assert!(store.contains(pin.digest()));
+        let d = pin.digest().clone();
+        drop(pin);
+        assert!(store.remove_unused(&d, || false).unwrap());
     }
 }
