@@ -5,11 +5,18 @@
 //! - Python: a `requirements.txt` is installed with pip (the sandbox's
 //!   interpreter, `--target`) into [`PYTHON_DEPS_DIR`], which the worker
 //!   puts on `sys.path`. With a wheel directory pip runs offline
-//!   (`--no-index --find-links`).
+//!   (`--no-index --find-links`). [`check_requirements`] says whether a
+//!   requirements file names only packages and versions.
 //! - Node.js: dependencies are shipped installed, in `node_modules` next
 //!   to `package.json` (ember runs no package manager for JavaScript); a
 //!   `package.json` that declares dependencies without `node_modules` is
 //!   refused, since every invocation would fail to import them.
+
+mod pep508;
+mod req_lines;
+mod requirements;
+
+pub use requirements::check_requirements;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -45,6 +52,20 @@ pub enum DepsError {
     },
     #[error("{path} is not valid JSON: {message}")]
     BadPackageJson { path: PathBuf, message: String },
+    /// A line of a requirements file pip must not act on. `file` is
+    /// relative to the code tree, `text` escaped and cut to 200
+    /// characters.
+    #[error("{file}, line {line}: {reason}: {text}")]
+    Requirement {
+        file: String,
+        line: usize,
+        text: String,
+        reason: String,
+    },
+    /// A requirements file that cannot be checked as a whole (a symlink,
+    /// too large, not UTF-8).
+    #[error("{file} {reason}")]
+    RequirementsFile { file: String, reason: String },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
