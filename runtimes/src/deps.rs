@@ -80,27 +80,27 @@ pub struct PipSource {
     pub wheels_dir: Option<PathBuf>,
 }
 
+/// Where pip's home is: nowhere. HOME in the uploaded tree would let the
+/// upload configure pip (`~/.config/pip/pip.conf`: an index, a log file
+/// written as root); an existing directory could hold someone's config.
+const PIP_HOME: &str = "/nonexistent";
+
 /// Install `dir/requirements.txt`, if there is one, into
 /// `dir/.ember/python` with `python`'s pip. Returns whether it did.
+///
+/// The requirements are checked first ([`check_requirements`]), and pip
+/// runs isolated from the tree (`python -I`: no current directory or
+/// user site-packages on `sys.path`, where an uploaded `pip/` or `.pth`
+/// file would run as root; HOME outside it).
 pub fn vendor_python(python: &str, dir: &Path, source: &PipSource) -> Result<bool, DepsError> {
-    let requirements = dir.join("requirements.txt");
-    let meta = match std::fs::symlink_metadata(&requirements) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-        Err(source) => {
-            return Err(DepsError::Io {
-                path: requirements,
-                source,
-            })
-        }
-    };
-    // A symlink could name a host file: only a regular file counts.
-    if !meta.is_file() {
+    if !check_requirements(dir)? {
         return Ok(false);
     }
+    let requirements = dir.join("requirements.txt");
     let target = dir.join(PYTHON_DEPS_DIR);
     let mut cmd = Command::new(python);
     cmd.args([
+        "-I",
         "-m",
         "pip",
         "install",
@@ -118,7 +118,7 @@ pub fn vendor_python(python: &str, dir: &Path, source: &PipSource) -> Result<boo
     .current_dir(dir)
     .env_clear()
     .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-    .env("HOME", dir.join(".ember"))
+    .env("HOME", PIP_HOME)
     .env("PIP_NO_WARN_SCRIPT_LOCATION", "1");
     if let Some(wheels) = &source.wheels_dir {
         cmd.arg("--no-index").arg("--find-links").arg(wheels);
@@ -392,6 +392,82 @@ mod tests {
             .to_string();
         assert!(err.contains("requirements.txt"), "{err}");
         assert!(err.contains("no-such-pkg-ember"), "{err}");
+    }
+
+    #[test]
+    fn pip_runs_isolated_from_the_uploaded_tree() {
+        if !have_pip() {
+            eprintln!("SKIPPED: needs /usr/bin/python3 with pip (apt-get install python3-pip)");
+            return;
+        }
+        let wheels = tempfile::tempdir().unwrap();
+        write_wheel(wheels.path(), "embertestdep", "VALUE = 'vendored'\n");
+        let outside = tempfile::tempdir().unwrap();
+        let marker = |what: &str| outside.path().join(what);
+        let code = tempfile::tempdir().unwrap();
+        let put = |rel: &str, text: String| {
+            let p = code.path().join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        };
+        put("requirements.txt", "embertestdep==1.0\n".into());
+        // `python -m pip` run in the tree would import this pip, as root.
+        let touch = |what: &str| format!("open({:?}, 'w').close()\n", marker(what));
+        put("pip/__init__.py", touch("cwd-pip"));
+        put("pip/__main__.py", touch("cwd-pip"));
+        // With HOME in the tree: a user pip.conf and user site-packages.
+        put(
+            ".ember/.config/pip/pip.conf",
+            format!("[global]\nlog = {}\n", marker("pip-conf.log").display()),
+        );
+        put(
+            ".ember/.pip/pip.conf",
+            format!("[global]\nlog = {}\n", marker("legacy-conf.log").display()),
+        );
+        let version = Command::new("/usr/bin/python3")
+            .args([
+                "-c",
+                "import sys; print('python%d.%d' % sys.version_info[:2])",
+            ])
+            .output()
+            .unwrap();
+        let version = String::from_utf8(version.stdout).unwrap();
+        put(
+            &format!(
+                ".ember/.local/lib/{}/site-packages/evil.pth",
+                version.trim()
+            ),
+            format!("import os; {}", touch("user-site")),
+        );
+        let src = PipSource {
+            wheels_dir: Some(wheels.path().to_path_buf()),
+        };
+        assert!(vendor_python("/usr/bin/python3", code.path(), &src).unwrap());
+        let module = code.path().join(PYTHON_DEPS_DIR).join("embertestdep.py");
+        assert!(module.is_file(), "the real pip did not run");
+        for what in ["cwd-pip", "pip-conf.log", "legacy-conf.log", "user-site"] {
+            assert!(
+                !marker(what).exists(),
+                "{what}: pip ran code or config from the tree"
+            );
+        }
+    }
+
+    #[test]
+    fn requirements_are_checked_before_pip_runs() {
+        let code = tempfile::tempdir().unwrap();
+        std::fs::write(
+            code.path().join("requirements.txt"),
+            "--index-url http://127.0.0.1:1/simple\nrequests\n",
+        )
+        .unwrap();
+        // No interpreter needed: the check refuses before running it.
+        let err =
+            vendor_python("/nonexistent/python", code.path(), &PipSource::default()).unwrap_err();
+        assert!(
+            matches!(err, DepsError::Requirement { line: 1, .. }),
+            "{err}"
+        );
     }
 
     #[test]
