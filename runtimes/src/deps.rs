@@ -22,6 +22,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+/// A piece of a requirements file quoted in a reason: escaped, cut to
+/// 60 characters (the line itself is quoted in full, up to 200).
+fn snippet(text: &str) -> String {
+    ember_injector::names::escape_truncated(text.as_bytes(), 60)
+}
+
 /// Where vendored Python packages live, relative to the code root (the
 /// zygote adds `/fn/.ember/python` to `sys.path`).
 pub const PYTHON_DEPS_DIR: &str = ".ember/python";

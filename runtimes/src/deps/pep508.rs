@@ -4,6 +4,8 @@
 //! pip would read as a place to install from (a URL, `name @ URL`, a
 //! local path, an archive file name) gets through.
 
+use super::snippet;
+
 /// Why `spec`, the requirement part of a requirements line, is refused.
 pub(super) fn check_specifier(spec: &str) -> Result<(), String> {
     if let Some(why) = location(spec) {
@@ -23,8 +25,9 @@ pub(super) fn check_specifier(spec: &str) -> Result<(), String> {
         .find(|e| name.to_ascii_lowercase().ends_with(*e))
     {
         return Err(format!(
-            "{name} ends like an archive ({ext}): pip would install a local file; \
-             name the package instead"
+            "{} ends like an archive ({ext}): pip would install a local file; \
+             name the package instead",
+            snippet(name)
         ));
     }
     match markers.map(str::trim) {
@@ -96,8 +99,8 @@ fn requirement(req: &str) -> Result<&str, String> {
     c.ws();
     if !c.at_end() {
         return Err(format!(
-            "unexpected {:?} after the requirement (allowed: name, [extras], version clauses like ==1.0 or >=1,<2, ; markers)",
-            c.rest()
+            "unexpected `{}` after the requirement (allowed: name, [extras], version clauses like ==1.0 or >=1,<2, ; markers)",
+            snippet(c.rest())
         ));
     }
     Ok(name)
@@ -199,9 +202,12 @@ fn tokenize(m: &str) -> Result<Vec<Token>, String> {
             b'a'..=b'z' | b'_' => word(&mut c)?,
             _ => VERSION_OPS.iter().any(|op| c.eat(op)).then_some(Token::Op),
         };
-        out.push(
-            token.ok_or_else(|| format!("unexpected {:?} in the environment markers", c.rest()))?,
-        );
+        out.push(token.ok_or_else(|| {
+            format!(
+                "unexpected `{}` in the environment markers",
+                snippet(c.rest())
+            )
+        })?);
     }
 }
 
@@ -219,7 +225,12 @@ fn word(c: &mut Cursor<'_>) -> Result<Option<Token>, String> {
             Token::Op
         }
         v if MARKER_VARIABLES.contains(&v) => Token::Var,
-        v => return Err(format!("{v:?} is not an environment marker variable")),
+        v => {
+            return Err(format!(
+                "`{}` is not an environment marker variable",
+                snippet(v)
+            ))
+        }
     }))
 }
 

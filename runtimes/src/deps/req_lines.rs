@@ -18,6 +18,7 @@
 //! environment).
 
 use super::pep508::check_specifier;
+use super::snippet;
 
 /// A logical line: backslash continuations joined, comments removed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,7 +72,8 @@ fn check_declared_encoding(data: &[u8]) -> Result<(), String> {
             let norm = enc.to_ascii_lowercase().replace('_', "-");
             if norm != "utf-8" && norm != "utf8" {
                 return Err(format!(
-                    "declares the encoding {enc:?}, which pip would use: only UTF-8 is accepted"
+                    "declares the encoding `{}`, which pip would use: only UTF-8 is accepted",
+                    snippet(&enc)
                 ));
             }
         }
@@ -233,7 +235,7 @@ fn include(options: &[&str]) -> Result<Vec<String>, String> {
             return Err("-r takes exactly one file name".into());
         }
         [opt, ..] => {
-            let name = opt.split('=').next().unwrap_or(opt);
+            let name = snippet(opt.split('=').next().unwrap_or(opt));
             return Err(format!(
                 "option {name} is not allowed: a line may only be a requirement \
                  (optionally with --hash=ALGO:HEX) or -r FILE; index and proxy \
@@ -287,7 +289,7 @@ fn check_hash(opt: &str) -> Result<(), String> {
         true => Ok(()),
         false => Err(format!(
             "{} is not allowed after a requirement: only --hash=sha256:HEX (or sha384, sha512)",
-            opt.split('=').next().unwrap_or(opt)
+            snippet(opt.split('=').next().unwrap_or(opt))
         )),
     }
 }

@@ -10,7 +10,7 @@
 //! cycles. So an error can quote only text from the function's own code.
 
 use super::req_lines::{self, Line, Parsed};
-use super::DepsError;
+use super::{snippet, DepsError};
 use ember_injector::fsat::{self, Kind};
 use ember_injector::names::escape_truncated;
 use std::fs::File;
@@ -100,7 +100,7 @@ impl Walk {
         // pip resolves an include against the including file's directory.
         let mut rel = from[..from.len().saturating_sub(1)].to_vec();
         rel.extend(path);
-        let shown = rel.join("/");
+        let shown = snippet(&rel.join("/"));
         if self.reading.contains(&rel) {
             return Err(err(format!(
                 "includes {shown}, which is already being read (a cycle)"
