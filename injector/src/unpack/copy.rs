@@ -45,9 +45,12 @@ pub fn copy_tree(
     let out = Dest::open_empty(dest)?;
     let root = match rule {
         CopyRule::HostDir => host_dir::open_root(src)?,
-        CopyRule::Untrusted => {
-            fsat::open_dir_path(src).map_err(|_| StoreError::NotADirectory(src.to_path_buf()))?
-        }
+        CopyRule::Untrusted => fsat::open_dir_path(src).map_err(|e| match e.raw_os_error() {
+            Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP) => {
+                StoreError::NotADirectory(src.to_path_buf())
+            }
+            _ => io_err(src)(e),
+        })?,
     };
     let mut walk = Walk {
         src,

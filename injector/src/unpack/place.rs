@@ -4,7 +4,7 @@
 
 use super::Budget;
 use crate::fsat;
-use crate::names::{RelPath, MAX_PATH_BYTES};
+use crate::names::{shown, RelPath, MAX_PATH_BYTES};
 use crate::store::{io_err, StoreError};
 use std::ffi::OsStr;
 use std::fs::File;
@@ -35,7 +35,10 @@ impl Dest {
             let name = name.map_err(io_err(path))?;
             let source = io::Error::new(
                 io::ErrorKind::AlreadyExists,
-                format!("destination is not empty (has {name:?})"),
+                format!(
+                    "destination is not empty (has {})",
+                    shown(name.as_encoded_bytes())
+                ),
             );
             return Err(StoreError::Io {
                 path: path.to_path_buf(),
