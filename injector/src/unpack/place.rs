@@ -61,10 +61,10 @@ impl Dest {
         fsat::open_dir_rel(self.root.as_fd(), rel.parts()).map_err(io_err(&self.path_of(rel)))
     }
 
-    /// The parent directory of `rel`, created as needed;
-    /// each directory created counts as an entry. A parent that exists
-    /// but is not a directory (say, a symlink an earlier entry planted)
-    /// refuses the entry.
+    /// The parent directory of `rel`, missing directories on the way
+    /// created (each counts as an entry). A parent that exists but is not
+    /// a directory (say, a symlink an earlier entry planted) refuses the
+    /// entry.
     pub(super) fn parent(&self, rel: &RelPath, budget: &mut Budget) -> Result<OwnedFd, StoreError> {
         let parents = rel.parent_parts();
         let mut cur =
