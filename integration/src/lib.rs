@@ -289,6 +289,13 @@ impl Daemon {
             .prefix("ember-it-")
             .tempdir()
             .expect("temp dir");
+        // Tests deploy code by path from under this directory, and a path
+        // deploy copies only what any local user could read.
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .expect("temp dir mode");
         let socket = dir.path().join("ember.sock");
         let state = dir.path().join("state");
         let mut d = Daemon {

@@ -5,15 +5,28 @@
 //! - Python: a `requirements.txt` is installed with pip (the sandbox's
 //!   interpreter, `--target`) into [`PYTHON_DEPS_DIR`], which the worker
 //!   puts on `sys.path`. With a wheel directory pip runs offline
-//!   (`--no-index --find-links`).
+//!   (`--no-index --find-links`). [`check_requirements`] says whether a
+//!   requirements file names only packages and versions.
 //! - Node.js: dependencies are shipped installed, in `node_modules` next
 //!   to `package.json` (ember runs no package manager for JavaScript); a
 //!   `package.json` that declares dependencies without `node_modules` is
 //!   refused, since every invocation would fail to import them.
 
+mod pep508;
+mod req_lines;
+mod requirements;
+
+pub use requirements::check_requirements;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
+
+/// A piece of a requirements file quoted in a reason: escaped, cut to
+/// 60 characters (the line itself is quoted in full, up to 200).
+fn snippet(text: &str) -> String {
+    ember_injector::names::escape_truncated(text.as_bytes(), 60)
+}
 
 /// Where vendored Python packages live, relative to the code root (the
 /// zygote adds `/fn/.ember/python` to `sys.path`).
@@ -45,6 +58,20 @@ pub enum DepsError {
     },
     #[error("{path} is not valid JSON: {message}")]
     BadPackageJson { path: PathBuf, message: String },
+    /// A line of a requirements file pip must not act on. `file` is
+    /// relative to the code tree, `text` escaped and cut to 200
+    /// characters.
+    #[error("{file}, line {line}: {reason}: {text}")]
+    Requirement {
+        file: String,
+        line: usize,
+        text: String,
+        reason: String,
+    },
+    /// A requirements file that cannot be checked as a whole (a symlink,
+    /// too large, not UTF-8).
+    #[error("{file} {reason}")]
+    RequirementsFile { file: String, reason: String },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -59,27 +86,27 @@ pub struct PipSource {
     pub wheels_dir: Option<PathBuf>,
 }
 
+/// Where pip's home is: nowhere. HOME in the uploaded tree would let the
+/// upload configure pip (`~/.config/pip/pip.conf`: an index, a log file
+/// written as root); an existing directory could hold someone's config.
+const PIP_HOME: &str = "/nonexistent";
+
 /// Install `dir/requirements.txt`, if there is one, into
 /// `dir/.ember/python` with `python`'s pip. Returns whether it did.
+///
+/// The requirements are checked first ([`check_requirements`]), and pip
+/// runs isolated from the tree (`python -I`: no current directory or
+/// user site-packages on `sys.path`, where an uploaded `pip/` or `.pth`
+/// file would run as root; HOME outside it).
 pub fn vendor_python(python: &str, dir: &Path, source: &PipSource) -> Result<bool, DepsError> {
-    let requirements = dir.join("requirements.txt");
-    let meta = match std::fs::symlink_metadata(&requirements) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-        Err(source) => {
-            return Err(DepsError::Io {
-                path: requirements,
-                source,
-            })
-        }
-    };
-    // A symlink could name a host file: only a regular file counts.
-    if !meta.is_file() {
+    if !check_requirements(dir)? {
         return Ok(false);
     }
+    let requirements = dir.join("requirements.txt");
     let target = dir.join(PYTHON_DEPS_DIR);
     let mut cmd = Command::new(python);
     cmd.args([
+        "-I",
         "-m",
         "pip",
         "install",
@@ -97,7 +124,7 @@ pub fn vendor_python(python: &str, dir: &Path, source: &PipSource) -> Result<boo
     .current_dir(dir)
     .env_clear()
     .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-    .env("HOME", dir.join(".ember"))
+    .env("HOME", PIP_HOME)
     .env("PIP_NO_WARN_SCRIPT_LOCATION", "1");
     if let Some(wheels) = &source.wheels_dir {
         cmd.arg("--no-index").arg("--find-links").arg(wheels);
@@ -371,6 +398,82 @@ mod tests {
             .to_string();
         assert!(err.contains("requirements.txt"), "{err}");
         assert!(err.contains("no-such-pkg-ember"), "{err}");
+    }
+
+    #[test]
+    fn pip_runs_isolated_from_the_uploaded_tree() {
+        if !have_pip() {
+            eprintln!("SKIPPED: needs /usr/bin/python3 with pip (apt-get install python3-pip)");
+            return;
+        }
+        let wheels = tempfile::tempdir().unwrap();
+        write_wheel(wheels.path(), "embertestdep", "VALUE = 'vendored'\n");
+        let outside = tempfile::tempdir().unwrap();
+        let marker = |what: &str| outside.path().join(what);
+        let code = tempfile::tempdir().unwrap();
+        let put = |rel: &str, text: String| {
+            let p = code.path().join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        };
+        put("requirements.txt", "embertestdep==1.0\n".into());
+        // `python -m pip` run in the tree would import this pip, as root.
+        let touch = |what: &str| format!("open({:?}, 'w').close()\n", marker(what));
+        put("pip/__init__.py", touch("cwd-pip"));
+        put("pip/__main__.py", touch("cwd-pip"));
+        // With HOME in the tree: a user pip.conf and user site-packages.
+        put(
+            ".ember/.config/pip/pip.conf",
+            format!("[global]\nlog = {}\n", marker("pip-conf.log").display()),
+        );
+        put(
+            ".ember/.pip/pip.conf",
+            format!("[global]\nlog = {}\n", marker("legacy-conf.log").display()),
+        );
+        let version = Command::new("/usr/bin/python3")
+            .args([
+                "-c",
+                "import sys; print('python%d.%d' % sys.version_info[:2])",
+            ])
+            .output()
+            .unwrap();
+        let version = String::from_utf8(version.stdout).unwrap();
+        put(
+            &format!(
+                ".ember/.local/lib/{}/site-packages/evil.pth",
+                version.trim()
+            ),
+            format!("import os; {}", touch("user-site")),
+        );
+        let src = PipSource {
+            wheels_dir: Some(wheels.path().to_path_buf()),
+        };
+        assert!(vendor_python("/usr/bin/python3", code.path(), &src).unwrap());
+        let module = code.path().join(PYTHON_DEPS_DIR).join("embertestdep.py");
+        assert!(module.is_file(), "the real pip did not run");
+        for what in ["cwd-pip", "pip-conf.log", "legacy-conf.log", "user-site"] {
+            assert!(
+                !marker(what).exists(),
+                "{what}: pip ran code or config from the tree"
+            );
+        }
+    }
+
+    #[test]
+    fn requirements_are_checked_before_pip_runs() {
+        let code = tempfile::tempdir().unwrap();
+        std::fs::write(
+            code.path().join("requirements.txt"),
+            "--index-url http://127.0.0.1:1/simple\nrequests\n",
+        )
+        .unwrap();
+        // No interpreter needed: the check refuses before running it.
+        let err =
+            vendor_python("/nonexistent/python", code.path(), &PipSource::default()).unwrap_err();
+        assert!(
+            matches!(err, DepsError::Requirement { line: 1, .. }),
+            "{err}"
+        );
     }
 
     #[test]
