@@ -21,5 +21,5 @@ pub mod unpack;
 
 pub use hostdir::{HostDirError, HostDirSlot};
 pub use inject::{verify_clean, InjectError, Injection, Injector};
-pub use store::{no_prepare, CodeStore, Digest, Pin, Prepare, StoreError};
+pub use store::{no_prepare, CodeStore, Digest, Pin, Prepare, StoreError, BUILD_FORMAT};
 pub use unpack::{check_build_paths, copy_tree, unpack_tar_gz, CopyRule, UnpackLimits};

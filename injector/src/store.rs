@@ -169,6 +169,13 @@ fn lock(pins: &Mutex<Pins>) -> MutexGuard<'_, Pins> {
 
 static STAGING_SEQ: AtomicU64 = AtomicU64::new(0);
 
+/// How trees are made today, written next to each tree as it is stored
+/// (`objects/<digest>.built`). A tree without it, or with another, was
+/// built by an older emberd (whose builds ran pip and the bytecode
+/// compiler as root on the host): it is never served, and a deploy of the
+/// same content builds it again.
+pub const BUILD_FORMAT: &str = "ember build 2: in a sandbox, as the sandbox user\n";
+
 impl CodeStore {
     /// Open (creating if needed) the store at `root`, and drop staging
     /// leftovers of an interrupted upload.
@@ -205,6 +212,60 @@ impl CodeStore {
 
     pub fn contains(&self, d: &Digest) -> bool {
         self.path(d).is_dir()
+    }
+
+    fn marker(&self, d: &Digest) -> PathBuf {
+        self.objects_root().join(format!("{}.built", d.as_str()))
+    }
+
+    /// Whether the tree `d` is stored and was made the current way
+    /// ([`BUILD_FORMAT`]).
+    pub fn is_current(&self, d: &Digest) -> bool {
+        self.contains(d) && fs::read_to_string(self.marker(d)).is_ok_and(|m| m == BUILD_FORMAT)
+    }
+
+    /// Pin the tree `d` if it is stored and current.
+    pub fn pin_current(&self, d: &Digest) -> Option<Pin> {
+        let mut p = lock(&self.pins);
+        self.is_current(d).then(|| self.pin_locked(&mut p, d))
+    }
+
+    /// Store the built tree at `src` (written by a sandbox user: copied
+    /// under [`CopyRule::Untrusted`], links never followed, `limits`
+    /// applied) as the content `digest` (the digest of the upload it was
+    /// built from), sealed and current. A tree already stored under that
+    /// digest is kept if current (a concurrent deploy of the same content
+    /// won) and replaced if built the old way.
+    pub fn commit_built(
+        &self,
+        src: &Path,
+        digest: Digest,
+        limits: UnpackLimits,
+    ) -> Result<Pin, StoreError> {
+        let staging = self.new_staging()?;
+        copy_tree(src, &staging.0, limits, CopyRule::Untrusted)?;
+        seal(&staging.0)?;
+        let dest = self.path(&digest);
+        let mut p = lock(&self.pins);
+        if self.is_current(&digest) {
+            return Ok(self.pin_locked(&mut p, &digest));
+        }
+        if dest.exists() {
+            // Built the old way: out of the way first, so the marker
+            // never stands next to it.
+            let old = self.staging_root().join(format!(
+                "legacy-{}-{}",
+                std::process::id(),
+                STAGING_SEQ.fetch_add(1, Ordering::Relaxed)
+            ));
+            fs::rename(&dest, &old).map_err(io_err(&dest))?;
+            let _ = fs::remove_dir_all(&old);
+        }
+        let marker = self.marker(&digest);
+        fs::write(&marker, BUILD_FORMAT).map_err(io_err(&marker))?;
+        fs::rename(&staging.0, &dest).map_err(io_err(&dest))?;
+        std::mem::forget(staging);
+        Ok(self.pin_locked(&mut p, &digest))
     }
 
     /// Pin the tree `d` if it is stored.
@@ -250,6 +311,7 @@ impl CodeStore {
                 std::process::id(),
                 STAGING_SEQ.fetch_add(1, Ordering::Relaxed)
             ));
+            let _ = fs::remove_file(self.marker(d));
             match fs::rename(&src, &trash) {
                 Ok(()) => trash,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
@@ -324,6 +386,8 @@ impl CodeStore {
         let dest = self.path(&digest);
         let mut p = lock(&self.pins);
         if !dest.exists() {
+            let marker = self.marker(&digest);
+            fs::write(&marker, BUILD_FORMAT).map_err(io_err(&marker))?;
             fs::rename(&staging.0, &dest).map_err(io_err(&dest))?;
             std::mem::forget(staging);
         }
@@ -435,6 +499,43 @@ mod tests {
                 &no_prepare,
             )
             .unwrap()
+    }
+
+    #[test]
+    fn built_trees_are_current_and_old_ones_are_never_served_but_rebuilt() {
+        let root = tempfile::tempdir().unwrap();
+        let store = CodeStore::open(root.path()).unwrap();
+        let built = tempfile::tempdir().unwrap();
+        fs::write(built.path().join("main.py"), b"x = 1\n").unwrap();
+        fs::create_dir(built.path().join("__pycache__")).unwrap();
+        fs::write(built.path().join("__pycache__/main.pyc"), b"pyc").unwrap();
+        let d = Digest::parse(&"ab".repeat(32)).unwrap();
+        let pin = store
+            .commit_built(built.path(), d.clone(), UnpackLimits::default())
+            .unwrap();
+        assert!(store.is_current(&d));
+        assert!(store.path(&d).join("__pycache__/main.pyc").is_file());
+        drop(pin);
+        // A tree an older emberd built: no marker.
+        fs::remove_file(store.marker(&d)).unwrap();
+        assert!(store.contains(&d) && !store.is_current(&d));
+        assert!(store.pin_current(&d).is_none(), "an old build is served");
+        assert!(
+            store.pin(&d).is_some(),
+            "still there for whoever asks plainly"
+        );
+        // Deploying the same content again builds it the current way.
+        fs::write(built.path().join("rebuilt"), b"1").unwrap();
+        let pin = store
+            .commit_built(built.path(), d.clone(), UnpackLimits::default())
+            .unwrap();
+        assert!(store.is_current(&d));
+        assert!(store.path(&d).join("rebuilt").is_file());
+        drop(pin);
+        // Removal takes the marker with it.
+        assert!(store.remove_unused(&d, || false).unwrap());
+        assert!(!store.marker(&d).exists());
+        assert_eq!(store.list().unwrap(), vec![]);
     }
 
     #[test]

@@ -87,10 +87,15 @@ pub fn write_bundle(spec: &BundleSpec<'_>) -> Result<PathBuf, RuntimeError> {
         fs::create_dir_all(&p).map_err(io(&p))?;
     }
     // Searchable by the sandbox's root, which in a user namespace is not
-    // the host's.
-    for d in [spec.dir, rootfs.as_path()] {
+    // the host's; /tmp world-writable (runc gives a tmpfs mounted there the
+    // mode of the directory under it).
+    {
         use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(d, fs::Permissions::from_mode(0o755)).map_err(io(d))?;
+        for d in [spec.dir, rootfs.as_path()] {
+            fs::set_permissions(d, fs::Permissions::from_mode(0o755)).map_err(io(d))?;
+        }
+        let tmp = rootfs.join("tmp");
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o1777)).map_err(io(&tmp))?;
     }
     let agent_target = rootfs.join(AGENT_PATH.trim_start_matches('/'));
     fs::write(&agent_target, b"").map_err(io(&agent_target))?;

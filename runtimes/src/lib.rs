@@ -22,7 +22,6 @@ pub mod language;
 pub mod libcontainer;
 pub mod limits;
 pub mod oci_cli;
-pub mod python;
 pub mod sandbox;
 pub mod sandbox_files;
 pub mod userns;

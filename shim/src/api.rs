@@ -104,6 +104,7 @@ pub fn invoke_error_code(e: &InvokeError) -> (StatusCode, &'static str) {
         InvokeError::Registry(_) | InvokeError::CodeMissing { .. } => {
             (StatusCode::INTERNAL_SERVER_ERROR, "internal")
         }
+        InvokeError::RebuildRequired { .. } => (StatusCode::CONFLICT, "rebuild_required"),
         InvokeError::Failed(r) => match r.outcome {
             "timeout" => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
             "crashed" => (StatusCode::BAD_GATEWAY, "crashed"),
@@ -120,8 +121,26 @@ pub fn invoke_error_code(e: &InvokeError) -> (StatusCode, &'static str) {
 impl From<DeployError> for ApiError {
     fn from(e: DeployError) -> Self {
         use ember_injector::StoreError as S;
+        use ember_runtimes::build::BuildError as B;
+        let build =
+            |code: &'static str| ApiError::new(StatusCode::BAD_REQUEST, code, e.to_string());
         match &e {
             DeployError::Invalid(_) => ApiError::bad_request(e.to_string()),
+            DeployError::Requirements(_) => build("invalid_requirements"),
+            DeployError::Build(B::Failed { .. }) => build("build_failed"),
+            DeployError::Build(B::Timeout(_)) => build("build_timeout"),
+            DeployError::Build(B::Oom(_)) => build("build_oom"),
+            DeployError::Build(B::Pids(_)) => build("build_pids"),
+            DeployError::Build(B::DiskFull(_)) => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "build_disk_full",
+                e.to_string(),
+            ),
+            DeployError::Build(B::Sandbox(_) | B::Dir { .. }) => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "sandbox_failed",
+                e.to_string(),
+            ),
             DeployError::Store(S::TooLarge { .. })
             | DeployError::Store(S::TooManyEntries { .. }) => ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,

@@ -125,11 +125,29 @@ pub struct DaemonConfig {
     #[arg(long, default_value = "/usr/bin/node")]
     pub node: String,
 
-    /// Directory of wheels for installing functions' requirements.txt
-    /// offline (`pip --no-index --find-links`); without it pip uses its
-    /// configured index.
+    /// Directory of wheels from which deploy builds install functions'
+    /// requirements.txt (`pip --no-index --find-links`, in the build's
+    /// sandbox, which has no network); without it a deploy with a
+    /// requirements.txt is refused. Its files must be readable by all.
     #[arg(long, env = "EMBER_WHEELS_DIR")]
     pub wheels_dir: Option<PathBuf>,
+
+    /// Memory of a deploy build's sandbox (pip, bytecode compiler), MiB.
+    #[arg(long, default_value_t = 1024)]
+    pub build_memory_mb: u64,
+
+    /// Processes and threads of a deploy build.
+    #[arg(long, default_value_t = 256)]
+    pub build_pids: i64,
+
+    /// Disk of a deploy build: the unpacked code and what the build adds
+    /// (dependencies, bytecode) together, MiB (a tmpfs, so memory too).
+    #[arg(long, default_value_t = 1024)]
+    pub build_disk_mb: u64,
+
+    /// Longest a deploy build may take.
+    #[arg(long, default_value_t = 300_000)]
+    pub build_timeout_ms: u64,
 
     /// Invocation records kept (the newest; older ones are deleted).
     #[arg(long, default_value_t = 100_000)]

@@ -5,9 +5,10 @@ use crate::config::DaemonConfig;
 use crate::pool::{Pool, PoolSettings};
 use crate::registry::{FunctionLimits, FunctionRecord, FunctionSettings, Registry, RegistryError};
 use crate::validate;
-use ember_injector::{CodeStore, Digest, Pin, StoreError, UnpackLimits};
+use ember_injector::{CodeStore, Digest, Pin, StoreError};
 use ember_profiles::{Limits, Profile};
 use ember_proto::Mode;
+use ember_runtimes::build::{BuildConfig, BuildError};
 use ember_runtimes::cgroup::CgroupLayout;
 use ember_runtimes::SandboxConfig;
 use nix::fcntl::{Flock, FlockArg};
@@ -51,6 +52,9 @@ pub enum DaemonError {
     HttpNotLoopback(std::net::SocketAddr),
 }
 
+/// Deploy builds running at once (each may take its memory and disk budget).
+const MAX_BUILDS: usize = 2;
+
 /// How a deploy brings its code.
 pub enum CodeSource {
     TarGz(bytes::Bytes),
@@ -92,6 +96,10 @@ pub enum DeployError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    #[error(transparent)]
+    Requirements(#[from] ember_runtimes::deps::DepsError),
 }
 
 /// Why `ember test` could not give a report.
@@ -119,6 +127,10 @@ pub struct Daemon {
     runtime_backends: BTreeMap<String, String>,
     /// Runtimes without a pool, and why (not enabled, no interpreter).
     unavailable: BTreeMap<String, String>,
+    /// How deploy builds run, per backend.
+    builds: BTreeMap<String, BuildConfig>,
+    /// Deploy builds running at once.
+    pub(crate) build_slots: tokio::sync::Semaphore,
     cgroups: CgroupLayout,
     _lock: Flock<std::fs::File>,
 }
@@ -301,7 +313,28 @@ impl Daemon {
             functions = registry.list().map(|l| l.len()).unwrap_or(0),
             "emberd started"
         );
+        let builds = backends
+            .iter()
+            .map(|backend| {
+                let host_kernel = backend.injection() == ember_runtimes::Injection::MountNamespace;
+                let build = BuildConfig {
+                    backend: backend.clone(),
+                    files: files.clone(),
+                    builds_dir: cfg.builds_dir(),
+                    cgroup_parent: format!("/ember/{tag}"),
+                    userns: host_kernel
+                        .then(|| (userns, PathBuf::from(ember_runtimes::userns::LOCK_DIR))),
+                    profile: Profile::by_name(&cfg.sandbox_profile)
+                        .map_err(|e| DaemonError::Config(e.to_string()))?,
+                    limits: crate::deploy::build_limits(&cfg),
+                    wheels: crate::deploy::wheels(&cfg),
+                };
+                Ok((backend.name().to_string(), build))
+            })
+            .collect::<Result<BTreeMap<_, _>, DaemonError>>()?;
         Ok(Arc::new(Daemon {
+            builds,
+            build_slots: tokio::sync::Semaphore::new(MAX_BUILDS),
             cfg,
             backends: names,
             runtime_backends,
@@ -408,63 +441,9 @@ impl Daemon {
         Ok(res?)
     }
 
-    /// Seal the code in the store after preparing it (dependencies,
-    /// bytecode); returns it pinned.
-    async fn store_code(
-        &self,
-        settings: &FunctionSettings,
-        code: CodeSource,
-    ) -> Result<Pin, DeployError> {
-        let limits = UnpackLimits {
-            max_bytes: self.cfg.max_unpacked_code_bytes,
-            ..UnpackLimits::default()
-        };
-        let prepare = self.code_preparer(&settings.runtime);
-        let digest = match code {
-            CodeSource::TarGz(bytes) => {
-                let store = self.store.clone();
-                tokio::task::spawn_blocking(move || store.put_tar_gz(&bytes, limits, &prepare))
-                    .await
-                    .map_err(|e| DeployError::Invalid(format!("unpacking task failed: {e}")))??
-            }
-            CodeSource::Path(path) => {
-                if !path.is_absolute() {
-                    return Err(DeployError::Invalid(format!(
-                        "code path {} must be absolute",
-                        path.display()
-                    )));
-                }
-                let store = self.store.clone();
-                tokio::task::spawn_blocking(move || store.put_dir(&path, limits, &prepare))
-                    .await
-                    .map_err(|e| DeployError::Invalid(format!("copying task failed: {e}")))??
-            }
-        };
-        Ok(digest)
-    }
-
-    /// What runs over a function's code tree before it is sealed in the
-    /// store: dependencies (inside the tree, so they are part of its
-    /// digest), then Python's bytecode for everything, dependencies too.
-    fn code_preparer(
-        &self,
-        runtime: &str,
-    ) -> impl Fn(&std::path::Path) -> Result<(), String> + Send + 'static {
-        let python = self.cfg.python.clone();
-        let pip = ember_runtimes::deps::PipSource {
-            wheels_dir: self.cfg.wheels_dir.clone(),
-        };
-        let language = ember_runtimes::Language::by_runtime(runtime);
-        move |dir: &std::path::Path| match language {
-            Some(ember_runtimes::Language::Node) => {
-                ember_runtimes::deps::check_node(dir).map_err(|e| e.to_string())
-            }
-            _ => {
-                ember_runtimes::deps::vendor_python(&python, dir, &pip)
-                    .map_err(|e| e.to_string())?;
-                ember_runtimes::python::precompile(&python, dir)
-            }
-        }
+    /// How deploy builds run on `backend`.
+    pub(crate) fn build_config(&self, backend: &str) -> Option<&BuildConfig> {
+        self.builds.get(backend)
     }
 
     /// Fill in defaults and check every setting before any code is stored.

@@ -112,6 +112,11 @@ pub enum InvokeError {
     Registry(#[from] RegistryError),
     #[error("code {digest} of function {function:?} is missing from the store")]
     CodeMissing { function: String, digest: String },
+    #[error(
+        "function {function:?} was deployed by an older emberd, whose deploy builds ran as \
+         root on the host; this emberd does not run code built that way: deploy it again"
+    )]
+    RebuildRequired { function: String },
     /// The handler ran but did not produce a result; the report says why.
     #[error("{}", describe(.0))]
     Failed(Box<Report>),
@@ -243,7 +248,7 @@ fn function_and_code<'a>(
             .ok_or_else(|| InvokeError::UnknownFunction(name.to_string()))
     };
     let pin = |f: &crate::registry::FunctionRecord| {
-        ember_injector::Digest::parse(&f.digest).and_then(|d| daemon.store.pin(&d))
+        ember_injector::Digest::parse(&f.digest).and_then(|d| daemon.store.pin_current(&d))
     };
     let mut func = read()?;
     let code = match pin(&func) {
@@ -252,13 +257,29 @@ fn function_and_code<'a>(
         // removed the old code; the record read again names the new code.
         None => {
             func = read()?;
-            pin(&func).ok_or_else(|| InvokeError::CodeMissing {
-                function: name.to_string(),
-                digest: func.digest.clone(),
-            })?
+            match pin(&func) {
+                Some(code) => code,
+                None => return Err(missing_code(daemon, &func)),
+            }
         }
     };
     Ok((func, daemon.hold_code(code)))
+}
+
+/// Why the code of `func` cannot be pinned: built the old way, or gone.
+fn missing_code(daemon: &Daemon, func: &crate::registry::FunctionRecord) -> InvokeError {
+    let old =
+        ember_injector::Digest::parse(&func.digest).is_some_and(|d| daemon.store.contains(&d));
+    if old {
+        InvokeError::RebuildRequired {
+            function: func.name.clone(),
+        }
+    } else {
+        InvokeError::CodeMissing {
+            function: func.name.clone(),
+            digest: func.digest.clone(),
+        }
+    }
 }
 
 /// Write the invocation's record and count it in the metrics.

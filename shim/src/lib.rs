@@ -17,6 +17,7 @@ pub mod config;
 pub mod config_file;
 pub mod daemon;
 pub mod dashboard;
+pub mod deploy;
 pub mod history;
 pub mod invoke;
 pub mod metrics;

@@ -231,9 +231,11 @@ impl Zygote {
                 Event::Other(v) if v["cleaned"].is_u64() => {
                     return Ok(v["cleaned"].as_u64().unwrap_or(0))
                 }
-                Event::Exited { pid, code, signal } => return Err(format!(
+                Event::Exited { pid, code, signal } => {
+                    return Err(format!(
                     "spare {pid} died while cleaning IPC (exit code {code:?}, signal {signal:?})"
-                )),
+                ))
+                }
                 Event::Other(v) => eprintln!("ember-agent: zygote says {v}"),
                 Event::Spare => {}
             }
