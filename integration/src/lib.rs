@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 pub mod browser;
 pub mod containerd;
+pub mod table;
 
 /// Directory holding the workspace's built binaries (target/debug).
 pub fn bin_dir() -> PathBuf {
@@ -764,11 +765,52 @@ pub fn assert_no_leftovers(tag: &str, state: &Path) {
     assert!(cg.is_empty(), "cgroups left behind: {cg:?}");
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let state = state.to_string_lossy();
+    let run = format!("/run/ember/{tag}");
     let leaked: Vec<&str> = mounts
         .lines()
-        .filter(|l| l.contains(state.as_ref()))
+        .filter(|l| l.contains(state.as_ref()) || l.contains(&run))
         .collect();
     assert!(leaked.is_empty(), "mounts left behind: {leaked:?}");
+    assert!(
+        !Path::new(&run).exists(),
+        "the run directory {run} was left behind"
+    );
+}
+
+/// Host pids of the processes in sandbox `sandbox` of the daemon `tag`
+/// (its cgroup's `cgroup.procs`, in whichever hierarchy has it).
+pub fn sandbox_host_pids(tag: &str, sandbox: &str) -> Vec<u32> {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    for line in mounts.lines() {
+        let f: Vec<&str> = line.split(' ').collect();
+        let Some(sep) = f.iter().position(|x| *x == "-") else {
+            continue;
+        };
+        if !matches!(f.get(sep + 1), Some(&"cgroup") | Some(&"cgroup2")) {
+            continue;
+        }
+        let procs = Path::new(f[4])
+            .join("ember")
+            .join(tag)
+            .join(sandbox)
+            .join("cgroup.procs");
+        if let Ok(text) = std::fs::read_to_string(procs) {
+            let pids: Vec<u32> = text.lines().filter_map(|l| l.trim().parse().ok()).collect();
+            if !pids.is_empty() {
+                return pids;
+            }
+        }
+    }
+    Vec::new()
+}
+
+/// The host uid a process runs as.
+pub fn host_uid(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
 }
 
 /// A loopback TCP port free right now (for `emberd --http`).

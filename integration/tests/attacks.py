@@ -206,7 +206,201 @@ def run_host_program(ev):
         return {"ok": False, "detail": "refused: " + oserr(exc)}
 
 
+def read_host_etc(ev):
+    """The host's /etc (configuration, keys an application keeps there, the
+    account list) must not be the sandbox's."""
+    found = []
+    try:
+        with open(ev["host_etc_file"], "rb") as f:
+            if ev["token"].encode() in f.read():
+                found.append("the host's " + ev["host_etc_file"])
+    except OSError:
+        pass
+    try:
+        with open("/etc/passwd") as f:
+            users = sorted(l.split(":")[0] for l in f if ":" in l)
+    except OSError:
+        users = []
+    extra = [u for u in users if u not in ("root", "nobody")]
+    if extra:
+        found.append("host accounts " + ",".join(extra[:3]))
+    if found:
+        return {"ok": True, "detail": "read " + "; ".join(found)}
+    return {"ok": False, "detail": "blocked: /etc is ember's own (no host file; accounts %s)" % ",".join(users)}
+
+
+AF_NETLINK = 16
+NETLINK_KOBJECT_UEVENT = 15
+
+
+def netlink_socket(ev):
+    try:
+        s = socket.socket(AF_NETLINK, socket.SOCK_RAW, NETLINK_KOBJECT_UEVENT)
+        s.close()
+        return {"ok": True, "detail": "opened a kernel uevent socket"}
+    except OSError as exc:
+        return {"ok": False, "detail": "refused: " + oserr(exc)}
+
+
+def host_kernel_files(ev):
+    seen = []
+    quiet = []
+    for path in ("/proc/config.gz", "/sys/kernel/vmcoreinfo", "/proc/kallsyms", "/proc/modules", "/sys/module/kernel"):
+        try:
+            if os.path.isdir(path):
+                if os.listdir(path):
+                    seen.append(path)
+                else:
+                    quiet.append("empty")
+                continue
+            with open(path, "rb") as f:
+                if f.read(64):
+                    seen.append(path)
+                else:
+                    quiet.append("empty")
+        except OSError as exc:
+            quiet.append(errname(exc.errno))
+    if seen:
+        return {"ok": True, "detail": "read " + ", ".join(seen)}
+    return {"ok": False, "detail": "blocked: " + ", ".join(sorted(set(quiet)))}
+
+
+def host_memory(ev):
+    with open("/proc/meminfo") as f:
+        total = int(f.readline().split()[1])
+    if total == ev["host_mem_kb"]:
+        return {"ok": True, "detail": "MemTotal is the host's"}
+    return {"ok": False, "detail": "blocked: MemTotal is the sandbox's (%d MiB)" % (total // 1024)}
+
+
+SYS_modify_ldt = 154
+SYS_memfd_secret = 447
+
+
+def odd_memory_calls(ev):
+    buf = ctypes.create_string_buffer(16)
+    ldt = libc.syscall(SYS_modify_ldt, 0, buf, 16)
+    ldt_err = ctypes.get_errno()
+    secret = libc.syscall(SYS_memfd_secret, 0)
+    secret_err = ctypes.get_errno()
+    if ldt >= 0 or secret >= 0:
+        if secret >= 0:
+            os.close(secret)
+        return {"ok": True, "detail": "modify_ldt %d, memfd_secret %d" % (ldt, secret)}
+    return {"ok": False, "detail": "refused: modify_ldt %s, memfd_secret %s" % (errname(ldt_err), errname(secret_err))}
+
+
+CLONE_PARENT = 0x00008000
+SIGCHLD = 17
+SYS_clone = 56
+
+
+def clone_parent(ev):
+    """A child made with CLONE_PARENT is the zygote's, not the worker's:
+    it would survive the sweep that spares the zygote's own spare."""
+    pid = libc.syscall(SYS_clone, CLONE_PARENT | SIGCHLD, 0, 0, 0, 0)
+    if pid == 0:
+        os._exit(0)
+    if pid > 0:
+        return {"ok": True, "detail": "made a sibling of the zygote (pid %d)" % pid}
+    return {"ok": False, "detail": "refused: " + errname(ctypes.get_errno())}
+
+
+def device_nodes(ev):
+    opened = []
+    errs = []
+    for path in ("/dev/fuse", "/dev/net/tun"):
+        try:
+            fd = os.open(path, os.O_RDWR)
+            os.close(fd)
+            opened.append(path)
+        except OSError as exc:
+            errs.append(errname(exc.errno))
+    if opened:
+        return {"ok": True, "detail": "opened " + ", ".join(opened)}
+    return {"ok": False, "detail": "blocked: " + ", ".join(sorted(set(errs)))}
+
+
+def read_zygote_proc(ev):
+    """The zygote (the worker's parent) is not dumpable: a worker of the
+    same user cannot read its environment or memory map."""
+    results = []
+    for name in ("environ", "maps"):
+        try:
+            with open("/proc/%d/%s" % (os.getppid(), name), "rb") as f:
+                f.read(16)
+            results.append(name + " readable")
+        except OSError as exc:
+            results.append(oserr(exc))
+    ok = any("readable" in r for r in results)
+    return {"ok": ok, "detail": ("refused: " if not ok else "") + ", ".join(sorted(set(results)))}
+
+
+IPC_CREAT = 0o1000
+IPC_RMID = 0
+
+
+def _mq():
+    mq_open = libc.mq_open
+    mq_open.restype = ctypes.c_int
+    mq_open.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.c_uint, ctypes.c_void_p]
+    return mq_open
+
+
+def leave_ipc(ev):
+    """Leave one of each IPC object behind for whoever runs next."""
+    key = ev["ipc_key"]
+    left = []
+    size = ev.get("shm_bytes", 4096)
+    shm = libc.shmget(key, size, IPC_CREAT | 0o666)
+    if shm >= 0:
+        libc.shmat.restype = ctypes.c_void_p
+        addr = libc.shmat(shm, None, 0)
+        if addr not in (None, ctypes.c_void_p(-1).value):
+            # Really there: every page touched (counted against memory).
+            ctypes.memset(addr, 1, size)
+            libc.shmdt(ctypes.c_void_p(addr))
+        left.append("shm")
+    msg = libc.msgget(key, IPC_CREAT | 0o666)
+    if msg >= 0:
+        text = ctypes.create_string_buffer(struct.pack("l", 1) + ev["token"].encode(), 8 + len(ev["token"]))
+        libc.msgsnd(msg, text, len(ev["token"]), 0)
+        left.append("msg")
+    if libc.semget(key, 1, IPC_CREAT | 0o666) >= 0:
+        left.append("sem")
+    if _mq()(b"/" + ev["mq_name"].encode(), os.O_CREAT | os.O_RDWR, 0o666, None) >= 0:
+        left.append("mq")
+    return {"ok": True, "detail": "left " + ",".join(left)}
+
+
+def find_ipc(ev):
+    """What the last invocation left, looked for by its keys and name."""
+    key = ev["ipc_key"]
+    seen = []
+    if libc.shmget(key, 0, 0) >= 0:
+        seen.append("shm")
+    if libc.msgget(key, 0) >= 0:
+        seen.append("msg")
+    if libc.semget(key, 0, 0) >= 0:
+        seen.append("sem")
+    if _mq()(b"/" + ev["mq_name"].encode(), os.O_RDONLY, 0, None) >= 0:
+        seen.append("mq")
+    if seen:
+        return {"ok": True, "detail": "found " + ",".join(seen)}
+    return {"ok": False, "detail": "blocked: nothing left"}
+
+
 ATTACKS = {f.__name__: f for f in (
+    read_host_etc,
+    netlink_socket,
+    host_kernel_files,
+    host_memory,
+    odd_memory_calls,
+    clone_parent,
+    device_nodes,
+    read_zygote_proc,
+    leave_ipc,
+    find_ipc,
     read_other_code,
     read_state_dir,
     read_proc1_environ,

@@ -58,6 +58,8 @@ pub const KERNEL_SURFACE: &[&str] = &[
     "kexec_load",
     "keyctl",
     "lookup_dcookie",
+    "memfd_secret",
+    "modify_ldt",
     "mount",
     "mount_setattr",
     "move_mount",
