@@ -394,7 +394,7 @@ fn combine(b: (&[Rule], Action), p: (&[Rule], Action), default: Action) -> Outco
     let mut actions = cells.iter().map(|c| c.action);
     let first = actions.next().unwrap_or_else(|| stricter(b.1, p.1));
     if actions.all(|a| a == first) {
-        return Outcome::Always(first);
+        return always(first, default);
     }
     let mut covered = vec![false; cells.len()];
     let mut rules = uniform_rules(&cells, &mut covered, b.0, |c| c.bundle);
@@ -411,11 +411,21 @@ fn combine(b: (&[Rule], Action), p: (&[Rule], Action), default: Action) -> Outco
             // strict when the default ranks as high; otherwise the whole
             // syscall gets the strictest action any of its calls gets.
             _ if cell.action.rank() <= default.rank() => {}
-            _ => return Outcome::Always(strictest(&cells, default)),
+            _ => return always(strictest(&cells, default), default),
         }
     }
     rules.retain(|r| r.action != default);
     Outcome::Rules(dedup(rules))
+}
+
+/// `action` for every call: no rule at all if that is the default (runc
+/// would skip it).
+fn always(action: Action, default: Action) -> Outcome {
+    if action == default {
+        Outcome::Rules(Vec::new())
+    } else {
+        Outcome::Always(action)
+    }
 }
 
 /// A rule of one filter whose calls all get the same action in the
@@ -607,6 +617,12 @@ mod tests {
     /// combination cannot be written as a libseccomp rule).
     fn assert_never_looser(bundle: &Value, profile: &Value, names: &[&str]) -> Value {
         let out = intersect(bundle, profile).unwrap();
+        let section = Section::parse("out", &out).unwrap();
+        let default = Action::new(section.default_action, section.default_errno_ret);
+        for call in section.syscalls.iter().flatten() {
+            let action = Action::new(call.action, call.errno_ret);
+            assert_ne!(action, default, "{:?}: the default again", call.names);
+        }
         for name in names {
             for a0 in probes(&[bundle, profile]) {
                 let args = [a0, 0, 0, 0, 0, 0];
