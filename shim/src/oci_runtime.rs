@@ -8,10 +8,13 @@
 //! call is refused in the same terms), applies the profile a bundle names
 //! in its `dev.ember.profile` annotation to the bundle's `config.json` on
 //! `create` and `run` ([`restrict`]: a profile only ever takes permissions
-//! away), then execs the delegate runtime (runc unless configured) with
-//! the very same arguments. Exit codes, `state` JSON, logs and error
-//! output are therefore the delegate's own, which is what the shim parses.
+//! away) and restricts processes `exec`'d into such a container the same
+//! way ([`exec`]), then execs the delegate runtime (runc unless
+//! configured) with the very same arguments (for such an `exec`, the same
+//! but restricted). Exit codes, `state` JSON, logs and error output are
+//! therefore the delegate's own, which is what the shim parses.
 
+pub mod exec;
 mod restrict;
 
 pub use restrict::{
@@ -90,7 +93,8 @@ delete, pause, resume, exec, ps, features, spec, ...). On create and run, a bund
 config.json carries the annotation dev.ember.profile=<default|strict> (or, without it, \
 --ember-profile) gets that ember profile, which only takes permissions away: its seccomp \
 allow-list intersected with the bundle's filter, capabilities reduced to the profile's, \
-no_new_privileges, masked paths; the container needs its own mount namespace. Without the \
+no_new_privileges, masked paths; the container needs its own mount namespace. Processes \
+exec'd into such a container get no more capabilities and no_new_privileges. Without the \
 annotation the bundle is left as it is. Then the delegate runtime runs with the same \
 arguments: runc, or what EMBER_RUNTIME_DELEGATE or the [ember_runtime] section of \
 /etc/ember/ember.toml names (see docs/containerd.md)."
@@ -132,6 +136,17 @@ impl RuntimeCommand {
 }
 
 impl RuntimeCommand {
+    /// The options of an `exec`.
+    pub fn exec(&self) -> Option<&liboci_cli::Exec> {
+        match self {
+            RuntimeCommand::Common(c) => match c.as_ref() {
+                liboci_cli::CommonCmd::Exec(e) => Some(e),
+                _ => None,
+            },
+            RuntimeCommand::Standard(_) => None,
+        }
+    }
+
     /// The container `start` starts (after which a sandbox registers).
     pub fn started(&self) -> Option<&str> {
         match self {
@@ -169,12 +184,17 @@ impl Delegate {
                 section.delegate_args.clone().unwrap_or_default()
             }
             // gVisor here needs ptrace and no network stack of its own.
-            None if binary.file_name().is_some_and(|n| n == "runsc") => {
+            None if is_runsc(&binary) => {
                 vec!["--platform=ptrace".into(), "--network=none".into()]
             }
             None => Vec::new(),
         };
         Delegate { binary, args }
+    }
+
+    /// Whether the delegate is gVisor's runsc (whose flags differ).
+    pub fn is_runsc(&self) -> bool {
+        is_runsc(&self.binary)
     }
 
     /// The delegate's `state` of container `id` (same `--root`).
@@ -219,6 +239,10 @@ impl Delegate {
         }
         out
     }
+}
+
+fn is_runsc(binary: &Path) -> bool {
+    binary.file_name().is_some_and(|n| n == "runsc")
 }
 
 /// Prepare a bundle before `create`/`run`, in place: a bundle annotated
