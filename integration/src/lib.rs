@@ -89,7 +89,37 @@ pub fn missing_prerequisites() -> Vec<String> {
 /// True if the test may run; otherwise explains and returns false (or
 /// panics when integration tests are required).
 pub fn prerequisites_met(test: &str) -> bool {
-    let missing = missing_prerequisites();
+    report_missing(test, missing_prerequisites())
+}
+
+/// For tests that drive an OCI runtime directly, without emberd or its
+/// agent: root, host `tools` (path, Debian package) and the workspace's
+/// `bins`. True if all are there; otherwise explains and returns false,
+/// or panics when integration tests are required.
+pub fn direct_runtime_ready(test: &str, tools: &[(&str, &str)], bins: &[&str]) -> bool {
+    let mut missing = Vec::new();
+    if !nix::unistd::geteuid().is_root() {
+        missing.push("root (containers need namespaces, cgroups and mounts)".to_string());
+    }
+    for (path, package) in tools {
+        if !Path::new(path).exists() {
+            missing.push(format!("{path} (apt-get install {package})"));
+        }
+    }
+    for b in bins {
+        if !bin(b).is_file() {
+            missing.push(format!(
+                "{} (cargo build --workspace --bins)",
+                bin(b).display()
+            ));
+        }
+    }
+    report_missing(test, missing)
+}
+
+/// True if nothing is missing; otherwise says what, and skips the test
+/// (false) or fails it when integration tests are required.
+fn report_missing(test: &str, missing: Vec<String>) -> bool {
     if missing.is_empty() {
         return true;
     }

@@ -118,8 +118,17 @@ fn containerd_runs_containers_through_ember_runtime() {
     );
     let _ = ctrd.ctr(&["containers", "delete", "bad-profile"]);
 
-    // A long-running task: pause, resume, kill, delete.
-    let out = run(&["-d", IMAGE, "sleeper", "/bin/sh", "-c", "sleep 1000"]);
+    // A long-running strict task: pause, resume, exec, kill, delete.
+    let out = run(&[
+        "-d",
+        "--annotation",
+        "dev.ember.profile=strict",
+        IMAGE,
+        "sleeper",
+        "/bin/sh",
+        "-c",
+        "sleep 1000",
+    ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let status = |c: &Containerd| {
         let out = c.ctr(&["tasks", "list"]);
@@ -134,7 +143,9 @@ fn containerd_runs_containers_through_ember_runtime() {
     assert_eq!(status(&ctrd), "PAUSED");
     assert!(ctrd.ctr(&["tasks", "resume", "sleeper"]).status.success());
     assert_eq!(status(&ctrd), "RUNNING");
-    // exec goes through the runtime's `exec`.
+    // exec goes through the runtime's `exec`: containerd's process file
+    // asks for its default capabilities (as for kubectl exec); the
+    // process gets the profile's, and no new privileges.
     let out = ctrd.ctr(&[
         "tasks",
         "exec",
@@ -143,10 +154,17 @@ fn containerd_runs_containers_through_ember_runtime() {
         "sleeper",
         "/bin/sh",
         "-c",
-        "echo exec-ok; exit 4",
+        "cat /proc/self/status; echo exec-ok; exit 4",
     ]);
+    let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("exec-ok"));
+    assert!(stdout.contains("exec-ok"));
+    assert_eq!(
+        status_fields(&stdout),
+        ("2".into(), STRICT_CAPS.into()),
+        "{stdout}"
+    );
+    assert!(stdout.contains("NoNewPrivs:\t1"), "{stdout}");
     // ps goes through the runtime's `ps --format json`.
     let ps = ctrd.ctr(&["tasks", "ps", "sleeper"]);
     assert!(ps.status.success(), "{}", text(&ps.stderr));

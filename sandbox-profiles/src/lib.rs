@@ -12,6 +12,8 @@
 //! Why each rule exists is written down in `docs/isolation.md`.
 
 #[cfg(feature = "oci")]
+pub mod intersect;
+#[cfg(feature = "oci")]
 mod oci;
 pub mod seccomp;
 pub mod syscalls;
@@ -30,6 +32,12 @@ pub enum ProfileError {
     },
     #[error("building seccomp filter: {message}")]
     Seccomp { message: String },
+    #[cfg(feature = "oci")]
+    #[error("restricting the container's seccomp filter by profile {profile:?}: {source}")]
+    Intersect {
+        profile: &'static str,
+        source: intersect::IntersectError,
+    },
 }
 
 /// Names accepted by [`Profile::by_name`].

@@ -1,6 +1,7 @@
 //! Rendering a profile as OCI runtime config: the `linux` section of a
 //! sandbox's `config.json` and its init process settings.
 
+use crate::intersect::intersect;
 use crate::seccomp::sandbox_rules;
 use crate::{Limits, Profile, ProfileError};
 use oci_spec::runtime::{
@@ -10,6 +11,7 @@ use oci_spec::runtime::{
     LinuxSeccompArgBuilder, LinuxSeccompBuilder, LinuxSeccompOperator, LinuxSyscallBuilder,
     PosixRlimitBuilder, PosixRlimitType, Process,
 };
+use serde_json::Value;
 use std::collections::HashSet;
 
 /// Paths hidden beyond Docker's (`get_default_maskedpaths`): host details
@@ -119,6 +121,23 @@ impl Profile {
         process.set_rlimits(Some(vec![nofile]));
         process.set_no_new_privileges(Some(true));
         Ok(())
+    }
+
+    /// The seccomp filter for a container whose bundle has filter `bundle`
+    /// (its `linux.seccomp`): what both allow ([`crate::intersect`]), so
+    /// the profile never lets through what the bundle refuses. Without
+    /// one, the profile's own ([`Profile::oci_seccomp`]).
+    pub fn seccomp_within(&self, bundle: Option<&Value>) -> Result<Value, ProfileError> {
+        let own = serde_json::to_value(self.oci_seccomp()?).map_err(|e| ProfileError::Seccomp {
+            message: format!("rendering profile {:?}'s filter as JSON: {e}", self.name),
+        })?;
+        match bundle.filter(|b| !b.is_null()) {
+            None => Ok(own),
+            Some(b) => intersect(b, &own).map_err(|source| ProfileError::Intersect {
+                profile: self.name,
+                source,
+            }),
+        }
     }
 
     /// The sandbox-level seccomp filter (runc compiles it with libseccomp):

@@ -7,10 +7,19 @@
 //! It parses the command line with youki's `liboci-cli` (so a malformed
 //! call is refused in the same terms), applies the profile a bundle names
 //! in its `dev.ember.profile` annotation to the bundle's `config.json` on
-//! `create` and `run`, then execs the delegate runtime (runc unless
-//! configured) with the very same arguments. Exit codes, `state` JSON,
-//! logs and error output are therefore the delegate's own, which is what
-//! the shim parses.
+//! `create` and `run` ([`restrict`]: a profile only ever takes permissions
+//! away) and restricts processes `exec`'d into such a container the same
+//! way ([`exec`]), then execs the delegate runtime (runc unless
+//! configured) with the very same arguments (for such an `exec`, the same
+//! but restricted). Exit codes, `state` JSON, logs and error output are
+//! therefore the delegate's own, which is what the shim parses.
+
+pub mod exec;
+mod restrict;
+
+pub use restrict::{
+    apply_profile, check_mount_namespace, restrict_process, AllowedCaps, RestrictError,
+};
 
 use clap::{Parser, Subcommand};
 use ember_profiles::Profile;
@@ -43,6 +52,11 @@ pub enum RuntimeCliError {
         path: PathBuf,
         name: String,
         message: String,
+    },
+    #[error("{path}: {source}")]
+    Restrict {
+        path: PathBuf,
+        source: RestrictError,
     },
     #[error("writing {path}: {source}")]
     Write {
@@ -77,10 +91,13 @@ pub enum RuntimeCliError {
     long_about = "Takes runc's command line (global flags, then create, start, state, kill, \
 delete, pause, resume, exec, ps, features, spec, ...). On create and run, a bundle whose \
 config.json carries the annotation dev.ember.profile=<default|strict> (or, without it, \
---ember-profile) gets that ember profile (seccomp allow-list, capabilities reduced to the profile's, no_new_privileges, \
-masked paths); without the annotation the bundle is left as it is. Then the delegate \
-runtime runs with the same arguments: runc, or what EMBER_RUNTIME_DELEGATE or the \
-[ember_runtime] section of /etc/ember/ember.toml names (see docs/containerd.md)."
+--ember-profile) gets that ember profile, which only takes permissions away: its seccomp \
+allow-list intersected with the bundle's filter, capabilities reduced to the profile's, \
+no_new_privileges, masked paths; the container needs its own mount namespace. Processes \
+exec'd into such a container get no more capabilities and no_new_privileges. Without the \
+annotation the bundle is left as it is. Then the delegate runtime runs with the same \
+arguments: runc, or what EMBER_RUNTIME_DELEGATE or the [ember_runtime] section of \
+/etc/ember/ember.toml names (see docs/containerd.md)."
 )]
 pub struct RuntimeCli {
     #[command(flatten)]
@@ -119,6 +136,17 @@ impl RuntimeCommand {
 }
 
 impl RuntimeCommand {
+    /// The options of an `exec`.
+    pub fn exec(&self) -> Option<&liboci_cli::Exec> {
+        match self {
+            RuntimeCommand::Common(c) => match c.as_ref() {
+                liboci_cli::CommonCmd::Exec(e) => Some(e),
+                _ => None,
+            },
+            RuntimeCommand::Standard(_) => None,
+        }
+    }
+
     /// The container `start` starts (after which a sandbox registers).
     pub fn started(&self) -> Option<&str> {
         match self {
@@ -156,12 +184,17 @@ impl Delegate {
                 section.delegate_args.clone().unwrap_or_default()
             }
             // gVisor here needs ptrace and no network stack of its own.
-            None if binary.file_name().is_some_and(|n| n == "runsc") => {
+            None if is_runsc(&binary) => {
                 vec!["--platform=ptrace".into(), "--network=none".into()]
             }
             None => Vec::new(),
         };
         Delegate { binary, args }
+    }
+
+    /// Whether the delegate is gVisor's runsc (whose flags differ).
+    pub fn is_runsc(&self) -> bool {
+        is_runsc(&self.binary)
     }
 
     /// The delegate's `state` of container `id` (same `--root`).
@@ -208,6 +241,10 @@ impl Delegate {
     }
 }
 
+fn is_runsc(binary: &Path) -> bool {
+    binary.file_name().is_some_and(|n| n == "runsc")
+}
+
 /// Prepare a bundle before `create`/`run`, in place: a bundle annotated
 /// `dev.ember.sandbox` becomes an ember sandbox (see [`make_sandbox`]); the
 /// profile named by `dev.ember.profile` (or `fallback`, from
@@ -229,43 +266,35 @@ pub fn prepare_bundle(
     agent: Option<&Path>,
 ) -> Result<Option<&'static str>, RuntimeCliError> {
     let path = bundle.join("config.json");
-    let text = std::fs::read(&path).map_err(|source| RuntimeCliError::Read {
-        path: path.clone(),
-        source,
-    })?;
-    let mut config: Value =
-        serde_json::from_slice(&text).map_err(|e| RuntimeCliError::BadConfig {
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
-    let sandbox = config["annotations"][SANDBOX_ANNOTATION]
-        .as_str()
-        .map(str::to_string);
-    let name = config["annotations"][PROFILE_ANNOTATION]
-        .as_str()
-        .or(fallback)
-        .or(sandbox.as_ref().map(|_| "default"))
-        .map(str::to_string);
-    let Some(name) = name else {
+    let mut config = read_config(&path)?;
+    let Some(name) = requested_profile(&config, fallback) else {
         return Ok(None);
     };
-    if let Some(runtime) = &sandbox {
+    let profile = Profile::by_name(&name).map_err(|e| RuntimeCliError::BadProfile {
+        path: path.clone(),
+        name: name.clone(),
+        message: e.to_string(),
+    })?;
+    let restrict = |source| RuntimeCliError::Restrict {
+        path: path.clone(),
+        source,
+    };
+    // Before the sandbox rewrite writes anything into the bundle.
+    check_mount_namespace(&config, &profile).map_err(restrict)?;
+    if let Some(runtime) = config["annotations"][SANDBOX_ANNOTATION]
+        .as_str()
+        .map(str::to_string)
+    {
         let agent = agent.map(Path::to_path_buf).unwrap_or_else(agent_path);
-        make_sandbox(&mut config, bundle, runtime, &agent).map_err(|message| {
+        make_sandbox(&mut config, bundle, &runtime, &agent).map_err(|message| {
             RuntimeCliError::BadSandbox {
                 path: path.clone(),
-                runtime: runtime.clone(),
+                runtime,
                 message,
             }
         })?;
     }
-    let bad = |message: String| RuntimeCliError::BadProfile {
-        path: path.clone(),
-        name: name.clone(),
-        message,
-    };
-    let profile = Profile::by_name(&name).map_err(|e| bad(e.to_string()))?;
-    apply_profile(&mut config, &profile).map_err(bad)?;
+    apply_profile(&mut config, &profile).map_err(restrict)?;
     let out = serde_json::to_vec_pretty(&config).map_err(|e| RuntimeCliError::BadConfig {
         path: path.clone(),
         message: e.to_string(),
@@ -279,6 +308,30 @@ pub fn prepare_bundle(
             source,
         })?;
     Ok(Some(profile.name))
+}
+
+/// A bundle's `config.json`, parsed.
+pub fn read_config(path: &Path) -> Result<Value, RuntimeCliError> {
+    let text = std::fs::read(path).map_err(|source| RuntimeCliError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_json::from_slice(&text).map_err(|e| RuntimeCliError::BadConfig {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+/// The profile a container's config asks for: its `dev.ember.profile`
+/// annotation, else `fallback` (`--ember-profile`), else `default` for an
+/// ember sandbox (`dev.ember.sandbox`). `None`: no profile applies.
+pub fn requested_profile(config: &Value, fallback: Option<&str>) -> Option<String> {
+    let annotations = &config["annotations"];
+    annotations[PROFILE_ANNOTATION]
+        .as_str()
+        .or(fallback)
+        .or(annotations[SANDBOX_ANNOTATION].as_str().map(|_| "default"))
+        .map(str::to_string)
 }
 
 /// The static agent a sandbox bundle binds in: `EMBER_AGENT`, else
@@ -468,75 +521,6 @@ pub fn register_if_sandbox(
     Ok(Some(id))
 }
 
-/// What a profile does to any container's config: its seccomp filter
-/// replaces the bundle's, capabilities are cut down to the profile's (a
-/// profile never adds one), `noNewPrivileges` is set, and its masked and
-/// read-only paths are added. Namespaces, mounts, resources and the
-/// process itself stay the bundle's.
-pub fn apply_profile(config: &mut Value, profile: &Profile) -> Result<(), String> {
-    if !config.is_object() {
-        return Err("config is not a JSON object".into());
-    }
-    let reference = profile
-        .linux("/ember-runtime", &ember_profiles::Limits::default())
-        .map_err(|e| e.to_string())?;
-    let seccomp = serde_json::to_value(reference.seccomp()).map_err(|e| e.to_string())?;
-    let mut process = oci_spec::runtime::Process::default();
-    profile
-        .apply_process(&mut process)
-        .map_err(|e| e.to_string())?;
-    let allowed: Vec<String> = process
-        .capabilities()
-        .as_ref()
-        .and_then(|c| c.bounding().as_ref())
-        .map(|set| {
-            let mut v: Vec<String> = set.iter().map(|c| format!("CAP_{c}")).collect();
-            v.sort();
-            v
-        })
-        .unwrap_or_default();
-
-    let linux = config
-        .as_object_mut()
-        .expect("checked above")
-        .entry("linux")
-        .or_insert_with(|| serde_json::json!({}));
-    let linux = linux.as_object_mut().ok_or("linux is not a JSON object")?;
-    linux.insert("seccomp".into(), seccomp);
-    for (key, extra) in [
-        ("maskedPaths", reference.masked_paths()),
-        ("readonlyPaths", reference.readonly_paths()),
-    ] {
-        let list = linux
-            .entry(key)
-            .or_insert_with(|| serde_json::json!([]))
-            .as_array_mut()
-            .ok_or(format!("linux.{key} is not a list"))?;
-        for p in extra.iter().flatten() {
-            if !list.iter().any(|v| v == p) {
-                list.push(Value::String(p.clone()));
-            }
-        }
-    }
-
-    let Some(process) = config.get_mut("process").and_then(Value::as_object_mut) else {
-        // No process (a config for `exec` only): nothing more to restrict.
-        return Ok(());
-    };
-    process.insert("noNewPrivileges".into(), Value::Bool(true));
-    if let Some(caps) = process
-        .get_mut("capabilities")
-        .and_then(Value::as_object_mut)
-    {
-        for (_set, list) in caps.iter_mut() {
-            if let Some(items) = list.as_array_mut() {
-                items.retain(|c| c.as_str().is_some_and(|c| allowed.iter().any(|a| a == c)));
-            }
-        }
-    }
-    Ok(())
-}
-
 /// Write an error where the caller looks for it: stderr, and the `--log`
 /// file in the `--log-format` the shim parses (runc writes JSON lines with
 /// `level`, `msg`, `time`; containerd reports the last error line).
@@ -606,46 +590,11 @@ mod tests {
             },
             "root": {"path": "rootfs"},
             "linux": {
-                "namespaces": [{"type": "pid"}],
+                "namespaces": [{"type": "pid"}, {"type": "mount"}],
                 "maskedPaths": ["/proc/kcore", "/proc/custom"],
                 "resources": {"memory": {"limit": 1000000}}
             }
         })
-    }
-
-    #[test]
-    fn a_profile_restricts_but_keeps_the_bundle_otherwise() {
-        let mut c = bundle_config();
-        apply_profile(&mut c, &Profile::strict_profile()).unwrap();
-        assert_eq!(c["process"]["noNewPrivileges"], true);
-        assert_eq!(
-            c["process"]["capabilities"]["bounding"],
-            json!(["CAP_KILL", "CAP_SETUID"]),
-            "only capabilities the profile allows remain, none added"
-        );
-        assert_eq!(
-            c["process"]["capabilities"]["effective"],
-            json!(["CAP_KILL"])
-        );
-        assert_eq!(c["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ERRNO");
-        let allowed: usize = c["linux"]["seccomp"]["syscalls"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| r["names"].as_array().map_or(0, Vec::len))
-            .sum();
-        assert!(allowed > 200, "the profile's allow-list: {allowed} names");
-        let masked = c["linux"]["maskedPaths"].as_array().unwrap();
-        assert!(masked.contains(&json!("/proc/custom")), "bundle's own kept");
-        assert!(masked.contains(&json!("/proc/keys")), "profile's added");
-        assert_eq!(
-            masked.iter().filter(|p| *p == "/proc/kcore").count(),
-            1,
-            "no duplicates"
-        );
-        assert_eq!(c["linux"]["namespaces"], json!([{"type": "pid"}]));
-        assert_eq!(c["linux"]["resources"]["memory"]["limit"], 1000000);
-        assert_eq!(c["process"]["args"], json!(["/bin/sh"]));
     }
 
     #[test]
@@ -688,6 +637,38 @@ mod tests {
             apply_profile_to_bundle(dir.path(), None),
             Err(RuntimeCliError::BadConfig { .. })
         ));
+    }
+
+    #[test]
+    fn a_bundle_sharing_a_mount_namespace_is_refused_untouched() {
+        let bundle = tempfile::tempdir().unwrap();
+        std::fs::create_dir(bundle.path().join("rootfs")).unwrap();
+        let agent = bundle.path().join("ember-agent");
+        std::fs::write(&agent, b"#!agent").unwrap();
+        let mut c = bundle_config();
+        c["linux"]["namespaces"] = json!([{"type": "pid"}]);
+        c["annotations"] = json!({ PROFILE_ANNOTATION: "strict", SANDBOX_ANNOTATION: "python3" });
+        let text = serde_json::to_vec_pretty(&c).unwrap();
+        std::fs::write(bundle.path().join("config.json"), &text).unwrap();
+        let e = prepare_bundle(bundle.path(), None, Some(&agent)).unwrap_err();
+        assert!(matches!(e, RuntimeCliError::Restrict { .. }), "{e:?}");
+        let e = e.to_string();
+        assert!(
+            e.contains(
+                "ember profile \"strict\" needs the container to have its own mount namespace"
+            ),
+            "{e}"
+        );
+        assert_eq!(
+            std::fs::read(bundle.path().join("config.json")).unwrap(),
+            text
+        );
+        for d in ["rootfs/fn", "ember-run"] {
+            assert!(
+                !bundle.path().join(d).exists(),
+                "{d} made for a refused bundle"
+            );
+        }
     }
 
     #[test]
