@@ -714,58 +714,92 @@ pub fn unmount_under(root: &Path) {
     }
 }
 
-/// Ids of the test backend's containers (default root) starting with
-/// `prefix`.
-pub fn runc_ids(prefix: &str) -> Vec<String> {
-    let text = if backend() == "libcontainer" {
-        // libcontainer keeps one state directory per container.
-        std::fs::read_dir(LIBCONTAINER_ROOT)
-            .map(|d| {
-                d.flatten()
-                    .map(|e| e.file_name().to_string_lossy().into_owned() + "\n")
-                    .collect()
-            })
-            .unwrap_or_default()
-    } else {
-        let out = Command::new(backend())
-            .args(["list", "--quiet"])
-            .output()
-            .expect("runtime list");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-    text.lines()
-        .filter(|l| l.starts_with(prefix))
-        .map(String::from)
-        .collect()
+/// The daemon tag in a container id or id prefix `ember-<tag>-...`.
+fn tag_of(id: &str) -> Option<&str> {
+    id.strip_prefix("ember-")?.split('-').next()
 }
 
-/// emberd's default state root for libcontainer sandboxes.
+/// The test backend's state roots a daemon of `tag` may have used: its
+/// own under its run directory, and the runtime's default.
+fn roots(tag: Option<&str>) -> Vec<Option<PathBuf>> {
+    let mut roots = vec![None];
+    if let Some(t) = tag {
+        roots.insert(0, Some(Path::new("/run/ember").join(t).join(backend())));
+    }
+    roots
+}
+
+/// Ids of the test backend's containers starting with `prefix`
+/// (`ember-<tag>-...`), in the daemon's own root and the default one.
+pub fn runc_ids(prefix: &str) -> Vec<String> {
+    let mut text = String::new();
+    for root in roots(tag_of(prefix)) {
+        if backend() == "libcontainer" {
+            // libcontainer keeps one state directory per container.
+            let dir = root.unwrap_or_else(|| PathBuf::from(LIBCONTAINER_ROOT));
+            if let Ok(d) = std::fs::read_dir(dir) {
+                for e in d.flatten() {
+                    text.push_str(&(e.file_name().to_string_lossy().into_owned() + "\n"));
+                }
+            }
+        } else {
+            let mut cmd = Command::new(backend());
+            if let Some(r) = &root {
+                if !r.exists() {
+                    continue;
+                }
+                cmd.arg("--root").arg(r);
+            }
+            let out = cmd
+                .args(["list", "--quiet"])
+                .output()
+                .expect("runtime list");
+            text.push_str(&String::from_utf8_lossy(&out.stdout));
+        }
+    }
+    let mut ids: Vec<String> = text
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .map(String::from)
+        .collect();
+    ids.sort();
+    ids.dedup();
+    ids
+}
+
 /// A Python handler that sleeps `event['s']` seconds and returns it.
 pub const SLEEPER: &str =
     "import time\ndef handler(e, c):\n    time.sleep(e['s'])\n    return e['s']\n";
 
+/// Where libcontainer keeps state outside a daemon's run directory.
 pub const LIBCONTAINER_ROOT: &str = "/run/ember/libcontainer";
 
 /// Remove a container the daemon left (after a failed test), whatever
 /// the backend.
 fn force_remove(id: &str) {
-    if backend() == "libcontainer" {
-        let dir = Path::new(LIBCONTAINER_ROOT).join(id);
-        let state = std::fs::read_to_string(dir.join("state.json")).unwrap_or_default();
-        if let Some(pid) = serde_json::from_str::<Value>(&state)
-            .ok()
-            .and_then(|v| v["pid"].as_i64())
-        {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
+    for root in roots(tag_of(id)) {
+        if backend() == "libcontainer" {
+            let dir = root
+                .unwrap_or_else(|| PathBuf::from(LIBCONTAINER_ROOT))
+                .join(id);
+            let state = std::fs::read_to_string(dir.join("state.json")).unwrap_or_default();
+            if let Some(pid) = serde_json::from_str::<Value>(&state)
+                .ok()
+                .and_then(|v| v["pid"].as_i64())
+            {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            let _ = std::fs::remove_dir_all(dir);
+        } else {
+            let mut cmd = Command::new(backend());
+            if let Some(r) = &root {
+                cmd.arg("--root").arg(r);
+            }
+            let _ = cmd.args(["delete", "--force", id]).status();
         }
-        let _ = std::fs::remove_dir_all(dir);
-    } else {
-        let _ = Command::new(backend())
-            .args(["delete", "--force", id])
-            .status();
     }
 }
 

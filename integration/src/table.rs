@@ -45,9 +45,12 @@ fn markers(table: &str) -> (String, String) {
     )
 }
 
-/// The cells of a table in the document: (attack, profile) -> backend ->
-/// cell, in document order.
-fn parse(text: &str) -> Vec<((String, String), BTreeMap<String, String>)> {
+/// One row of a table in the document: (attack, profile), and its cell per
+/// backend.
+type DocRow = ((String, String), BTreeMap<String, String>);
+
+/// The rows of a table in the document, in document order.
+fn parse(text: &str) -> Vec<DocRow> {
     let mut lines = text.lines().filter(|l| l.starts_with('|'));
     let Some(header) = lines.next() else {
         return Vec::new();
@@ -57,7 +60,10 @@ fn parse(text: &str) -> Vec<((String, String), BTreeMap<String, String>)> {
         .skip(1)
         .map(|l| {
             let c = cells(l);
-            let key = (c.first().cloned().unwrap_or_default(), c.get(1).cloned().unwrap_or_default());
+            let key = (
+                c.first().cloned().unwrap_or_default(),
+                c.get(1).cloned().unwrap_or_default(),
+            );
             let by_backend = columns
                 .iter()
                 .zip(c.iter())
@@ -89,7 +95,7 @@ fn cells(line: &str) -> Vec<String> {
     out
 }
 
-fn render(rows: &[Row], backend: &str, old: &[((String, String), BTreeMap<String, String>)]) -> String {
+fn render(rows: &[Row], backend: &str, old: &[DocRow]) -> String {
     let mut t = format!("| attack | profile | {} |\n", BACKENDS.join(" | "));
     t.push_str(&format!("|---|---|{}\n", "---|".repeat(BACKENDS.len())));
     for r in rows {
@@ -106,7 +112,12 @@ fn render(rows: &[Row], backend: &str, old: &[((String, String), BTreeMap<String
                 }
             })
             .collect();
-        t.push_str(&format!("| {} | {} | {} |\n", r.attack, r.profile, cells.join(" | ")));
+        t.push_str(&format!(
+            "| {} | {} | {} |\n",
+            r.attack,
+            r.profile,
+            cells.join(" | ")
+        ));
     }
     t
 }
@@ -121,7 +132,8 @@ pub fn check_column(table: &str, backend: &str, rows: &[Row]) {
     };
     let current = &doc[a + start.len()..b];
     let old = parse(current);
-    let same_rows = old.len() == rows.len() && old.iter().zip(rows).all(|((k, _), r)| *k == r.key());
+    let same_rows =
+        old.len() == rows.len() && old.iter().zip(rows).all(|((k, _), r)| *k == r.key());
     let differs: Vec<String> = rows
         .iter()
         .filter_map(|r| {
@@ -141,7 +153,13 @@ pub fn check_column(table: &str, backend: &str, rows: &[Row]) {
         return;
     }
     if std::env::var_os("EMBER_BLESS").is_some() {
-        let new = format!("{}{}\n{}{}", &doc[..a], start, render(rows, backend, &old), &doc[b..]);
+        let new = format!(
+            "{}{}\n{}{}",
+            &doc[..a],
+            start,
+            render(rows, backend, &old),
+            &doc[b..]
+        );
         std::fs::write(DOC, new).expect("rewrite docs/isolation.md");
         eprintln!("docs/isolation.md: table {table}, column {backend} regenerated");
         return;

@@ -129,10 +129,7 @@ fn build_attacks(failures: &mut Vec<String>) -> Vec<Row> {
     // host if the build imported it as root there.
     let marker = std::env::temp_dir().join(format!("ember-pwned-{tag}"));
     let _ = std::fs::remove_file(&marker);
-    let evil = format!(
-        "open({:?}, 'w').write('pwned')\n",
-        marker.to_str().unwrap()
-    );
+    let evil = format!("open({:?}, 'w').write('pwned')\n", marker.to_str().unwrap());
     let gz = Upload::new()
         .file(
             "main.py",
@@ -166,8 +163,14 @@ fn build_attacks(failures: &mut Vec<String>) -> Vec<Row> {
     let target = tempfile::tempdir().unwrap();
     for (title, entry) in [
         ("a __pycache__ symlink into a host directory", "__pycache__"),
-        ("a .ember/python symlink into a host directory", ".ember/python"),
-        ("a node_modules/.bin symlink into a host directory", "node_modules/.bin"),
+        (
+            "a .ember/python symlink into a host directory",
+            ".ember/python",
+        ),
+        (
+            "a node_modules/.bin symlink into a host directory",
+            "node_modules/.bin",
+        ),
     ] {
         let gz = Upload::new()
             .file("main.py", b"def handler(e, c):\n    return 1\n")
@@ -189,13 +192,21 @@ fn build_attacks(failures: &mut Vec<String>) -> Vec<Row> {
     rows
 }
 
+/// (what the table calls it, emberd's flags, the upload's files, the
+/// error code expected).
+type LimitCase<'a> = (&'a str, &'a [&'a str], Vec<(&'a str, String)>, &'a str);
+
 /// Each limit of the build sandbox, reached: its own error, nothing kept.
 fn build_limits(failures: &mut Vec<String>) -> Vec<Row> {
     let wheels = tempfile::tempdir().unwrap();
     write_wheel(wheels.path(), "emberdep", "VALUE = 1\n");
     let wheels_dir = wheels.path().to_str().unwrap().to_string();
-    let big_source: String = (0..60_000).map(|i| format!("x_{i} = {i}\n")).collect();
-    let cases: [(&str, &[&str], Vec<(&str, String)>, &str); 4] = [
+    // About 600 KB of source whose bytecode holds as much again (each
+    // line a distinct string constant): the two do not fit in 1 MiB.
+    let big_source: String = (0..6_000)
+        .map(|i| format!("s_{i} = '{}{i}'\n", "x".repeat(90)))
+        .collect();
+    let cases: [LimitCase; 4] = [
         (
             "a build past its time (--build-timeout-ms 50)",
             &["--build-timeout-ms", "50"],
@@ -212,7 +223,7 @@ fn build_limits(failures: &mut Vec<String>) -> Vec<Row> {
             "build_oom",
         ),
         (
-            "a build past its disk (bytecode of 900 KB of source, --build-disk-mb 1)",
+            "a build past its disk (600 KB of source and its bytecode, --build-disk-mb 1)",
             &["--build-disk-mb", "1"],
             vec![("main.py", big_source)],
             "build_disk_full",
@@ -298,7 +309,10 @@ fn host_side(failures: &mut Vec<String>) -> Vec<Row> {
     rows.push(Row::new(
         "requirements.txt naming a host file (-r /etc/shadow)",
         "default",
-        format!("blocked: {}, naming the line; no host file read", refused(&a)),
+        format!(
+            "blocked: {}, naming the line; no host file read",
+            refused(&a)
+        ),
     ));
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
@@ -347,7 +361,11 @@ fn host_side(failures: &mut Vec<String>) -> Vec<Row> {
         .file(&name, b"x = 1\n")
         .gz();
     let a = put(&d, "longfile", &gz);
-    check(a.status == 400, format!("300 chars: {}", a.status), failures);
+    check(
+        a.status == 400,
+        format!("300 chars: {}", a.status),
+        failures,
+    );
     rows.push(Row::new(
         "a 300-character file name",
         "default",
@@ -394,12 +412,20 @@ fn peak_rss_mb(pid: u32) -> u64 {
 /// Code an older emberd built (no build marker): never served, rebuilt
 /// by a redeploy of the same content.
 fn old_build(d: &Daemon, failures: &mut Vec<String>) -> Row {
-    let a = d.deploy_files("legacy", &[("main.py", "def handler(e, c):\n    return 7\n")], 5000);
+    let a = d.deploy_files(
+        "legacy",
+        &[("main.py", "def handler(e, c):\n    return 7\n")],
+        5000,
+    );
     let digest = a.json()["digest"].as_str().unwrap().to_string();
     let marker = d.state.join("code/objects").join(format!("{digest}.built"));
     std::fs::remove_file(&marker).expect("build marker");
     let refused_now = d.invoke("legacy", "{}");
-    let again = d.deploy_files("legacy", &[("main.py", "def handler(e, c):\n    return 7\n")], 5000);
+    let again = d.deploy_files(
+        "legacy",
+        &[("main.py", "def handler(e, c):\n    return 7\n")],
+        5000,
+    );
     let v = d.invoke("legacy", "{}").json();
     if refused_now.status != 409 || again.status != 200 || v["result"] != 7 {
         failures.push(format!(
@@ -430,7 +456,10 @@ fn host_paths(d: &Daemon, addr: &str, failures: &mut Vec<String>) -> Vec<Row> {
         addr,
         "PUT",
         "/v1/functions/over-http",
-        &[("Authorization", &bearer), ("Content-Type", "application/json")],
+        &[
+            ("Authorization", &bearer),
+            ("Content-Type", "application/json"),
+        ],
         body.as_bytes(),
     )
     .unwrap();
@@ -445,9 +474,17 @@ fn host_paths(d: &Daemon, addr: &str, failures: &mut Vec<String>) -> Vec<Row> {
     )];
     use std::os::unix::fs::PermissionsExt;
     std::fs::write(src.join("secret.txt"), "root only").unwrap();
-    std::fs::set_permissions(src.join("secret.txt"), std::fs::Permissions::from_mode(0o600))
-        .unwrap();
-    let a = d.request("PUT", "/v1/functions/private", "application/json", body.as_bytes());
+    std::fs::set_permissions(
+        src.join("secret.txt"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    let a = d.request(
+        "PUT",
+        "/v1/functions/private",
+        "application/json",
+        body.as_bytes(),
+    );
     let msg = String::from_utf8_lossy(&a.body).into_owned();
     if a.status != 400 || !msg.contains("secret.txt") || msg.contains("root only") {
         failures.push(format!("0600 file: {} {msg}", a.status));
@@ -521,7 +558,11 @@ fn idle_flood(d: &Daemon, addr: &str, failures: &mut Vec<String>) -> Row {
         .unwrap_or(0);
     // The socket API still answers, and a new sandbox can be made.
     let health = d.get("/v1/health").status;
-    d.deploy_files("after-flood", &[("main.py", "def handler(e, c):\n    return 2\n")], 5000);
+    d.deploy_files(
+        "after-flood",
+        &[("main.py", "def handler(e, c):\n    return 2\n")],
+        5000,
+    );
     let v = d.invoke("after-flood", "{}").json();
     drop(held);
     let ok = closed >= 200 - 64 && health == 200 && v["result"] == 2 && fds < 200;

@@ -84,7 +84,11 @@ const ATTACK_LIST: &[(&str, &str, Allowed)] = &[
         "read /proc/config.gz, /sys/kernel/vmcoreinfo, kallsyms, modules",
         &[],
     ),
-    ("host_memory", "read the host's memory size (/proc/meminfo)", &[]),
+    (
+        "host_memory",
+        "read the host's memory size (/proc/meminfo)",
+        &[],
+    ),
     ("odd_memory_calls", "call modify_ldt and memfd_secret", &[]),
     (
         "clone_parent",
@@ -326,7 +330,12 @@ fn host_side(d: &Daemon, tag: &str, be: &str, failures: &mut Vec<String>) -> Vec
     let text = String::from_utf8_lossy(&out.stdout);
     let (read, signalled) = text
         .split_once(' ')
-        .map(|(a, b)| (a.trim().parse().unwrap_or(99), b.trim().parse().unwrap_or(99)))
+        .map(|(a, b)| {
+            (
+                a.trim().parse().unwrap_or(99),
+                b.trim().parse().unwrap_or(99),
+            )
+        })
         .unwrap_or((99u32, 99u32));
     let nobody_row = if read == 0 && signalled == 0 {
         "blocked: no process readable or signalable".to_string()
@@ -334,11 +343,17 @@ fn host_side(d: &Daemon, tag: &str, be: &str, failures: &mut Vec<String>) -> Vec
         "exposed (see known limits): the Sentry (host nobody) can be signalled, nothing read"
             .to_string()
     } else {
-        failures.push(format!("host nobody read {read}, signalled {signalled} of {pids:?}"));
+        failures.push(format!(
+            "host nobody read {read}, signalled {signalled} of {pids:?}"
+        ));
         format!("allowed: read {read}, signalled {signalled}")
     };
     vec![
-        Row::new("run sandbox processes as a host account's id", "default", uid_row),
+        Row::new(
+            "run sandbox processes as a host account's id",
+            "default",
+            uid_row,
+        ),
         Row::new(
             "a host process running as nobody reads or signals sandbox processes",
             "default",
@@ -535,7 +550,11 @@ fn ipc(be: &str, token: &str, failures: &mut Vec<String>) -> Vec<Row> {
         &[("main.py", ATTACKS)],
         json!({ "timeout_ms": 30_000, "memory_mb": 512 }),
     );
-    d.deploy_files_with("ipc-look", &[("main.py", ATTACKS)], json!({ "timeout_ms": 30_000 }));
+    d.deploy_files_with(
+        "ipc-look",
+        &[("main.py", ATTACKS)],
+        json!({ "timeout_ms": 30_000 }),
+    );
     d.deploy_files_with(
         "ipc-look-bound",
         &[("main.py", ATTACKS)],
@@ -543,7 +562,10 @@ fn ipc(be: &str, token: &str, failures: &mut Vec<String>) -> Vec<Row> {
     );
     let mut rows = Vec::new();
     for (title, looker) in [
-        ("leave SysV IPC and a POSIX queue for the next function (fork, then fork)", "ipc-look"),
+        (
+            "leave SysV IPC and a POSIX queue for the next function (fork, then fork)",
+            "ipc-look",
+        ),
         (
             "leave SysV IPC and a POSIX queue for the next function (fork, then specialized)",
             "ipc-look-bound",
@@ -566,7 +588,10 @@ fn ipc(be: &str, token: &str, failures: &mut Vec<String>) -> Vec<Row> {
             "default",
             format!(
                 "blocked: nothing left for the next one ({how}); left {}",
-                left["result"]["detail"].as_str().unwrap_or("?").trim_start_matches("left ")
+                left["result"]["detail"]
+                    .as_str()
+                    .unwrap_or("?")
+                    .trim_start_matches("left ")
             ),
         ));
     }

@@ -104,7 +104,8 @@ pub struct DaemonConfig {
     #[arg(long, alias = "runc")]
     pub runtime_binary: Option<PathBuf>,
 
-    /// `--root` passed to the first backend's runtime (default: its own).
+    /// `--root` passed to the first backend's runtime (default: a root of
+    /// this daemon's own, `<run-dir>/<backend>`, as for every other backend).
     #[arg(long, alias = "runc-root")]
     pub runtime_root: Option<PathBuf>,
 
@@ -266,10 +267,11 @@ impl DaemonConfig {
             } else {
                 None
             },
-            root: if mine {
-                self.runtime_root.clone()
-            } else {
-                None
+            // This daemon's own root under its run directory: its recovery
+            // never lists (and waits on) another daemon's containers.
+            root: match (mine, &self.runtime_root) {
+                (true, Some(root)) => Some(root.clone()),
+                _ => Some(self.run_dir().join(name)),
             },
             runsc_platform: self.runsc_platform.clone(),
         }

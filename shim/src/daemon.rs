@@ -625,8 +625,27 @@ async fn recover(cgroups: &CgroupLayout, prefix: &str, cfg: &DaemonConfig) {
     wait_for_runtime_processes(&format!("{prefix}-"), Duration::from_secs(15)).await;
     // Every backend, not only today's: the previous run may have used
     // another. One whose binary is not installed has nothing to remove.
-    for name in ember_runtimes::BACKEND_NAMES {
-        let Ok(backend) = ember_runtimes::backend_by_name(name, &cfg.backend_options(name)) else {
+    // Only this daemon's own roots (and, for containers of emberd versions
+    // that used them, runc's and crun's default roots, which answer even
+    // with frozen containers): another daemon's containers are never
+    // listed, so a frozen gVisor sandbox of theirs cannot stall this start.
+    let legacy = ["runc", "crun"].map(|name| {
+        (
+            name,
+            ember_runtimes::BackendOptions {
+                root: None,
+                ..cfg.backend_options(name)
+            },
+        )
+    });
+    let own = ember_runtimes::BACKEND_NAMES
+        .iter()
+        .map(|name| (*name, cfg.backend_options(name)));
+    for (name, options) in own.chain(legacy) {
+        if options.root.as_ref().is_some_and(|r| !r.exists()) {
+            continue;
+        }
+        let Ok(backend) = ember_runtimes::backend_by_name(name, &options) else {
             continue;
         };
         match backend.list().await {
@@ -639,7 +658,7 @@ async fn recover(cgroups: &CgroupLayout, prefix: &str, cfg: &DaemonConfig) {
                 // first, every container is stopped by the time it is
                 // deleted, which spares runc's 100 ms wait per container.
                 // (runsc's is its sandbox process, left to runsc.)
-                if matches!(*name, "runc" | "crun") {
+                if matches!(name, "runc" | "crun") {
                     let pids: Vec<u32> = leftovers
                         .iter()
                         .filter(|c| c.pid > 0)

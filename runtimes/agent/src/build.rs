@@ -31,22 +31,40 @@ const PYTHON_DEPS: &str = ".ember/python";
 /// with unchecked-hash invalidation (the store is immutable), recording
 /// `/fn/...` as the file name for tracebacks. Links are never followed
 /// (they resolve inside the sandbox anyway). Syntax errors are left for
-/// the import to report.
+/// the import to report. Each file is written in full or the step fails:
+/// `py_compile` ignores a short write (a full disk) and would leave a
+/// truncated `.pyc` behind.
 const PRECOMPILE: &str = r#"
-import os, py_compile, sys
+import importlib._bootstrap_external as be, importlib.util, os, sys
 root = sys.argv[1]
+
+def write_all(path, data):
+    tmp = path + ".tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
 for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
     dirnames[:] = [d for d in dirnames if d != "__pycache__" and not os.path.islink(os.path.join(dirpath, d))]
     for name in filenames:
         src = os.path.join(dirpath, name)
         if not name.endswith(".py") or os.path.islink(src) or not os.path.isfile(src):
             continue
-        rel = os.path.relpath(src, root)
+        with open(src, "rb") as f:
+            source = f.read()
         try:
-            py_compile.compile(src, dfile="/fn/" + rel, doraise=True,
-                               invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
-        except py_compile.PyCompileError:
-            pass
+            code = compile(source, "/fn/" + os.path.relpath(src, root), "exec", dont_inherit=True)
+        except (SyntaxError, ValueError):
+            continue
+        data = be._code_to_hash_pyc(code, importlib.util.source_hash(source), False)
+        cfile = importlib.util.cache_from_source(src)
+        os.makedirs(os.path.dirname(cfile), exist_ok=True)
+        write_all(cfile, data)
 "#;
 
 /// What to build.

@@ -19,7 +19,7 @@ fn main() -> anyhow::Result<()> {
     // a previous run's libcontainer sandboxes.
     let root = match (cfg.default_backend(), &cfg.runtime_root) {
         ("libcontainer", Some(root)) => root.clone(),
-        _ => std::path::PathBuf::from(ember_runtimes::libcontainer::DEFAULT_ROOT),
+        _ => cfg.run_dir().join("libcontainer"),
     };
     if let Err(e) = ember_runtimes::libcontainer::start_creator(&root) {
         if cfg.backend.iter().any(|b| b == "libcontainer") {
