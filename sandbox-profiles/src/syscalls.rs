@@ -170,6 +170,21 @@ pub const ALLOW_GROUPS: &[Group] = &[
     },
 ];
 
+/// The allow-list as a markdown table (docs/isolation.md holds it; a test
+/// keeps the two equal): group, why, syscalls; then what Docker's list has
+/// that ember's does not.
+pub fn allow_groups_table() -> String {
+    let mut t = String::from("| group | why a function needs it | syscalls |\n|---|---|---|\n");
+    for g in ALLOW_GROUPS {
+        let names: Vec<String> = g.syscalls.iter().map(|n| format!("`{n}`")).collect();
+        t.push_str(&format!("| {} | {} | {} |\n", g.name, g.why, names.join(" ")));
+    }
+    for (n, why) in REMOVED_FROM_DOCKER {
+        t.push_str(&format!("| not allowed (Docker allows it) | {why} | `{n}` |\n"));
+    }
+    t
+}
+
 /// Every syscall of [`ALLOW_GROUPS`].
 pub fn allow_list() -> Vec<&'static str> {
     ALLOW_GROUPS
@@ -568,6 +583,25 @@ mod tests {
         assert_eq!(number("read"), Some(0));
         assert_eq!(number("clone3"), Some(435));
         assert_eq!(number("no_such_call"), None);
+    }
+
+    #[test]
+    fn the_documented_allow_list_is_the_code() {
+        const DOC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/isolation.md");
+        const START: &str = "<!-- syscall-groups:start (generated from sandbox-profiles/src/syscalls.rs) -->";
+        const END: &str = "<!-- syscall-groups:end -->";
+        let doc = std::fs::read_to_string(DOC).unwrap();
+        let (a, b) = (doc.find(START).expect("start marker"), doc.find(END).expect("end marker"));
+        let want = format!("\n{}", allow_groups_table());
+        if doc[a + START.len()..b] == want {
+            return;
+        }
+        if std::env::var_os("EMBER_BLESS").is_some() {
+            let new = format!("{}{START}{want}{}", &doc[..a], &doc[b..]);
+            std::fs::write(DOC, new).unwrap();
+            return;
+        }
+        panic!("docs/isolation.md's syscall table differs from the code; regenerate with EMBER_BLESS=1");
     }
 
     #[test]

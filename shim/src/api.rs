@@ -122,20 +122,25 @@ impl From<DeployError> for ApiError {
     fn from(e: DeployError) -> Self {
         use ember_injector::StoreError as S;
         use ember_runtimes::build::BuildError as B;
-        let build =
-            |code: &'static str| ApiError::new(StatusCode::BAD_REQUEST, code, e.to_string());
+        let m = e.to_string();
         match &e {
-            DeployError::Invalid(_) => ApiError::bad_request(e.to_string()),
-            DeployError::Requirements(_) => build("invalid_requirements"),
-            DeployError::Build(B::Failed { .. }) => build("build_failed"),
-            DeployError::Build(B::Timeout(_)) => build("build_timeout"),
-            DeployError::Build(B::Oom(_)) => build("build_oom"),
-            DeployError::Build(B::Pids(_)) => build("build_pids"),
-            DeployError::Build(B::DiskFull(_)) => ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "build_disk_full",
-                e.to_string(),
-            ),
+            DeployError::Invalid(_) => ApiError::bad_request(m),
+            DeployError::Requirements(_) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_requirements", m)
+            }
+            DeployError::Build(B::Failed { .. }) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "build_failed", m)
+            }
+            DeployError::Build(B::Timeout(_)) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "build_timeout", m)
+            }
+            DeployError::Build(B::Oom(_)) => ApiError::new(StatusCode::BAD_REQUEST, "build_oom", m),
+            DeployError::Build(B::Pids(_)) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "build_pids", m)
+            }
+            DeployError::Build(B::DiskFull(_)) => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "build_disk_full", m)
+            }
             DeployError::Build(B::Sandbox(_) | B::Dir { .. }) => ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "sandbox_failed",
