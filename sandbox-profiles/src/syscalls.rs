@@ -177,10 +177,17 @@ pub fn allow_groups_table() -> String {
     let mut t = String::from("| group | why a function needs it | syscalls |\n|---|---|---|\n");
     for g in ALLOW_GROUPS {
         let names: Vec<String> = g.syscalls.iter().map(|n| format!("`{n}`")).collect();
-        t.push_str(&format!("| {} | {} | {} |\n", g.name, g.why, names.join(" ")));
+        t.push_str(&format!(
+            "| {} | {} | {} |\n",
+            g.name,
+            g.why,
+            names.join(" ")
+        ));
     }
     for (n, why) in REMOVED_FROM_DOCKER {
-        t.push_str(&format!("| not allowed (Docker allows it) | {why} | `{n}` |\n"));
+        t.push_str(&format!(
+            "| not allowed (Docker allows it) | {why} | `{n}` |\n"
+        ));
     }
     t
 }
@@ -588,10 +595,14 @@ mod tests {
     #[test]
     fn the_documented_allow_list_is_the_code() {
         const DOC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/isolation.md");
-        const START: &str = "<!-- syscall-groups:start (generated from sandbox-profiles/src/syscalls.rs) -->";
+        const START: &str =
+            "<!-- syscall-groups:start (generated from sandbox-profiles/src/syscalls.rs) -->";
         const END: &str = "<!-- syscall-groups:end -->";
         let doc = std::fs::read_to_string(DOC).unwrap();
-        let (a, b) = (doc.find(START).expect("start marker"), doc.find(END).expect("end marker"));
+        let (a, b) = (
+            doc.find(START).expect("start marker"),
+            doc.find(END).expect("end marker"),
+        );
         let want = format!("\n{}", allow_groups_table());
         if doc[a + START.len()..b] == want {
             return;
