@@ -208,8 +208,8 @@ fn build_limits(failures: &mut Vec<String>) -> Vec<Row> {
         .collect();
     let cases: [LimitCase; 4] = [
         (
-            "a build past its time (--build-timeout-ms 50)",
-            &["--build-timeout-ms", "50"],
+            "a build past its time (--build-timeout-ms 1)",
+            &["--build-timeout-ms", "1"],
             vec![("main.py", "def handler(e, c):\n    return 1\n".into())],
             "build_timeout",
         ),

@@ -197,27 +197,29 @@ impl BuildDir {
     }
 
     async fn run_sandbox(&self, cfg: &BuildConfig) -> Result<BuildReport, BuildError> {
-        let run = async {
-            let (_pid, mut conn) = cfg.backend.run(&self.id, &self.bundle()).await?;
-            match conn.recv().await {
-                Ok(FromAgent::Built(report)) => Ok(report),
-                Ok(FromAgent::Fatal { message }) => Err(RuntimeError::Agent {
-                    id: self.id.clone(),
-                    message,
-                }),
-                Ok(other) => Err(RuntimeError::Agent {
-                    id: self.id.clone(),
-                    message: format!("expected a build report, got {other:?}"),
-                }),
-                Err(message) => Err(RuntimeError::Agent {
-                    id: self.id.clone(),
-                    message: format!("{message}; stderr: {}", conn.stderr_tail()),
-                }),
-            }
+        let started = std::time::Instant::now();
+        // Never cancelled halfway: a runtime still creating the container
+        // when the deadline hit would make it after the delete.
+        let (_pid, mut conn) = cfg.backend.run(&self.id, &self.bundle()).await?;
+        let left = cfg.limits.timeout.saturating_sub(started.elapsed());
+        let answer = match tokio::time::timeout(left, conn.recv()).await {
+            Ok(a) => a,
+            Err(_) => return Err(BuildError::Timeout(cfg.limits.timeout)),
         };
-        match tokio::time::timeout(cfg.limits.timeout, run).await {
-            Ok(r) => r.map_err(BuildError::Sandbox),
-            Err(_) => Err(BuildError::Timeout(cfg.limits.timeout)),
+        let agent_err = |message: String| {
+            BuildError::Sandbox(RuntimeError::Agent {
+                id: self.id.clone(),
+                message,
+            })
+        };
+        match answer {
+            Ok(FromAgent::Built(report)) => Ok(report),
+            Ok(FromAgent::Fatal { message }) => Err(agent_err(message)),
+            Ok(other) => Err(agent_err(format!("expected a build report, got {other:?}"))),
+            Err(message) => Err(agent_err(format!(
+                "{message}; stderr: {}",
+                conn.stderr_tail()
+            ))),
         }
     }
 }
