@@ -276,9 +276,10 @@ async fn delete_function(
     }
 }
 
-/// A JSON deploy body: the settings of [`DeployOptions`] plus
-/// `"code": {"path": "/abs/dir"}`, unknown keys refused.
-fn deploy_json(body: &[u8]) -> Result<DeploySpec, ApiError> {
+/// A JSON deploy body: the settings of [`DeployOptions`] plus `"code":
+/// {"path": "/abs/dir"}` or `"code": {"archive": "<base64 tar.gz>"}`,
+/// unknown keys refused. `max_code` bounds the decoded archive.
+fn deploy_json(body: &[u8], max_code: usize) -> Result<DeploySpec, ApiError> {
     let invalid = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", m);
     let mut v: serde_json::Map<String, serde_json::Value> =
         serde_json::from_slice(body).map_err(|e| invalid(format!("deploy body: {e}")))?;
@@ -289,31 +290,54 @@ fn deploy_json(body: &[u8]) -> Result<DeploySpec, ApiError> {
         serde_json::from_value(code).map_err(|e| invalid(format!("deploy body: code: {e}")))?;
     let options: DeployOptions = serde_json::from_value(serde_json::Value::Object(v))
         .map_err(|e| invalid(format!("deploy body: {e}")))?;
-    Ok(DeploySpec {
-        options,
-        code: CodeSource::Path(code.path.into()),
-    })
+    let code = match (code.path, code.archive) {
+        (Some(path), None) => CodeSource::Path(path.into()),
+        (None, Some(archive)) => {
+            use base64::Engine;
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(archive.as_bytes())
+                .map_err(|e| invalid(format!("deploy body: code.archive is not base64: {e}")))?;
+            if bytes.len() > max_code {
+                return Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    format!("code archive is {} bytes, limit is {max_code}", bytes.len()),
+                ));
+            }
+            CodeSource::TarGz(bytes.into())
+        }
+        _ => {
+            return Err(invalid(
+                "deploy body: code needs exactly one of `path` and `archive`".into(),
+            ))
+        }
+    };
+    Ok(DeploySpec { options, code })
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CodeJson {
-    path: String,
+    /// A host directory (Unix socket only).
+    path: Option<String>,
+    /// A tar.gz of the code, base64.
+    archive: Option<String>,
 }
 
 /// Refuse a deploy or test that names a host path, over HTTP: it would copy
 /// host files into the store for whoever holds the dashboard token. Only
 /// the Unix socket (root's) takes host paths.
 fn host_path_allowed(
+    spec: &DeploySpec,
     over_http: Option<axum::Extension<crate::dashboard::OverHttp>>,
 ) -> Result<(), ApiError> {
-    match over_http {
-        None => Ok(()),
-        Some(_) => Err(ApiError::new(
+    match (&spec.code, over_http) {
+        (CodeSource::TarGz(_), _) | (_, None) => Ok(()),
+        (CodeSource::Path(_), Some(_)) => Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "host_path_forbidden",
             "code from a host path ({\"code\":{\"path\":...}}) is accepted only on emberd's Unix \
-             socket; over HTTP, upload a tar.gz (application/gzip)",
+             socket; over HTTP, upload a tar.gz (application/gzip, or code.archive)",
         )),
     }
 }
@@ -341,13 +365,14 @@ async fn put_function(
     let body = read_body(body, &headers, d.cfg.max_code_bytes, "code archive").await?;
     let spec = match ctype.as_str() {
         "application/json" => {
-            host_path_allowed(over_http)?;
             if q != DeployOptions::default() {
                 return Err(ApiError::bad_request(
                     "with a JSON body, give the settings in the body, not the query",
                 ));
             }
-            deploy_json(&body)?
+            let spec = deploy_json(&body, d.cfg.max_code_bytes)?;
+            host_path_allowed(&spec, over_http)?;
+            spec
         }
         "application/gzip" | "application/x-gzip" | "application/x-tar+gzip" | "application/octet-stream" => {
             DeploySpec { options: q, code: CodeSource::TarGz(body) }
@@ -388,14 +413,9 @@ async fn test_function(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Report>, ApiError> {
-    host_path_allowed(over_http)?;
-    let body = read_body(
-        body,
-        &headers,
-        d.cfg.max_event_bytes + 64 * 1024,
-        "test request",
-    )
-    .await?;
+    // An event and a base64 archive of the code.
+    let limit = d.cfg.max_event_bytes + d.cfg.max_code_bytes / 3 * 4 + 64 * 1024;
+    let body = read_body(body, &headers, limit, "test request").await?;
     let invalid = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", m);
     let mut v: serde_json::Map<String, serde_json::Value> =
         serde_json::from_slice(&body).map_err(|e| invalid(format!("test body: {e}")))?;
@@ -413,7 +433,11 @@ async fn test_function(
         .map(|e| e.to_string())
         .unwrap_or_else(|| "{}".to_string());
     let event = invoke::check_event(event.as_bytes(), d.cfg.max_event_bytes)?;
-    let spec = deploy_json(&serde_json::to_vec(&v).unwrap_or_default())?;
+    let spec = deploy_json(
+        &serde_json::to_vec(&v).unwrap_or_default(),
+        d.cfg.max_code_bytes,
+    )?;
+    host_path_allowed(&spec, over_http)?;
     match d.test_run(&name, spec, event).await {
         Ok(r) => Ok(Json(r)),
         Err(crate::daemon::TestError::Deploy(e)) => Err(e.into()),

@@ -366,7 +366,11 @@ async fn test(
     if let Some(map) = body.as_object_mut() {
         map.retain(|_, v| !v.is_null());
         map.insert("name".into(), serde_json::json!(name));
-        map.insert("code".into(), serde_json::json!({ "path": abs }));
+        // Uploaded, as a deploy is: emberd copies only what any user could
+        // read from a host path, and takes none over HTTP.
+        use base64::Engine;
+        let archive = base64::engine::general_purpose::STANDARD.encode(pack::tar_gz(&abs)?);
+        map.insert("code".into(), serde_json::json!({ "archive": archive }));
         map.insert("event".into(), event);
     }
     let body = serde_json::to_vec(&body)?;
