@@ -1,7 +1,7 @@
 //! Failure paths on real runc: crashing handlers, oversized output and
 //! results, leftover processes, clients that hang up, redeploys, draining.
 
-use ember_integration::{prerequisites_met, Daemon};
+use ember_integration::{backend, prerequisites_met, Daemon};
 use serde_json::json;
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -267,7 +267,10 @@ fn running_invocations_keep_their_code_through_a_redeploy_and_a_delete() {
         a.json()["digest"].as_str().unwrap().to_string()
     };
     let one = deploy("one");
-    let call = d.invoke_in_background("late", r#"{"s": 1}"#);
+    // Long enough for the redeploy's build to finish meanwhile (a gVisor
+    // build sandbox takes a couple of seconds on this VM).
+    let s = if backend() == "runsc" { 8 } else { 3 };
+    let call = d.invoke_in_background("late", &format!(r#"{{"s": {s}}}"#));
     d.wait_busy("late");
     let two = deploy("two");
     assert!(

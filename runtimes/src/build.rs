@@ -180,7 +180,9 @@ impl BuildDir {
         if hits.oom_kills > 0 {
             return Err(BuildError::Oom(cfg.limits.memory_bytes));
         }
-        if hits.pids_max > 0 {
+        // The agent says "process limit" where no cgroup counts (gVisor).
+        let refused_fork = report.failed().is_some_and(|s| s.status == "process limit");
+        if hits.pids_max > 0 || refused_fork {
             return Err(BuildError::Pids(cfg.limits.pids));
         }
         if let Some(step) = report.failed() {

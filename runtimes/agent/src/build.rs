@@ -67,6 +67,9 @@ for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         write_all(cfile, data)
 "#;
 
+/// The status of a step that could not start for the process limit.
+pub const PROCESS_LIMIT: &str = "process limit";
+
 /// What to build.
 pub struct BuildOptions<'a> {
     pub language: crate::Language,
@@ -83,6 +86,10 @@ pub struct BuildOptions<'a> {
 pub fn run(opts: &BuildOptions<'_>) -> Result<BuildReport, String> {
     become_user(opts.uid, opts.gid)?;
     if let Some(n) = opts.nproc {
+        // `n` counts the whole build, this agent included, as a cgroup
+        // would; gVisor (the only sandbox without such a cgroup) lets a
+        // user have one task more than its RLIMIT_NPROC.
+        let n = n.saturating_sub(1);
         nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NPROC, n, n)
             .map_err(|e| format!("RLIMIT_NPROC {n}: {e}"))?;
     }
@@ -193,6 +200,11 @@ fn run_step(name: &str, mut cmd: Command) -> BuildStep {
     }
     let mut child = match cmd.spawn() {
         Ok(c) => c,
+        Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {
+            let mut step = failed(name, format!("starting {:?}: {e}", cmd.get_program()));
+            step.status = PROCESS_LIMIT.into();
+            return step;
+        }
         Err(e) => return failed(name, format!("starting {:?}: {e}", cmd.get_program())),
     };
     drop(cmd);
