@@ -175,6 +175,12 @@ impl BuildDir {
                 tracing::debug!("build sandbox lost to its OOM: {e}");
                 return Err(BuildError::Oom(cfg.limits.memory_bytes));
             }
+            // The limit refused a process the runtime itself needed to
+            // start the sandbox (youki's takes two).
+            Err(BuildError::Sandbox(e)) if hits.pids_max > 0 => {
+                tracing::debug!("build sandbox could not start under its pids limit: {e}");
+                return Err(BuildError::Pids(cfg.limits.pids));
+            }
             other => other?,
         };
         if hits.oom_kills > 0 {

@@ -245,8 +245,14 @@ fn render(spec: &BundleSpec<'_>, mounts: Vec<Mount>) -> Result<Spec, RuntimeErro
         if b.wheels.is_some() {
             args.extend(["--wheels".to_string(), WHEELS_PATH.to_string()]);
         }
-    }
-    if !spec.host_kernel {
+        // A build's process limit is the agent's RLIMIT_NPROC, counting
+        // the agent (gVisor lets a user have one task over it); the cgroup
+        // keeps room for the runtime's own processes while it starts the
+        // sandbox (youki's takes two), see `limits` below.
+        let pids = spec.limits.pids.max(1) as u64;
+        let nproc = if spec.host_kernel { pids } else { pids - 1 };
+        args.extend(["--nproc".to_string(), nproc.to_string()]);
+    } else if !spec.host_kernel {
         // gVisor's cgroup holds its own threads, not the function's
         // processes: the sandbox's process limit becomes the Node.js
         // runner's RLIMIT_NPROC (Python workers get theirs per
@@ -268,7 +274,12 @@ fn render(spec: &BundleSpec<'_>, mounts: Vec<Mount>) -> Result<Spec, RuntimeErro
         .build()
         .map_err(bad)?;
     spec.profile.apply_process(&mut process)?;
-    let limits = if spec.host_kernel {
+    let limits = if spec.host_kernel && spec.build.is_some() {
+        Limits {
+            pids: spec.limits.pids + 2,
+            ..spec.limits
+        }
+    } else if spec.host_kernel {
         spec.limits
     } else {
         // A pids limit on gVisor's cgroup would count the Sentry's and its

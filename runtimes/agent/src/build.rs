@@ -78,18 +78,17 @@ pub struct BuildOptions<'a> {
     pub wheels: Option<&'a str>,
     pub uid: u32,
     pub gid: u32,
-    /// `RLIMIT_NPROC` where the sandbox's cgroup cannot count processes.
+    /// The build's `RLIMIT_NPROC` (the daemon sets it from the build's
+    /// process limit).
     pub nproc: Option<u64>,
 }
 
 /// Become the sandbox user, run the steps, report.
 pub fn run(opts: &BuildOptions<'_>) -> Result<BuildReport, String> {
     become_user(opts.uid, opts.gid)?;
+    // The build's process limit (this agent counts): a step refused a
+    // process reports it as such.
     if let Some(n) = opts.nproc {
-        // `n` counts the whole build, this agent included, as a cgroup
-        // would; gVisor (the only sandbox without such a cgroup) lets a
-        // user have one task more than its RLIMIT_NPROC.
-        let n = n.saturating_sub(1);
         nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NPROC, n, n)
             .map_err(|e| format!("RLIMIT_NPROC {n}: {e}"))?;
     }
