@@ -61,10 +61,9 @@ pub fn start_creator(root: &Path) -> Result<(), RuntimeError> {
     if CREATOR.get().is_some() {
         return Ok(());
     }
-    std::fs::create_dir_all(root).map_err(|source| RuntimeError::Bundle {
-        path: root.to_path_buf(),
-        source,
-    })?;
+    // The root is made by the first container (emberd's run directory may
+    // not exist yet, and a daemon that stops before making one leaves
+    // nothing behind).
     let (ours, theirs) = socketpair(
         AddressFamily::Unix,
         SockType::SeqPacket,
@@ -170,6 +169,8 @@ fn handle(req: Request, fds: Vec<OwnedFd>, root: &Path) -> Answer {
             let [stdin, stdout, stderr]: [OwnedFd; 3] = fds
                 .try_into()
                 .map_err(|_| "run needs three stdio descriptors".to_string())?;
+            std::fs::create_dir_all(root)
+                .map_err(|e| format!("creating {}: {e}", root.display()))?;
             let mut c = ContainerBuilder::new(id.clone(), SyscallType::default())
                 .with_root_path(root)
                 .map_err(|e| e.to_string())?
@@ -195,7 +196,12 @@ fn handle(req: Request, fds: Vec<OwnedFd>, root: &Path) -> Answer {
             Err(e) => Err(format!("loading {id}: {e}")),
         },
         Request::List => {
-            let entries = std::fs::read_dir(root).map_err(|e| e.to_string())?;
+            let entries = match std::fs::read_dir(root) {
+                Ok(entries) => entries,
+                // No container was ever made here.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(e.to_string()),
+            };
             for e in entries.flatten() {
                 let id = e.file_name().to_string_lossy().into_owned();
                 if let Ok(mut c) = load(&id) {

@@ -206,6 +206,13 @@ impl Daemon {
         userns
             .check_host()
             .map_err(|e| DaemonError::Config(e.to_string()))?;
+        // Removed again if the start fails from here on.
+        let mut made = StartGuard {
+            run_dir: cfg.run_dir(),
+            cgroup: format!("/ember/{tag}"),
+            cgroups: cgroups.clone(),
+            armed: true,
+        };
         let files = prepare_run_dir(&cfg, &agent)?;
         // All sandboxes and builds of this daemon together.
         cgroups
@@ -332,6 +339,7 @@ impl Daemon {
                 Ok((backend.name().to_string(), build))
             })
             .collect::<Result<BTreeMap<_, _>, DaemonError>>()?;
+        made.armed = false;
         Ok(Arc::new(Daemon {
             builds,
             build_slots: tokio::sync::Semaphore::new(MAX_BUILDS),
@@ -582,6 +590,25 @@ impl Daemon {
             tracing::warn!(dir = %run.display(), "removing the run directory: {e}");
         }
         tracing::info!("emberd stopped");
+    }
+}
+
+/// What a start made before it failed (the run directory, the daemon's
+/// cgroup), removed on drop unless disarmed: a daemon that cannot start
+/// leaves nothing behind.
+struct StartGuard {
+    run_dir: PathBuf,
+    cgroup: String,
+    cgroups: CgroupLayout,
+    armed: bool,
+}
+
+impl Drop for StartGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = std::fs::remove_dir_all(&self.run_dir);
+            self.cgroups.remove_tree(&self.cgroup);
+        }
     }
 }
 
