@@ -306,8 +306,12 @@ fn invoke_fork(
     let strays_killed = invoke::settle(zyg, pending)?;
     let spare = zyg.wait_spare(SPARE_TIMEOUT)?;
     // Nothing of the invocation runs any more: what it left in the IPC
-    // namespace goes now (the check below verifies it).
-    zyg.clean_ipc(SPARE_TIMEOUT)?;
+    // namespace goes now (the check below verifies it). Counting is a few
+    // syscalls; asking the spare costs a round trip, only paid when there
+    // is something to remove.
+    if !ipc::leftovers().is_empty() {
+        zyg.clean_ipc(SPARE_TIMEOUT)?;
+    }
     if !await_check(input)? {
         return Ok(None);
     }
