@@ -471,6 +471,14 @@ async fn run_invocation(
         nproc: (!sb.pids_limit_applies).then_some(func.limits.pids),
     };
     let wait = Duration::from_millis(func.timeout_ms) + AGENT_GRACE;
+    // What is known for a report if the agent's result never comes.
+    let bare = BareReport {
+        id: &id,
+        func: &func,
+        sandbox: &sandbox_id,
+        backend: sb_backend,
+        start,
+    };
     let kill = pool.kill_signal(&sb.id).unwrap_or_default();
     let answer = async {
         sb.conn.send(&ToAgent::Invoke(req)).await?;
@@ -493,13 +501,6 @@ async fn run_invocation(
             "killed"
         };
         tracing::info!(sandbox = %sandbox_id, outcome, "invocation ended through the kill switch");
-        let bare = BareReport {
-            id: &id,
-            func: &func,
-            sandbox: &sandbox_id,
-            backend: sb_backend,
-            start,
-        };
         return Err(InvokeError::Failed(Box::new(bare.report(outcome, timings))));
     };
     let lost = match answer {
@@ -526,13 +527,6 @@ async fn run_invocation(
             timings.run = t.elapsed().as_micros() as u64;
             timings.total = t0.elapsed().as_micros() as u64;
             tracing::info!(sandbox = %sandbox_id, "sandbox lost to the function's OOM: {message}");
-            let bare = BareReport {
-                id: &id,
-                func: &func,
-                sandbox: &sandbox_id,
-                backend: sb_backend,
-                start,
-            };
             let mut report = bare.report("oom", timings);
             report.limits_hit.push("oom");
             return Err(InvokeError::Failed(Box::new(report)));

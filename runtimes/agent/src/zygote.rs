@@ -180,18 +180,10 @@ impl Zygote {
     pub fn wait_spare(&mut self, wait: Duration) -> Result<i32, String> {
         let deadline = Instant::now() + wait;
         while self.spare.is_none() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
+            let Some(ev) = self.event_before(deadline)? else {
                 return Err(format!("no spare worker within {} ms", wait.as_millis()));
-            }
-            self.ctl
-                .set_read_timeout(Some(left))
-                .map_err(|e| format!("zygote socket: {e}"))?;
-            let ev = self.read_event();
-            self.ctl
-                .set_read_timeout(None)
-                .map_err(|e| format!("zygote socket: {e}"))?;
-            match ev? {
+            };
+            match ev {
                 Event::Exited { pid, code, signal } => {
                     return Err(format!(
                         "worker {pid} died while warming up (exit code {code:?}, signal {signal:?}); see the sandbox's stderr"
@@ -213,21 +205,13 @@ impl Zygote {
             .map_err(|e| format!("asking the spare to clean IPC: {e}"))?;
         let deadline = Instant::now() + wait;
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
+            let Some(ev) = self.event_before(deadline)? else {
                 return Err(format!(
                     "spare did not clean IPC within {} ms",
                     wait.as_millis()
                 ));
-            }
-            self.ctl
-                .set_read_timeout(Some(left))
-                .map_err(|e| format!("zygote socket: {e}"))?;
-            let ev = self.read_event();
-            self.ctl
-                .set_read_timeout(None)
-                .map_err(|e| format!("zygote socket: {e}"))?;
-            match ev? {
+            };
+            match ev {
                 Event::Other(v) if v["cleaned"].is_u64() => {
                     return Ok(v["cleaned"].as_u64().unwrap_or(0))
                 }
@@ -240,6 +224,22 @@ impl Zygote {
                 Event::Spare => {}
             }
         }
+    }
+
+    /// The next event, if one comes before `deadline`.
+    fn event_before(&mut self, deadline: Instant) -> Result<Option<Event>, String> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(None);
+        }
+        self.ctl
+            .set_read_timeout(Some(left))
+            .map_err(|e| format!("zygote socket: {e}"))?;
+        let ev = self.read_event();
+        self.ctl
+            .set_read_timeout(None)
+            .map_err(|e| format!("zygote socket: {e}"))?;
+        ev.map(Some)
     }
 
     pub fn has_buffered_line(&self) -> bool {
