@@ -177,6 +177,10 @@ pub struct Sandbox {
     pub bound: Option<String>,
     /// When it last went back to its pool (creation time until then).
     pub last_used: Instant,
+    /// Frozen (or asked to freeze) since it last served: the next
+    /// invocation thaws it. A sandbox that keeps getting work stays thawed
+    /// (its processes are parked in blocking reads meanwhile).
+    pub frozen: bool,
     /// Created and owned by someone else (containerd, through
     /// `ember-runtime`): emberd never deletes its container; destroying it
     /// only tells its agent to stop, which ends the container.
@@ -384,6 +388,7 @@ impl Sandbox {
             invocations: 0,
             bound: None,
             last_used: Instant::now(),
+            frozen: false,
             external: false,
         })
     }
@@ -448,6 +453,7 @@ impl Sandbox {
             invocations: 0,
             bound: None,
             last_used: Instant::now(),
+            frozen: false,
             external: true,
         })
     }

@@ -280,6 +280,7 @@ impl Daemon {
                 specialized_idle: Duration::from_millis(
                     file.specialized.idle_ms.unwrap_or(cfg.specialized_idle_ms),
                 ),
+                freeze_after: Duration::from_millis(cfg.freeze_after_ms),
             };
             for backend in &backends {
                 let sandbox_cfg = SandboxConfig {

@@ -416,11 +416,15 @@ async fn run_invocation(
         message,
     };
 
-    // Thaw. A cold sandbox was never frozen; thawing it is harmless.
+    // Thaw, if it was frozen: one that came back moments ago (and a cold
+    // one) never was.
     let t = Instant::now();
-    if let Err(e) = sb.freezer.thaw() {
-        pool.release(sb, false);
-        return Err(fail("thaw", e.to_string()));
+    if sb.frozen {
+        if let Err(e) = sb.freezer.thaw() {
+            pool.release(sb, false);
+            return Err(fail("thaw", e.to_string()));
+        }
+        sb.frozen = false;
     }
     timings.thaw = t.elapsed().as_micros() as u64;
 
@@ -758,8 +762,8 @@ struct BindJob {
 }
 
 /// Put the sandbox back in shape for its next invocation (see [`Return`]),
-/// wait for the agent's `Idle`, freeze, and give it back to the pool; any
-/// surprise discards it.
+/// wait for the agent's `Idle`, and give it back to the pool (which freezes
+/// it once it sits idle); any surprise discards it.
 async fn return_when_idle(
     daemon: Arc<Daemon>,
     pool: Arc<crate::pool::Pool>,
@@ -795,18 +799,13 @@ async fn return_when_idle(
                 tracing::info!(sandbox = %sb.id, "invocation ran into a cgroup limit; discarding sandbox");
                 false
             }
-            Ok(Ok(FromAgent::Idle { strays_killed, .. })) => match sb.freezer.request_freeze() {
-                Ok(()) => {
-                    if strays_killed > 0 {
-                        tracing::info!(sandbox = %sb.id, strays_killed, "killed processes the invocation left behind");
-                    }
-                    true
+            // Frozen by the pool once it has sat idle a moment.
+            Ok(Ok(FromAgent::Idle { strays_killed, .. })) => {
+                if strays_killed > 0 {
+                    tracing::info!(sandbox = %sb.id, strays_killed, "killed processes the invocation left behind");
                 }
-                Err(e) => {
-                    tracing::warn!(sandbox = %sb.id, "freeze failed, discarding sandbox: {e}");
-                    false
-                }
-            },
+                true
+            }
             Ok(Ok(other)) => {
                 tracing::warn!(sandbox = %sb.id, "expected idle from agent, got {other:?}; discarding");
                 false
@@ -833,7 +832,7 @@ async fn return_when_idle(
 
 /// Bind a sandbox that just served `job`'s function by hot swap: its
 /// spare imports the handler once and becomes the function's zygote.
-/// Returns whether the sandbox can serve again (bound, frozen). The
+/// Returns whether the sandbox can serve again (bound). The
 /// outcome goes to the zygote book, the init's output and outcome to the
 /// function's logs.
 async fn bind(
@@ -872,10 +871,7 @@ async fn bind(
     let mut healthy = outcome == "zygote_ready";
     if healthy {
         let fresh = tokio::task::block_in_place(|| sb.code.fresh_scratch(tmpfs_bytes));
-        healthy = match fresh
-            .map_err(|e| e.to_string())
-            .and_then(|()| sb.freezer.request_freeze().map_err(|e| e.to_string()))
-        {
+        healthy = match fresh {
             Ok(()) => true,
             Err(e) => {
                 tracing::warn!(sandbox = %sb.id, "bound sandbox could not be readied: {e}; discarding");

@@ -212,6 +212,9 @@ pub struct PoolSettings {
     pub specialized_max_invocations: u64,
     /// ...or after this long unused.
     pub specialized_idle: Duration,
+    /// A sandbox back from an invocation is frozen once it has been idle
+    /// this long (it stays thawed while work keeps coming).
+    pub freeze_after: Duration,
 }
 
 pub struct Pool {
@@ -231,6 +234,7 @@ pub struct Pool {
     idle_trim: Duration,
     specialized_max_invocations: u64,
     specialized_idle: Duration,
+    freeze_after: Duration,
     reaper: Mutex<JoinSet<()>>,
 }
 
@@ -319,6 +323,7 @@ impl Pool {
             idle_trim: settings.idle_trim,
             specialized_max_invocations: settings.specialized_max_invocations.max(1),
             specialized_idle: settings.specialized_idle,
+            freeze_after: settings.freeze_after,
             reaper: Mutex::new(JoinSet::new()),
         })
     }
@@ -550,7 +555,7 @@ impl Pool {
     /// `ember-runtime`) to the pool, frozen and idle, like one of its own.
     /// It counts toward the pool's sizes but is never trimmed: only its
     /// owner ends it (or an invocation that leaves it unusable).
-    pub fn adopt(self: &Arc<Self>, sb: Sandbox) -> Result<(), PoolError> {
+    pub fn adopt(self: &Arc<Self>, mut sb: Sandbox) -> Result<(), PoolError> {
         if self.closing.load(Ordering::SeqCst) {
             return Err(PoolError::ShuttingDown {
                 runtime: self.runtime.clone(),
@@ -567,6 +572,7 @@ impl Pool {
                 },
             });
         }
+        sb.frozen = true;
         self.counters.adopted.fetch_add(1, Ordering::Relaxed);
         tracing::info!(sandbox = %sb.id, pid = sb.init_pid, "adopted external sandbox");
         self.lock().idle.push_back(sb);
@@ -671,14 +677,48 @@ impl Pool {
             self.recycle(vec![sb]);
             self.refill.notify_one();
         } else if healthy && !self.closing.load(Ordering::SeqCst) && st.total() < st.max {
+            let thawed = (!sb.frozen).then(|| sb.id.clone());
             st.idle.push_back(sb);
             drop(st);
+            if let Some(id) = thawed {
+                self.freeze_when_idle(id);
+            }
         } else {
             drop(st);
             self.destroy_later(sb);
             self.refill.notify_one();
         }
         self.returned.notify_one();
+    }
+
+    /// Freeze sandbox `id` once it has sat idle for `freeze_after`; if an
+    /// invocation took it meanwhile, its own return schedules the next
+    /// try. Back-to-back invocations so skip a freeze and a thaw each
+    /// (a cgroup-wide stop and wake of every process in the sandbox).
+    fn freeze_when_idle(self: &Arc<Self>, id: String) {
+        let pool = self.clone();
+        let after = self.freeze_after;
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            let mut st = pool.lock();
+            let Some(i) = st.idle.iter().position(|sb| sb.id == id) else {
+                return;
+            };
+            let sb = &mut st.idle[i];
+            if sb.frozen || sb.last_used.elapsed() < after {
+                return;
+            }
+            match sb.freezer.request_freeze() {
+                Ok(()) => sb.frozen = true,
+                Err(e) => {
+                    tracing::warn!(sandbox = %id, "freeze failed, discarding sandbox: {e}");
+                    let sb = st.idle.remove(i).expect("index from position");
+                    drop(st);
+                    pool.destroy_later(sb);
+                    pool.refill.notify_one();
+                }
+            }
+        });
     }
 
     fn destroy_later(self: &Arc<Self>, sb: Sandbox) {
@@ -726,9 +766,10 @@ impl Pool {
             // handed to the reaper: shutdown waits for it, so no sandbox
             // made during shutdown escapes its cleanup.
             match res {
-                Ok(sb) => match sb.freezer.freeze() {
+                Ok(mut sb) => match sb.freezer.freeze() {
                     Ok(()) if !self.closing.load(Ordering::SeqCst) => {
                         failures = 0;
+                        sb.frozen = true;
                         let mut st = self.lock();
                         st.idle.push_back(sb);
                         st.creating -= 1;
