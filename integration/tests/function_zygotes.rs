@@ -209,6 +209,16 @@ fn inits_unsafe_to_fork_fall_back_to_fresh_imports() {
             "file descriptors",
         ),
         (
+            // One anonymous shared mapping: every worker would write the
+            // same pages.
+            "shared",
+            "import mmap\nM = mmap.mmap(-1, 4096)\ndef handler(event, context):\n    return {'ok': True}\n"
+                .to_string(),
+            json!({}),
+            "init_unsafe",
+            "shared writable memory",
+        ),
+        (
             "raises",
             init_only("raise RuntimeError('no cache dir')"),
             json!({}),
@@ -254,7 +264,7 @@ fn inits_unsafe_to_fork_fall_back_to_fresh_imports() {
     // The daemon counts them.
     let metrics = String::from_utf8_lossy(&d.get("/metrics").body).to_string();
     assert!(
-        metrics.contains("ember_zygote_inits_total{outcome=\"init_unsafe\"} 2"),
+        metrics.contains("ember_zygote_inits_total{outcome=\"init_unsafe\"} 3"),
         "{metrics}"
     );
     d.stop_and_check(&tag);

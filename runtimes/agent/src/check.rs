@@ -32,6 +32,13 @@ impl Baseline {
     /// runner keeps its `/tmp` and IPC objects between invocations: they
     /// are its function's own, gone with the sandbox).
     pub fn problems(&self, keep: &[i32], fork_mode: bool) -> Vec<String> {
+        self.problems_where(|pid| keep.contains(&pid), fork_mode)
+    }
+
+    /// As [`problems`](Self::problems), with `belongs` saying which
+    /// processes may be there (decided when each is seen, so a process
+    /// forked meanwhile is judged too).
+    pub fn problems_where(&self, belongs: impl Fn(i32) -> bool, fork_mode: bool) -> Vec<String> {
         let mut problems = Vec::new();
         if fork_mode {
             problems.extend(tmp_left());
@@ -42,7 +49,7 @@ impl Baseline {
             Err(e) => problems.push(e),
         }
         for pid in procs::others() {
-            if !keep.contains(&pid) {
+            if !belongs(pid) {
                 problems.push(format!(
                     "process {pid} ({}) is still running",
                     procs::comm(pid).unwrap_or_default()

@@ -327,16 +327,24 @@ fn invoke_fork(
     // the invocation left, let the next worker warm up. Then, once the
     // daemon says the mounts are gone, check the sandbox is as it was.
     let strays_killed = invoke::settle(zyg, pending)?;
-    let spare = zyg.wait_spare(SPARE_TIMEOUT)?;
     // Nothing of the invocation runs any more: what it left in the IPC
     // namespace goes now (the check below verifies it). Counting is a few
     // syscalls; asking the spare costs a round trip, only paid when there
     // is something to remove.
     if !ipc::leftovers().is_empty() {
+        zyg.wait_spare(SPARE_TIMEOUT)?;
         zyg.clean_ipc(SPARE_TIMEOUT)?;
     }
-    let keep = zyg.keep_with(spare);
-    match await_check(input)? {
+    // Otherwise the next spare forks and warms up while the daemon does
+    // its part; `Idle` does not wait for it (the next invocation does, if
+    // it comes first). The zygote's children are spares: user code cannot
+    // make the zygote fork, and the worker is reaped by now.
+    let next = await_check(input)?;
+    let keep = zyg.keep_with(zyg.spare.unwrap_or(0));
+    let zygote = zyg.pid();
+    let belongs = |pid: i32| keep.contains(&pid) || procs::ppid(pid) == Some(zygote);
+    let spare = zyg.spare.unwrap_or(0);
+    match next {
         AfterInvoke::Stop => Ok(None),
         AfterInvoke::Check => {
             let problems = if bound {
@@ -346,9 +354,9 @@ fn invoke_fork(
                     interp.bound_baseline = Some(check::Baseline::capture()?);
                 }
                 let b = interp.bound_baseline.as_ref().ok_or("no bound baseline")?;
-                b.problems(&keep, true)
+                b.problems_where(belongs, true)
             } else {
-                baseline.problems(&keep, true)
+                baseline.problems_where(belongs, true)
             };
             Ok(Some(FromAgent::Idle {
                 spare_pid: spare as u32,
@@ -356,9 +364,14 @@ fn invoke_fork(
                 problems,
             }))
         }
-        AfterInvoke::Bind(bind) if !bound => Ok(Some(FromAgent::Bound(bind_function(
-            interp, baseline, &keep, &bind,
-        )?))),
+        AfterInvoke::Bind(bind) if !bound => {
+            // The bind takes the spare: it must be there.
+            let spare = zyg.wait_spare(SPARE_TIMEOUT)?;
+            let keep = zyg.keep_with(spare);
+            Ok(Some(FromAgent::Bound(bind_function(
+                interp, baseline, &keep, &bind,
+            )?)))
+        }
         AfterInvoke::Bind(_) => Err("protocol error: bind of a bound sandbox".into()),
     }
 }
