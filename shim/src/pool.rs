@@ -705,7 +705,7 @@ impl Pool {
                 return;
             };
             let sb = &mut st.idle[i];
-            if sb.frozen || sb.last_used.elapsed() < after {
+            if sb.frozen || sb.last_used.elapsed() < after || !sb.alive() {
                 return;
             }
             match sb.freezer.request_freeze() {
@@ -839,6 +839,10 @@ impl Pool {
             }
             // External sandboxes whose owner ended them: forget them.
             for sb in st.take_idle(|sb| sb.external && !sb.alive()) {
+                // Its other processes die with its init only if they can
+                // run: a cgroup frozen meanwhile would keep them (and its
+                // owner's delete) waiting for ever.
+                let _ = sb.freezer.thaw();
                 tracing::info!(sandbox = %sb.id, "external sandbox is gone; removed from the pool");
                 self.counters.destroyed.fetch_add(1, Ordering::Relaxed);
             }
