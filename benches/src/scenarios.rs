@@ -168,7 +168,8 @@ pub async fn modes(
     Ok((serde_json::Value::Object(out), chart))
 }
 
-fn start_counts(samples: &[Sample]) -> String {
+/// `"180 warm, 20 hot"`: how many invocations started each way.
+pub fn start_counts(samples: &[Sample]) -> String {
     let mut counts = std::collections::BTreeMap::new();
     for s in samples {
         *counts.entry(s.start.as_str()).or_insert(0usize) += 1;
