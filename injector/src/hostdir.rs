@@ -63,6 +63,17 @@ impl HostDirSlot {
     }
 }
 
+impl HostDirSlot {
+    /// Empty the `/tmp` directory only (the code stays: a sandbox bound to
+    /// its function).
+    pub fn empty_tmp(&self) -> Result<(), HostDirError> {
+        match &self.tmp {
+            Some(tmp) => empty_dir(tmp),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Remove everything in `dir` (whatever the modes a function set: the
 /// daemon is root on the host) and check it is empty.
 fn empty_dir(dir: &Path) -> Result<(), HostDirError> {

@@ -69,6 +69,11 @@ enum Job {
     Detach {
         reply: mpsc::SyncSender<Result<(), InjectError>>,
     },
+    /// Replace `/tmp` only (`None`: unmount it and mount nothing).
+    Scratch {
+        tmpfs_bytes: Option<u64>,
+        reply: mpsc::SyncSender<Result<(), InjectError>>,
+    },
 }
 
 /// The injector of one sandbox: a thread parked in its mount namespace.
@@ -108,6 +113,9 @@ impl Injector {
                         }
                         Job::Detach { reply } => {
                             let _ = reply.send(detach());
+                        }
+                        Job::Scratch { tmpfs_bytes, reply } => {
+                            let _ = reply.send(scratch(tmpfs_bytes));
                         }
                     }
                 }
@@ -174,6 +182,27 @@ impl Injector {
     }
 }
 
+impl Injector {
+    /// A sandbox that keeps its code (bound to one function in fork mode)
+    /// gets a fresh `/tmp` per invocation: the old one is unmounted (with
+    /// what the last invocation wrote), a new empty tmpfs takes its place.
+    pub fn fresh_scratch(&self, tmpfs_bytes: u64) -> Result<(), InjectError> {
+        self.run(|reply| Job::Scratch {
+            tmpfs_bytes: Some(tmpfs_bytes),
+            reply,
+        })
+    }
+
+    /// Unmount `/tmp` only, leaving the read-only root's empty directory
+    /// (a function zygote's init must not leave files for invocations).
+    pub fn drop_scratch(&self) -> Result<(), InjectError> {
+        self.run(|reply| Job::Scratch {
+            tmpfs_bytes: None,
+            reply,
+        })
+    }
+}
+
 impl Drop for Injector {
     fn drop(&mut self) {
         self.jobs.take();
@@ -210,19 +239,47 @@ fn attach(tree: OwnedFd, tmpfs_bytes: u64) -> Result<(), InjectError> {
     Ok(())
 }
 
+/// In the sandbox's namespace: take `/tmp` out, then mount a fresh tmpfs
+/// there if `tmpfs_bytes` is given.
+fn scratch(tmpfs_bytes: Option<u64>) -> Result<(), InjectError> {
+    unmount_all(SCRATCH_MOUNT)?;
+    let Some(bytes) = tmpfs_bytes else {
+        return Ok(());
+    };
+    let opts = format!("size={bytes},mode=1777");
+    mount(
+        Some("tmpfs"),
+        SCRATCH_MOUNT,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some(opts.as_str()),
+    )
+    .map_err(|e| InjectError::Attach {
+        what: "scratch tmpfs",
+        target: SCRATCH_MOUNT,
+        source: io::Error::from(e),
+    })
+}
+
 /// In the sandbox's namespace: take `/tmp` and `/fn` out.
 fn detach() -> Result<(), InjectError> {
     for target in [SCRATCH_MOUNT, CODE_MOUNT] {
-        // Lazy detach: the mount leaves the namespace at once even if the
-        // just-killed worker has not finished exiting (its cwd is in /fn);
-        // nothing new can reach it after this. Repeat: user code could have
-        // stacked mounts on the target.
-        for _ in 0..8 {
-            match umount2(target, MntFlags::MNT_DETACH) {
-                Ok(()) => continue,
-                Err(nix::Error::EINVAL) => break, // not a mount point
-                Err(source) => return Err(InjectError::Detach { target, source }),
-            }
+        unmount_all(target)?;
+    }
+    Ok(())
+}
+
+/// Unmount everything stacked at `target`.
+fn unmount_all(target: &'static str) -> Result<(), InjectError> {
+    // Lazy detach: the mount leaves the namespace at once even if the
+    // just-killed worker has not finished exiting (its cwd is in /fn);
+    // nothing new can reach it after this. Repeat: user code could have
+    // stacked mounts on the target.
+    for _ in 0..8 {
+        match umount2(target, MntFlags::MNT_DETACH) {
+            Ok(()) => continue,
+            Err(nix::Error::EINVAL) => break, // not a mount point
+            Err(source) => return Err(InjectError::Detach { target, source }),
         }
     }
     Ok(())

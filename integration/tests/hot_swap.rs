@@ -324,7 +324,10 @@ fn twenty_concurrent_invocations_of_two_functions_all_return_their_own_result() 
     assert_eq!(starts.len(), 20);
     let p = d.pool();
     assert!(
-        p["hot_starts_total"].as_u64().unwrap() + p["cold_starts_total"].as_u64().unwrap() >= 20
+        p["hot_starts_total"].as_u64().unwrap()
+            + p["cold_starts_total"].as_u64().unwrap()
+            + p["warm_starts_total"].as_u64().unwrap()
+            >= 20
     );
     // Sandboxes made for the burst are trimmed back to the target.
     let t = Instant::now();
@@ -436,15 +439,16 @@ fn a_restarted_daemon_keeps_its_functions_and_leaves_nothing_behind() {
     d.deploy_files("echo", &[("main.py", ECHO)], 5000);
     assert_eq!(d.invoke("echo", r#"{"run": 1}"#).status, 200);
     d.wait_pool_idle(2);
+    // Two generic sandboxes, and the one bound to echo's zygote.
     let old = d.sandbox_ids();
-    assert_eq!(old.len(), 2);
+    assert!(old.len() >= 2, "{old:?}");
 
     // A crash leaves frozen containers and their cgroups behind...
     d.crash();
     let left = runc_ids(&format!("ember-{tag}-"));
     assert_eq!(
         left.len(),
-        2,
+        old.len(),
         "expected the crashed daemon's sandboxes: {left:?}"
     );
     assert!(!cgroup_leftovers(&tag).is_empty());
@@ -488,7 +492,8 @@ fn an_empty_pool_reports_a_cold_start_then_serves_hot() {
     }
     let mut d = Daemon::start(&["--pool-size", "0", "--idle-trim-ms", "60000"]);
     let tag = d.tag();
-    d.deploy_files("echo", &[("main.py", ECHO)], 5000);
+    // The generic path: no function zygote binds the cold sandbox.
+    d.deploy_files_with("echo", &[("main.py", ECHO)], json!({ "zygote": false }));
     assert_eq!(d.pool()["idle"], 0);
     let v = d.invoke("echo", r#"{"n": 1}"#).json();
     assert_eq!(v["start"], "cold", "{v}");

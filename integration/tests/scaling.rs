@@ -72,16 +72,21 @@ fn pools_grow_ahead_of_a_rising_load_and_shrink_when_idle() {
         p["idle"].as_u64() >= Some(4) && p["creating"] == 0
     });
     assert!(grown["target"].as_u64().unwrap() >= 4, "{grown}");
-    // The load rises to four at once: all served hot, no cold start.
+    // The load rises to four at once: all served hot (or warm, by the
+    // sandboxes the first burst bound to the function), no cold start.
     let second = burst(&d, 4);
     let kinds: Vec<&str> = second
         .iter()
         .map(|v| v["start"].as_str().unwrap_or("?"))
         .collect();
-    assert_eq!(kinds, vec!["hot"; 4], "{second:?}");
-    // Idle: back to min_warm.
+    assert!(
+        kinds.iter().all(|k| *k == "hot" || *k == "warm"),
+        "{second:?}"
+    );
+    // Idle: back to min_warm generic sandboxes (the ones bound to the
+    // function's zygote stay until --specialized-idle-ms).
     wait_for(&d, "pool did not shrink to min_warm", |p| {
-        p["idle"] == 1
+        p["idle"].as_u64().unwrap_or(0) - p["bound"].as_u64().unwrap_or(0) == 1
             && p["target"] == 1
             && p["busy"] == 0
             && p["destroyed_total"].as_u64() >= Some(3)

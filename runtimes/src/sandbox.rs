@@ -115,6 +115,25 @@ impl CodeSlot {
         }
     }
 
+    /// Keep the code, give `/tmp` a fresh start: a new empty tmpfs
+    /// (mounting), an emptied directory (host directory).
+    pub fn fresh_scratch(&self, tmpfs_bytes: u64) -> Result<(), CodeError> {
+        match self {
+            CodeSlot::Mounted(i) => i.fresh_scratch(tmpfs_bytes).map_err(Into::into),
+            CodeSlot::HostDir(h) => h.empty_tmp().map_err(Into::into),
+        }
+    }
+
+    /// Keep the code, take `/tmp` away (mounting: the read-only root's
+    /// empty directory shows; host directory: it is emptied, the best a
+    /// bind mount fixed at creation allows).
+    pub fn drop_scratch(&self) -> Result<(), CodeError> {
+        match self {
+            CodeSlot::Mounted(i) => i.drop_scratch().map_err(Into::into),
+            CodeSlot::HostDir(h) => h.empty_tmp().map_err(Into::into),
+        }
+    }
+
     /// Take the code out again, verified.
     pub fn eject(&self) -> Result<(), CodeError> {
         match self {

@@ -262,7 +262,10 @@ async fn get_function(
         .registry
         .get(&name)?
         .ok_or_else(|| unknown_function(&name))?;
-    Ok(Json(serde_json::to_value(rec).unwrap_or_default()))
+    let zygote = d.zygote_state(&rec);
+    let mut v = serde_json::to_value(rec).unwrap_or_default();
+    v["zygote_state"] = serde_json::to_value(zygote).unwrap_or_default();
+    Ok(Json(v))
 }
 
 async fn delete_function(

@@ -84,9 +84,15 @@ pub struct DaemonConfig {
     #[arg(long, default_value_t = 10_000)]
     pub specialized_max_invocations: u64,
 
-    /// A specialized sandbox unused this long is recycled.
+    /// A specialized sandbox unused this long is recycled (as is a
+    /// fork-mode sandbox bound to its function's zygote).
     #[arg(long, default_value_t = 300_000)]
     pub specialized_idle_ms: u64,
+
+    /// Never bind fork-mode sandboxes to a function zygote: every
+    /// invocation imports its handler afresh in a generic sandbox.
+    #[arg(long)]
+    pub no_function_zygotes: bool,
 
     /// How long an invocation may wait for a sandbox before failing.
     #[arg(long, default_value_t = 30_000)]

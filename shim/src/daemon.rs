@@ -76,6 +76,10 @@ pub struct DeployOptions {
     /// `fork` or `specialized` (default: fork for python3, specialized for
     /// node, which cannot fork).
     pub mode: Option<String>,
+    /// Fork mode: once the function is warm, fork its workers from a
+    /// function zygote that imported the handler once (default true;
+    /// false: every invocation imports it afresh).
+    pub zygote: Option<bool>,
     pub memory_mb: Option<u64>,
     pub pids: Option<u64>,
     pub cpu_shares: Option<u64>,
@@ -131,6 +135,8 @@ pub struct Daemon {
     builds: BTreeMap<String, BuildConfig>,
     /// Deploy builds running at once.
     pub(crate) build_slots: tokio::sync::Semaphore,
+    /// Which fork-mode functions get function zygotes, and how they fared.
+    pub zygotes: crate::zygotes::ZygoteBook,
     cgroups: CgroupLayout,
     _lock: Flock<std::fs::File>,
 }
@@ -353,6 +359,7 @@ impl Daemon {
             store,
             tag,
             pools,
+            zygotes: Default::default(),
             cgroups,
             _lock: lock,
         }))
@@ -363,6 +370,19 @@ impl Daemon {
     pub fn pool(&self, runtime: &str, backend: Option<&str>) -> Option<&Arc<Pool>> {
         let backend = backend.unwrap_or(self.default_backend(runtime));
         self.pools.get(&(runtime.to_string(), backend.to_string()))
+    }
+
+    /// The zygote state of `func`'s current deploy.
+    pub fn zygote_state(&self, func: &FunctionRecord) -> crate::zygotes::ZygoteState {
+        if !self.function_zygotes(func) {
+            return crate::zygotes::ZygoteState::Off;
+        }
+        self.zygotes.state(&crate::invoke::binding_key(func))
+    }
+
+    /// Whether `func`'s sandboxes get a function zygote once warm.
+    pub fn function_zygotes(&self, func: &FunctionRecord) -> bool {
+        func.mode == Mode::Fork && func.zygote && !self.cfg.no_function_zygotes
     }
 
     /// The cgroup layout of this host (for sandboxes adopted from others).
@@ -412,6 +432,7 @@ impl Daemon {
         for pool in self.pools.values() {
             pool.unbind(name);
         }
+        self.zygotes.forget(name, None);
         tracing::info!(function = name, digest = %digest, "deployed");
         Ok(rec)
     }
@@ -439,6 +460,7 @@ impl Daemon {
             profile: settings.profile,
             backend: settings.backend,
             mode: settings.mode,
+            zygote: settings.zygote,
             limits: settings.limits,
             digest: digest.as_str().to_string(),
             created_at: now,
@@ -483,6 +505,7 @@ impl Daemon {
             profile: o.profile.unwrap_or_else(|| "default".into()),
             backend: o.backend,
             mode,
+            zygote: o.zygote.unwrap_or(true),
             limits: FunctionLimits {
                 memory_mb: o.memory_mb.unwrap_or(d.memory_mb),
                 pids: o.pids.unwrap_or(d.pids),
@@ -522,6 +545,7 @@ impl Daemon {
             for pool in self.pools.values() {
                 pool.unbind(name);
             }
+            self.zygotes.forget(name, None);
             tracing::info!(function = name, "deleted");
         }
         Ok(deleted)

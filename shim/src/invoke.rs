@@ -6,7 +6,9 @@ use crate::daemon::{CodeHold, Daemon};
 use crate::history::InvocationRecord;
 use crate::pool::{PoolError, StartKind, Want};
 use crate::registry::RegistryError;
-use ember_proto::{FromAgent, InvokeRequest, Mode, Outcome, ToAgent};
+use ember_proto::{
+    BindReport, BindRequest, FromAgent, InitOutcome, InvokeRequest, Mode, Outcome, ToAgent,
+};
 use ember_runtimes::limits::{InvocationLimits, LimitHits};
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -384,16 +386,15 @@ async fn run_invocation(
                 .unwrap_or_else(|| daemon.default_backend(&func.runtime).to_string()),
         })?;
     let mode = func.mode;
-    // Specialized sandboxes are bound to one deploy of the function: a
-    // redeploy never runs in a sandbox that loaded the old code.
-    let key = format!(
-        "{name}@{}-{}",
-        func.updated_at,
-        &func.digest[..12.min(func.digest.len())]
-    );
+    // Bound sandboxes (specialized, or fork mode with a function zygote)
+    // serve one deploy of the function: a redeploy never runs in a sandbox
+    // that loaded the old code.
+    let key = binding_key(&func);
+    let zygote = !throwaway && daemon.function_zygotes(&func) && daemon.zygotes.may_bind(&key);
     let want = match mode {
+        Mode::Fork if zygote => Want::Bound { key: &key },
         Mode::Fork => Want::Fork,
-        Mode::Specialized => Want::Specialized { key: &key },
+        Mode::Specialized => Want::Bound { key: &key },
     };
     let mut timings = Timings::default();
     let (mut sb, start, waited) = if throwaway {
@@ -584,15 +585,32 @@ async fn run_invocation(
     ) && hits == LimitHits::default();
     if healthy && !throwaway {
         pool.mark_returning(&sb.id);
-        let pool = pool.clone();
-        let eject = match mode {
-            Mode::Fork => true,
-            Mode::Specialized => {
+        let how = match (mode, start) {
+            (Mode::Specialized, _) => {
                 sb.bound = Some(key.clone());
-                false
+                Return::Keep
             }
+            (Mode::Fork, StartKind::Warm) => Return::FreshScratch,
+            // An adopted sandbox is someone else's container: it is
+            // never bound (recycling it would end that container).
+            (Mode::Fork, _) if zygote && !sb.external && pool.may_bind() => {
+                Return::Bind(Box::new(BindJob {
+                    key: key.clone(),
+                    digest: func.digest.clone(),
+                    req: BindRequest {
+                        function: name.to_string(),
+                        handler: func.handler.clone(),
+                        profile: func.profile.clone(),
+                        nproc: (!sb.pids_limit_applies).then_some(func.limits.pids),
+                        timeout_ms: func.timeout_ms,
+                        max_output_bytes: func.limits.max_output_bytes as usize,
+                    },
+                }))
+            }
+            (Mode::Fork, _) => Return::Eject,
         };
-        tokio::spawn(return_when_idle(pool, sb, eject).in_current_span());
+        let back = return_when_idle(daemon.clone(), pool.clone(), sb, how);
+        tokio::spawn(back.in_current_span());
     } else {
         pool.release(sb, false);
     }
@@ -709,21 +727,60 @@ async fn check(sb: &mut ember_runtimes::Sandbox) -> Result<FromAgent, String> {
 /// How long a sandbox may take to warm its next worker.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Take the code out (fork mode; a bound sandbox keeps it), wait for the
-/// agent's `Idle`, freeze, and put the sandbox back; any surprise
-/// discards it.
+/// The key a sandbox bound to `func`'s current deploy carries.
+pub fn binding_key(func: &crate::registry::FunctionRecord) -> String {
+    format!(
+        "{}@{}-{}",
+        func.name,
+        func.updated_at,
+        &func.digest[..12.min(func.digest.len())]
+    )
+}
+
+/// What becomes of a sandbox after a healthy invocation.
+enum Return {
+    /// Fork mode, generic: code and `/tmp` out.
+    Eject,
+    /// Specialized: everything stays, the runner keeps its state.
+    Keep,
+    /// Fork mode from a function zygote: the code stays, `/tmp` is
+    /// replaced by an empty one.
+    FreshScratch,
+    /// Fork mode, first served by hot swap: bind the sandbox to the
+    /// function (its spare becomes the function's zygote).
+    Bind(Box<BindJob>),
+}
+
+struct BindJob {
+    key: String,
+    digest: String,
+    req: BindRequest,
+}
+
+/// Put the sandbox back in shape for its next invocation (see [`Return`]),
+/// wait for the agent's `Idle`, freeze, and give it back to the pool; any
+/// surprise discards it.
 async fn return_when_idle(
+    daemon: Arc<Daemon>,
     pool: Arc<crate::pool::Pool>,
     mut sb: ember_runtimes::Sandbox,
-    eject: bool,
+    how: Return,
 ) {
     let t = Instant::now();
-    let ejected = if eject {
-        tokio::task::block_in_place(|| sb.code.eject())
-    } else {
-        Ok(())
+    let tmpfs_bytes = daemon.cfg.tmpfs_mb * 1024 * 1024;
+    let ejected = match &how {
+        Return::Eject => tokio::task::block_in_place(|| sb.code.eject()),
+        Return::Keep => Ok(()),
+        Return::FreshScratch => tokio::task::block_in_place(|| sb.code.fresh_scratch(tmpfs_bytes)),
+        Return::Bind(_) => tokio::task::block_in_place(|| sb.code.drop_scratch()),
     };
     let eject_us = t.elapsed().as_micros() as u64;
+    if let (Return::Bind(job), Ok(())) = (how, &ejected) {
+        let healthy = bind(&daemon, &mut sb, *job, tmpfs_bytes).await;
+        tracing::debug!(sandbox = %sb.id, return_us = t.elapsed().as_micros() as u64, healthy, "sandbox returned bound");
+        pool.release(sb, healthy);
+        return;
+    }
     let healthy = match ejected {
         Err(e) => {
             tracing::warn!(sandbox = %sb.id, "eject failed, discarding sandbox: {e}");
@@ -772,6 +829,133 @@ async fn return_when_idle(
         "sandbox returned"
     );
     pool.release(sb, healthy);
+}
+
+/// Bind a sandbox that just served `job`'s function by hot swap: its
+/// spare imports the handler once and becomes the function's zygote.
+/// Returns whether the sandbox can serve again (bound, frozen). The
+/// outcome goes to the zygote book, the init's output and outcome to the
+/// function's logs.
+async fn bind(
+    daemon: &Arc<Daemon>,
+    sb: &mut ember_runtimes::Sandbox,
+    job: BindJob,
+    tmpfs_bytes: u64,
+) -> bool {
+    let started_at = crate::registry::now_ms();
+    let wait = Duration::from_millis(job.req.timeout_ms) + IDLE_TIMEOUT;
+    let function = job.req.function.clone();
+    let answer = async {
+        sb.conn.send(&ToAgent::Bind(job.req)).await?;
+        sb.conn.recv().await
+    };
+    let mut report = match tokio::time::timeout(wait, answer).await {
+        Ok(Ok(FromAgent::Bound(r))) => r,
+        Ok(Ok(other)) => {
+            tracing::warn!(sandbox = %sb.id, "expected bound from agent, got {other:?}; discarding");
+            return false;
+        }
+        Ok(Err(e)) => lost_init(format!("the sandbox's agent failed during the bind: {e}")),
+        Err(_) => lost_init(format!(
+            "the agent did not answer the bind within {} ms",
+            wait.as_millis()
+        )),
+    };
+    let mut outcome = match report.outcome {
+        InitOutcome::Ready => "zygote_ready",
+        other => other.as_str(),
+    };
+    if sb.limits.hits().oom_kills > 0 {
+        outcome = "init_oom";
+        report.message = format!("module init ran out of memory: {}", report.message);
+    }
+    let mut healthy = outcome == "zygote_ready";
+    if healthy {
+        let fresh = tokio::task::block_in_place(|| sb.code.fresh_scratch(tmpfs_bytes));
+        healthy = match fresh
+            .map_err(|e| e.to_string())
+            .and_then(|()| sb.freezer.request_freeze().map_err(|e| e.to_string()))
+        {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(sandbox = %sb.id, "bound sandbox could not be readied: {e}; discarding");
+                false
+            }
+        };
+    }
+    if healthy {
+        sb.bound = Some(job.key.clone());
+        daemon.zygotes.ready(&job.key, report.init_us);
+        tracing::info!(sandbox = %sb.id, function = %function, init_us = report.init_us, "function zygote ready");
+    } else if report.outcome != InitOutcome::NotClean && outcome != "zygote_ready" {
+        // The init itself is at fault: it would fail the same way in any
+        // sandbox. Invocations import afresh from now on.
+        if daemon.zygotes.fall_back(&job.key, outcome, &report.message) {
+            tracing::warn!(function = %function, outcome, reason = %report.message, "function zygote failed; invocations import the handler afresh");
+        }
+    } else if report.outcome == InitOutcome::NotClean {
+        tracing::warn!(sandbox = %sb.id, problems = %report.message, "sandbox not clean before bind; discarding");
+    }
+    record_init(
+        daemon,
+        &function,
+        &job.digest,
+        &sb.id,
+        sb.backend,
+        outcome,
+        &report,
+        started_at,
+    );
+    healthy
+}
+
+/// A bind whose agent never answered: the zygote's init took the sandbox
+/// down with it.
+fn lost_init(message: String) -> BindReport {
+    BindReport {
+        outcome: InitOutcome::Crashed,
+        message,
+        stdout: String::new(),
+        stderr: String::new(),
+        init_us: 0,
+        zygote_pid: 0,
+    }
+}
+
+/// The init of a function zygote, in the function's logs: its outcome
+/// (`zygote_ready` or why not) and what it printed.
+#[allow(clippy::too_many_arguments)]
+fn record_init(
+    daemon: &Daemon,
+    function: &str,
+    digest: &str,
+    sandbox: &str,
+    backend: &str,
+    outcome: &str,
+    report: &BindReport,
+    started_at: i64,
+) {
+    let mut rec = InvocationRecord {
+        sandbox: Some(sandbox.to_string()),
+        backend: Some(backend.to_string()),
+        start: Some("zygote_init".into()),
+        mode: Some("fork".into()),
+        outcome: outcome.to_string(),
+        error: (!report.message.is_empty()).then(|| report.message.clone()),
+        timings_us: Some(serde_json::json!({ "init": report.init_us })),
+        stdout_bytes: report.stdout.len() as u64,
+        stderr_bytes: report.stderr.len() as u64,
+        stdout: report.stdout.clone(),
+        stderr: report.stderr.clone(),
+        finished_at: Some(crate::registry::now_ms()),
+        ..InvocationRecord::started(&invocation_id(), function, digest, started_at)
+    };
+    rec.result_bytes = 0;
+    daemon.metrics.zygote_init(outcome);
+    // A silent, successful init is no news for the function's logs.
+    if outcome != "zygote_ready" || !report.stdout.is_empty() || !report.stderr.is_empty() {
+        daemon.history.finish(rec);
+    }
 }
 
 #[cfg(test)]

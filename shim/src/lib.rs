@@ -26,3 +26,4 @@ pub mod pool;
 pub mod progress;
 pub mod registry;
 pub mod validate;
+pub mod zygotes;

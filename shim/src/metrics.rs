@@ -55,6 +55,8 @@ struct Inner {
     phases: BTreeMap<&'static str, Histogram>,
     /// failure phase (inject, thaw, limits, run, ...) -> count
     failures: BTreeMap<String, u64>,
+    /// function zygote inits by outcome (zygote_ready, init_error, ...)
+    zygote_inits: BTreeMap<String, u64>,
 }
 
 #[derive(Default)]
@@ -106,6 +108,15 @@ impl Metrics {
     /// A sandbox failed during `phase` (`inject`, `thaw`, `limits`, ...).
     pub fn sandbox_failure(&self, phase: &str) {
         *self.lock().failures.entry(phase.to_string()).or_default() += 1;
+    }
+
+    /// A function zygote's init ended with `outcome`.
+    pub fn zygote_init(&self, outcome: &str) {
+        *self
+            .lock()
+            .zygote_inits
+            .entry(outcome.to_string())
+            .or_default() += 1;
     }
 
     /// The exposition text, with the pools' current state.
@@ -166,6 +177,15 @@ impl Metrics {
         );
         for (phase, n) in &m.failures {
             let _ = writeln!(out, "ember_sandbox_failures_total{{phase=\"{phase}\"}} {n}");
+        }
+        family(
+            &mut out,
+            "ember_zygote_inits_total",
+            "counter",
+            "Function zygote inits (a fork-mode sandbox bound to its function), by outcome.",
+        );
+        for (o, n) in &m.zygote_inits {
+            let _ = writeln!(out, "ember_zygote_inits_total{{outcome=\"{o}\"}} {n}");
         }
         drop(m);
         let gauges: [(&str, &str, PoolField); 5] = [

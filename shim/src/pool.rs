@@ -81,9 +81,9 @@ pub enum KillError {
 pub enum Want<'a> {
     /// A generic sandbox (fork mode).
     Fork,
-    /// A sandbox bound to `key` (`function@deploy`), or a generic one to
-    /// bind.
-    Specialized { key: &'a str },
+    /// A sandbox bound to `key` (`function@deploy`: its specialized
+    /// runner or its function zygote), or a generic one to bind.
+    Bound { key: &'a str },
 }
 
 struct BusyInfo {
@@ -389,7 +389,7 @@ impl Pool {
         let returning_until = started + RETURNING_WAIT;
         let bind = match want {
             Want::Fork => None,
-            Want::Specialized { key } => Some(key),
+            Want::Bound { key } => Some(key),
         };
         loop {
             if self.closing.load(Ordering::SeqCst) {
@@ -404,7 +404,7 @@ impl Pool {
             let cold = {
                 let mut st = self.lock();
                 let mut found = None;
-                if let Want::Specialized { key } = want {
+                if let Want::Bound { key } = want {
                     // Sandboxes bound to an older deploy of this function
                     // can never serve again.
                     let prefix = format!("{function}@");
@@ -925,6 +925,14 @@ impl Pool {
         self.closing.store(true, Ordering::SeqCst);
         self.returned.notify_waiters();
         self.refill.notify_waiters();
+    }
+
+    /// Whether a sandbox may be bound to a function now: only while the
+    /// pool can still make another (binding must never push the next
+    /// function into recycling a sandbox) and is not shutting down.
+    pub fn may_bind(&self) -> bool {
+        let st = self.lock();
+        st.total() < st.max && !self.is_closing()
     }
 
     /// Whether [`close`](Self::close) was called.

@@ -60,6 +60,9 @@ pub struct FunctionSettings {
     pub backend: Option<String>,
     /// Fork (a fresh worker per invocation) or specialized.
     pub mode: Mode,
+    /// Fork mode: once warm, fork workers from a function zygote that has
+    /// imported the handler (false: every worker imports it afresh).
+    pub zygote: bool,
     pub limits: FunctionLimits,
 }
 
@@ -74,6 +77,8 @@ pub struct FunctionRecord {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub backend: Option<String>,
     pub mode: Mode,
+    /// Fork mode: workers fork from a function zygote once it is warm.
+    pub zygote: bool,
     pub limits: FunctionLimits,
     /// Hex SHA-256 of the code tree in the store.
     pub digest: String,
@@ -106,10 +111,11 @@ const ADDED_COLUMNS: &[(&str, &str)] = &[
     ("limits", "TEXT NOT NULL DEFAULT '{}'"),
     ("backend", "TEXT"),
     ("mode", "TEXT NOT NULL DEFAULT 'fork'"),
+    ("zygote", "INTEGER NOT NULL DEFAULT 1"),
 ];
 
 const COLUMNS: &str =
-    "name, runtime, handler, timeout_ms, digest, created_at, updated_at, profile, limits, backend, mode";
+    "name, runtime, handler, timeout_ms, digest, created_at, updated_at, profile, limits, backend, mode, zygote";
 
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -173,10 +179,11 @@ impl Registry {
         let limits = serde_json::to_string(&settings.limits).unwrap_or_else(|_| "{}".into());
         self.with(|c| {
             c.execute(
-                "INSERT INTO functions (name, runtime, handler, timeout_ms, digest, created_at, updated_at, profile, limits, backend, mode)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                "INSERT INTO functions (name, runtime, handler, timeout_ms, digest, created_at, updated_at, profile, limits, backend, mode, zygote)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
                  ON CONFLICT(name) DO UPDATE SET runtime = ?2, handler = ?3, timeout_ms = ?4,
-                    digest = ?5, updated_at = ?7, profile = ?8, limits = ?9, backend = ?10, mode = ?11",
+                    digest = ?5, updated_at = ?7, profile = ?8, limits = ?9, backend = ?10, mode = ?11,
+                    zygote = ?12",
                 params![
                     name,
                     settings.runtime,
@@ -188,7 +195,8 @@ impl Registry {
                     settings.profile,
                     limits,
                     settings.backend,
-                    settings.mode.as_str()
+                    settings.mode.as_str(),
+                    settings.zygote
                 ],
             )
         })?;
@@ -200,6 +208,7 @@ impl Registry {
             profile: settings.profile.clone(),
             backend: settings.backend.clone(),
             mode: settings.mode,
+            zygote: settings.zygote,
             limits: settings.limits,
             digest: digest.to_string(),
             created_at,
@@ -263,6 +272,7 @@ fn row_to_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<FunctionRecord> {
             "specialized" => Mode::Specialized,
             _ => Mode::Fork,
         },
+        zygote: r.get(11)?,
     })
 }
 
@@ -278,6 +288,7 @@ mod tests {
             profile: "default".into(),
             backend: None,
             mode: Mode::Fork,
+            zygote: true,
             limits: FunctionLimits::default(),
         }
     }

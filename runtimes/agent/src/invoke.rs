@@ -130,7 +130,7 @@ pub fn run(zyg: &mut Zygote, req: &InvokeRequest) -> Result<(InvokeResult, Pendi
     // the function's processes at it when it ended?
     let pids_hit = req
         .nproc
-        .is_some_and(|limit| procs::user_tasks(zyg.uid, &[zyg.pid()]) >= limit);
+        .is_some_and(|limit| procs::user_tasks(zyg.uid, &zyg.keep_with(0)) >= limit);
 
     // The worker is done (or out of time): kill it and its process group
     // now. The rest of the sweep (`settle`) runs after the answer is sent;
@@ -174,11 +174,15 @@ pub struct Pending {
 pub fn settle(zyg: &mut Zygote, p: Pending) -> Result<u32, String> {
     let Pending { worker, mut exit } = p;
     let zygote = zyg.pid();
+    let keep = zyg.keep.clone();
     let settle_by = Instant::now() + SETTLE;
     let mut strays = 0u32;
     loop {
         strays += procs::kill_where(|pid| {
-            pid != zygote && pid != worker && procs::ppid(pid) != Some(zygote)
+            pid != zygote
+                && pid != worker
+                && !keep.contains(&pid)
+                && procs::ppid(pid) != Some(zygote)
         });
         procs::reap(zygote)?;
         if exit.is_none() && poll_ctl(zyg, Duration::from_millis(20)) {
@@ -186,9 +190,9 @@ pub fn settle(zyg: &mut Zygote, p: Pending) -> Result<u32, String> {
             continue;
         }
         let clean = exit.is_some()
-            && procs::others()
-                .iter()
-                .all(|&p| p == zygote || (p != worker && procs::ppid(p) == Some(zygote)));
+            && procs::others().iter().all(|&p| {
+                p == zygote || keep.contains(&p) || (p != worker && procs::ppid(p) == Some(zygote))
+            });
         if clean {
             return Ok(strays);
         }

@@ -18,13 +18,17 @@ mod build;
 mod capture;
 mod check;
 mod devices;
+mod function_zygote;
 mod invoke;
 mod ipc;
 mod procs;
 mod runner;
 mod zygote;
 
-use ember_proto::{read_frame, write_frame, FrameError, FromAgent, InvokeRequest, Mode, ToAgent};
+use ember_proto::{
+    read_frame, write_frame, BindReport, BindRequest, FrameError, FromAgent, InitOutcome,
+    InvokeRequest, Mode, ToAgent,
+};
 use std::io::{self, BufReader, BufWriter};
 use std::time::Duration;
 
@@ -184,6 +188,9 @@ fn drop_privileges() -> Result<(), String> {
 struct Interp {
     zygote: Option<zygote::Zygote>,
     runner: Option<runner::Runner>,
+    /// Fork mode, once the sandbox is bound: the function and its zygote
+    /// (a child of `zygote`), which workers are forked from.
+    function: Option<(String, zygote::Zygote)>,
     /// The clean state of a bound sandbox: the baseline plus its /fn and
     /// /tmp, which stay mounted while it serves its function.
     bound_baseline: Option<check::Baseline>,
@@ -227,11 +234,13 @@ fn run(
         Language::Python => Interp {
             zygote: Some(zygote::Zygote::start(opts)?),
             runner: None,
+            function: None,
             bound_baseline: None,
         },
         Language::Node => Interp {
             zygote: None,
             runner: Some(runner::Runner::spawn_node(opts)?),
+            function: None,
             bound_baseline: None,
         },
     };
@@ -254,8 +263,8 @@ fn run(
         };
         let req = match msg {
             ToAgent::Shutdown => return Ok(()),
-            ToAgent::Check => {
-                return Err("protocol error: check without an invocation".into());
+            ToAgent::Check | ToAgent::Bind(_) => {
+                return Err("protocol error: check or bind without an invocation".into());
             }
             ToAgent::Invoke(req) => req,
         };
@@ -270,12 +279,19 @@ fn run(
     }
 }
 
-/// Wait for the daemon's `Check` (sent once `/fn` and `/tmp` are handled).
-/// `false`: the daemon is done with this sandbox.
-fn await_check(input: &mut impl io::Read) -> Result<bool, String> {
+/// What the daemon says once `/fn` and `/tmp` are handled.
+enum AfterInvoke {
+    Check,
+    Bind(BindRequest),
+    /// The daemon is done with this sandbox.
+    Stop,
+}
+
+fn await_check(input: &mut impl io::Read) -> Result<AfterInvoke, String> {
     match read_frame::<_, ToAgent>(input) {
-        Ok(ToAgent::Check) => Ok(true),
-        Ok(ToAgent::Shutdown) | Err(FrameError::Closed) => Ok(false),
+        Ok(ToAgent::Check) => Ok(AfterInvoke::Check),
+        Ok(ToAgent::Bind(req)) => Ok(AfterInvoke::Bind(req)),
+        Ok(ToAgent::Shutdown) | Err(FrameError::Closed) => Ok(AfterInvoke::Stop),
         Ok(other) => Err(format!("protocol error: expected check, got {other:?}")),
         Err(e) => Err(format!("reading check: {e}")),
     }
@@ -288,14 +304,21 @@ fn invoke_fork(
     out: &mut impl io::Write,
     input: &mut impl io::Read,
 ) -> Result<Option<FromAgent>, String> {
-    let zyg = match (&mut interp.zygote, &interp.runner) {
-        (Some(zyg), None) => zyg,
-        (_, Some(_)) => {
-            return Err(
-                "protocol error: fork-mode invocation in a sandbox with a specialized runner"
-                    .into(),
-            )
+    if interp.runner.is_some() {
+        return Err(
+            "protocol error: fork-mode invocation in a sandbox with a specialized runner".into(),
+        );
+    }
+    let bound = interp.function.is_some();
+    let zyg = match (&mut interp.function, &mut interp.zygote) {
+        (Some((f, fz)), _) if *f == req.function => fz,
+        (Some((f, _)), _) => {
+            return Err(format!(
+                "protocol error: sandbox bound to {f:?} asked to run {:?}",
+                req.function
+            ))
         }
+        (None, Some(zyg)) => zyg,
         (None, None) => return Err("protocol error: no zygote to fork from".into()),
     };
     let (result, pending) = invoke::run(zyg, req)?;
@@ -312,15 +335,67 @@ fn invoke_fork(
     if !ipc::leftovers().is_empty() {
         zyg.clean_ipc(SPARE_TIMEOUT)?;
     }
-    if !await_check(input)? {
-        return Ok(None);
+    let keep = zyg.keep_with(spare);
+    match await_check(input)? {
+        AfterInvoke::Stop => Ok(None),
+        AfterInvoke::Check => {
+            let problems = if bound {
+                // The daemon mounted this sandbox's fresh /tmp after the
+                // bind, before this first check: that is its clean state.
+                if interp.bound_baseline.is_none() {
+                    interp.bound_baseline = Some(check::Baseline::capture()?);
+                }
+                let b = interp.bound_baseline.as_ref().ok_or("no bound baseline")?;
+                b.problems(&keep, true)
+            } else {
+                baseline.problems(&keep, true)
+            };
+            Ok(Some(FromAgent::Idle {
+                spare_pid: spare as u32,
+                strays_killed,
+                problems,
+            }))
+        }
+        AfterInvoke::Bind(bind) if !bound => Ok(Some(FromAgent::Bound(bind_function(
+            interp, baseline, &keep, &bind,
+        )?))),
+        AfterInvoke::Bind(_) => Err("protocol error: bind of a bound sandbox".into()),
     }
-    let problems = baseline.problems(&[zyg.pid(), spare], true);
-    Ok(Some(FromAgent::Idle {
-        spare_pid: spare as u32,
-        strays_killed,
-        problems,
-    }))
+}
+
+/// Check the sandbox is clean (its code still at `/fn`, nothing else
+/// new), then make the generic zygote's spare the function's zygote.
+fn bind_function(
+    interp: &mut Interp,
+    baseline: &check::Baseline,
+    keep: &[i32],
+    req: &BindRequest,
+) -> Result<BindReport, String> {
+    let problems: Vec<String> = baseline
+        .problems(keep, true)
+        .into_iter()
+        .filter(|p| p != "unexpected mount at /fn")
+        .collect();
+    if !problems.is_empty() {
+        return Ok(BindReport {
+            outcome: InitOutcome::NotClean,
+            message: problems.join("; "),
+            stdout: String::new(),
+            stderr: String::new(),
+            init_us: 0,
+            zygote_pid: 0,
+        });
+    }
+    let zyg = interp
+        .zygote
+        .as_mut()
+        .ok_or("protocol error: no zygote to bind")?;
+    let (report, fz) = function_zygote::bind(zyg, req)?;
+    if let Some(fz) = fz {
+        interp.function = Some((req.function.clone(), fz));
+        interp.bound_baseline = None;
+    }
+    Ok(report)
 }
 
 fn invoke_specialized(
@@ -376,7 +451,7 @@ fn invoke_specialized(
     } else {
         procs::reap(-1)?;
     }
-    if !await_check(input)? {
+    if !matches!(await_check(input)?, AfterInvoke::Check) {
         return Ok(None);
     }
     let mut problems = match &interp.bound_baseline {

@@ -75,6 +75,12 @@ pub fn user_tasks(uid: u32, exclude: &[i32]) -> u64 {
         .sum()
 }
 
+/// How many threads `pid` has, from `/proc/<pid>/status`.
+pub fn threads(pid: i32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    field(&status, "Threads:")
+}
+
 /// The first number of line `key` in a `/proc/<pid>/status` text.
 fn field(status: &str, key: &str) -> Option<u64> {
     status

@@ -16,7 +16,13 @@ const BOOTSTRAP: &str = include_str!("../../bootstraps/python/zygote.py");
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct Zygote {
-    pub child: Child,
+    /// The agent's own child (the generic zygote); `None` for a function
+    /// zygote, which is the generic zygote's child.
+    pub child: Option<Child>,
+    pid: i32,
+    /// Processes that must stay alive beside this zygote and its spare
+    /// (a function zygote's parent, the generic zygote).
+    pub keep: Vec<i32>,
     /// The sandbox user it and its workers run as.
     pub uid: u32,
     pub ctl: UnixStream,
@@ -79,7 +85,9 @@ impl Zygote {
             .map_err(|e| format!("starting zygote {}: {e}", opts.interpreter))?;
         drop(theirs);
         let mut zyg = Zygote {
-            child,
+            pid: child.id() as i32,
+            child: Some(child),
+            keep: Vec::new(),
             uid: opts.uid,
             ctl: UnixStream::from(ours),
             buf: Vec::new(),
@@ -112,8 +120,30 @@ impl Zygote {
             .map_err(|e| format!("sending config to zygote: {e}"))
     }
 
+    /// A zygote the agent did not start: a function zygote, child of
+    /// `parent`, reached over `ctl`.
+    pub fn adopt(pid: i32, parent: i32, uid: u32, ctl: UnixStream) -> Zygote {
+        Zygote {
+            child: None,
+            pid,
+            keep: vec![parent],
+            uid,
+            ctl,
+            buf: Vec::new(),
+            spare: None,
+        }
+    }
+
     pub fn pid(&self) -> i32 {
-        self.child.id() as i32
+        self.pid
+    }
+
+    /// The processes that belong while this zygote serves: itself, the
+    /// ones it needs beside it, and `spare`.
+    pub fn keep_with(&self, spare: i32) -> Vec<i32> {
+        let mut keep = self.keep.clone();
+        keep.extend([self.pid, spare]);
+        keep
     }
 
     pub fn wait_ready(&mut self) -> Result<Ready, String> {
@@ -257,7 +287,10 @@ impl Zygote {
             let mut chunk = [0u8; 4096];
             match self.ctl.read(&mut chunk) {
                 Ok(0) => {
-                    let status = self.child.try_wait().ok().flatten();
+                    let status = self
+                        .child
+                        .as_mut()
+                        .and_then(|c| c.try_wait().ok().flatten());
                     return Err(format!("zygote closed its socket (status {status:?})"));
                 }
                 Ok(n) => self.buf.extend_from_slice(&chunk[..n]),

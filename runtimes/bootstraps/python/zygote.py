@@ -23,6 +23,16 @@
 # removes what the previous invocation left in the IPC namespace (it runs
 # as the same user as every worker, so it may) and answers {"cleaned": n}.
 # Nothing else reads or writes fd 3.
+#
+# A spare may instead be made a *function zygote* ({"function_zygote": true,
+# "handler", "profile", "nproc"} with three descriptors: its own new control
+# socket, then the init's stdout and stderr pipes). It confines itself to
+# the profile, imports the handler's module once (the function's init) and
+# checks that the init left nothing a fork would share or break (threads,
+# open descriptors, shared memory); it answers {"ready": pid, "init_us"} or
+# {"init_error": ...} / {"unsafe": why} on the new socket and then acts as
+# a zygote for that function alone: its spares fork with the module
+# already imported, so each invocation pays a fork, not the import.
 import os
 import resource
 import sys
@@ -261,7 +271,8 @@ def prepare(out_w, err_w, res_w, out, err, profile, fatal, nproc=None):
     t = time.perf_counter_ns()
     try:
         limit_processes(nproc)
-        confine(profile)
+        if profile is not None:
+            confine(profile)
     except BaseException as exc:  # noqa: B036 - fail closed, whatever it was
         msg = {"outcome": "setup_error", "message": "confining the worker: %s" % exc}
         if fatal:
@@ -343,15 +354,26 @@ def call(handler, req, deadline):
 def run_worker(req, fds, out, err):
     deadline = time.monotonic() + req["timeout_ms"] / 1000.0
     out_w, err_w, res_w = fds
-    confine_us = prepare(
-        out_w, err_w, res_w, out, err, req["profile"], fatal=False, nproc=req.get("nproc")
-    )
+    if BOUND:
+        # Forked from a function zygote: confined, limited and in /fn
+        # since before the import; only the pipes are new.
+        confine_us = prepare(out_w, err_w, res_w, out, err, None, fatal=False)
+    else:
+        confine_us = prepare(
+            out_w, err_w, res_w, out, err, req["profile"], fatal=False, nproc=req.get("nproc")
+        )
     msg = None
     try:
-        os.chdir("/fn")
-        sys.path.insert(0, "/fn")
-        add_dependencies()
-        msg = call(load_handler(req["handler"]), req, deadline)
+        if BOUND:
+            if req["function"] != BOUND["function"]:
+                raise RuntimeError("function zygote of %r asked to run %r" % (BOUND["function"], req["function"]))
+            handler = BOUND["handler"]
+        else:
+            os.chdir("/fn")
+            sys.path.insert(0, "/fn")
+            add_dependencies()
+            handler = load_handler(req["handler"])
+        msg = call(handler, req, deadline)
     except BaseException as exc:  # noqa: B036 - SystemExit from user code is an error too
         msg = {"outcome": "handler_error", "error": error_of(exc)}
     try:
@@ -398,6 +420,106 @@ def clean_ipc():
     return removed
 
 
+# Set in a function zygote (and inherited by its spares): the function it
+# serves and its handler, imported once.
+BOUND = {}
+
+
+def unsafe_after_init():
+    """What the function's init left that a fork would share between
+    invocations or break; None if nothing. Threads do not survive a fork
+    (a lock one held stays locked in every worker); a descriptor or a
+    shared mapping would be one object seen by every worker, so what one
+    invocation writes there the next could read."""
+    threads = len(os.listdir("/proc/self/task"))
+    if threads > 1:
+        return "module init started %d threads (forking a multi-threaded process is unsafe)" % (threads - 1)
+    extra = []
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd in (0, 1, 2, CTL_FD):
+            continue
+        try:
+            extra.append("%d -> %s" % (fd, os.readlink("/proc/self/fd/" + name)))
+        except OSError:
+            continue  # the directory listing's own descriptor
+    if extra:
+        return "module init left file descriptors open: " + ", ".join(extra)
+    with open("/proc/self/maps") as f:
+        for line in f:
+            fields = line.split()
+            if len(fields) > 1 and fields[1][3] == "s" and "w" in fields[1]:
+                return "module init left shared writable memory: " + " ".join(fields[5:] or ["anonymous"])
+    children = []
+    for task in os.listdir("/proc/self/task"):
+        try:
+            with open("/proc/self/task/%s/children" % task) as f:
+                children.extend(f.read().split())
+        except OSError:
+            pass  # not every kernel has it (gVisor); the agent counts processes too
+    if children:
+        return "module init left child processes running: " + ", ".join(children)
+    return None
+
+
+def become_function_zygote(req, fds, out, err):
+    """This spare becomes the zygote of one function: confined to its
+    profile before any of its code runs, it imports the handler's module
+    (init output goes to the pipes the agent gave), reports, then forks a
+    spare per invocation with the module loaded. Never returns."""
+    global ctl
+    if len(fds) != 3:
+        os._exit(71)
+    new_ctl, out_w, err_w = fds
+    # The agent's socket goes (dup2 closes it); the old object must not
+    # close fd 3 again when it is collected.
+    ctl.detach()
+    os.dup2(new_ctl, CTL_FD)
+    os.close(new_ctl)
+    ctl = socket.socket(fileno=CTL_FD)
+    os.dup2(out_w, 1)
+    os.dup2(err_w, 2)
+    os.close(out_w)
+    os.close(err_w)
+    sys.stdout = out
+    sys.stderr = err
+    t = time.monotonic()
+    try:
+        limit_processes(req.get("nproc"))
+        confine(req["profile"])
+    except BaseException as exc:  # noqa: B036 - fail closed
+        send({"init_error": {"type": "SetupError", "message": "confining the zygote: %s" % exc, "traceback": ""}})
+        os._exit(0)
+    try:
+        os.chdir("/fn")
+        sys.path.insert(0, "/fn")
+        add_dependencies()
+        handler = load_handler(req["handler"])
+    except BaseException as exc:  # noqa: B036 - SystemExit at import too
+        send({"init_error": error_of(exc)})
+        os._exit(0)
+    init_us = int((time.monotonic() - t) * 1e6)
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except Exception:
+        pass
+    why = unsafe_after_init()
+    if why:
+        send({"unsafe": why})
+        os._exit(0)
+    # The init's pipes close here (the agent reads them to the end); each
+    # worker gets its own.
+    devnull = os.open("/dev/null", os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    BOUND["function"] = req["function"]
+    BOUND["handler"] = handler
+    send({"ready": os.getpid(), "init_us": init_us})
+    serve_forks()
+
+
 def spare():
     os.setsid()
     # The OOM killer's first choice, before the zygote (which it would
@@ -422,23 +544,27 @@ def spare():
         write_through=True,
     )
     gc.enable()
-    # Confined from here on: nothing this process does later needs what the
-    # base filter refuses. Without it, it must not serve at all.
-    try:
-        install(BASE, "the base worker filter")
-    except BaseException:  # noqa: B036
-        traceback.print_exc()
-        os._exit(72)
-    try:
-        rehearse()
-    except Exception:  # a warm-up failure must not cost the sandbox
-        traceback.print_exc()
+    if not BOUND:
+        # Confined from here on: nothing this process does later needs
+        # what the base filter refuses. Without it, it must not serve at
+        # all. (A function zygote's spares inherit its filters.)
+        try:
+            install(BASE, "the base worker filter")
+        except BaseException:  # noqa: B036
+            traceback.print_exc()
+            os._exit(72)
+        try:
+            rehearse()
+        except Exception:  # a warm-up failure must not cost the sandbox
+            traceback.print_exc()
     send({"spare": os.getpid()})
     while True:
         req, fds = recv_request()
         if not req.get("clean"):
             break
         send({"cleaned": clean_ipc()})
+    if req.get("function_zygote") and not BOUND:
+        become_function_zygote(req, fds, out, err)
     # User code must never reach the agent's control socket.
     ctl.close()
     if req.get("specialized"):
@@ -474,6 +600,11 @@ def main():
             "preload_us": int((time.monotonic() - _t0) * 1e6),
         }
     )
+    serve_forks()
+
+
+def serve_forks():
+    """The zygote's loop: keep one spare forked, report how each ends."""
     # Objects allocated so far are never collected in workers: keeps pages
     # shared with the zygote after fork (SOCK's trick).
     gc.collect()

@@ -16,7 +16,7 @@ pub const MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
 
 /// Version of this protocol. The agent reports it in `Ready`; the daemon
 /// refuses an agent that speaks another (a stale `ember-agent` binary).
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// Messages the daemon sends to the agent.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -28,6 +28,14 @@ pub enum ToAgent {
     /// Sent after `/fn` and `/tmp` are unmounted: check that the sandbox is
     /// as clean as it was before the invocation and answer `Idle`.
     Check,
+    /// Sent instead of `Check` after a fork-mode invocation whose sandbox
+    /// the daemon binds to its function: `/fn` stays mounted, `/tmp` is
+    /// unmounted (module init cannot leave files there for invocations).
+    /// The agent checks the sandbox is clean, then turns the spare into
+    /// the function's zygote (it imports the handler's module and runs its
+    /// init once; each later invocation forks a worker from it) and
+    /// answers `Bound`.
+    Bind(BindRequest),
     /// Kill every process but the agent, then exit.
     Shutdown,
 }
@@ -60,6 +68,73 @@ pub struct InvokeRequest {
     /// `RLIMIT_NPROC`; `None`: the cgroup's pids limit applies.
     #[serde(default)]
     pub nproc: Option<u64>,
+}
+
+/// What a function zygote needs: the function, how to confine it, and how
+/// long its init may take.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BindRequest {
+    pub function: String,
+    /// `module.function`; the zygote imports `module`.
+    pub handler: String,
+    /// Installed before the import, like a worker's.
+    pub profile: String,
+    /// See [`InvokeRequest::nproc`].
+    #[serde(default)]
+    pub nproc: Option<u64>,
+    /// How long the import may take (the function's timeout).
+    pub timeout_ms: u64,
+    /// Cap for each of the init's stdout and stderr.
+    pub max_output_bytes: usize,
+}
+
+/// How a function zygote's init ended.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum InitOutcome {
+    /// Imported and checked: invocations fork from it.
+    Ready,
+    /// The import raised (or the zygote could not be confined).
+    Error,
+    /// The import ran past the function's timeout and was killed.
+    Timeout,
+    /// The zygote died during its init (a signal, `os._exit`, the OOM
+    /// killer).
+    Crashed,
+    /// The init left something that a fork would share between
+    /// invocations or break (threads, child processes, open files,
+    /// shared memory).
+    Unsafe,
+    /// The sandbox was not clean before the bind (`message` says how);
+    /// nothing was started.
+    NotClean,
+}
+
+impl InitOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InitOutcome::Ready => "ready",
+            InitOutcome::Error => "init_error",
+            InitOutcome::Timeout => "init_timeout",
+            InitOutcome::Crashed => "init_crashed",
+            InitOutcome::Unsafe => "init_unsafe",
+            InitOutcome::NotClean => "not_clean",
+        }
+    }
+}
+
+/// The answer to `Bind`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BindReport {
+    pub outcome: InitOutcome,
+    /// Why it is not ready (the exception, the threads found, ...).
+    pub message: String,
+    /// What the init printed.
+    pub stdout: String,
+    pub stderr: String,
+    pub init_us: u64,
+    /// The function zygote's pid (0 unless ready).
+    pub zygote_pid: u32,
 }
 
 /// Execution mode of an invocation.
@@ -110,6 +185,10 @@ pub enum FromAgent {
     /// A deploy build (an agent started with `--build`) is over; the
     /// agent exits next.
     Built(BuildReport),
+    /// The answer to `Bind`. Unless the outcome is `Ready` the sandbox
+    /// cannot serve (its spare became the failed zygote): the daemon
+    /// discards it.
+    Bound(BindReport),
 }
 
 /// What a deploy build did, step by step, inside its sandbox.

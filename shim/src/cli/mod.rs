@@ -66,6 +66,11 @@ pub struct DeployFlags {
     /// Backend of its sandboxes (runc, crun, runsc; one emberd runs).
     #[arg(long)]
     backend: Option<String>,
+    /// Fork mode: fork workers from a zygote that imported the handler
+    /// once, after the first invocation (default true; false: every
+    /// invocation imports it afresh).
+    #[arg(long)]
+    zygote: Option<bool>,
     /// Memory for the function's worker, MiB (default 256).
     #[arg(long)]
     memory_mb: Option<u64>,
@@ -93,6 +98,7 @@ impl DeployFlags {
             profile: self.profile.or(m.profile),
             backend: self.backend.or(m.backend),
             mode: self.mode.or(m.mode),
+            zygote: self.zygote.or(m.zygote),
             memory_mb: self.memory_mb.or(m.memory_mb),
             pids: self.pids.or(m.pids),
             cpu_shares: self.cpu_shares.or(m.cpu_shares),

@@ -1,0 +1,258 @@
+//! Function zygotes: after a fork-mode function's first invocation (hot
+//! swap), its sandbox is bound and a zygote that imported the handler once
+//! forks every later worker. Each invocation must still start from the
+//! post-init state (globals, /tmp, environment), a bound sandbox serves
+//! its function only, and an init that cannot make a safe zygote (threads,
+//! open files, an exception, a timeout, an OOM) makes the function fall
+//! back to fresh imports, with the reason in its status and its logs.
+
+use ember_integration::{prerequisites_met, Daemon};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+/// Records its init, then reports what an invocation finds.
+const PROBE: &str = r#"import ctypes, os, subprocess
+INIT_PID = os.getpid()
+print("init ran in", INIT_PID)
+counter = 0
+libc = ctypes.CDLL(None)
+def others():
+    me = os.getpid()
+    return sorted(open("/proc/%s/comm" % p).read().strip()
+                  for p in os.listdir("/proc") if p.isdigit() and int(p) != me)
+def handler(event, context):
+    global counter
+    counter += 1
+    seen = sorted(os.listdir("/tmp"))
+    procs = others()
+    shm = open("/proc/sysvipc/shm").read().splitlines()[1:]
+    with open("/tmp/mark-%d" % os.getpid(), "w") as f:
+        f.write("x")
+    env = os.environ.get("EMBER_LEAK")
+    os.environ["EMBER_LEAK"] = "set"
+    # Left behind on purpose: a process, a shared memory segment.
+    subprocess.Popen(["sleep", "600"], start_new_session=True)
+    libc.shmget(0, 4096, 0o1666)
+    return {"counter": counter, "tmp": seen, "env": env, "init_pid": INIT_PID,
+            "parent": os.getppid(), "v": open("/fn/version.txt").read(),
+            "procs": procs, "shm": len(shm)}
+"#;
+
+/// The function's zygote state, once it is no longer `pending`.
+fn settled_zygote(d: &Daemon, name: &str) -> Value {
+    let t = Instant::now();
+    loop {
+        let f = d.get(&format!("/v1/functions/{name}")).json();
+        let z = f["zygote_state"].clone();
+        if z["state"] != "pending" {
+            return z;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "zygote of {name} still pending: {f}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn init_records(d: &Daemon, name: &str) -> Vec<Value> {
+    let logs = d.get(&format!("/v1/functions/{name}/logs")).json();
+    logs["invocations"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| r["start"] == "zygote_init")
+        .collect()
+}
+
+#[test]
+fn invocations_fork_from_the_function_zygote_and_start_fresh() {
+    if !prerequisites_met("invocations_fork_from_the_function_zygote_and_start_fresh") {
+        return;
+    }
+    let mut d = Daemon::start(&["--pool-size", "2"]);
+    let tag = d.tag();
+    d.wait_pool_idle(2);
+    d.deploy_files(
+        "other",
+        &[("main.py", PROBE), ("version.txt", "other")],
+        5000,
+    );
+    d.deploy_files("fz", &[("main.py", PROBE), ("version.txt", "one")], 5000);
+
+    let first = d.invoke("fz", "{}").json();
+    assert_eq!(first["outcome"], "ok", "{first}");
+    assert_eq!(
+        first["start"], "hot",
+        "the first touch is a hot swap: {first}"
+    );
+    let z = settled_zygote(&d, "fz");
+    assert_eq!(z["state"], "ready", "{z}");
+
+    let runs: Vec<Value> = (0..4).map(|_| d.invoke("fz", "{}").json()).collect();
+    let init_pid = runs[0]["result"]["init_pid"].clone();
+    for r in &runs {
+        assert_eq!(r["outcome"], "ok", "{r}");
+        assert_eq!(r["start"], "warm", "forked from the function zygote: {r}");
+        assert_eq!(r["sandbox"], first["sandbox"], "{r}");
+        let res = &r["result"];
+        // Forked from the process that ran the init, which ran once.
+        assert_eq!(res["init_pid"], init_pid, "{r}");
+        assert_eq!(res["parent"], init_pid, "{r}");
+        // Nothing the previous invocation changed is seen.
+        assert_eq!(res["counter"], 1, "module globals start over: {r}");
+        assert_eq!(res["tmp"], json!([]), "/tmp starts empty: {r}");
+        assert_eq!(res["env"], Value::Null, "environment starts over: {r}");
+        assert_eq!(res["shm"], 0, "no IPC object from before: {r}");
+        // The agent, the generic zygote, the function zygote, its spare:
+        // nothing the last invocation started.
+        assert!(
+            !res["procs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p == "sleep"),
+            "processes from before: {r}"
+        );
+    }
+
+    // The init ran once, its output is in the function's logs.
+    let inits = init_records(&d, "fz");
+    assert_eq!(inits.len(), 1, "{inits:?}");
+    assert_eq!(inits[0]["outcome"], "zygote_ready", "{inits:?}");
+    assert!(
+        inits[0]["stdout"]
+            .as_str()
+            .unwrap_or("")
+            .contains("init ran"),
+        "{inits:?}"
+    );
+
+    // A bound sandbox serves its function only.
+    let other = d.invoke("other", "{}").json();
+    assert_eq!(other["outcome"], "ok", "{other}");
+    assert_ne!(other["sandbox"], first["sandbox"], "{other}");
+    assert_eq!(other["result"]["v"], "other", "{other}");
+
+    // A redeploy never runs in a sandbox that imported the old code.
+    d.deploy_files("fz", &[("main.py", PROBE), ("version.txt", "two")], 5000);
+    let v2 = d.invoke("fz", "{}").json();
+    assert_eq!(v2["result"]["v"], "two", "{v2}");
+    assert_ne!(v2["start"], "warm", "{v2}");
+    d.stop_and_check(&tag);
+}
+
+/// A module that works when its worker has a writable /tmp (every
+/// invocation does) but not in a function zygote's init (which has none):
+/// `body` runs there.
+fn init_only(body: &str) -> String {
+    format!(
+        "import os, time\ntry:\n    open('/tmp/probe', 'w').close()\nexcept OSError:\n{}\ndef handler(event, context):\n    return {{'ok': True}}\n",
+        body.lines()
+            .map(|l| format!("    {l}\n"))
+            .collect::<String>()
+    )
+}
+
+#[test]
+fn inits_unsafe_to_fork_fall_back_to_fresh_imports() {
+    if !prerequisites_met("inits_unsafe_to_fork_fall_back_to_fresh_imports") {
+        return;
+    }
+    let mut d = Daemon::start(&["--pool-size", "2"]);
+    let tag = d.tag();
+    d.wait_pool_idle(2);
+    let threads = "import threading, time\nthreading.Thread(target=time.sleep, args=(600,), daemon=True).start()\ndef handler(event, context):\n    return {'ok': True}\n";
+    let cases: Vec<(&str, String, Value, &str, &str)> = vec![
+        (
+            "threads",
+            threads.to_string(),
+            json!({}),
+            "init_unsafe",
+            "thread",
+        ),
+        (
+            "openfile",
+            "F = open('/fn/main.py')\ndef handler(event, context):\n    return {'ok': True}\n"
+                .to_string(),
+            json!({}),
+            "init_unsafe",
+            "file descriptors",
+        ),
+        (
+            "raises",
+            init_only("raise RuntimeError('no cache dir')"),
+            json!({}),
+            "init_error",
+            "no cache dir",
+        ),
+        (
+            "slow",
+            init_only("time.sleep(60)"),
+            json!({ "timeout_ms": 1000 }),
+            "init_timeout",
+            "timeout",
+        ),
+        (
+            "hungry",
+            init_only("x = bytearray(512 * 1024 * 1024)"),
+            json!({ "memory_mb": 64 }),
+            "init_oom",
+            "memory",
+        ),
+    ];
+    for (name, code, settings, outcome, reason) in &cases {
+        d.deploy_files_with(name, &[("main.py", code)], settings.clone());
+        let first = d.invoke(name, "{}").json();
+        assert_eq!(first["outcome"], "ok", "{name}: {first}");
+        let z = settled_zygote(&d, name);
+        assert_eq!(z["state"], "fallback", "{name}: {z}");
+        assert_eq!(z["outcome"], *outcome, "{name}: {z}");
+        assert!(
+            z["reason"].as_str().unwrap_or("").contains(reason),
+            "{name}: reason should mention {reason:?}: {z}"
+        );
+        // Invocations go on, each importing afresh.
+        for _ in 0..2 {
+            let r = d.invoke(name, "{}").json();
+            assert_eq!(r["outcome"], "ok", "{name}: {r}");
+            assert_ne!(r["start"], "warm", "{name}: {r}");
+        }
+        let inits = init_records(&d, name);
+        assert_eq!(inits.len(), 1, "{name}: tried once per deploy: {inits:?}");
+        assert_eq!(inits[0]["outcome"], *outcome, "{name}: {inits:?}");
+    }
+    // The daemon counts them.
+    let metrics = String::from_utf8_lossy(&d.get("/metrics").body).to_string();
+    assert!(
+        metrics.contains("ember_zygote_inits_total{outcome=\"init_unsafe\"} 2"),
+        "{metrics}"
+    );
+    d.stop_and_check(&tag);
+}
+
+#[test]
+fn zygotes_can_be_turned_off_per_function() {
+    if !prerequisites_met("zygotes_can_be_turned_off_per_function") {
+        return;
+    }
+    let mut d = Daemon::start(&["--pool-size", "1"]);
+    let tag = d.tag();
+    d.wait_pool_idle(1);
+    d.deploy_files_with(
+        "plain",
+        &[("main.py", PROBE), ("version.txt", "p")],
+        json!({ "zygote": false }),
+    );
+    for _ in 0..3 {
+        let r = d.invoke("plain", "{}").json();
+        assert_eq!(r["outcome"], "ok", "{r}");
+        assert_eq!(r["start"], "hot", "{r}");
+    }
+    let f = d.get("/v1/functions/plain").json();
+    assert_eq!(f["zygote"], false, "{f}");
+    assert_eq!(f["zygote_state"]["state"], "off", "{f}");
+    assert!(init_records(&d, "plain").is_empty());
+    d.stop_and_check(&tag);
+}
