@@ -2,8 +2,10 @@
 //! threads, and the runtime processes it spawned and reaped: `runc create`
 //! of replacement sandboxes), the sandboxes (the cgroup parent every
 //! sandbox of one emberd lives under, `/ember/<instance>`), the bench
-//! client, and the whole machine. Read before and after the batch; the
-//! difference divided by the number of invocations is the cost of one.
+//! client, and the whole machine; for emberd and the sandboxes also the
+//! part spent in the kernel (fork, exit, page faults, mounts). Read before
+//! and after the batch; the difference divided by the number of
+//! invocations is the cost of one.
 //!
 //! ```text
 //! let before = cpu::Snapshot::take(pid, &tag);
@@ -18,10 +20,12 @@ use std::path::PathBuf;
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Snapshot {
     pub emberd_ns: u64,
+    pub emberd_sys_ns: u64,
     /// Children emberd waited for (runtime binaries: they run outside the
     /// sandboxes' cgroups).
     pub emberd_children_ns: u64,
     pub sandboxes_ns: u64,
+    pub sandboxes_sys_ns: u64,
     /// This process: the bench's HTTP clients.
     pub bench_ns: u64,
     /// Every CPU, everything but idle and iowait.
@@ -33,8 +37,12 @@ pub struct Snapshot {
 pub struct PerInvocation {
     pub invocations: usize,
     pub emberd_us: f64,
+    /// Of `emberd_us`, in the kernel.
+    pub emberd_sys_us: f64,
     pub emberd_children_us: f64,
     pub sandboxes_us: f64,
+    /// Of `sandboxes_us`, in the kernel.
+    pub sandboxes_sys_us: f64,
     pub bench_us: f64,
     pub machine_us: f64,
     /// Machine time none of the above accounts for (kernel threads, other
@@ -52,10 +60,18 @@ fn clock_tick_ns() -> u64 {
     }
 }
 
-/// utime+stime and cutime+cstime (clock ticks) of a `/proc/<pid>/stat`
-/// line. The command name may hold spaces and parentheses: fields are
-/// counted after its last `)`.
-pub fn parse_pid_stat(text: &str) -> Option<(u64, u64)> {
+/// CPU of a process from its `/proc/<pid>/stat`, in clock ticks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PidTimes {
+    pub user: u64,
+    pub sys: u64,
+    /// Children waited for, user and kernel together.
+    pub children: u64,
+}
+
+/// The command name may hold spaces and parentheses: fields are counted
+/// after its last `)`.
+pub fn parse_pid_stat(text: &str) -> Option<PidTimes> {
     let rest = &text[text.rfind(')')? + 1..];
     let f: Vec<u64> = rest
         .split_whitespace()
@@ -64,7 +80,11 @@ pub fn parse_pid_stat(text: &str) -> Option<(u64, u64)> {
         .collect();
     // After the state: ppid pgrp session tty tpgid flags minflt cminflt
     // majflt cmajflt utime stime cutime cstime.
-    Some((f.get(10)? + f.get(11)?, f.get(12)? + f.get(13)?))
+    Some(PidTimes {
+        user: *f.get(10)?,
+        sys: *f.get(11)?,
+        children: f.get(12)? + f.get(13)?,
+    })
 }
 
 /// Busy ticks of all CPUs from `/proc/stat`'s first line: user, nice,
@@ -85,29 +105,44 @@ pub fn parse_machine_busy(text: &str) -> Option<u64> {
     )
 }
 
-/// `usage_usec` of a v2 `cpu.stat`, in nanoseconds.
-pub fn parse_cpu_stat_usage_ns(text: &str) -> Option<u64> {
+/// A key of a v2 `cpu.stat` (`usage_usec`, `system_usec`), in
+/// nanoseconds.
+pub fn parse_cpu_stat_ns(text: &str, key: &str) -> Option<u64> {
     text.lines()
-        .find_map(|l| l.strip_prefix("usage_usec "))
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(' '))
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(|us| us * 1000)
 }
 
-/// CPU used by every sandbox of emberd instance `tag` so far (v1 cpuacct
-/// or v2 cpu.stat of their common parent); 0 if neither is readable.
-fn sandboxes_ns(tag: &str) -> u64 {
+fn read_u64(path: &std::path::Path) -> u64 {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// CPU used by every sandbox of emberd instance `tag` so far, and the
+/// kernel's part of it (v1 cpuacct or v2 cpu.stat of their common
+/// parent); zeros if neither is readable.
+fn sandboxes_ns(tag: &str) -> (u64, u64) {
     let layout = ember_runtimes::cgroup::CgroupLayout::detect();
     let rel = PathBuf::from("ember").join(tag);
     if let Some(root) = layout.v1_controller("cpuacct") {
-        let usage = std::fs::read_to_string(root.join(&rel).join("cpuacct.usage"));
-        return usage.ok().and_then(|t| t.trim().parse().ok()).unwrap_or(0);
+        let dir = root.join(&rel);
+        return (
+            read_u64(&dir.join("cpuacct.usage")),
+            read_u64(&dir.join("cpuacct.usage_sys")),
+        );
     }
-    layout
+    let stat = layout
         .v2_unified
         .as_ref()
         .and_then(|root| std::fs::read_to_string(root.join(&rel).join("cpu.stat")).ok())
-        .and_then(|t| parse_cpu_stat_usage_ns(&t))
-        .unwrap_or(0)
+        .unwrap_or_default();
+    (
+        parse_cpu_stat_ns(&stat, "usage_usec").unwrap_or(0),
+        parse_cpu_stat_ns(&stat, "system_usec").unwrap_or(0),
+    )
 }
 
 fn self_ns() -> u64 {
@@ -126,18 +161,25 @@ impl Snapshot {
     /// Counters now, for emberd process `pid` and its instance `tag`.
     pub fn take(pid: u32, tag: &str) -> Snapshot {
         let tick = clock_tick_ns();
-        let (own, children) = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        let emberd = std::fs::read_to_string(format!("/proc/{pid}/stat"))
             .ok()
             .and_then(|t| parse_pid_stat(&t))
-            .unwrap_or((0, 0));
+            .unwrap_or(PidTimes {
+                user: 0,
+                sys: 0,
+                children: 0,
+            });
+        let (sandboxes, sandboxes_sys) = sandboxes_ns(tag);
         let machine = std::fs::read_to_string("/proc/stat")
             .ok()
             .and_then(|t| parse_machine_busy(&t))
             .unwrap_or(0);
         Snapshot {
-            emberd_ns: own * tick,
-            emberd_children_ns: children * tick,
-            sandboxes_ns: sandboxes_ns(tag),
+            emberd_ns: (emberd.user + emberd.sys) * tick,
+            emberd_sys_ns: emberd.sys * tick,
+            emberd_children_ns: emberd.children * tick,
+            sandboxes_ns: sandboxes,
+            sandboxes_sys_ns: sandboxes_sys,
             bench_ns: self_ns(),
             machine_ns: machine * tick,
         }
@@ -147,10 +189,14 @@ impl Snapshot {
     pub fn since(&self, earlier: &Snapshot) -> Snapshot {
         Snapshot {
             emberd_ns: self.emberd_ns.saturating_sub(earlier.emberd_ns),
+            emberd_sys_ns: self.emberd_sys_ns.saturating_sub(earlier.emberd_sys_ns),
             emberd_children_ns: self
                 .emberd_children_ns
                 .saturating_sub(earlier.emberd_children_ns),
             sandboxes_ns: self.sandboxes_ns.saturating_sub(earlier.sandboxes_ns),
+            sandboxes_sys_ns: self
+                .sandboxes_sys_ns
+                .saturating_sub(earlier.sandboxes_sys_ns),
             bench_ns: self.bench_ns.saturating_sub(earlier.bench_ns),
             machine_ns: self.machine_ns.saturating_sub(earlier.machine_ns),
         }
@@ -162,8 +208,10 @@ impl Snapshot {
         PerInvocation {
             invocations: n,
             emberd_us: per(self.emberd_ns),
+            emberd_sys_us: per(self.emberd_sys_ns),
             emberd_children_us: per(self.emberd_children_ns),
             sandboxes_us: per(self.sandboxes_ns),
+            sandboxes_sys_us: per(self.sandboxes_sys_ns),
             bench_us: per(self.bench_ns),
             machine_us: per(self.machine_ns),
             other_us: per(self.machine_ns.saturating_sub(known)),
@@ -180,10 +228,12 @@ impl PerInvocation {
     /// One line: `emberd 120 us + children 0 + sandboxes 800 + bench 40 = ...`.
     pub fn line(&self) -> String {
         format!(
-            "CPU per invocation (us): emberd {:.0}, its runtime children {:.0}, sandboxes {:.0} (ember {:.0}); bench client {:.0}, rest of the machine {:.0}; machine {:.0}",
+            "CPU per invocation (us): emberd {:.0} (kernel {:.0}), its runtime children {:.0}, sandboxes {:.0} (kernel {:.0}): ember {:.0}; bench client {:.0}, rest of the machine {:.0}; machine {:.0}",
             self.emberd_us,
+            self.emberd_sys_us,
             self.emberd_children_us,
             self.sandboxes_us,
+            self.sandboxes_sys_us,
             self.ember_us(),
             self.bench_us,
             self.other_us,
@@ -200,7 +250,12 @@ mod tests {
     fn pid_stat_fields_count_after_the_last_parenthesis() {
         let line = "4242 (emb erd) (x)) S 1 4242 4242 0 -1 4194560 900 0 0 0 \
                     37 11 5 2 20 0 3 0 100 0 0";
-        assert_eq!(parse_pid_stat(line), Some((48, 7)));
+        let t = PidTimes {
+            user: 37,
+            sys: 11,
+            children: 7,
+        };
+        assert_eq!(parse_pid_stat(line), Some(t));
         assert_eq!(parse_pid_stat("garbage"), None);
         assert_eq!(parse_pid_stat("1 (x) S 1 2"), None);
     }
@@ -213,18 +268,22 @@ mod tests {
     }
 
     #[test]
-    fn v2_cpu_stat_usage_is_read_in_nanoseconds() {
+    fn v2_cpu_stat_keys_are_read_in_nanoseconds() {
         let text = "usage_usec 1500\nuser_usec 1000\nsystem_usec 500\n";
-        assert_eq!(parse_cpu_stat_usage_ns(text), Some(1_500_000));
-        assert_eq!(parse_cpu_stat_usage_ns("user_usec 3\n"), None);
+        assert_eq!(parse_cpu_stat_ns(text, "usage_usec"), Some(1_500_000));
+        assert_eq!(parse_cpu_stat_ns(text, "system_usec"), Some(500_000));
+        assert_eq!(parse_cpu_stat_ns("user_usec 3\n", "usage_usec"), None);
+        assert_eq!(parse_cpu_stat_ns("usage_usec_x 3\n", "usage_usec"), None);
     }
 
     #[test]
     fn per_invocation_divides_and_names_the_rest_other() {
         let a = Snapshot {
             emberd_ns: 1_000_000,
+            emberd_sys_ns: 500_000,
             emberd_children_ns: 0,
             sandboxes_ns: 2_000_000,
+            sandboxes_sys_ns: 1_500_000,
             bench_ns: 1_000_000,
             machine_ns: 10_000_000,
         };
@@ -238,6 +297,10 @@ mod tests {
                 d.other_us
             ),
             (100.0, 200.0, 100.0, 1000.0, 600.0)
+        );
+        assert_eq!(
+            (d.emberd_sys_us, d.sandboxes_sys_us, d.ember_us()),
+            (50.0, 150.0, 300.0)
         );
         // A counter that went backwards (a reset cgroup) counts as zero.
         assert_eq!(Snapshot::default().since(&a), Snapshot::default());

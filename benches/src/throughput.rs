@@ -5,8 +5,9 @@
 //! loop), for a fixed time; invocations per second, the latency under
 //! that load and the CPU per invocation.
 //!
-//! emberd gets a pool as large as the most clients, so no invocation waits
-//! for a sandbox to be created once the warm-up is over.
+//! emberd keeps as many generic sandboxes warm as the most clients, and
+//! may hold as many bound ones besides, so no invocation waits for a
+//! sandbox to be created once the warm-up is over.
 
 use crate::cpu;
 use crate::hot::{Emberd, Sample};
@@ -159,7 +160,10 @@ async fn measure(
 /// Run on runc.
 pub async fn run(emberd_bin: &Path, code: &Path, s: &Settings) -> Result<Section<Figures>> {
     let most = s.clients.iter().copied().max().unwrap_or(1);
-    let cap = (most + 2).to_string();
+    // A sandbox is bound (function zygote, specialized) only while its pool
+    // is below its maximum: room for one bound sandbox per client next to
+    // the generic warm ones.
+    let cap = (2 * most + 2).to_string();
     let flags = [
         "--max-sandboxes",
         cap.as_str(),

@@ -81,14 +81,15 @@ pub async fn deploy(e: &Emberd, name: &str, code: &Path, mode: Mode) -> Result<S
     }
 }
 
-/// The function's `zygote` object (`{"state", "reason"}`), or null from
-/// an emberd without function zygotes.
+/// The function's `zygote_state` (`{"state": "ready", "init_us"}`,
+/// `{"state": "fallback", "outcome", "reason"}`, ...), or null from an
+/// emberd without function zygotes.
 pub async fn zygote_state(e: &Emberd, name: &str) -> Result<serde_json::Value> {
     let a = e.client.get(&format!("/v1/functions/{name}")).await?;
     if !a.status.is_success() {
         bail!("GET function {name}: {}", a.error_message());
     }
-    Ok(a.json()["zygote"].clone())
+    Ok(a.json()["zygote_state"].clone())
 }
 
 /// After a function's first invocation emberd binds its zygote in the

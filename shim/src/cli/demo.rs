@@ -230,7 +230,8 @@ async fn invoke_timed(client: &Client, name: &str) -> Result<(String, f64)> {
 async fn zygote_after_first(client: &Client, name: &str) -> Result<serde_json::Value> {
     let t = Instant::now();
     loop {
-        let z = client.get(&format!("/v1/functions/{name}")).await?.json()["zygote"].clone();
+        let a = client.get(&format!("/v1/functions/{name}")).await?;
+        let z = a.json()["zygote_state"].clone();
         if z["state"] != "pending" || t.elapsed() > Duration::from_secs(3) {
             return Ok(z);
         }
