@@ -92,7 +92,7 @@ async fn paused_memory(e: &Emberd) -> Result<(serde_json::Value, Option<f64>)> {
     let mut out = serde_json::Map::new();
     let mut generic = None;
     for (label, ids) in groups {
-        let m = crate::memory::measure(&tag, &ids, &e.state_dir());
+        let m = crate::memory::measure(&tag, &ids);
         let n = m.len().max(1) as u64;
         let pss = m.iter().map(|x| x.pss_kib).sum::<u64>() / n;
         let rss = m.iter().map(|x| x.rss_kib).sum::<u64>() / n;

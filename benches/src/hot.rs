@@ -30,8 +30,10 @@ pub struct Started {
 }
 
 impl Emberd {
-    pub fn state_dir(&self) -> PathBuf {
-        self.dir.path().join("state")
+    /// The run directory of daemon instance `tag` (emberd's default
+    /// `--run-dir`): sandbox bundles and each backend's runtime root.
+    pub fn run_dir(tag: &str) -> PathBuf {
+        Path::new("/run/ember").join(tag)
     }
 
     /// The running daemon's process id (for its CPU counters).

@@ -244,10 +244,17 @@ fn pause_costs(
         bar.inc(1);
     }
     freezer.thaw()?;
+    // emberd gives each backend a runtime root of its own.
+    let root = hot::Emberd::run_dir(tag).join(backend);
     for _ in 0..if with_runtime { n } else { 0 } {
         let t = Instant::now();
         for op in ["pause", "resume"] {
-            let out = rt.command().args([op, id]).output()?;
+            let out = rt
+                .command()
+                .arg("--root")
+                .arg(&root)
+                .args([op, id])
+                .output()?;
             if !out.status.success() {
                 anyhow::bail!(
                     "{} {op} {id}: {}",
@@ -346,7 +353,7 @@ async fn measure(args: &Args, backend: &str, code: &Path) -> Result<BackendResul
         .filter(|s| s["state"] == "idle")
         .filter_map(|s| s["id"].as_str().map(String::from))
         .collect();
-    let memory = memory::measure(&tag, &idle, &emberd.state_dir());
+    let memory = memory::measure(&tag, &idle);
     // libcontainer has no CLI: its pause is a library call inside emberd
     // (not measured), its cold start baseline is `runc run`.
     let cold_backend = if backend == "libcontainer" {

@@ -114,7 +114,7 @@ pub async fn modes(
         if ids.is_empty() {
             continue;
         }
-        let m = crate::memory::measure(&tag, &ids, &emberd.state_dir());
+        let m = crate::memory::measure(&tag, &ids);
         let n = m.len().max(1) as u64;
         let pss = m.iter().map(|x| x.pss_kib).sum::<u64>() / n;
         let rss = m.iter().map(|x| x.rss_kib).sum::<u64>() / n;
