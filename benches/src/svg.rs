@@ -1,5 +1,5 @@
 //! A small SVG chart of latency distributions: one row per backend and
-//! kind (ember hot-swap, cold start), on a log-scale millisecond axis, with
+//! kind (ember invocation, cold start), on a log-scale millisecond axis, with
 //! the p50-p90 box, p99 and max whiskers. Below it, groups of plain bars
 //! for figures that are not latencies (throughput, CPU per invocation),
 //! each group on its own linear axis.
@@ -163,7 +163,7 @@ pub fn render(title: &str, rows: &[Row], groups: &[BarGroup]) -> String {
         ));
     }
     s.push_str(&format!(
-        "<text x=\"10\" y=\"{:.1}\" fill=\"#555\">box: p50-p90, thick mark: p50, tick: p99, line: min-max; orange: ember hot-swap, blue: cold start</text>\n",
+        "<text x=\"10\" y=\"{:.1}\" fill=\"#555\">box: p50-p90, thick mark: p50, tick: p99, line: min-max; orange: ember, blue: cold start</text>\n",
         height - 6.0
     ));
     s.push_str(&bars);
