@@ -65,12 +65,22 @@ impl HostDirSlot {
 
 impl HostDirSlot {
     /// Empty the `/tmp` directory only (the code stays: a sandbox bound to
-    /// its function).
-    pub fn empty_tmp(&self) -> Result<(), HostDirError> {
-        match &self.tmp {
-            Some(tmp) => empty_dir(tmp),
-            None => Ok(()),
-        }
+    /// its function), writable by anyone (mode 1777) or, `sealed`, by no
+    /// one in the sandbox (0555: a function zygote's init must not leave
+    /// files there).
+    pub fn reset_tmp(&self, sealed: bool) -> Result<(), HostDirError> {
+        use std::os::unix::fs::PermissionsExt;
+        let Some(tmp) = &self.tmp else {
+            return Ok(());
+        };
+        empty_dir(tmp)?;
+        let mode = if sealed { 0o555 } else { 0o1777 };
+        fs::set_permissions(tmp, fs::Permissions::from_mode(mode)).map_err(|source| {
+            HostDirError::Empty {
+                dir: tmp.to_path_buf(),
+                source,
+            }
+        })
     }
 }
 

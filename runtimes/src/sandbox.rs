@@ -120,17 +120,17 @@ impl CodeSlot {
     pub fn fresh_scratch(&self, tmpfs_bytes: u64) -> Result<(), CodeError> {
         match self {
             CodeSlot::Mounted(i) => i.fresh_scratch(tmpfs_bytes).map_err(Into::into),
-            CodeSlot::HostDir(h) => h.empty_tmp().map_err(Into::into),
+            CodeSlot::HostDir(h) => h.reset_tmp(false).map_err(Into::into),
         }
     }
 
     /// Keep the code, take `/tmp` away (mounting: the read-only root's
-    /// empty directory shows; host directory: it is emptied, the best a
-    /// bind mount fixed at creation allows).
+    /// empty directory shows; host directory: it is emptied and made
+    /// read-only to the sandbox's users).
     pub fn drop_scratch(&self) -> Result<(), CodeError> {
         match self {
             CodeSlot::Mounted(i) => i.drop_scratch().map_err(Into::into),
-            CodeSlot::HostDir(h) => h.empty_tmp().map_err(Into::into),
+            CodeSlot::HostDir(h) => h.reset_tmp(true).map_err(Into::into),
         }
     }
 
