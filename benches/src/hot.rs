@@ -30,8 +30,24 @@ pub struct Started {
 }
 
 impl Emberd {
-    pub fn state_dir(&self) -> PathBuf {
-        self.dir.path().join("state")
+    /// The run directory of daemon instance `tag` (emberd's default
+    /// `--run-dir`): sandbox bundles and each backend's runtime root.
+    pub fn run_dir(tag: &str) -> PathBuf {
+        Path::new("/run/ember").join(tag)
+    }
+
+    /// The running daemon's process id (for its CPU counters).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// The instance tag the daemon names its sandboxes' cgroup parent
+    /// after (`/ember/<tag>`).
+    pub async fn tag(&self) -> Result<String> {
+        Ok(self.client.get("/v1/health").await?.json()["instance"]
+            .as_str()
+            .unwrap_or("")
+            .to_string())
     }
 
     pub async fn start(emberd: &Path, pool_size: usize, backend: &str) -> Result<Emberd> {
@@ -189,6 +205,9 @@ pub struct Sample {
     pub client_ms: f64,
     pub start: String,
     pub timings_us: serde_json::Value,
+    /// The handler's result (not in the report: the samples would repeat it).
+    #[serde(skip)]
+    pub result: serde_json::Value,
 }
 
 pub async fn deploy(e: &Emberd, name: &str, code: &Path, profile: &str) -> Result<()> {
@@ -253,6 +272,7 @@ pub async fn invoke_n(
             client_ms,
             start: v["start"].as_str().unwrap_or("?").to_string(),
             timings_us: v["timings_us"].clone(),
+            result: v["result"].clone(),
         });
         bar.inc(1);
     }

@@ -1,6 +1,8 @@
-//! `ember-bench`: for each backend (runc, crun, runsc, libcontainer), ember hot-swap
-//! invocations against `<runtime> run` cold starts of the same handler,
-//! side by side in one run on one machine.
+//! `ember-bench`: for each backend (runc, crun, runsc, libcontainer), ember
+//! invocations (fork mode, as deployed by default: hot-swapped into a
+//! generic sandbox the first time, then forked from the function's zygote)
+//! against `<runtime> run` cold starts of the same handler, side by side in
+//! one run on one machine.
 //!
 //! ```sh
 //! cargo build --release --workspace --bins && scripts/build-agent
@@ -18,18 +20,36 @@
 //! container with the same lean root filesystem. Then, on runc, the
 //! scenarios of `scenarios.rs`: Python fork vs specialized vs Node.js, a
 //! rising burst against a fixed and a demand-following pool, and container
-//! starts under containerd through runc and through `ember-runtime`. It prints
+//! starts under containerd through runc and through `ember-runtime`. Then
+//! the function-zygote scenarios, on runc: a heavy-init handler (numpy and
+//! 150 ms at import) in fork mode with its zygote off and on, specialized
+//! and under `runc run`; the hello handler per mode with the CPU an
+//! invocation costs, at gaps of 0, 5 and 20 ms; throughput with 1, 4 and
+//! 8 concurrent clients; and the targets reached. It prints
 //! p50/p90/p99 and the ratios, and writes the samples and summary as JSON
 //! (`benches/report/latest.json`) and a chart (`benches/report/latest.svg`).
+//!
+//! A quick run of the function-zygote scenarios only:
+//!
+//! ```sh
+//! ember-bench --zygote-only --iterations 100 --heavy-iterations 20 \
+//!     --zygote-cold-iterations 5 --throughput-seconds 1 --gaps 0,5
+//! ```
 //! On a terminal, each long phase shows a progress bar on stderr
 //! (`ember_shim::progress`); without one nothing is drawn.
 
 mod cold;
+mod cpu;
+mod heavy;
+mod hello;
 mod hot;
 mod memory;
 mod scenarios;
 mod stats;
 mod svg;
+mod targets;
+mod throughput;
+mod zygote;
 
 use anyhow::{Context, Result};
 use clap::Parser;
@@ -107,6 +127,30 @@ struct Args {
     /// Skip the per-backend hot-swap vs cold start runs (scenarios only).
     #[arg(long)]
     scenarios_only: bool,
+    /// Only the function-zygote scenarios (heavy-init, hello per mode and
+    /// gaps, throughput) and the targets: skips the per-backend runs and
+    /// every other scenario.
+    #[arg(long)]
+    zygote_only: bool,
+    /// Timed invocations per mode of the heavy-init handler (numpy and a
+    /// 150 ms sleep at import); 0 skips the scenario.
+    #[arg(long, default_value_t = 50)]
+    heavy_iterations: usize,
+    /// `runc run` cold starts of the heavy-init and of the hello handler in
+    /// the function-zygote scenarios.
+    #[arg(long, default_value_t = 20)]
+    zygote_cold_iterations: usize,
+    /// Gaps (ms) between invocations of hello in fork mode with a function
+    /// zygote, one run of --iterations each; `--gaps` alone runs none.
+    #[arg(long, value_delimiter = ',', num_args = 0.., default_value = "0,5,20")]
+    gaps: Vec<u64>,
+    /// Seconds of closed-loop load per mode and client count; 0 skips the
+    /// throughput scenario.
+    #[arg(long, default_value_t = 3.0)]
+    throughput_seconds: f64,
+    /// Concurrent clients of the throughput scenario, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,4,8")]
+    throughput_clients: Vec<usize>,
     /// Where to write the JSON report; the SVG chart goes next to it.
     #[arg(long, default_value = "benches/report/latest.json")]
     out: PathBuf,
@@ -202,10 +246,17 @@ fn pause_costs(
         bar.inc(1);
     }
     freezer.thaw()?;
+    // emberd gives each backend a runtime root of its own.
+    let root = hot::Emberd::run_dir(tag).join(backend);
     for _ in 0..if with_runtime { n } else { 0 } {
         let t = Instant::now();
         for op in ["pause", "resume"] {
-            let out = rt.command().args([op, id]).output()?;
+            let out = rt
+                .command()
+                .arg("--root")
+                .arg(&root)
+                .args([op, id])
+                .output()?;
             if !out.status.success() {
                 anyhow::bail!(
                     "{} {op} {id}: {}",
@@ -304,7 +355,7 @@ async fn measure(args: &Args, backend: &str, code: &Path) -> Result<BackendResul
         .filter(|s| s["state"] == "idle")
         .filter_map(|s| s["id"].as_str().map(String::from))
         .collect();
-    let memory = memory::measure(&tag, &idle, &emberd.state_dir());
+    let memory = memory::measure(&tag, &idle);
     // libcontainer has no CLI: its pause is a library call inside emberd
     // (not measured), its cold start baseline is `runc run`.
     let cold_backend = if backend == "libcontainer" {
@@ -341,6 +392,64 @@ async fn measure(args: &Args, backend: &str, code: &Path) -> Result<BackendResul
     })
 }
 
+/// The function-zygote scenarios on runc and the targets they are held
+/// against: the report section, chart rows and bar groups.
+async fn zygote_scenarios(
+    args: &Args,
+    emberd_bin: &Path,
+    code: &Path,
+    runsc_hot_cold_p50: Option<(f64, f64)>,
+) -> Result<(serde_json::Value, Vec<svg::Row>, Vec<svg::BarGroup>)> {
+    let mut report = serde_json::Map::new();
+    let (mut rows, mut groups) = (Vec::new(), Vec::new());
+    let mut figures = targets::Figures {
+        runsc_hot_cold_p50,
+        ..Default::default()
+    };
+    if args.heavy_iterations > 0 && heavy::numpy_available("/usr/bin/python3") {
+        let s = heavy::Settings {
+            iterations: args.heavy_iterations,
+            warmup: args.warmup.min(5),
+            cold_iterations: args.zygote_cold_iterations,
+            event: EVENT.to_string(),
+        };
+        let section = heavy::run(emberd_bin, &s).await?;
+        report.insert("heavy_init".into(), section.report);
+        rows.extend(section.rows);
+        groups.extend(section.groups);
+        figures.heavy = section.figures;
+    } else if args.heavy_iterations > 0 {
+        eprintln!("heavy-init: numpy does not import in /usr/bin/python3 (apt-get install python3-numpy), skipped");
+    }
+    let s = hello::Settings {
+        iterations: args.iterations,
+        warmup: args.warmup,
+        gaps: args.gaps.clone(),
+        cold_iterations: args.zygote_cold_iterations,
+        event: EVENT.to_string(),
+    };
+    let section = hello::run(emberd_bin, code, &s).await?;
+    report.insert("hello".into(), section.report);
+    rows.extend(section.rows);
+    groups.extend(section.groups);
+    figures.hello = section.figures;
+    if args.throughput_seconds > 0.0 && !args.throughput_clients.is_empty() {
+        let s = throughput::Settings {
+            clients: args.throughput_clients.clone(),
+            seconds: args.throughput_seconds,
+            event: EVENT.to_string(),
+        };
+        let section = throughput::run(emberd_bin, code, &s).await?;
+        report.insert("throughput".into(), section.report);
+        groups.extend(section.groups);
+        figures.throughput = section.figures;
+    }
+    let reached = targets::evaluate(&figures);
+    targets::print(&reached);
+    report.insert("targets".into(), json!(reached));
+    Ok((serde_json::Value::Object(report), rows, groups))
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<()> {
     let args = Args::parse();
@@ -353,7 +462,8 @@ async fn main() -> Result<()> {
     )?;
 
     let mut results = Vec::new();
-    for backend in args.backends.iter().filter(|_| !args.scenarios_only) {
+    let per_backend = !args.scenarios_only && !args.zygote_only;
+    for backend in args.backends.iter().filter(|_| per_backend) {
         if backend != "libcontainer" && !installed(backend) {
             eprintln!("{backend}: not installed, skipped (apt-get install {backend})");
             continue;
@@ -361,7 +471,7 @@ async fn main() -> Result<()> {
         results.push(measure(&args, backend, code.path()).await?);
     }
     anyhow::ensure!(
-        args.scenarios_only || !results.is_empty(),
+        !per_backend || !results.is_empty(),
         "no backend could be measured"
     );
 
@@ -376,11 +486,10 @@ async fn main() -> Result<()> {
         let daemon = summarize(&phase_ms(&r.hot, "total"));
         let cold = summarize(&r.cold_ms);
         println!();
-        row(&format!("{}: ember hot-swap invoke (client)", r.name), &hot);
-        row(
-            &format!("{}: ember hot-swap invoke (daemon)", r.name),
-            &daemon,
-        );
+        // Fork mode's default: a hot-swap first, then warm starts from the
+        // function zygote; the start kinds line says which were timed.
+        row(&format!("{}: ember invoke (client)", r.name), &hot);
+        row(&format!("{}: ember invoke (daemon)", r.name), &daemon);
         let strict = (!r.strict.is_empty()).then(|| summarize(&client_ms(&r.strict)));
         if let Some(s) = &strict {
             row(&format!("{}: ember, strict profile (client)", r.name), s);
@@ -392,12 +501,11 @@ async fn main() -> Result<()> {
         };
         row(&format!("{}: `{cold_name} run` cold start", r.name), &cold);
         println!(
-            "{}: cold / hot = {:.1}x at p50, {:.1}x at p99; hot starts {}/{}",
+            "{}: cold / ember = {:.1}x at p50, {:.1}x at p99; starts: {}",
             r.name,
             cold.p50_ms / hot.p50_ms,
             cold.p99_ms / hot.p99_ms,
-            r.hot.iter().filter(|s| s.start == "hot").count(),
-            r.hot.len()
+            scenarios::start_counts(&r.hot)
         );
         let phases = ["queue", "thaw", "inject", "run", "confine", "cleanup"];
         let phase_p50: Vec<String> = phases
@@ -423,7 +531,7 @@ async fn main() -> Result<()> {
             r.name, pc.p50_ms, r.name, pr.p50_ms
         );
         chart.push(svg::Row {
-            label: format!("{} ember hot-swap", r.name),
+            label: format!("{} ember invoke", r.name),
             summary: hot.clone(),
             hot: true,
         });
@@ -464,7 +572,8 @@ async fn main() -> Result<()> {
 
     let emberd_bin = args.emberd.clone().unwrap_or_else(hot::default_emberd);
     let cold_n = args.cold_iterations.unwrap_or(args.iterations);
-    let modes = if args.modes && installed("runc") {
+    let others = !args.zygote_only && installed("runc");
+    let modes = if args.modes && others {
         let (report, rows) = scenarios::modes(
             &emberd_bin,
             code.path(),
@@ -480,22 +589,36 @@ async fn main() -> Result<()> {
     } else {
         None
     };
-    let burst = if args.burst_waves > 0 && installed("runc") {
+    let burst = if args.burst_waves > 0 && others {
         Some(scenarios::burst(&emberd_bin, args.burst_waves, args.burst_spacing_ms).await?)
     } else {
         None
     };
 
-    let lifecycle = if args.lifecycle_runs > 0 && installed("runc") {
+    let lifecycle = if args.lifecycle_runs > 0 && others {
         Some(scenarios::lifecycle(&emberd_bin, args.lifecycle_runs, args.pool_size.max(1)).await?)
     } else {
         None
     };
 
-    let containerd = if args.containerd_runs > 0 {
+    let containerd = if args.containerd_runs > 0 && !args.zygote_only {
         scenarios::containerd(args.containerd_runs)?
     } else {
         None
+    };
+
+    let runsc = results.iter().find(|r| r.name == "runsc").map(|r| {
+        let hot = summarize(&client_ms(&r.hot)).p50_ms;
+        (hot, summarize(&r.cold_ms).p50_ms)
+    });
+    let (zygote, groups) = if installed("runc") {
+        let (report, rows, groups) =
+            zygote_scenarios(&args, &emberd_bin, code.path(), runsc).await?;
+        chart.extend(rows);
+        (Some(report), groups)
+    } else {
+        eprintln!("function-zygote scenarios: runc not installed, skipped");
+        (None, Vec::new())
     };
 
     let report = json!({
@@ -510,12 +633,18 @@ async fn main() -> Result<()> {
             "cold_iterations": args.cold_iterations.unwrap_or(args.iterations),
             "warmup": args.warmup, "pool_size": args.pool_size,
             "runsc_platform": args.runsc_platform,
+            "heavy_iterations": args.heavy_iterations,
+            "zygote_cold_iterations": args.zygote_cold_iterations,
+            "gaps_ms": args.gaps,
+            "throughput_seconds": args.throughput_seconds,
+            "throughput_clients": args.throughput_clients,
         },
         "backends": report_backends,
         "modes": modes,
         "burst": burst,
         "lifecycle": lifecycle,
         "containerd": containerd,
+        "zygote": zygote,
     });
     if let Some(dir) = args.out.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -524,10 +653,10 @@ async fn main() -> Result<()> {
         .with_context(|| format!("writing {}", args.out.display()))?;
     let svg_path = args.out.with_extension("svg");
     let title = format!(
-        "ember invoke vs cold start, per backend and mode ({} invocations, {} ms apart)",
+        "ember invoke vs cold start, per backend and mode ({} invocations, {} ms apart; heavy-init and hello rows back to back)",
         args.iterations, args.gap_ms
     );
-    std::fs::write(&svg_path, svg::render(&title, &chart))
+    std::fs::write(&svg_path, svg::render(&title, &chart, &groups))
         .with_context(|| format!("writing {}", svg_path.display()))?;
     eprintln!(
         "report written to {} and {}",
@@ -535,4 +664,22 @@ async fn main() -> Result<()> {
         svg_path.display()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn flags_parse_and_gaps_alone_runs_none() {
+        Args::command().debug_assert();
+        let a = Args::try_parse_from(["ember-bench"]).unwrap();
+        assert_eq!(a.gaps, [0, 5, 20]);
+        assert_eq!(a.throughput_clients, [1, 4, 8]);
+        let a = Args::try_parse_from(["ember-bench", "--gaps", "--zygote-only"]).unwrap();
+        assert!(a.gaps.is_empty() && a.zygote_only);
+        let a = Args::try_parse_from(["ember-bench", "--gaps", "0,5"]).unwrap();
+        assert_eq!(a.gaps, [0, 5]);
+    }
 }

@@ -62,10 +62,13 @@ fn pids(tag: &str, id: &str, bundle: &Path) -> Vec<u32> {
     pids
 }
 
-pub fn measure(tag: &str, ids: &[String], state_dir: &Path) -> Vec<SandboxMemory> {
+/// Memory of sandboxes `ids` of emberd instance `tag` (bundles under its
+/// run directory).
+pub fn measure(tag: &str, ids: &[String]) -> Vec<SandboxMemory> {
+    let bundles = crate::hot::Emberd::run_dir(tag).join("sandboxes");
     ids.iter()
         .map(|id| {
-            let bundle = state_dir.join("sandboxes").join(id);
+            let bundle = bundles.join(id);
             let pids = pids(tag, id, &bundle);
             SandboxMemory {
                 id: id.clone(),

@@ -114,7 +114,7 @@ pub async fn modes(
         if ids.is_empty() {
             continue;
         }
-        let m = crate::memory::measure(&tag, &ids, &emberd.state_dir());
+        let m = crate::memory::measure(&tag, &ids);
         let n = m.len().max(1) as u64;
         let pss = m.iter().map(|x| x.pss_kib).sum::<u64>() / n;
         let rss = m.iter().map(|x| x.rss_kib).sum::<u64>() / n;
@@ -168,7 +168,8 @@ pub async fn modes(
     Ok((serde_json::Value::Object(out), chart))
 }
 
-fn start_counts(samples: &[Sample]) -> String {
+/// `"180 warm, 20 hot"`: how many invocations started each way.
+pub fn start_counts(samples: &[Sample]) -> String {
     let mut counts = std::collections::BTreeMap::new();
     for s in samples {
         *counts.entry(s.start.as_str()).or_insert(0usize) += 1;

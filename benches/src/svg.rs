@@ -1,6 +1,8 @@
 //! A small SVG chart of latency distributions: one row per backend and
-//! kind (ember hot-swap, cold start), on a log-scale millisecond axis, with
-//! the p50-p90 box, p99 and max whiskers.
+//! kind (ember invocation, cold start), on a log-scale millisecond axis, with
+//! the p50-p90 box, p99 and max whiskers. Below it, groups of plain bars
+//! for figures that are not latencies (throughput, CPU per invocation),
+//! each group on its own linear axis.
 
 use crate::stats::Summary;
 
@@ -11,12 +13,70 @@ pub struct Row {
     pub hot: bool,
 }
 
+/// One bar of a group.
+pub struct Bar {
+    pub label: String,
+    pub value: f64,
+}
+
+/// Bars on one linear axis, under a title that names the unit.
+pub struct BarGroup {
+    pub title: String,
+    pub unit: String,
+    pub bars: Vec<Bar>,
+}
+
+const BAR_H: f64 = 22.0;
+/// Room kept right of the longest bar for its value.
+const LABEL_W: f64 = 100.0;
+
+/// A group's SVG, starting at `top`, and its height.
+fn bar_group(g: &BarGroup, top: f64, left: f64, width: f64) -> (String, f64) {
+    let most = g
+        .bars
+        .iter()
+        .map(|b| b.value)
+        .filter(|v| v.is_finite())
+        .fold(0.0, f64::max);
+    // The longest bar leaves room for its value after it.
+    let scale = if most > 0.0 {
+        (width - LABEL_W) / most
+    } else {
+        0.0
+    };
+    let mut s = format!(
+        "<text x=\"10\" y=\"{:.1}\" font-size=\"14\">{}</text>\n",
+        top + 16.0,
+        g.title
+    );
+    for (i, b) in g.bars.iter().enumerate() {
+        let y = top + 26.0 + BAR_H * i as f64;
+        let w = if b.value.is_finite() {
+            (b.value * scale).max(1.0)
+        } else {
+            0.0
+        };
+        s.push_str(&format!(
+            "<text x=\"10\" y=\"{:.1}\">{}</text>\n\
+             <rect x=\"{left}\" y=\"{y:.1}\" width=\"{w:.1}\" height=\"15\" fill=\"#2b8a3e\" fill-opacity=\"0.6\"/>\n\
+             <text x=\"{:.1}\" y=\"{:.1}\" fill=\"#333\">{:.0} {}</text>\n",
+            y + 12.0,
+            b.label,
+            left + w + 4.0,
+            y + 12.0,
+            b.value,
+            g.unit
+        ));
+    }
+    (s, 36.0 + BAR_H * g.bars.len() as f64)
+}
+
 fn x_of(ms: f64, lo: f64, hi: f64, left: f64, width: f64) -> f64 {
     let ms = ms.clamp(lo, hi);
     left + (ms.log10() - lo.log10()) / (hi.log10() - lo.log10()) * width
 }
 
-pub fn render(title: &str, rows: &[Row]) -> String {
+pub fn render(title: &str, rows: &[Row], groups: &[BarGroup]) -> String {
     let (left, width, row_h, top) = (260.0, 620.0, 34.0, 50.0);
     let lo = rows
         .iter()
@@ -39,11 +99,19 @@ pub fn render(title: &str, rows: &[Row]) -> String {
         10f64.powf(hi.log10().ceil()),
     );
     let height = top + row_h * rows.len() as f64 + 50.0;
+    let mut bars = String::new();
+    let mut bars_h = 0.0;
+    for g in groups {
+        let (svg, h) = bar_group(g, height + bars_h, left, width);
+        bars.push_str(&svg);
+        bars_h += h;
+    }
     let mut s = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{}\" font-family=\"sans-serif\" font-size=\"12\">\n\
          <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
          <text x=\"10\" y=\"22\" font-size=\"15\">{title}</text>\n",
-        left + width + 30.0
+        left + width + 30.0,
+        height + bars_h
     );
     // Decades on the axis.
     let mut d = lo;
@@ -95,9 +163,11 @@ pub fn render(title: &str, rows: &[Row]) -> String {
         ));
     }
     s.push_str(&format!(
-        "<text x=\"10\" y=\"{:.1}\" fill=\"#555\">box: p50-p90, thick mark: p50, tick: p99, line: min-max; orange: ember hot-swap, blue: cold start</text>\n</svg>\n",
+        "<text x=\"10\" y=\"{:.1}\" fill=\"#555\">box: p50-p90, thick mark: p50, tick: p99, line: min-max; orange: ember, blue: cold start</text>\n",
         height - 6.0
     ));
+    s.push_str(&bars);
+    s.push_str("</svg>\n");
     s
 }
 
@@ -120,10 +190,45 @@ mod tests {
                 hot: false,
             },
         ];
-        let svg = render("t", &rows);
+        let svg = render("t", &rows, &[]);
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
         assert_eq!(svg.matches("<rect x=").count(), 2);
         assert!(svg.contains("runc cold") && svg.contains("p50 50.00"));
         assert!(svg.contains(">1 ms<") && svg.contains(">100 ms<"));
+    }
+
+    #[test]
+    fn bar_groups_go_below_the_rows_on_their_own_scale() {
+        let rows = vec![Row {
+            label: "runc hot".into(),
+            summary: summarize(&[1.0, 2.0]),
+            hot: true,
+        }];
+        let groups = [BarGroup {
+            title: "throughput".into(),
+            unit: "inv/s".into(),
+            bars: vec![
+                Bar {
+                    label: "fork, 8 clients".into(),
+                    value: 1200.0,
+                },
+                Bar {
+                    label: "specialized, 8 clients".into(),
+                    value: 2400.0,
+                },
+            ],
+        }];
+        let svg = render("t", &rows, &groups);
+        assert!(svg.trim_end().ends_with("</svg>"));
+        assert!(svg.contains(">throughput<") && svg.contains(">1200 inv/s<"));
+        // The longest bar spans the axis but for its value; the other is
+        // half of it.
+        assert!(svg.contains("width=\"520.0\" height=\"15\""));
+        assert!(svg.contains("width=\"260.0\" height=\"15\""));
+        let height = |s: &str| {
+            let at = s.find("height=\"").unwrap() + 8;
+            s[at..].split('"').next().unwrap().parse::<f64>().unwrap()
+        };
+        assert!(height(&svg) > height(&render("t", &rows, &[])));
     }
 }

@@ -1,13 +1,15 @@
 //! `ember demo`: a self-contained tour. Starts a private emberd (own socket
 //! and state dir under a temp dir), deploys a sample function, invokes it,
-//! prints results and latency percentiles, and stops the daemon, which
-//! removes its sandboxes.
+//! prints results and latency percentiles; then deploys a function whose
+//! import takes 100 ms and shows its first invocation (which imports it)
+//! against the following ones (forked from its function zygote, which
+//! imported it once); and stops the daemon, which removes its sandboxes.
 
 use crate::client::Client;
 use crate::progress;
 use anyhow::{bail, Context, Result};
 use hyper::Method;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 const SAMPLE: &str = r#"import json
@@ -16,6 +18,21 @@ def handler(event, context):
     items = event.get("items", [])
     return {"count": len(items), "total": sum(items), "echo": event.get("msg")}
 "#;
+
+/// A function with a slow import. The sleep stands in for heavy imports
+/// (numpy, a model): the demo must run where only python3 is installed.
+const SLOW_IMPORT_SAMPLE: &str = r#"import time
+
+time.sleep(0.1)  # stands in for heavy imports
+
+
+def handler(event, context):
+    return {"ok": True}
+"#;
+
+/// Invocations after the first one of the slow-import function: enough
+/// for a p50, few enough to stay about a second where every one imports.
+const SLOW_IMPORT_INVOCATIONS: usize = 10;
 
 /// The sample function's runtime: the pool the demo waits for.
 const DEMO_RUNTIME: &str = "python3";
@@ -119,26 +136,12 @@ pub async fn run(invocations: usize, emberd: Option<PathBuf>) -> Result<()> {
         started.elapsed().as_secs_f64() * 1000.0
     );
 
-    let code = tmp.path().join("demo-fn");
-    std::fs::create_dir(&code)?;
-    std::fs::write(code.join("main.py"), SAMPLE)?;
-    let archive = super::pack::tar_gz(&code)?;
-    let a = client
-        .request(
-            Method::PUT,
-            "/v1/functions/demo?timeout_ms=2000",
-            Some("application/gzip"),
-            archive,
-        )
-        .await?;
-    if !a.status.is_success() {
-        bail!("deploy failed: {}", a.error_message());
-    }
+    deploy(&client, "demo", &tmp.path().join("demo-fn"), SAMPLE).await?;
     eprintln!("deployed function demo");
 
     let mut totals = Vec::new();
     let mut client_ms = Vec::new();
-    let mut hot = 0;
+    let mut starts = Vec::new();
     for i in 0..invocations.max(1) {
         let event = serde_json::json!({ "items": [i, 1, 2], "msg": format!("hello #{i}") });
         let t = Instant::now();
@@ -158,29 +161,145 @@ pub async fn run(invocations: usize, emberd: Option<PathBuf>) -> Result<()> {
         if i == 0 {
             println!("result: {}", v["result"]);
         }
-        if v["start"] == "hot" {
-            hot += 1;
-        }
+        starts.push(v["start"].as_str().unwrap_or("?").to_string());
         totals.push(v["timings_us"]["total"].as_u64().unwrap_or(0) as f64 / 1000.0);
     }
     totals.sort_by(f64::total_cmp);
     client_ms.sort_by(f64::total_cmp);
     println!(
-        "{} invocations ({} hot): daemon-side p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms; \
+        "{} invocations ({}): daemon-side p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms; \
 client round trip p50 {:.2} ms, p99 {:.2} ms",
         totals.len(),
-        hot,
+        start_kinds(&starts),
         percentile(&totals, 50.0),
         percentile(&totals, 90.0),
         percentile(&totals, 99.0),
         percentile(&client_ms, 50.0),
         percentile(&client_ms, 99.0),
     );
+    slow_import_tour(&client, tmp.path()).await?;
     println!(
         "compare with `runc run` cold starts: cargo run --release -p ember-benches -- --iterations 300 --gap-ms 5"
     );
     guard.stop()?;
     eprintln!("emberd stopped; sandboxes removed");
+    Ok(())
+}
+
+async fn deploy(client: &Client, name: &str, dir: &Path, source: &str) -> Result<()> {
+    std::fs::create_dir(dir)?;
+    std::fs::write(dir.join("main.py"), source)?;
+    let a = client
+        .request(
+            Method::PUT,
+            &format!("/v1/functions/{name}?timeout_ms=2000"),
+            Some("application/gzip"),
+            super::pack::tar_gz(dir)?,
+        )
+        .await?;
+    if !a.status.is_success() {
+        bail!("deploy of {name} failed: {}", a.error_message());
+    }
+    Ok(())
+}
+
+/// One invocation: its start kind and emberd's own time for it (ms).
+async fn invoke_timed(client: &Client, name: &str) -> Result<(String, f64)> {
+    let a = client
+        .request(
+            Method::POST,
+            &format!("/v1/functions/{name}/invoke"),
+            Some("application/json"),
+            "{}",
+        )
+        .await?;
+    if !a.status.is_success() {
+        bail!("invocation of {name} failed: {}", a.error_message());
+    }
+    let v = a.json();
+    let start = v["start"].as_str().unwrap_or("?").to_string();
+    Ok((
+        start,
+        v["timings_us"]["total"].as_f64().unwrap_or(0.0) / 1000.0,
+    ))
+}
+
+/// emberd binds a function zygote after the first invocation, in the
+/// background: wait (at most 3 s) while it is `pending`. Its state, or
+/// null from an emberd without function zygotes.
+async fn zygote_after_first(client: &Client, name: &str) -> Result<serde_json::Value> {
+    let t = Instant::now();
+    loop {
+        let a = client.get(&format!("/v1/functions/{name}")).await?;
+        let z = a.json()["zygote_state"].clone();
+        if z["state"] != "pending" || t.elapsed() > Duration::from_secs(3) {
+            return Ok(z);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `"9 warm, 1 hot"`, most frequent first.
+fn start_kinds(starts: &[String]) -> String {
+    let mut counts: Vec<(String, usize)> = Vec::new();
+    for s in starts {
+        match counts.iter_mut().find(|(k, _)| k == s) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((s.clone(), 1)),
+        }
+    }
+    counts.sort_by_key(|c| std::cmp::Reverse(c.1));
+    let parts: Vec<String> = counts.iter().map(|(k, n)| format!("{n} {k}")).collect();
+    parts.join(", ")
+}
+
+/// What the slow-import part of the demo prints.
+fn slow_import_lines(
+    first: &(String, f64),
+    rest: &[(String, f64)],
+    zygote: &serde_json::Value,
+) -> Vec<String> {
+    let mut daemon: Vec<f64> = rest.iter().map(|r| r.1).collect();
+    daemon.sort_by(f64::total_cmp);
+    let p50 = percentile(&daemon, 50.0);
+    let starts: Vec<String> = rest.iter().map(|r| r.0.clone()).collect();
+    let state = match zygote["state"].as_str() {
+        Some(s) => format!("function zygote {s}"),
+        None => "this emberd has no function zygotes: every invocation imports".into(),
+    };
+    let ratio = first.1 / p50.max(0.001);
+    let versus = if ratio >= 2.0 {
+        format!("{ratio:.0}x below the first")
+    } else {
+        "no faster than the first".to_string()
+    };
+    vec![
+        format!(
+            "function with a 100 ms import: first invocation {} start, daemon-side {:.1} ms ({state})",
+            first.0, first.1
+        ),
+        format!(
+            "  next {} ({}): daemon-side p50 {p50:.2} ms, {versus}",
+            rest.len(),
+            start_kinds(&starts),
+        ),
+    ]
+}
+
+/// Deploy the slow-import function; its first invocation against the
+/// following ones.
+async fn slow_import_tour(client: &Client, tmp: &Path) -> Result<()> {
+    let name = "demo-slow-import";
+    deploy(client, name, &tmp.join(name), SLOW_IMPORT_SAMPLE).await?;
+    let first = invoke_timed(client, name).await?;
+    let zygote = zygote_after_first(client, name).await?;
+    let mut rest = Vec::with_capacity(SLOW_IMPORT_INVOCATIONS);
+    for _ in 0..SLOW_IMPORT_INVOCATIONS {
+        rest.push(invoke_timed(client, name).await?);
+    }
+    for line in slow_import_lines(&first, &rest, &zygote) {
+        println!("{line}");
+    }
     Ok(())
 }
 
@@ -197,5 +316,29 @@ mod tests {
         assert_eq!(pool_fill(&pools, "python3"), (1, 3));
         assert_eq!(pool_fill(&pools, "node"), (2, 2));
         assert_eq!(pool_fill(&serde_json::json!({}), "python3"), (0, 0));
+    }
+
+    #[test]
+    fn slow_import_lines_compare_the_first_invocation_with_the_rest() {
+        let first = ("hot".to_string(), 104.0);
+        let mut rest = vec![("warm".to_string(), 0.5); 9];
+        rest.push(("hot".to_string(), 103.0));
+        let z = serde_json::json!({ "state": "ready", "reason": null });
+        let lines = slow_import_lines(&first, &rest, &z);
+        assert_eq!(
+            lines[0],
+            "function with a 100 ms import: first invocation hot start, daemon-side 104.0 ms (function zygote ready)"
+        );
+        assert_eq!(
+            lines[1],
+            "  next 10 (9 warm, 1 hot): daemon-side p50 0.50 ms, 208x below the first"
+        );
+        let every = vec![("hot".to_string(), 103.0); 10];
+        let old = slow_import_lines(&first, &every, &serde_json::Value::Null);
+        assert!(old[0].ends_with("(this emberd has no function zygotes: every invocation imports)"));
+        assert_eq!(
+            old[1],
+            "  next 10 (10 hot): daemon-side p50 103.00 ms, no faster than the first"
+        );
     }
 }
