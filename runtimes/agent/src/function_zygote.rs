@@ -76,7 +76,7 @@ pub fn bind(
     // Everything the init printed (the pipes close when it is ready or dies).
     let drain_by = Instant::now() + Duration::from_millis(200);
     while (out.fd.is_some() || err.fd.is_some()) && Instant::now() < drain_by {
-        pump(&mut out, &mut err, Duration::from_millis(20));
+        poll_init(None, &mut out, &mut err, Duration::from_millis(20));
     }
     let mut report = BindReport {
         outcome: InitOutcome::Ready,
@@ -149,7 +149,7 @@ fn await_init(zyg: &mut Zygote, out: &mut Capture, err: &mut Capture, deadline: 
             if left.is_zero() {
                 return Init::Timeout;
             }
-            if !wait_readable(zyg, out, err, left) {
+            if !poll_init(Some(zyg), out, err, left) {
                 continue;
             }
         }
@@ -183,11 +183,15 @@ fn await_init(zyg: &mut Zygote, out: &mut Capture, err: &mut Capture, deadline: 
     }
 }
 
-/// Poll the zygote's socket and the init's pipes; true if the socket has
-/// something to read. Pipe data is pumped into the captures.
-fn wait_readable(zyg: &Zygote, out: &mut Capture, err: &mut Capture, wait: Duration) -> bool {
+/// Wait up to `wait` for the init's pipes (and the zygote's socket, if
+/// given) and pump what the pipes hold into the captures; true if the
+/// socket has something to read.
+fn poll_init(zyg: Option<&Zygote>, out: &mut Capture, err: &mut Capture, wait: Duration) -> bool {
     let ctl_ready = {
-        let mut fds = vec![PollFd::new(zyg.ctl.as_fd(), PollFlags::POLLIN)];
+        let mut fds = Vec::new();
+        if let Some(z) = zyg {
+            fds.push(PollFd::new(z.ctl.as_fd(), PollFlags::POLLIN));
+        }
         for c in [&*out, &*err] {
             if let Some(fd) = &c.fd {
                 fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
@@ -198,29 +202,11 @@ fn wait_readable(zyg: &Zygote, out: &mut Capture, err: &mut Capture, wait: Durat
             &mut fds,
             PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
         );
-        fds[0].revents().is_some_and(|r| !r.is_empty())
+        zyg.is_some() && fds[0].revents().is_some_and(|r| !r.is_empty())
     };
     out.pump();
     err.pump();
     ctl_ready
-}
-
-fn pump(out: &mut Capture, err: &mut Capture, wait: Duration) {
-    {
-        let mut fds = Vec::new();
-        for c in [&*out, &*err] {
-            if let Some(fd) = &c.fd {
-                fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
-            }
-        }
-        let ms = wait.as_millis().clamp(1, i32::MAX as u128) as i32;
-        let _ = poll(
-            &mut fds,
-            PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
-        );
-    }
-    out.pump();
-    err.pump();
 }
 
 /// Seen from outside the function's reach: threads in the function zygote

@@ -246,17 +246,23 @@ def limit_processes(nproc):
         resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
 
 
-def prepare(out_w, err_w, res_w, out, err, profile, fatal, nproc=None):
-    """Make the invocation's pipes this process's stdout and stderr, then
-    confine it to `profile`; returns how long confining took (us). If it
-    cannot be confined, reports a setup error and exits: no user code may
-    run (`fatal` tells a runner's agent it is gone for good)."""
+def redirect_output(out_w, err_w, out, err):
+    """Make the pipes `out_w` and `err_w` this process's fds 1 and 2, and
+    `out`, `err` (wrappers of those numbers) its sys.stdout and stderr."""
     os.dup2(out_w, 1)
     os.dup2(err_w, 2)
     os.close(out_w)
     os.close(err_w)
     sys.stdout = out
     sys.stderr = err
+
+
+def prepare(out_w, err_w, res_w, out, err, profile, fatal, nproc=None):
+    """Make the invocation's pipes this process's stdout and stderr, then
+    confine it to `profile`; returns how long confining took (us). If it
+    cannot be confined, reports a setup error and exits: no user code may
+    run (`fatal` tells a runner's agent it is gone for good)."""
+    redirect_output(out_w, err_w, out, err)
     t = time.perf_counter_ns()
     try:
         limit_processes(nproc)
@@ -466,12 +472,7 @@ def become_function_zygote(req, fds, out, err):
     os.dup2(new_ctl, CTL_FD)
     os.close(new_ctl)
     ctl = socket.socket(fileno=CTL_FD)
-    os.dup2(out_w, 1)
-    os.dup2(err_w, 2)
-    os.close(out_w)
-    os.close(err_w)
-    sys.stdout = out
-    sys.stderr = err
+    redirect_output(out_w, err_w, out, err)
     t = time.monotonic()
     try:
         limit_processes(req.get("nproc"))
