@@ -286,6 +286,14 @@ fn node_and_python_functions_interleave_in_one_daemon() {
         bound.contains(&"js") && bound.contains(&"pyspec") && bound.contains(&"py"),
         "{sb}"
     );
-    assert_eq!(bound.len(), 3, "one sandbox per function: {sb}");
+    // One per specialized function; fork mode may keep two for one called
+    // back to back (each returns while the other serves).
+    let count = |f: &str| bound.iter().filter(|b| **b == f).count();
+    assert_eq!((count("js"), count("pyspec")), (1, 1), "{sb}");
+    assert_eq!(
+        bound.len(),
+        2 + count("py"),
+        "bound only to these functions: {sb}"
+    );
     d.stop_and_check(&tag);
 }

@@ -392,9 +392,15 @@ async fn run_invocation(
     let key = binding_key(&func);
     let zygote = !throwaway && daemon.function_zygotes(&func) && daemon.zygotes.may_bind(&key);
     let want = match mode {
-        Mode::Fork if zygote => Want::Bound { key: &key },
+        Mode::Fork if zygote => Want::Bound {
+            key: &key,
+            spread: true,
+        },
         Mode::Fork => Want::Fork,
-        Mode::Specialized => Want::Bound { key: &key },
+        Mode::Specialized => Want::Bound {
+            key: &key,
+            spread: false,
+        },
     };
     let mut timings = Timings::default();
     let (mut sb, start, waited) = if throwaway {

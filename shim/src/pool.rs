@@ -83,7 +83,13 @@ pub enum Want<'a> {
     Fork,
     /// A sandbox bound to `key` (`function@deploy`: its specialized
     /// runner or its function zygote), or a generic one to bind.
-    Bound { key: &'a str },
+    /// `spread`: while the function's only bound sandbox is on its way
+    /// back, take a generic one (which is bound in turn) rather than wait:
+    /// a function called back to back then alternates between two bound
+    /// sandboxes, each returning while the other serves (fork mode, where
+    /// nothing is kept between invocations; a specialized runner's state
+    /// is worth the short wait).
+    Bound { key: &'a str, spread: bool },
 }
 
 struct BusyInfo {
@@ -156,6 +162,19 @@ impl State {
                 .busy
                 .iter()
                 .filter(|(id, b)| !b.bound && !self.throwaway.contains(*id))
+                .count()
+    }
+
+    /// Sandboxes bound to `key` or taken to be bound to it (idle or busy).
+    fn bound_to(&self, key: &str) -> usize {
+        self.idle
+            .iter()
+            .filter(|sb| sb.bound.as_deref() == Some(key))
+            .count()
+            + self
+                .busy
+                .values()
+                .filter(|b| b.key.as_deref() == Some(key))
                 .count()
     }
 
@@ -394,7 +413,7 @@ impl Pool {
         let returning_until = started + RETURNING_WAIT;
         let bind = match want {
             Want::Fork => None,
-            Want::Bound { key } => Some(key),
+            Want::Bound { key, .. } => Some(key),
         };
         loop {
             if self.closing.load(Ordering::SeqCst) {
@@ -409,7 +428,7 @@ impl Pool {
             let cold = {
                 let mut st = self.lock();
                 let mut found = None;
-                if let Want::Bound { key } = want {
+                if let Want::Bound { key, .. } = want {
                     // Sandboxes bound to an older deploy of this function
                     // can never serve again.
                     let prefix = format!("{function}@");
@@ -432,7 +451,10 @@ impl Pool {
                         .values()
                         .any(|b| b.returning && b.key.as_deref() == Some(key))
                 });
-                if found.is_none() && !(own_returning && Instant::now() < returning_until) {
+                let spread = matches!(want, Want::Bound { spread: true, .. })
+                    && bind.is_some_and(|key| st.bound_to(key) < 2);
+                let wait_own = own_returning && !spread && Instant::now() < returning_until;
+                if found.is_none() && !wait_own {
                     found = st
                         .idle
                         .iter()
