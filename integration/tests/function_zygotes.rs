@@ -294,3 +294,64 @@ fn zygotes_can_be_turned_off_per_function() {
     assert!(init_records(&d, "plain").is_empty());
     d.stop_and_check(&tag);
 }
+
+/// What the module sees while it is imported in the function zygote: its
+/// globals are every warm invocation's starting state, so a handler can
+/// report them.
+const INIT_VIEW: &str = r#"import ctypes, os
+def _status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key + ":"):
+            return line.split()[1]
+AT_IMPORT = {
+    "pid": os.getpid(),
+    "dumpable": ctypes.CDLL(None).prctl(3, 0, 0, 0, 0),
+    "seccomp": _status("Seccomp"),
+    "no_new_privs": ctypes.CDLL(None).prctl(39, 0, 0, 0, 0),
+    "fds": sorted(int(f) for f in os.listdir("/proc/self/fd")),
+    "uid": os.getuid(),
+}
+def handler(event, context):
+    return dict(AT_IMPORT, now=os.getpid())
+"#;
+
+#[test]
+fn the_zygote_is_confined_before_the_function_is_imported() {
+    if !prerequisites_met("the_zygote_is_confined_before_the_function_is_imported") {
+        return;
+    }
+    let mut d = Daemon::start(&["--pool-size", "1"]);
+    let tag = d.tag();
+    d.wait_pool_idle(1);
+    d.deploy_files_with(
+        "view",
+        &[("main.py", INIT_VIEW)],
+        json!({ "profile": "strict" }),
+    );
+    assert_eq!(d.invoke("view", "{}").json()["outcome"], "ok");
+    assert_eq!(settled_zygote(&d, "view")["state"], "ready");
+    wait_bound_idle(&d);
+    let v = d.invoke("view", "{}").json();
+    assert_eq!(v["start"], "warm", "{v}");
+    let at = &v["result"];
+    assert_ne!(
+        at["pid"], at["now"],
+        "imported in the zygote, not the worker: {v}"
+    );
+    // Already under the profile's filter, no new privileges, not dumpable,
+    // the sandbox user, when the function's first line ran.
+    assert_eq!(at["seccomp"], "2", "{v}");
+    assert_eq!(at["no_new_privs"], 1, "{v}");
+    assert_eq!(at["dumpable"], 0, "{v}");
+    assert_ne!(at["uid"], 0, "{v}");
+    // stdin, the init's stdout and stderr, its own control socket and the
+    // directory listing's descriptor: nothing of the agent's.
+    let fds: Vec<u64> = at["fds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_u64().unwrap())
+        .collect();
+    assert!(fds.iter().all(|&f| f <= 4), "descriptors at import: {v}");
+    d.stop_and_check(&tag);
+}
