@@ -838,9 +838,9 @@ async fn return_when_idle(
 
 /// Bind a sandbox that just served `job`'s function by hot swap: its
 /// spare imports the handler once and becomes the function's zygote.
-/// Returns whether the sandbox can serve again (bound). The
-/// outcome goes to the zygote book, the init's output and outcome to the
-/// function's logs.
+/// Returns whether the sandbox can serve again (bound). The outcome goes
+/// to the zygote book, the init's output and outcome to the function's
+/// logs.
 async fn bind(
     daemon: &Arc<Daemon>,
     sb: &mut ember_runtimes::Sandbox,
@@ -848,114 +848,128 @@ async fn bind(
     tmpfs_bytes: u64,
 ) -> bool {
     let started_at = crate::registry::now_ms();
-    let wait = Duration::from_millis(job.req.timeout_ms) + IDLE_TIMEOUT;
-    let function = job.req.function.clone();
-    let answer = async {
-        sb.conn.send(&ToAgent::Bind(job.req)).await?;
-        sb.conn.recv().await
+    let Some(mut report) = ask_bind(sb, job.req.clone()).await else {
+        return false;
     };
-    let mut report = match tokio::time::timeout(wait, answer).await {
-        Ok(Ok(FromAgent::Bound(r))) => r,
-        Ok(Ok(other)) => {
-            tracing::warn!(sandbox = %sb.id, "expected bound from agent, got {other:?}; discarding");
-            return false;
-        }
-        Ok(Err(e)) => lost_init(format!("the sandbox's agent failed during the bind: {e}")),
-        Err(_) => lost_init(format!(
-            "the agent did not answer the bind within {} ms",
-            wait.as_millis()
-        )),
-    };
-    let mut outcome = match report.outcome {
-        InitOutcome::Ready => "zygote_ready",
-        other => other.as_str(),
-    };
-    if sb.limits.hits().oom_kills > 0 {
-        outcome = "init_oom";
+    if report.outcome != InitOutcome::NotClean && sb.limits.hits().oom_kills > 0 {
+        report.outcome = InitOutcome::Oom;
         report.message = format!("module init ran out of memory: {}", report.message);
     }
-    let mut healthy = outcome == "zygote_ready";
-    if healthy {
-        let fresh = tokio::task::block_in_place(|| sb.code.fresh_scratch(tmpfs_bytes));
-        healthy = match fresh {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::warn!(sandbox = %sb.id, "bound sandbox could not be readied: {e}; discarding");
-                false
+    let function = &job.req.function;
+    let healthy = match report.outcome {
+        InitOutcome::Ready => {
+            match tokio::task::block_in_place(|| sb.code.fresh_scratch(tmpfs_bytes)) {
+                Ok(()) => {
+                    sb.bound = Some(job.key.clone());
+                    daemon.zygotes.ready(&job.key, report.init_us);
+                    tracing::info!(sandbox = %sb.id, function = %function, init_us = report.init_us, "function zygote ready");
+                    true
+                }
+                Err(e) => {
+                    tracing::warn!(sandbox = %sb.id, "bound sandbox could not be readied: {e}; discarding");
+                    false
+                }
             }
-        };
-    }
-    if healthy {
-        sb.bound = Some(job.key.clone());
-        daemon.zygotes.ready(&job.key, report.init_us);
-        tracing::info!(sandbox = %sb.id, function = %function, init_us = report.init_us, "function zygote ready");
-    } else if report.outcome != InitOutcome::NotClean && outcome != "zygote_ready" {
+        }
+        InitOutcome::NotClean => {
+            tracing::warn!(sandbox = %sb.id, problems = %report.message, "sandbox not clean before bind; discarding");
+            false
+        }
         // The init itself is at fault: it would fail the same way in any
         // sandbox. Invocations import afresh from now on.
-        if daemon.zygotes.fall_back(&job.key, outcome, &report.message) {
-            tracing::warn!(function = %function, outcome, reason = %report.message, "function zygote failed; invocations import the handler afresh");
+        outcome => {
+            if daemon
+                .zygotes
+                .fall_back(&job.key, outcome.as_str(), &report.message)
+            {
+                tracing::warn!(function = %function, outcome = outcome.as_str(), reason = %report.message, "function zygote failed; invocations import the handler afresh");
+            }
+            false
         }
-    } else if report.outcome == InitOutcome::NotClean {
-        tracing::warn!(sandbox = %sb.id, problems = %report.message, "sandbox not clean before bind; discarding");
-    }
-    record_init(
-        daemon,
-        &function,
-        &job.digest,
-        &sb.id,
-        sb.backend,
-        outcome,
-        &report,
+    };
+    let rec = InitRecord {
+        function,
+        digest: &job.digest,
+        sandbox: &sb.id,
+        backend: sb.backend,
         started_at,
-    );
+    };
+    rec.write(daemon, &report);
     healthy
 }
 
-/// A bind whose agent never answered: the zygote's init took the sandbox
-/// down with it.
-fn lost_init(message: String) -> BindReport {
-    BindReport {
+/// Send `Bind` and read the agent's report; a lost agent is a crashed
+/// init. `None`: the agent answered something else (the sandbox goes).
+async fn ask_bind(sb: &mut ember_runtimes::Sandbox, req: BindRequest) -> Option<BindReport> {
+    let wait = Duration::from_millis(req.timeout_ms) + IDLE_TIMEOUT;
+    let answer = async {
+        sb.conn.send(&ToAgent::Bind(req)).await?;
+        sb.conn.recv().await
+    };
+    let lost = |message: String| BindReport {
         outcome: InitOutcome::Crashed,
         message,
         stdout: String::new(),
         stderr: String::new(),
         init_us: 0,
         zygote_pid: 0,
+    };
+    match tokio::time::timeout(wait, answer).await {
+        Ok(Ok(FromAgent::Bound(r))) => Some(r),
+        Ok(Ok(other)) => {
+            tracing::warn!(sandbox = %sb.id, "expected bound from agent, got {other:?}; discarding");
+            None
+        }
+        Ok(Err(e)) => Some(lost(format!(
+            "the sandbox's agent failed during the bind: {e}"
+        ))),
+        Err(_) => Some(lost(format!(
+            "the agent did not answer the bind within {} ms",
+            wait.as_millis()
+        ))),
     }
 }
 
-/// The init of a function zygote, in the function's logs: its outcome
-/// (`zygote_ready` or why not) and what it printed.
-#[allow(clippy::too_many_arguments)]
-fn record_init(
-    daemon: &Daemon,
-    function: &str,
-    digest: &str,
-    sandbox: &str,
-    backend: &str,
-    outcome: &str,
-    report: &BindReport,
+/// Where a function zygote's init ran, for its record.
+struct InitRecord<'a> {
+    function: &'a str,
+    digest: &'a str,
+    sandbox: &'a str,
+    backend: &'static str,
     started_at: i64,
-) {
-    let mut rec = InvocationRecord {
-        sandbox: Some(sandbox.to_string()),
-        backend: Some(backend.to_string()),
-        start: Some("zygote_init".into()),
-        mode: Some("fork".into()),
-        outcome: outcome.to_string(),
-        error: (!report.message.is_empty()).then(|| report.message.clone()),
-        timings_us: Some(serde_json::json!({ "init": report.init_us })),
-        stdout_bytes: report.stdout.len() as u64,
-        stderr_bytes: report.stderr.len() as u64,
-        stdout: report.stdout.clone(),
-        stderr: report.stderr.clone(),
-        finished_at: Some(crate::registry::now_ms()),
-        ..InvocationRecord::started(&invocation_id(), function, digest, started_at)
-    };
-    rec.result_bytes = 0;
-    daemon.metrics.zygote_init(outcome);
-    // A silent, successful init is no news for the function's logs.
-    if outcome != "zygote_ready" || !report.stdout.is_empty() || !report.stderr.is_empty() {
+}
+
+impl InitRecord<'_> {
+    /// The init in the function's logs (`start: zygote_init`, its outcome
+    /// and output) and in the metrics. A silent, successful init is no
+    /// news for the logs.
+    fn write(&self, daemon: &Daemon, report: &BindReport) {
+        let outcome = report.outcome.as_str();
+        daemon.metrics.zygote_init(outcome);
+        let silent = report.stdout.is_empty() && report.stderr.is_empty();
+        if report.outcome == InitOutcome::Ready && silent {
+            return;
+        }
+        let rec = InvocationRecord {
+            sandbox: Some(self.sandbox.to_string()),
+            backend: Some(self.backend.to_string()),
+            start: Some("zygote_init".into()),
+            mode: Some("fork".into()),
+            outcome: outcome.to_string(),
+            error: (!report.message.is_empty()).then(|| report.message.clone()),
+            timings_us: Some(serde_json::json!({ "init": report.init_us })),
+            stdout_bytes: report.stdout.len() as u64,
+            stderr_bytes: report.stderr.len() as u64,
+            stdout: report.stdout.clone(),
+            stderr: report.stderr.clone(),
+            finished_at: Some(crate::registry::now_ms()),
+            ..InvocationRecord::started(
+                &invocation_id(),
+                self.function,
+                self.digest,
+                self.started_at,
+            )
+        };
         daemon.history.finish(rec);
     }
 }

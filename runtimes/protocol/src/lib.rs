@@ -108,17 +108,21 @@ pub enum InitOutcome {
     /// The sandbox was not clean before the bind (`message` says how);
     /// nothing was started.
     NotClean,
+    /// The init ran into the function's memory limit (the daemon tells,
+    /// from the sandbox's cgroup; the agent sees a crash).
+    Oom,
 }
 
 impl InitOutcome {
     pub fn as_str(self) -> &'static str {
         match self {
-            InitOutcome::Ready => "ready",
+            InitOutcome::Ready => "zygote_ready",
             InitOutcome::Error => "init_error",
             InitOutcome::Timeout => "init_timeout",
             InitOutcome::Crashed => "init_crashed",
             InitOutcome::Unsafe => "init_unsafe",
             InitOutcome::NotClean => "not_clean",
+            InitOutcome::Oom => "init_oom",
         }
     }
 }
