@@ -378,7 +378,7 @@ impl Daemon {
         if !self.function_zygotes(func) {
             return crate::zygotes::ZygoteState::Off;
         }
-        self.zygotes.state(&crate::invoke::binding_key(func))
+        self.zygotes.state(&func.binding_key())
     }
 
     /// Whether `func`'s sandboxes get a function zygote once warm.

@@ -389,7 +389,7 @@ async fn run_invocation(
     // Bound sandboxes (specialized, or fork mode with a function zygote)
     // serve one deploy of the function: a redeploy never runs in a sandbox
     // that loaded the old code.
-    let key = binding_key(&func);
+    let key = func.binding_key();
     let zygote = !throwaway && daemon.function_zygotes(&func) && daemon.zygotes.may_bind(&key);
     let want = match mode {
         Mode::Fork if zygote => Want::Bound {
@@ -736,16 +736,6 @@ async fn check(sb: &mut ember_runtimes::Sandbox) -> Result<FromAgent, String> {
 
 /// How long a sandbox may take to warm its next worker.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The key a sandbox bound to `func`'s current deploy carries.
-pub fn binding_key(func: &crate::registry::FunctionRecord) -> String {
-    format!(
-        "{}@{}-{}",
-        func.name,
-        func.updated_at,
-        &func.digest[..12.min(func.digest.len())]
-    )
-}
 
 /// What becomes of a sandbox after a healthy invocation.
 enum Return {

@@ -87,6 +87,20 @@ pub struct FunctionRecord {
     pub updated_at: i64,
 }
 
+impl FunctionRecord {
+    /// The key of sandboxes bound to this deploy (a specialized runner or
+    /// a function zygote): a redeploy changes it, so no bound sandbox ever
+    /// serves code it did not load.
+    pub fn binding_key(&self) -> String {
+        format!(
+            "{}@{}-{}",
+            self.name,
+            self.updated_at,
+            &self.digest[..12.min(self.digest.len())]
+        )
+    }
+}
+
 pub struct Registry {
     path: PathBuf,
     conn: Mutex<Connection>,
