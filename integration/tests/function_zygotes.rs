@@ -355,3 +355,31 @@ fn the_zygote_is_confined_before_the_function_is_imported() {
     assert!(fds.iter().all(|&f| f <= 4), "descriptors at import: {v}");
     d.stop_and_check(&tag);
 }
+
+#[test]
+fn a_worker_that_kills_its_zygote_gets_its_result_and_costs_only_that_sandbox() {
+    if !prerequisites_met(
+        "a_worker_that_kills_its_zygote_gets_its_result_and_costs_only_that_sandbox",
+    ) {
+        return;
+    }
+    let killer = "import os, signal\ndef handler(event, context):\n    if event.get('kill'):\n        os.kill(os.getppid(), signal.SIGKILL)\n    return {'parent': os.getppid()}\n";
+    let mut d = Daemon::start(&["--pool-size", "1"]);
+    let tag = d.tag();
+    d.wait_pool_idle(1);
+    d.deploy_files("killer", &[("main.py", killer)], 5000);
+    assert_eq!(d.invoke("killer", "{}").json()["outcome"], "ok");
+    assert_eq!(settled_zygote(&d, "killer")["state"], "ready");
+    wait_bound_idle(&d);
+    let k = d.invoke("killer", r#"{"kill": true}"#).json();
+    assert_eq!(
+        k["outcome"], "ok",
+        "its own result, not a sandbox failure: {k}"
+    );
+    assert_eq!(k["start"], "warm", "{k}");
+    // That sandbox is given up; the function goes on in another.
+    let next = d.invoke("killer", "{}").json();
+    assert_eq!(next["outcome"], "ok", "{next}");
+    assert_ne!(next["sandbox"], k["sandbox"], "{next}");
+    d.stop_and_check(&tag);
+}

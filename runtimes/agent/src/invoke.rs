@@ -91,9 +91,18 @@ pub fn run(zyg: &mut Zygote, req: &InvokeRequest) -> Result<(InvokeResult, Pendi
     let mut exit: Option<(Option<i32>, Option<i32>)> = None;
     let mut timed_out = false;
 
+    // The zygote gone mid-invocation (the worker may kill its parent): the
+    // worker's result still counts; the sandbox is given up after it.
+    let mut zygote_lost = false;
     while exit.is_none() && !result_complete(&res.buf) && !res.truncated {
-        if zyg.has_buffered_line() {
-            on_event(zyg.read_event()?, worker, &mut exit);
+        if zygote_lost && res.fd.is_none() {
+            break;
+        }
+        if !zygote_lost && zyg.has_buffered_line() {
+            match zyg.read_event() {
+                Ok(ev) => on_event(ev, worker, &mut exit),
+                Err(_) => zygote_lost = true,
+            }
             continue;
         }
         let left = deadline.saturating_duration_since(Instant::now());
@@ -101,8 +110,10 @@ pub fn run(zyg: &mut Zygote, req: &InvokeRequest) -> Result<(InvokeResult, Pendi
             timed_out = true;
             break;
         }
-        let ctl = zyg.ctl.as_fd();
-        let mut fds = vec![PollFd::new(ctl, PollFlags::POLLIN)];
+        let mut fds = Vec::new();
+        if !zygote_lost {
+            fds.push(PollFd::new(zyg.ctl.as_fd(), PollFlags::POLLIN));
+        }
         for c in [&out, &err, &res] {
             if let Some(fd) = &c.fd {
                 fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
@@ -116,13 +127,16 @@ pub fn run(zyg: &mut Zygote, req: &InvokeRequest) -> Result<(InvokeResult, Pendi
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
             Err(e) => return Err(format!("poll: {e}")),
         }
-        let ctl_ready = fds[0].revents().is_some_and(|r| !r.is_empty());
+        let ctl_ready = !zygote_lost && fds[0].revents().is_some_and(|r| !r.is_empty());
         drop(fds);
         out.pump();
         err.pump();
         res.pump();
         if ctl_ready {
-            on_event(zyg.read_event()?, worker, &mut exit);
+            match zyg.read_event() {
+                Ok(ev) => on_event(ev, worker, &mut exit),
+                Err(_) => zygote_lost = true,
+            }
         }
     }
     let run_us = started.elapsed().as_micros() as u64;
