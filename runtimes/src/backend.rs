@@ -1,6 +1,7 @@
 //! The backend trait: what emberd needs from a container runtime to keep a
-//! pool of sandboxes, and its implementations (runc, crun, runsc through
-//! their CLI; youki's libcontainer in process, `libcontainer.rs`).
+//! pool of sandboxes, and the CLI-driven implementation (runc, crun,
+//! runsc); youki's libcontainer runs in process (`libcontainer.rs`), and
+//! `backends.rs` says which backend a name means.
 //!
 //! Freezing and thawing go through the sandbox's cgroup for every backend
 //! (`cgroup.rs`): a file write, no runtime process on the hot path. How code
@@ -25,9 +26,6 @@ pub enum Injection {
     /// sandbox that the agent empties after each invocation.
     HostDirectory,
 }
-
-/// Names accepted by [`backend_by_name`].
-pub const BACKEND_NAMES: &[&str] = &["runc", "crun", "runsc", "libcontainer"];
 
 /// A container runtime that can hold ember sandboxes.
 #[async_trait::async_trait]
@@ -68,56 +66,9 @@ pub struct BackendOptions {
 /// A CLI-driven backend: runc, crun or runsc.
 #[derive(Debug, Clone)]
 pub struct CliBackend {
-    name: &'static str,
-    injection: Injection,
+    pub(crate) name: &'static str,
+    pub(crate) injection: Injection,
     pub cli: OciCli,
-}
-
-/// Build the backend called `name`.
-pub fn backend_by_name(
-    name: &str,
-    opts: &BackendOptions,
-) -> Result<std::sync::Arc<dyn Backend>, RuntimeError> {
-    let (name, injection, global_args): (&'static str, Injection, Vec<String>) = match name {
-        "runc" => ("runc", Injection::MountNamespace, vec![]),
-        "crun" => ("crun", Injection::MountNamespace, vec![]),
-        "libcontainer" => {
-            return Ok(std::sync::Arc::new(
-                crate::libcontainer::LibcontainerBackend,
-            ))
-        }
-        "runsc" => (
-            "runsc",
-            Injection::HostDirectory,
-            vec![
-                format!("--platform={}", opts.runsc_platform),
-                // Sandboxes have no network; gVisor's netstack would
-                // otherwise want the container's network namespace set up.
-                "--network=none".into(),
-                // The root filesystem is read-only binds; an overlay would
-                // only cost memory.
-                "--overlay2=none".into(),
-                // Bind mounts (`/fn`) revalidate against the host, so code
-                // linked in after start is seen (the default, made explicit).
-                "--file-access-mounts=shared".into(),
-            ],
-        ),
-        other => {
-            return Err(RuntimeError::UnknownBackend {
-                name: other.to_string(),
-                known: BACKEND_NAMES.join(", "),
-            })
-        }
-    };
-    Ok(std::sync::Arc::new(CliBackend {
-        name,
-        injection,
-        cli: OciCli {
-            binary: opts.binary.clone().unwrap_or_else(|| PathBuf::from(name)),
-            root: opts.root.clone(),
-            global_args,
-        },
-    }))
 }
 
 #[async_trait::async_trait]
@@ -148,29 +99,5 @@ impl Backend for CliBackend {
 
     async fn resume(&self, id: &str) -> Result<(), RuntimeError> {
         self.cli.simple("resume", id).await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backends_are_built_by_name() {
-        let opts = BackendOptions {
-            runsc_platform: "ptrace".into(),
-            ..Default::default()
-        };
-        for name in BACKEND_NAMES {
-            let b = backend_by_name(name, &opts).unwrap();
-            assert_eq!(b.name(), *name);
-        }
-        let runsc = backend_by_name("runsc", &opts).unwrap();
-        assert_eq!(runsc.injection(), Injection::HostDirectory);
-        let err = backend_by_name("youki", &opts).unwrap_err().to_string();
-        assert!(
-            err.contains("youki") && err.contains("runc, crun, runsc"),
-            "{err}"
-        );
     }
 }

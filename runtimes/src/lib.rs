@@ -13,6 +13,7 @@
 
 pub mod agent_conn;
 pub mod backend;
+pub mod backends;
 pub mod build;
 pub mod bundle;
 pub mod cgroup;
@@ -27,7 +28,8 @@ pub mod sandbox_files;
 pub mod userns;
 
 pub use agent_conn::AgentConn;
-pub use backend::{backend_by_name, Backend, BackendOptions, Injection, BACKEND_NAMES};
+pub use backend::{Backend, BackendOptions, Injection};
+pub use backends::{backend_by_name, BACKEND_NAMES};
 pub use error::RuntimeError;
 pub use language::{Interpreter, Language};
 pub use sandbox::{ExternalSandbox, Sandbox, SandboxConfig};

@@ -1,0 +1,82 @@
+//! Which backend a name means: the one place that knows every backend
+//! (the CLI-driven ones of `backend.rs` and libcontainer's), so neither
+//! needs to know the other.
+
+use crate::backend::{Backend, BackendOptions, CliBackend, Injection};
+use crate::error::RuntimeError;
+use crate::oci_cli::OciCli;
+use std::path::PathBuf;
+
+/// Names accepted by [`backend_by_name`].
+pub const BACKEND_NAMES: &[&str] = &["runc", "crun", "runsc", "libcontainer"];
+
+/// Build the backend called `name`.
+pub fn backend_by_name(
+    name: &str,
+    opts: &BackendOptions,
+) -> Result<std::sync::Arc<dyn Backend>, RuntimeError> {
+    let (name, injection, global_args): (&'static str, Injection, Vec<String>) = match name {
+        "runc" => ("runc", Injection::MountNamespace, vec![]),
+        "crun" => ("crun", Injection::MountNamespace, vec![]),
+        "libcontainer" => {
+            return Ok(std::sync::Arc::new(
+                crate::libcontainer::LibcontainerBackend,
+            ))
+        }
+        "runsc" => (
+            "runsc",
+            Injection::HostDirectory,
+            vec![
+                format!("--platform={}", opts.runsc_platform),
+                // Sandboxes have no network; gVisor's netstack would
+                // otherwise want the container's network namespace set up.
+                "--network=none".into(),
+                // The root filesystem is read-only binds; an overlay would
+                // only cost memory.
+                "--overlay2=none".into(),
+                // Bind mounts (`/fn`) revalidate against the host, so code
+                // linked in after start is seen (the default, made explicit).
+                "--file-access-mounts=shared".into(),
+            ],
+        ),
+        other => {
+            return Err(RuntimeError::UnknownBackend {
+                name: other.to_string(),
+                known: BACKEND_NAMES.join(", "),
+            })
+        }
+    };
+    Ok(std::sync::Arc::new(CliBackend {
+        name,
+        injection,
+        cli: OciCli {
+            binary: opts.binary.clone().unwrap_or_else(|| PathBuf::from(name)),
+            root: opts.root.clone(),
+            global_args,
+        },
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backends_are_built_by_name() {
+        let opts = BackendOptions {
+            runsc_platform: "ptrace".into(),
+            ..Default::default()
+        };
+        for name in BACKEND_NAMES {
+            let b = backend_by_name(name, &opts).unwrap();
+            assert_eq!(b.name(), *name);
+        }
+        let runsc = backend_by_name("runsc", &opts).unwrap();
+        assert_eq!(runsc.injection(), Injection::HostDirectory);
+        let err = backend_by_name("youki", &opts).unwrap_err().to_string();
+        assert!(
+            err.contains("youki") && err.contains("runc, crun, runsc"),
+            "{err}"
+        );
+    }
+}
