@@ -61,9 +61,7 @@ impl HostDirSlot {
         }
         Ok(())
     }
-}
 
-impl HostDirSlot {
     /// Empty the `/tmp` directory only (the code stays: a sandbox bound to
     /// its function), writable by anyone (mode 1777) or, `sealed`, by no
     /// one in the sandbox (0555: a function zygote's init must not leave
@@ -92,15 +90,7 @@ fn empty_dir(dir: &Path) -> Result<(), HostDirError> {
             dir: dir.to_path_buf(),
             source,
         };
-        for entry in fs::read_dir(dir).map_err(err)? {
-            let entry = entry.map_err(err)?;
-            let path = entry.path();
-            if entry.file_type().map_err(err)?.is_dir() {
-                fs::remove_dir_all(&path).map_err(err)?;
-            } else {
-                fs::remove_file(&path).map_err(err)?;
-            }
-        }
+        remove_entries(dir).map_err(err)?;
         if fs::read_dir(dir).map_err(err)?.next().is_some() {
             return Err(HostDirError::NotEmpty {
                 dir: dir.to_path_buf(),
@@ -108,6 +98,21 @@ fn empty_dir(dir: &Path) -> Result<(), HostDirError> {
         }
         Ok(())
     }
+}
+
+/// Remove everything in `dir`, not `dir` itself, following no link
+/// (`remove_dir_all` opens each directory with `O_NOFOLLOW`).
+pub(crate) fn remove_entries(dir: &Path) -> io::Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        if entry.file_type()?.is_dir() {
+            fs::remove_dir_all(&path)?;
+        } else {
+            fs::remove_file(&path)?;
+        }
+    }
+    Ok(())
 }
 
 /// Recreate `src`'s tree under `dst`: directories made, regular files

@@ -188,12 +188,10 @@ impl Injector {
         self.run(|reply| Job::Detach { reply })?;
         verify_clean(self.pid)
     }
-}
 
-impl Injector {
     /// A sandbox that keeps its code (bound to one function in fork mode)
-    /// gets a fresh `/tmp` per invocation: the old one is unmounted (with
-    /// what the last invocation wrote), a new empty tmpfs takes its place.
+    /// gets an empty `/tmp` per invocation: the tmpfs mounted here is
+    /// emptied in place, or, where there is none, a new one is mounted.
     pub fn fresh_scratch(&self, tmpfs_bytes: u64) -> Result<(), InjectError> {
         self.run(|reply| Job::Scratch {
             tmpfs_bytes: Some(tmpfs_bytes),
@@ -229,40 +227,15 @@ fn attach(tree: OwnedFd, tmpfs_bytes: u64) -> Result<(), InjectError> {
             source,
         }
     })?;
-    let opts = format!("size={tmpfs_bytes},mode=1777");
-    if let Err(e) = mount(
-        Some("tmpfs"),
-        SCRATCH_MOUNT,
-        Some("tmpfs"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        Some(opts.as_str()),
-    ) {
+    if let Err(e) = mount_scratch(tmpfs_bytes) {
         let _ = umount2(CODE_MOUNT, MntFlags::MNT_DETACH);
-        return Err(InjectError::Attach {
-            what: "scratch tmpfs",
-            target: SCRATCH_MOUNT,
-            source: io::Error::from(e),
-        });
+        return Err(e);
     }
     Ok(())
 }
 
-/// In the sandbox's namespace: take `/tmp` out, then mount a fresh tmpfs
-/// there if `tmpfs_bytes` is given.
-fn scratch(tmpfs_bytes: Option<u64>, mounted: bool) -> Result<(), InjectError> {
-    // A fresh /tmp where ours is mounted: emptied in place. Unmounting
-    // costs an RCU grace period (milliseconds here), on the way back of
-    // every invocation; deleting what one invocation wrote costs
-    // microseconds. `remove_dir_all` opens each directory with
-    // O_NOFOLLOW, so links planted there lead nowhere. What a straggler
-    // writes afterwards the agent's clean-state check sees.
-    if tmpfs_bytes.is_some() && mounted && empty_in_place(Path::new(SCRATCH_MOUNT)).is_ok() {
-        return Ok(());
-    }
-    unmount_all(SCRATCH_MOUNT)?;
-    let Some(bytes) = tmpfs_bytes else {
-        return Ok(());
-    };
+/// In the sandbox's namespace: a new empty tmpfs of `bytes` at `/tmp`.
+fn mount_scratch(bytes: u64) -> Result<(), InjectError> {
     let opts = format!("size={bytes},mode=1777");
     mount(
         Some("tmpfs"),
@@ -278,18 +251,23 @@ fn scratch(tmpfs_bytes: Option<u64>, mounted: bool) -> Result<(), InjectError> {
     })
 }
 
-/// Remove everything in `dir` (not `dir` itself), following no link.
-fn empty_in_place(dir: &Path) -> io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        let path = entry.path();
-        if entry.file_type()?.is_dir() {
-            std::fs::remove_dir_all(&path)?;
-        } else {
-            std::fs::remove_file(&path)?;
-        }
+/// In the sandbox's namespace: take `/tmp` out, then mount a fresh tmpfs
+/// there if `tmpfs_bytes` is given.
+fn scratch(tmpfs_bytes: Option<u64>, mounted: bool) -> Result<(), InjectError> {
+    // A fresh /tmp where ours is mounted: emptied in place. Unmounting
+    // costs an RCU grace period (milliseconds here), on the way back of
+    // every invocation; deleting what one invocation wrote costs
+    // microseconds, following no link planted there. What a straggler
+    // writes afterwards the agent's clean-state check sees.
+    let in_place = || crate::hostdir::remove_entries(Path::new(SCRATCH_MOUNT));
+    if tmpfs_bytes.is_some() && mounted && in_place().is_ok() {
+        return Ok(());
     }
-    Ok(())
+    unmount_all(SCRATCH_MOUNT)?;
+    match tmpfs_bytes {
+        Some(bytes) => mount_scratch(bytes),
+        None => Ok(()),
+    }
 }
 
 /// In the sandbox's namespace: take `/tmp` and `/fn` out.

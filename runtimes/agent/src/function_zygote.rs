@@ -37,13 +37,7 @@ pub fn bind(
     req: &BindRequest,
 ) -> Result<(BindReport, Option<Zygote>), String> {
     let started = Instant::now();
-    let pid = match generic.spare.take() {
-        Some(pid) => pid,
-        None => {
-            generic.wait_spare(FIRST_SPARE)?;
-            generic.spare.take().unwrap_or(0)
-        }
-    };
+    let pid = generic.take_spare(FIRST_SPARE)?;
     let (ours, theirs) = socketpair(
         AddressFamily::Unix,
         SockType::Stream,

@@ -66,13 +66,7 @@ pub fn run(zyg: &mut Zygote, req: &InvokeRequest) -> Result<(InvokeResult, Pendi
     let deadline = started + Duration::from_millis(req.timeout_ms);
     // The daemon only sends a request after `Idle`, so a spare is ready;
     // wait briefly all the same rather than trust it.
-    let worker = match zyg.spare.take() {
-        Some(pid) => pid,
-        None => {
-            zyg.wait_spare(SETTLE)?;
-            zyg.spare.take().unwrap_or(0)
-        }
-    };
+    let worker = zyg.take_spare(SETTLE)?;
     let (out_r, out_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
     let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
     let (res_r, res_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;

@@ -186,13 +186,7 @@ impl Runner {
         profile: &str,
         nproc: Option<u64>,
     ) -> Result<Runner, String> {
-        let pid = match zyg.spare.take() {
-            Some(pid) => pid,
-            None => {
-                zyg.wait_spare(Duration::from_secs(3))?;
-                zyg.spare.take().unwrap_or(0)
-            }
-        };
+        let pid = zyg.take_spare(Duration::from_secs(3))?;
         let p = pipes()?;
         let mut line = serde_json::to_vec(&serde_json::json!({
             "specialized": true,

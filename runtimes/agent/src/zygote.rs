@@ -226,6 +226,14 @@ impl Zygote {
         Ok(self.spare.unwrap_or(0))
     }
 
+    /// Hand out the spare worker, waiting up to `wait` for one to be ready.
+    pub fn take_spare(&mut self, wait: Duration) -> Result<i32, String> {
+        if self.spare.is_none() {
+            self.wait_spare(wait)?;
+        }
+        Ok(self.spare.take().unwrap_or(0))
+    }
+
     /// Have the spare remove what the last invocation left in the IPC
     /// namespace (it runs as the workers' user: the agent may not); returns
     /// how many objects it removed.
