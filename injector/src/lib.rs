@@ -10,6 +10,7 @@
 //! not own sandboxes, their lifetime or freezing (see `ember-runtimes`).
 
 pub mod digest;
+mod error;
 pub mod fsat;
 pub mod hostdir;
 pub mod inject;
@@ -19,7 +20,8 @@ pub mod store;
 mod syscalls;
 pub mod unpack;
 
+pub use error::{PrepareError, StoreError};
 pub use hostdir::{HostDirError, HostDirSlot};
 pub use inject::{verify_clean, InjectError, Injection, Injector};
-pub use store::{no_prepare, CodeStore, Digest, Pin, Prepare, StoreError, BUILD_FORMAT};
+pub use store::{no_prepare, CodeStore, Digest, Pin, Prepare, BUILD_FORMAT};
 pub use unpack::{check_build_paths, copy_tree, unpack_tar_gz, CopyRule, UnpackLimits};

@@ -16,7 +16,6 @@
 //! assert!(shown(&[b'a'; 300]).ends_with("a… (300 bytes)"));
 //! ```
 
-use crate::store::StoreError;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -88,10 +87,20 @@ pub(crate) struct RelPath {
     len: usize,
 }
 
-fn bad(name: &[u8], reason: &str) -> StoreError {
-    StoreError::BadEntry {
+/// A name that breaks the rules of the module docs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("code entry {entry}: {reason}")]
+pub struct NameError {
+    /// The name, escaped and truncated ([`shown`]).
+    pub entry: String,
+    /// Which rule it breaks.
+    pub reason: &'static str,
+}
+
+fn bad(name: &[u8], reason: &'static str) -> NameError {
+    NameError {
         entry: shown(name),
-        reason: reason.to_string(),
+        reason,
     }
 }
 
@@ -102,7 +111,7 @@ impl RelPath {
 
     /// The name of an archive entry: `/`-separated, with `.` and empty
     /// components dropped (`./a//b/` is `a/b`).
-    pub(crate) fn from_archive(raw: &[u8]) -> Result<RelPath, StoreError> {
+    pub(crate) fn from_archive(raw: &[u8]) -> Result<RelPath, NameError> {
         if raw.len() > MAX_PATH_BYTES {
             return Err(bad(raw, "is longer than 4096 bytes"));
         }
@@ -131,7 +140,7 @@ impl RelPath {
 
     /// The entry `name` (one component, as read from a directory) inside
     /// this directory.
-    pub(crate) fn join(&self, name: &OsStr) -> Result<RelPath, StoreError> {
+    pub(crate) fn join(&self, name: &OsStr) -> Result<RelPath, NameError> {
         let whole = || {
             let mut p = self.to_string().into_bytes();
             if !p.is_empty() {
@@ -148,7 +157,7 @@ impl RelPath {
         self.child(&whole(), part)
     }
 
-    fn child(&self, whole: &[u8], part: &str) -> Result<RelPath, StoreError> {
+    fn child(&self, whole: &[u8], part: &str) -> Result<RelPath, NameError> {
         if part.len() > MAX_COMPONENT_BYTES {
             return Err(bad(whole, "has a path component longer than 255 bytes"));
         }
@@ -199,10 +208,10 @@ impl std::fmt::Display for RelPath {
 mod tests {
     use super::*;
 
-    fn reason(r: Result<RelPath, StoreError>) -> String {
+    fn reason(r: Result<RelPath, NameError>) -> &'static str {
         match r {
-            Err(StoreError::BadEntry { reason, .. }) => reason,
-            other => panic!("expected BadEntry, got {other:?}"),
+            Err(NameError { reason, .. }) => reason,
+            other => panic!("expected a NameError, got {other:?}"),
         }
     }
 

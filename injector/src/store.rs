@@ -9,8 +9,9 @@
 //! place and says so, so whoever drops the last pin can collect them.
 
 use crate::digest::digest_tree;
+use crate::error::io_err;
+pub use crate::error::{PrepareError, StoreError};
 use crate::fsat::{self, Kind};
-use crate::names::shown_path;
 use crate::unpack::{copy_tree, unpack_tar_gz, CopyRule, UnpackLimits};
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
@@ -21,54 +22,6 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("code store i/o on {}: {source}", shown_path(.path))]
-    Io { path: PathBuf, source: io::Error },
-    #[error("archive is not a valid tar.gz: {0}")]
-    BadArchive(io::Error),
-    /// `entry` is already escaped and truncated (`names::shown`).
-    #[error("code entry {entry}: {reason}")]
-    BadEntry { entry: String, reason: String },
-    #[error("the archive's {header} header declares {size} bytes, more than the {limit} allowed: refused before reading it")]
-    ExtensionTooLarge {
-        header: &'static str,
-        size: u64,
-        limit: u64,
-    },
-    #[error("the archive's {header} header is malformed: {reason}")]
-    BadExtension {
-        header: &'static str,
-        reason: String,
-    },
-    #[error("code is larger than the limit of {limit} bytes unpacked")]
-    TooLarge { limit: u64 },
-    #[error("code has more than {limit} entries")]
-    TooManyEntries { limit: u64 },
-    #[error("code directory {} does not exist or is not a directory", shown_path(.0))]
-    NotADirectory(PathBuf),
-    /// A path deploy of something not every local user could read.
-    #[error("{path} is not {need} by other users (mode {mode:04o}): ember copies only what any local user could read (the function would publish it); make it readable or upload a tar.gz")]
-    NotReadable {
-        path: String,
-        mode: u32,
-        need: &'static str,
-    },
-    #[error("{path} is on {fs}, whose files describe whoever reads them (here emberd) rather than hold code: refused")]
-    KernelFileSystem { path: String, fs: &'static str },
-    #[error("unknown code digest {0}")]
-    Unknown(String),
-    #[error("preparing code for its runtime: {0}")]
-    Prepare(String),
-}
-
-pub(crate) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
-    move |source| StoreError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
 
 /// A code digest: lowercase hex SHA-256 of the canonical tree.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -95,10 +48,10 @@ impl std::fmt::Display for Digest {
 }
 
 /// Runtime-specific work on a freshly stored tree before it is sealed.
-pub type Prepare<'a> = &'a (dyn Fn(&Path) -> Result<(), String> + Sync);
+pub type Prepare<'a> = &'a (dyn Fn(&Path) -> Result<(), PrepareError> + Sync);
 
 /// A `Prepare` that does nothing.
-pub fn no_prepare(_: &Path) -> Result<(), String> {
+pub fn no_prepare(_: &Path) -> Result<(), PrepareError> {
     Ok(())
 }
 

@@ -45,7 +45,7 @@ pub(crate) mod test_archives;
 pub use build_paths::check_build_paths;
 pub use copy::{copy_tree, CopyRule};
 
-use crate::store::StoreError;
+use crate::error::StoreError;
 use flate2::read::GzDecoder;
 use std::path::Path;
 

@@ -2,7 +2,7 @@
 //! stdin, framed answers on its stdout, and its stderr drained into the
 //! daemon's log (the last lines kept for error messages).
 
-use ember_proto::{encode, frame_len, FromAgent, ToAgent};
+use ember_proto::{encode, frame_len, FrameError, FromAgent, ToAgent};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
@@ -54,32 +54,51 @@ impl AgentConn {
         t.iter().cloned().collect::<Vec<_>>().join("\n")
     }
 
-    pub async fn send(&mut self, msg: &ToAgent) -> Result<(), String> {
-        let buf = encode(msg).map_err(|e| e.to_string())?;
+    pub async fn send(&mut self, msg: &ToAgent) -> Result<(), AgentConnError> {
+        let buf = encode(msg)?;
         self.stdin
             .write_all(&buf)
             .await
-            .map_err(|e| format!("writing to agent: {e}"))?;
-        self.stdin
-            .flush()
-            .await
-            .map_err(|e| format!("writing to agent: {e}"))
+            .map_err(AgentConnError::Write)?;
+        self.stdin.flush().await.map_err(AgentConnError::Write)
     }
 
-    pub async fn recv(&mut self) -> Result<FromAgent, String> {
+    pub async fn recv(&mut self) -> Result<FromAgent, AgentConnError> {
         let mut prefix = [0u8; 4];
-        self.stdout.read_exact(&mut prefix).await.map_err(|e| {
-            format!(
-                "agent closed its output ({e}); stderr: {}",
-                self.stderr_tail()
-            )
-        })?;
-        let len = frame_len(prefix).map_err(|e| e.to_string())?;
+        if let Err(source) = self.stdout.read_exact(&mut prefix).await {
+            return Err(AgentConnError::Closed {
+                source,
+                stderr: self.stderr_tail(),
+            });
+        }
+        let len = frame_len(prefix)?;
         let mut body = vec![0u8; len];
         self.stdout
             .read_exact(&mut body)
             .await
-            .map_err(|e| format!("reading agent frame: {e}"))?;
-        serde_json::from_slice(&body).map_err(|e| format!("agent sent a bad frame: {e}"))
+            .map_err(AgentConnError::Read)?;
+        serde_json::from_slice(&body).map_err(AgentConnError::BadFrame)
     }
+}
+
+/// Why a message could not be sent to or read from the agent.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentConnError {
+    /// The message could not be framed, or a frame's length prefix is
+    /// out of bounds.
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    #[error("writing to agent: {0}")]
+    Write(std::io::Error),
+    /// The agent's stdout ended (or failed) before a frame's length;
+    /// `stderr` holds the last lines it wrote there.
+    #[error("agent closed its output ({source}); stderr: {stderr}")]
+    Closed {
+        source: std::io::Error,
+        stderr: String,
+    },
+    #[error("reading agent frame: {0}")]
+    Read(std::io::Error),
+    #[error("agent sent a bad frame: {0}")]
+    BadFrame(serde_json::Error),
 }

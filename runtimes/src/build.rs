@@ -224,10 +224,7 @@ impl BuildDir {
             Ok(FromAgent::Built(report)) => Ok(report),
             Ok(FromAgent::Fatal { message }) => Err(agent_err(message)),
             Ok(other) => Err(agent_err(format!("expected a build report, got {other:?}"))),
-            Err(message) => Err(agent_err(format!(
-                "{message}; stderr: {}",
-                conn.stderr_tail()
-            ))),
+            Err(e) => Err(agent_err(format!("{e}; stderr: {}", conn.stderr_tail()))),
         }
     }
 }

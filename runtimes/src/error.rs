@@ -23,6 +23,12 @@ pub enum RuntimeError {
     },
     #[error("agent of sandbox {id}: {message}")]
     Agent { id: String, message: String },
+    /// The connection to a sandbox's agent failed (no answer, bad frame).
+    #[error("agent of sandbox {id}: {source}")]
+    AgentConn {
+        id: String,
+        source: crate::agent_conn::AgentConnError,
+    },
     #[error("agent of sandbox {id} did not answer within {waited_ms} ms")]
     AgentTimeout { id: String, waited_ms: u64 },
     #[error("cgroup {path}: {source}")]

@@ -27,7 +27,7 @@ pub mod sandbox;
 pub mod sandbox_files;
 pub mod userns;
 
-pub use agent_conn::AgentConn;
+pub use agent_conn::{AgentConn, AgentConnError};
 pub use backend::{Backend, BackendOptions, Injection};
 pub use backends::{backend_by_name, BACKEND_NAMES};
 pub use error::RuntimeError;

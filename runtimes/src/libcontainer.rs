@@ -16,6 +16,7 @@ use crate::agent_conn::AgentConn;
 use crate::backend::{Backend, Injection};
 use crate::error::RuntimeError;
 use crate::oci_cli::ContainerInfo;
+use libcontainer::error::LibcontainerError;
 use nix::sys::socket::{
     recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags,
     SockFlag, SockType,
@@ -164,43 +165,44 @@ fn handle(req: Request, fds: Vec<OwnedFd>, root: &Path) -> Answer {
         list: Vec::new(),
     };
     let load = |id: &str| Container::load(root.join(id));
-    let result: Result<(), String> = (|| match req {
+    let result: Result<(), CreatorOpError> = (|| match req {
         Request::Run { id, bundle } => {
-            let [stdin, stdout, stderr]: [OwnedFd; 3] = fds
-                .try_into()
-                .map_err(|_| "run needs three stdio descriptors".to_string())?;
-            std::fs::create_dir_all(root)
-                .map_err(|e| format!("creating {}: {e}", root.display()))?;
+            let [stdin, stdout, stderr]: [OwnedFd; 3] =
+                fds.try_into().map_err(|_| CreatorOpError::MissingStdio)?;
+            std::fs::create_dir_all(root).map_err(|source| CreatorOpError::Root {
+                path: root.to_path_buf(),
+                source,
+            })?;
             let mut c = ContainerBuilder::new(id.clone(), SyscallType::default())
                 .with_root_path(root)
-                .map_err(|e| e.to_string())?
+                .map_err(CreatorOpError::builder)?
                 .with_executor(libcontainer::workload::default::DefaultExecutor {})
                 .with_stdin(stdin)
                 .with_stdout(stdout)
                 .with_stderr(stderr)
                 .validate_id()
-                .map_err(|e| e.to_string())?
+                .map_err(CreatorOpError::builder)?
                 .as_init(&bundle)
                 .with_systemd(false)
                 .with_detach(true)
                 .build()
-                .map_err(|e| format!("creating {id}: {e}"))?;
-            c.start().map_err(|e| format!("starting {id}: {e}"))?;
+                .map_err(CreatorOpError::op("creating", &id))?;
+            c.start().map_err(CreatorOpError::op("starting", &id))?;
             answer.pid = c.pid().map(|p| p.as_raw() as u32);
             Ok(())
         }
         Request::Delete { id } => match load(&id) {
-            Ok(mut c) => c.delete(true).map_err(|e| format!("deleting {id}: {e}")),
+            Ok(mut c) => c.delete(true).map_err(CreatorOpError::op("deleting", &id)),
             // Unknown to libcontainer: nothing to delete.
             Err(_) if !root.join(&id).exists() => Ok(()),
-            Err(e) => Err(format!("loading {id}: {e}")),
+            Err(e) => Err(CreatorOpError::op("loading", &id)(e)),
         },
         Request::List => {
             let entries = match std::fs::read_dir(root) {
                 Ok(entries) => entries,
                 // No container was ever made here.
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-                Err(e) => return Err(e.to_string()),
+                Err(e) => return Err(CreatorOpError::List(e)),
             };
             for e in entries.flatten() {
                 let id = e.file_name().to_string_lossy().into_owned();
@@ -218,13 +220,53 @@ fn handle(req: Request, fds: Vec<OwnedFd>, root: &Path) -> Answer {
         }
         Request::Pause { id } => load(&id)
             .and_then(|mut c| c.pause())
-            .map_err(|e| format!("pausing {id}: {e}")),
+            .map_err(CreatorOpError::op("pausing", &id)),
         Request::Resume { id } => load(&id)
             .and_then(|mut c| c.resume())
-            .map_err(|e| format!("resuming {id}: {e}")),
+            .map_err(CreatorOpError::op("resuming", &id)),
     })();
-    answer.error = result.err();
+    answer.error = result.err().map(|e| e.to_string());
     answer
+}
+
+/// Why the creator could not do what a request asked; sent back to the
+/// daemon as text in [`Answer::error`].
+#[derive(Debug, thiserror::Error)]
+enum CreatorOpError {
+    #[error("run needs three stdio descriptors")]
+    MissingStdio,
+    #[error("creating {}: {source}", .path.display())]
+    Root {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// Setting up the container builder (root path, id) failed.
+    #[error(transparent)]
+    Builder(Box<LibcontainerError>),
+    /// `verb` (`creating`, `starting`, ...) container `id` failed.
+    #[error("{verb} {id}: {source}")]
+    Container {
+        verb: &'static str,
+        id: String,
+        source: Box<LibcontainerError>,
+    },
+    /// Listing the containers under the root failed.
+    #[error(transparent)]
+    List(std::io::Error),
+}
+
+impl CreatorOpError {
+    fn builder(e: LibcontainerError) -> Self {
+        CreatorOpError::Builder(Box::new(e))
+    }
+
+    fn op<'a>(verb: &'static str, id: &'a str) -> impl FnOnce(LibcontainerError) -> Self + 'a {
+        move |source| CreatorOpError::Container {
+            verb,
+            id: id.to_string(),
+            source: Box::new(source),
+        }
+    }
 }
 
 fn ask(req: &Request, fds: &[RawFd]) -> Result<Answer, RuntimeError> {

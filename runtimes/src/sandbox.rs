@@ -268,7 +268,10 @@ async fn await_ready(
             id: id.to_string(),
             waited_ms: timeout.as_millis() as u64,
         }),
-        Ok(Err(message)) => Err(agent_err(message)),
+        Ok(Err(source)) => Err(RuntimeError::AgentConn {
+            id: id.to_string(),
+            source,
+        }),
         Ok(Ok(FromAgent::Ready(r))) if r.protocol == ember_proto::PROTOCOL_VERSION => Ok(r),
         Ok(Ok(FromAgent::Ready(r))) => Err(agent_err(format!(
             "{} speaks protocol {}, this emberd speaks {}: rebuild and reinstall the agent \
@@ -420,7 +423,7 @@ impl Sandbox {
                     waited_ms: ready_timeout.as_millis() as u64,
                 })
             }
-            Ok(Err(message)) => return Err(agent_err(message)),
+            Ok(Err(source)) => return Err(RuntimeError::AgentConn { id, source }),
             Ok(Ok(FromAgent::Ready(r))) if r.protocol == ember_proto::PROTOCOL_VERSION => r,
             Ok(Ok(other)) => {
                 return Err(agent_err(format!(

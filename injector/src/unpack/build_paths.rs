@@ -12,9 +12,9 @@
 //! and `requirements.txt` and `package.json` at the root, if present,
 //! must be regular files (the build reads them).
 
+use crate::error::{io_err, StoreError};
 use crate::fsat::{self, Kind};
 use crate::names::RelPath;
-use crate::store::{io_err, StoreError};
 use std::os::fd::AsFd;
 use std::path::Path;
 

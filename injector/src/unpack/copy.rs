@@ -10,9 +10,9 @@
 
 use super::place::{self, bad, Dest};
 use super::{build_paths, host_dir, Budget, UnpackLimits};
+use crate::error::{io_err, StoreError};
 use crate::fsat::{self, Kind};
 use crate::names::RelPath;
-use crate::store::{io_err, StoreError};
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;

@@ -11,7 +11,7 @@
 //! `GNU.sparse.*`, which marks a sparse file and is refused.
 
 use super::Budget;
-use crate::store::StoreError;
+use crate::error::StoreError;
 use std::io::{self, Read};
 
 /// Size of a tar block.
@@ -137,7 +137,7 @@ impl Pending {
     fn add_pax(&mut self, data: &[u8]) -> Result<(), StoreError> {
         let ext = Extension::Pax;
         for record in pax_records(data) {
-            let (key, value) = record.map_err(|r| malformed(ext, r))?;
+            let (key, value) = record.map_err(|r| malformed(ext, r.to_string()))?;
             match key {
                 b"path" => set(&mut self.over.path, value.to_vec(), ext)?,
                 b"linkpath" => set(&mut self.over.link, value.to_vec(), ext)?,
@@ -194,7 +194,7 @@ fn pax_size(value: &[u8]) -> Result<u64, StoreError> {
 
 /// PAX records: `"<len> <key>=<value>\n"`, `len` counting the whole
 /// record, itself included.
-fn pax_records(mut data: &[u8]) -> impl Iterator<Item = Result<(&[u8], &[u8]), &'static str>> {
+fn pax_records(mut data: &[u8]) -> impl Iterator<Item = Result<KeyValue<'_>, PaxRecordError>> {
     std::iter::from_fn(move || {
         if data.is_empty() {
             return None;
@@ -215,28 +215,41 @@ fn pax_records(mut data: &[u8]) -> impl Iterator<Item = Result<(&[u8], &[u8]), &
 
 type KeyValue<'a> = (&'a [u8], &'a [u8]);
 
-fn pax_record(data: &[u8]) -> Result<(usize, KeyValue<'_>), &'static str> {
+/// Why a PAX record could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+enum PaxRecordError {
+    #[error("a record does not start with its length")]
+    NoLength,
+    #[error("a record length is not a number")]
+    LengthNotANumber,
+    #[error("a record's length does not match its end")]
+    LengthMismatch,
+    #[error("a record has no '='")]
+    NoEquals,
+}
+
+fn pax_record(data: &[u8]) -> Result<(usize, KeyValue<'_>), PaxRecordError> {
     let space = data
         .iter()
         .take(8)
         .position(|&b| b == b' ')
-        .ok_or("a record does not start with its length")?;
+        .ok_or(PaxRecordError::NoLength)?;
     let digits = &data[..space];
     if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
-        return Err("a record does not start with its length");
+        return Err(PaxRecordError::NoLength);
     }
     let len: usize = std::str::from_utf8(digits)
         .ok()
         .and_then(|s| s.parse().ok())
-        .ok_or("a record length is not a number")?;
+        .ok_or(PaxRecordError::LengthNotANumber)?;
     if len <= space + 1 || len > data.len() || data[len - 1] != b'\n' {
-        return Err("a record's length does not match its end");
+        return Err(PaxRecordError::LengthMismatch);
     }
     let body = &data[space + 1..len - 1];
     let eq = body
         .iter()
         .position(|&b| b == b'=')
-        .ok_or("a record has no '='")?;
+        .ok_or(PaxRecordError::NoEquals)?;
     Ok((len, (&body[..eq], &body[eq + 1..])))
 }
 

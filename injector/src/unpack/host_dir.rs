@@ -7,9 +7,9 @@
 //! outright: their world-readable files describe whoever reads them, here
 //! emberd (its memory map, its mounts), and hold no code.
 
+use crate::error::{io_err, StoreError};
 use crate::fsat;
 use crate::names::shown_path;
-use crate::store::{io_err, StoreError};
 use nix::sys::stat::FileStat;
 use nix::sys::statfs::{self, FsType};
 use std::io;

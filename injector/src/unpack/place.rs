@@ -3,9 +3,9 @@
 //! written through or over an existing entry.
 
 use super::Budget;
+use crate::error::{io_err, StoreError};
 use crate::fsat;
 use crate::names::{shown, RelPath, MAX_PATH_BYTES};
-use crate::store::{io_err, StoreError};
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{self, Read, Write};

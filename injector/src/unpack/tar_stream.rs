@@ -18,8 +18,8 @@
 use super::extensions::{padded, Extension, Overrides, Pending, BLOCK};
 use super::place::{self, bad, Dest};
 use super::{Budget, UnpackLimits};
+use crate::error::StoreError;
 use crate::names::RelPath;
-use crate::store::StoreError;
 use std::io::Read;
 use std::os::fd::AsFd;
 use std::path::Path;

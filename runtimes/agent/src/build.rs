@@ -83,18 +83,51 @@ pub struct BuildOptions<'a> {
     pub nproc: Option<u64>,
 }
 
+/// Why a deploy build could not start its steps.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("setgroups: {0}")]
+    Setgroups(nix::Error),
+    #[error("setresgid {gid}: {source}")]
+    Setresgid { gid: u32, source: nix::Error },
+    #[error("setresuid {uid}: {source}")]
+    Setresuid { uid: u32, source: nix::Error },
+    #[error("RLIMIT_NPROC {limit}: {source}")]
+    Nproc { limit: u64, source: nix::Error },
+    #[error("base worker filter: {0}")]
+    BaseFilter(ember_profiles::ProfileError),
+    #[error("installing the base filter: {0}")]
+    InstallFilter(std::io::Error),
+}
+
+/// Why a `package.json` is refused.
+#[derive(Debug, thiserror::Error)]
+enum PackageJsonError {
+    #[error("reading package.json: {0}")]
+    Read(std::io::Error),
+    #[error("package.json is larger than {PACKAGE_JSON_LIMIT} bytes")]
+    TooLarge,
+    #[error("package.json is not valid JSON: {0}")]
+    NotJson(serde_json::Error),
+    /// `names`: the dependencies it declares, joined with `, `.
+    #[error(
+        "package.json declares dependencies ({names}) but the function has no node_modules: run \
+         `npm install` (or `npm ci`) in the function directory before deploying"
+    )]
+    NoNodeModules { names: String },
+}
+
 /// Become the sandbox user, run the steps, report.
-pub fn run(opts: &BuildOptions<'_>) -> Result<BuildReport, String> {
+pub fn run(opts: &BuildOptions<'_>) -> Result<BuildReport, BuildError> {
     become_user(opts.uid, opts.gid)?;
     // The build's process limit (this agent counts): a step refused a
     // process reports it as such.
     if let Some(n) = opts.nproc {
         nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NPROC, n, n)
-            .map_err(|e| format!("RLIMIT_NPROC {n}: {e}"))?;
+            .map_err(|source| BuildError::Nproc { limit: n, source })?;
     }
-    let base =
-        ember_profiles::worker_base_program().map_err(|e| format!("base worker filter: {e}"))?;
-    crate::runner::install_filter(&base).map_err(|e| format!("installing the base filter: {e}"))?;
+    let base = ember_profiles::worker_base_program().map_err(BuildError::BaseFilter)?;
+    crate::runner::install_filter(&base).map_err(BuildError::InstallFilter)?;
     let mut report = BuildReport::default();
     match opts.language {
         crate::Language::Python => python(opts, &mut report),
@@ -105,12 +138,12 @@ pub fn run(opts: &BuildOptions<'_>) -> Result<BuildReport, String> {
 
 /// Drop to `uid`/`gid` with no supplementary groups: the agent starts as
 /// the sandbox's root with only the capabilities to do this.
-fn become_user(uid: u32, gid: u32) -> Result<(), String> {
+fn become_user(uid: u32, gid: u32) -> Result<(), BuildError> {
     use nix::unistd::{setgroups, setresgid, setresuid, Gid, Uid};
-    setgroups(&[]).map_err(|e| format!("setgroups: {e}"))?;
+    setgroups(&[]).map_err(BuildError::Setgroups)?;
     let (g, u) = (Gid::from_raw(gid), Uid::from_raw(uid));
-    setresgid(g, g, g).map_err(|e| format!("setresgid {gid}: {e}"))?;
-    setresuid(u, u, u).map_err(|e| format!("setresuid {uid}: {e}"))
+    setresgid(g, g, g).map_err(|source| BuildError::Setresgid { gid, source })?;
+    setresuid(u, u, u).map_err(|source| BuildError::Setresuid { uid, source })
 }
 
 fn python(opts: &BuildOptions<'_>, report: &mut BuildReport) {
@@ -270,7 +303,7 @@ fn node_modules() -> BuildStep {
         name: "node_modules".into(),
         ok: result.is_ok(),
         status: if result.is_ok() { "ok" } else { "refused" }.into(),
-        output: result.err().unwrap_or_default(),
+        output: result.err().map(|e| e.to_string()).unwrap_or_default(),
         duration_us: started.elapsed().as_micros() as u64,
     }
 }
@@ -278,26 +311,23 @@ fn node_modules() -> BuildStep {
 /// Most bytes of `package.json` read.
 const PACKAGE_JSON_LIMIT: u64 = 1 << 20;
 
-fn check_node(dir: &std::path::Path) -> Result<(), String> {
+fn check_node(dir: &std::path::Path) -> Result<(), PackageJsonError> {
     let pj = dir.join("package.json");
     let text = match std::fs::File::open(&pj) {
         Ok(f) => {
             let mut text = Vec::new();
             f.take(PACKAGE_JSON_LIMIT + 1)
                 .read_to_end(&mut text)
-                .map_err(|e| format!("reading package.json: {e}"))?;
+                .map_err(PackageJsonError::Read)?;
             if text.len() as u64 > PACKAGE_JSON_LIMIT {
-                return Err(format!(
-                    "package.json is larger than {PACKAGE_JSON_LIMIT} bytes"
-                ));
+                return Err(PackageJsonError::TooLarge);
             }
             text
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(format!("reading package.json: {e}")),
+        Err(e) => return Err(PackageJsonError::Read(e)),
     };
-    let v: serde_json::Value = serde_json::from_slice(&text)
-        .map_err(|e| format!("package.json is not valid JSON: {e}"))?;
+    let v: serde_json::Value = serde_json::from_slice(&text).map_err(PackageJsonError::NotJson)?;
     let names: Vec<String> = v["dependencies"]
         .as_object()
         .map(|m| m.keys().cloned().collect())
@@ -305,11 +335,9 @@ fn check_node(dir: &std::path::Path) -> Result<(), String> {
     if names.is_empty() || dir.join("node_modules").is_dir() {
         return Ok(());
     }
-    Err(format!(
-        "package.json declares dependencies ({}) but the function has no node_modules: run \
-         `npm install` (or `npm ci`) in the function directory before deploying",
-        names.join(", ")
-    ))
+    Err(PackageJsonError::NoNodeModules {
+        names: names.join(", "),
+    })
 }
 
 #[cfg(test)]
@@ -327,7 +355,7 @@ mod tests {
             r#"{"dependencies":{"left-pad":"1.3.0"}}"#,
         )
         .unwrap();
-        let err = check_node(code.path()).unwrap_err();
+        let err = check_node(code.path()).unwrap_err().to_string();
         assert!(
             err.contains("left-pad") && err.contains("npm install"),
             "{err}"

@@ -5,14 +5,18 @@
 use crate::procs;
 
 /// Mount points of this mount namespace, in mountinfo order.
-pub fn mount_points() -> Result<Vec<String>, String> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo")
-        .map_err(|e| format!("reading /proc/self/mountinfo: {e}"))?;
+pub fn mount_points() -> Result<Vec<String>, MountinfoError> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").map_err(MountinfoError)?;
     Ok(text
         .lines()
         .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
         .collect())
 }
+
+/// `/proc/self/mountinfo` could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("reading /proc/self/mountinfo: {0}")]
+pub struct MountinfoError(std::io::Error);
 
 /// What the sandbox looked like before any invocation.
 pub struct Baseline {
@@ -20,7 +24,7 @@ pub struct Baseline {
 }
 
 impl Baseline {
-    pub fn capture() -> Result<Baseline, String> {
+    pub fn capture() -> Result<Baseline, MountinfoError> {
         Ok(Baseline {
             mounts: mount_points()?,
         })
@@ -46,7 +50,7 @@ impl Baseline {
         }
         match mount_points() {
             Ok(now) => problems.extend(mount_diff(&self.mounts, &now)),
-            Err(e) => problems.push(e),
+            Err(e) => problems.push(e.to_string()),
         }
         for pid in procs::others() {
             if !belongs(pid) {

@@ -12,7 +12,7 @@
 
 use crate::capture::Capture;
 use crate::procs;
-use crate::zygote::{Event, Zygote};
+use crate::zygote::{Event, Zygote, ZygoteError};
 use ember_proto::{BindReport, BindRequest, InitOutcome};
 use nix::fcntl::OFlag;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -27,6 +27,20 @@ use std::time::{Duration, Instant};
 /// successful init.
 const FIRST_SPARE: Duration = Duration::from_secs(10);
 
+/// Why a bind could not be started (what the function's init does is in
+/// the report, not here).
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    #[error(transparent)]
+    Zygote(#[from] ZygoteError),
+    #[error("socketpair for the function zygote: {0}")]
+    Socketpair(nix::Error),
+    #[error("pipe: {0}")]
+    Pipe(nix::Error),
+    #[error("encoding bind request: {0}")]
+    Encode(serde_json::Error),
+}
+
 /// Turn `generic`'s spare into the zygote of `req.function`. Returns the
 /// report and, if the init is ready, the new zygote with its first spare
 /// forked. On any other outcome the spare is killed and the sandbox
@@ -35,7 +49,7 @@ const FIRST_SPARE: Duration = Duration::from_secs(10);
 pub fn bind(
     generic: &mut Zygote,
     req: &BindRequest,
-) -> Result<(BindReport, Option<Zygote>), String> {
+) -> Result<(BindReport, Option<Zygote>), BindError> {
     let started = Instant::now();
     let pid = generic.take_spare(FIRST_SPARE)?;
     let (ours, theirs) = socketpair(
@@ -44,9 +58,9 @@ pub fn bind(
         None,
         SockFlag::SOCK_CLOEXEC,
     )
-    .map_err(|e| format!("socketpair for the function zygote: {e}"))?;
-    let (out_r, out_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
-    let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+    .map_err(BindError::Socketpair)?;
+    let (out_r, out_w) = pipe2(OFlag::O_CLOEXEC).map_err(BindError::Pipe)?;
+    let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC).map_err(BindError::Pipe)?;
     let mut line = serde_json::to_vec(&serde_json::json!({
         "function_zygote": true,
         "function": req.function,
@@ -54,7 +68,7 @@ pub fn bind(
         "profile": req.profile,
         "nproc": req.nproc,
     }))
-    .map_err(|e| format!("encoding bind request: {e}"))?;
+    .map_err(BindError::Encode)?;
     line.push(b'\n');
     generic.send_request(
         &line,

@@ -2,8 +2,8 @@
 //! under a deadline, then leave no process behind.
 
 use crate::capture::{parse_result, result_complete, Capture};
-use crate::procs;
-use crate::zygote::{Event, Zygote};
+use crate::procs::{self, ReapError};
+use crate::zygote::{Event, Zygote, ZygoteError};
 use ember_proto::{HandlerError, InvokeRequest, InvokeResult, Outcome};
 use nix::fcntl::OFlag;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -15,9 +15,27 @@ use std::time::{Duration, Instant};
 /// How long cleanup may take before the sandbox is declared broken.
 const SETTLE: Duration = Duration::from_secs(3);
 
+/// Why an invocation could not be run or cleaned up after.
+#[derive(Debug, thiserror::Error)]
+pub enum InvokeError {
+    #[error(transparent)]
+    Zygote(#[from] ZygoteError),
+    #[error(transparent)]
+    Reap(#[from] ReapError),
+    #[error("pipe: {0}")]
+    Pipe(nix::Error),
+    #[error("encoding request: {0}")]
+    Encode(serde_json::Error),
+    #[error("poll: {0}")]
+    Poll(nix::Error),
+    /// Processes still alive after the settle time, by pid.
+    #[error("processes left after an invocation would not die: {pids:?}")]
+    Strays { pids: Vec<i32> },
+}
+
 /// The request line a worker or runner reads (the protocol's request
 /// without the agent-only fields), newline-terminated.
-pub fn request_line(req: &InvokeRequest) -> Result<Vec<u8>, String> {
+pub fn request_line(req: &InvokeRequest) -> Result<Vec<u8>, InvokeError> {
     let mut line = serde_json::to_vec(&serde_json::json!({
         "id": req.id,
         "function": req.function,
@@ -29,7 +47,7 @@ pub fn request_line(req: &InvokeRequest) -> Result<Vec<u8>, String> {
         "profile": req.profile,
         "nproc": req.nproc,
     }))
-    .map_err(|e| format!("encoding request: {e}"))?;
+    .map_err(InvokeError::Encode)?;
     line.push(b'\n');
     Ok(line)
 }
@@ -61,15 +79,15 @@ pub fn crashed(req: &InvokeRequest, out: &Capture, err: &Capture, run_us: u64) -
     }
 }
 
-pub fn run(zyg: &mut Zygote, req: &InvokeRequest) -> Result<(InvokeResult, Pending), String> {
+pub fn run(zyg: &mut Zygote, req: &InvokeRequest) -> Result<(InvokeResult, Pending), InvokeError> {
     let started = Instant::now();
     let deadline = started + Duration::from_millis(req.timeout_ms);
     // The daemon only sends a request after `Idle`, so a spare is ready;
     // wait briefly all the same rather than trust it.
     let worker = zyg.take_spare(SETTLE)?;
-    let (out_r, out_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
-    let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
-    let (res_r, res_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+    let (out_r, out_w) = pipe2(OFlag::O_CLOEXEC).map_err(InvokeError::Pipe)?;
+    let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC).map_err(InvokeError::Pipe)?;
+    let (res_r, res_w) = pipe2(OFlag::O_CLOEXEC).map_err(InvokeError::Pipe)?;
 
     let line = request_line(req)?;
     zyg.send_request(
@@ -119,7 +137,7 @@ pub fn run(zyg: &mut Zygote, req: &InvokeRequest) -> Result<(InvokeResult, Pendi
             PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
         ) {
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-            Err(e) => return Err(format!("poll: {e}")),
+            Err(e) => return Err(InvokeError::Poll(e)),
         }
         let ctl_ready = !zygote_lost && fds[0].revents().is_some_and(|r| !r.is_empty());
         drop(fds);
@@ -179,7 +197,7 @@ pub struct Pending {
 /// exit, kill every process that is not the zygote or a fresh spare (the
 /// zygote's other children: user code cannot create those, its orphans go
 /// to PID 1), reap. Returns how many stray processes were killed.
-pub fn settle(zyg: &mut Zygote, p: Pending) -> Result<u32, String> {
+pub fn settle(zyg: &mut Zygote, p: Pending) -> Result<u32, InvokeError> {
     let Pending { worker, mut exit } = p;
     let zygote = zyg.pid();
     let keep = zyg.keep.clone();
@@ -205,10 +223,9 @@ pub fn settle(zyg: &mut Zygote, p: Pending) -> Result<u32, String> {
             return Ok(strays);
         }
         if Instant::now() > settle_by {
-            return Err(format!(
-                "processes left after an invocation would not die: {:?}",
-                procs::others()
-            ));
+            return Err(InvokeError::Strays {
+                pids: procs::others(),
+            });
         }
         std::thread::sleep(Duration::from_micros(200));
     }

@@ -18,6 +18,7 @@ mod build;
 mod capture;
 mod check;
 mod devices;
+mod error;
 mod function_zygote;
 mod invoke;
 mod ipc;
@@ -29,6 +30,7 @@ use ember_proto::{
     read_frame, write_frame, BindReport, BindRequest, FrameError, FromAgent, InitOutcome,
     InvokeRequest, Mode, ToAgent,
 };
+use error::{AgentError, ArgsError, PrivilegeError, ProtocolError, SocketError};
 use std::io::{self, BufReader, BufWriter};
 use std::time::Duration;
 
@@ -62,7 +64,7 @@ pub struct Options {
     pub nproc: Option<u64>,
 }
 
-fn parse_args() -> Result<Options, String> {
+fn parse_args() -> Result<Options, ArgsError> {
     let mut opts = Options {
         listen: None,
         language: Language::Python,
@@ -79,9 +81,9 @@ fn parse_args() -> Result<Options, String> {
             opts.build = true;
             continue;
         }
-        let value = args
-            .next()
-            .ok_or_else(|| format!("flag {flag} needs a value"))?;
+        let Some(value) = args.next() else {
+            return Err(ArgsError::NeedsValue { flag });
+        };
         match flag.as_str() {
             "--python" => {
                 opts.language = Language::Python;
@@ -92,16 +94,26 @@ fn parse_args() -> Result<Options, String> {
                 opts.interpreter = value;
             }
             "--listen" => opts.listen = Some(value),
-            "--uid" => opts.uid = value.parse().map_err(|e| format!("--uid {value}: {e}"))?,
-            "--gid" => opts.gid = value.parse().map_err(|e| format!("--gid {value}: {e}"))?,
+            "--uid" => opts.uid = number("--uid", value)?,
+            "--gid" => opts.gid = number("--gid", value)?,
             "--wheels" => opts.wheels = Some(value),
-            "--nproc" => {
-                opts.nproc = Some(value.parse().map_err(|e| format!("--nproc {value}: {e}"))?)
-            }
-            _ => return Err(format!("unknown flag {flag}")),
+            "--nproc" => opts.nproc = Some(number("--nproc", value)?),
+            _ => return Err(ArgsError::Unknown { flag }),
         }
     }
     Ok(opts)
+}
+
+/// The number `value` of `flag`.
+fn number<T: std::str::FromStr<Err = std::num::ParseIntError>>(
+    flag: &'static str,
+    value: String,
+) -> Result<T, ArgsError> {
+    value.parse().map_err(|source| ArgsError::NotANumber {
+        flag,
+        value,
+        source,
+    })
 }
 
 fn main() {
@@ -124,8 +136,9 @@ fn main() {
             let input = BufReader::new(io::stdin().lock());
             match run(&opts, &mut out, input, || Ok(())) {
                 Ok(()) => 0,
-                Err(message) => {
-                    eprintln!("ember-agent: fatal: {message}");
+                Err(e) => {
+                    eprintln!("ember-agent: fatal: {e}");
+                    let message = e.to_string();
                     let _ = write_frame(&mut out, &FromAgent::Fatal { message });
                     1
                 }
@@ -133,8 +146,8 @@ fn main() {
         }
         Some(path) => match serve_socket(&opts, path) {
             Ok(()) => 0,
-            Err(message) => {
-                eprintln!("ember-agent: fatal: {message}");
+            Err(e) => {
+                eprintln!("ember-agent: fatal: {e}");
                 1
             }
         },
@@ -157,7 +170,9 @@ fn serve_build(opts: &Options) -> i32 {
     };
     let msg = match build::run(&build) {
         Ok(report) => FromAgent::Built(report),
-        Err(message) => FromAgent::Fatal { message },
+        Err(e) => FromAgent::Fatal {
+            message: e.to_string(),
+        },
     };
     match write_frame(&mut out, &msg) {
         Ok(()) => 0,
@@ -170,13 +185,13 @@ fn serve_build(opts: &Options) -> i32 {
 
 /// After the zygote runs as the unprivileged user, the agent needs only
 /// `CAP_KILL` (to kill what invocations leave behind): give up the rest.
-fn drop_privileges() -> Result<(), String> {
+fn drop_privileges() -> Result<(), PrivilegeError> {
     use caps::{CapSet, Capability};
     let keep = [Capability::CAP_KILL];
     for set in [CapSet::Effective, CapSet::Permitted] {
-        let have = caps::read(None, set).map_err(|e| format!("reading capabilities: {e}"))?;
+        let have = caps::read(None, set).map_err(PrivilegeError::Read)?;
         for cap in have.into_iter().filter(|c| !keep.contains(c)) {
-            caps::drop(None, set, cap).map_err(|e| format!("dropping {cap}: {e}"))?;
+            caps::drop(None, set, cap).map_err(|source| PrivilegeError::Drop { cap, source })?;
         }
     }
     Ok(())
@@ -199,20 +214,21 @@ struct Interp {
 /// Listen on `path` (bound before anything else, so the socket exists as
 /// soon as the sandbox runs), wait for emberd to connect, then start the
 /// interpreter and serve that one connection.
-fn serve_socket(opts: &Options, path: &str) -> Result<(), String> {
+fn serve_socket(opts: &Options, path: &str) -> Result<(), AgentError> {
     use std::os::unix::fs::PermissionsExt;
     let _ = std::fs::remove_file(path);
+    let p = || path.to_string();
     let listener = std::os::unix::net::UnixListener::bind(path)
-        .map_err(|e| format!("listening on {path}: {e}"))?;
+        .map_err(|source| SocketError::Listen { path: p(), source })?;
     // Only emberd (root on the host) may talk to the agent.
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| format!("chmod {path}: {e}"))?;
+        .map_err(|source| SocketError::Chmod { path: p(), source })?;
     let (stream, _) = listener
         .accept()
-        .map_err(|e| format!("accepting on {path}: {e}"))?;
+        .map_err(|source| SocketError::Accept { path: p(), source })?;
     let reader = stream
         .try_clone()
-        .map_err(|e| format!("socket {path}: {e}"))?;
+        .map_err(|source| SocketError::Clone { path: p(), source })?;
     let mut out = BufWriter::new(stream);
     // Nobody else connects: the listener goes once the first one is in.
     run(opts, &mut out, BufReader::new(reader), move || {
@@ -228,8 +244,8 @@ fn run(
     opts: &Options,
     out: &mut impl io::Write,
     mut input: impl io::Read,
-    connected: impl FnOnce() -> Result<(), String>,
-) -> Result<(), String> {
+    connected: impl FnOnce() -> Result<(), AgentError>,
+) -> Result<(), AgentError> {
     let mut interp = match opts.language {
         Language::Python => Interp {
             zygote: Some(zygote::Zygote::start(opts)?),
@@ -248,23 +264,28 @@ fn run(
     let ready = match (&mut interp.zygote, &mut interp.runner) {
         (Some(zyg), _) => zyg.wait_ready()?,
         (None, Some(r)) => r.wait_ready()?,
-        (None, None) => return Err("no interpreter started".into()),
+        (None, None) => return Err(AgentError::NoInterpreter),
     };
     // The clean state every invocation must leave behind.
     let baseline = check::Baseline::capture()?;
     connected()?;
-    write_frame(out, &FromAgent::Ready(ready)).map_err(|e| format!("writing ready: {e}"))?;
+    write_frame(out, &FromAgent::Ready(ready)).map_err(AgentError::write("ready"))?;
     loop {
         let msg: ToAgent = match read_frame(&mut input) {
             Ok(m) => m,
             // emberd went away: nobody can use this sandbox any more.
             Err(FrameError::Closed) => return Ok(()),
-            Err(e) => return Err(format!("reading request: {e}")),
+            Err(source) => {
+                return Err(AgentError::Read {
+                    what: "request",
+                    source,
+                })
+            }
         };
         let req = match msg {
             ToAgent::Shutdown => return Ok(()),
             ToAgent::Check | ToAgent::Bind(_) => {
-                return Err("protocol error: check or bind without an invocation".into());
+                return Err(ProtocolError::CheckWithoutInvocation.into());
             }
             ToAgent::Invoke(req) => req,
         };
@@ -273,7 +294,7 @@ fn run(
             Mode::Specialized => invoke_specialized(&mut interp, &req, out, &mut input)?,
         };
         match idle {
-            Some(idle) => write_frame(out, &idle).map_err(|e| format!("writing idle: {e}"))?,
+            Some(idle) => write_frame(out, &idle).map_err(AgentError::write("idle"))?,
             None => return Ok(()),
         }
     }
@@ -287,13 +308,19 @@ enum AfterInvoke {
     Stop,
 }
 
-fn await_check(input: &mut impl io::Read) -> Result<AfterInvoke, String> {
+fn await_check(input: &mut impl io::Read) -> Result<AfterInvoke, AgentError> {
     match read_frame::<_, ToAgent>(input) {
         Ok(ToAgent::Check) => Ok(AfterInvoke::Check),
         Ok(ToAgent::Bind(req)) => Ok(AfterInvoke::Bind(req)),
         Ok(ToAgent::Shutdown) | Err(FrameError::Closed) => Ok(AfterInvoke::Stop),
-        Ok(other) => Err(format!("protocol error: expected check, got {other:?}")),
-        Err(e) => Err(format!("reading check: {e}")),
+        Ok(other) => Err(ProtocolError::ExpectedCheck {
+            got: format!("{other:?}"),
+        }
+        .into()),
+        Err(source) => Err(AgentError::Read {
+            what: "check",
+            source,
+        }),
     }
 }
 
@@ -303,26 +330,25 @@ fn invoke_fork(
     req: &InvokeRequest,
     out: &mut impl io::Write,
     input: &mut impl io::Read,
-) -> Result<Option<FromAgent>, String> {
+) -> Result<Option<FromAgent>, AgentError> {
     if interp.runner.is_some() {
-        return Err(
-            "protocol error: fork-mode invocation in a sandbox with a specialized runner".into(),
-        );
+        return Err(ProtocolError::ForkInSpecialized.into());
     }
     let bound = interp.function.is_some();
     let zyg = match (&mut interp.function, &mut interp.zygote) {
         (Some((f, fz)), _) if *f == req.function => fz,
         (Some((f, _)), _) => {
-            return Err(format!(
-                "protocol error: sandbox bound to {f:?} asked to run {:?}",
-                req.function
-            ))
+            return Err(ProtocolError::WrongFunction {
+                bound: f.clone(),
+                asked: req.function.clone(),
+            }
+            .into())
         }
         (None, Some(zyg)) => zyg,
-        (None, None) => return Err("protocol error: no zygote to fork from".into()),
+        (None, None) => return Err(ProtocolError::NoZygoteToFork.into()),
     };
     let (result, pending) = invoke::run(zyg, req)?;
-    write_frame(out, &FromAgent::Result(result)).map_err(|e| format!("writing result: {e}"))?;
+    write_frame(out, &FromAgent::Result(result)).map_err(AgentError::write("result"))?;
     // While the daemon answers its caller and unmounts the code: sweep what
     // the invocation left, let the next worker warm up. Then, once the
     // daemon says the mounts are gone, check the sandbox is as it was.
@@ -353,7 +379,10 @@ fn invoke_fork(
                 if interp.bound_baseline.is_none() {
                     interp.bound_baseline = Some(check::Baseline::capture()?);
                 }
-                let b = interp.bound_baseline.as_ref().ok_or("no bound baseline")?;
+                let b = interp
+                    .bound_baseline
+                    .as_ref()
+                    .ok_or(AgentError::NoBoundBaseline)?;
                 b.problems_where(belongs, true)
             } else {
                 baseline.problems_where(belongs, true)
@@ -372,7 +401,7 @@ fn invoke_fork(
                 interp, baseline, &keep, &bind,
             )?)))
         }
-        AfterInvoke::Bind(_) => Err("protocol error: bind of a bound sandbox".into()),
+        AfterInvoke::Bind(_) => Err(ProtocolError::AlreadyBound.into()),
     }
 }
 
@@ -383,7 +412,7 @@ fn bind_function(
     baseline: &check::Baseline,
     keep: &[i32],
     req: &BindRequest,
-) -> Result<BindReport, String> {
+) -> Result<BindReport, AgentError> {
     let problems: Vec<String> = baseline
         .problems(keep, true)
         .into_iter()
@@ -402,7 +431,7 @@ fn bind_function(
     let zyg = interp
         .zygote
         .as_mut()
-        .ok_or("protocol error: no zygote to bind")?;
+        .ok_or(ProtocolError::NoZygoteToBind)?;
     let (report, fz) = function_zygote::bind(zyg, req)?;
     if let Some(fz) = fz {
         interp.function = Some((req.function.clone(), fz));
@@ -416,39 +445,39 @@ fn invoke_specialized(
     req: &InvokeRequest,
     out: &mut impl io::Write,
     input: &mut impl io::Read,
-) -> Result<Option<FromAgent>, String> {
+) -> Result<Option<FromAgent>, AgentError> {
     if interp.runner.is_none() {
         let zyg = interp
             .zygote
             .as_mut()
-            .ok_or("protocol error: no zygote to take a runner from")?;
+            .ok_or(ProtocolError::NoZygoteForRunner)?;
         interp.runner = Some(runner::Runner::bind_python(zyg, &req.profile, req.nproc)?);
     }
-    let runner = interp.runner.as_mut().ok_or("no runner")?;
+    let runner = interp.runner.as_mut().ok_or(AgentError::NoRunner)?;
     match &runner.bound {
         None => {
             if interp.zygote.is_none() && req.profile != "default" {
                 // Node starts before any profile is known, under the base
                 // filter only; the daemon refuses such deploys already.
-                return Err(format!(
-                    "profile {:?} is not available to node runners (only default)",
-                    req.profile
-                ));
+                return Err(AgentError::ProfileUnavailable {
+                    profile: req.profile.clone(),
+                });
             }
             runner.bound = Some(req.function.clone());
             // /fn and /tmp are mounted now and stay until the sandbox goes.
             interp.bound_baseline = Some(check::Baseline::capture()?);
         }
         Some(f) if *f != req.function => {
-            return Err(format!(
-                "protocol error: runner bound to {f:?} asked to run {:?}",
-                req.function
-            ))
+            return Err(ProtocolError::WrongRunnerFunction {
+                bound: f.clone(),
+                asked: req.function.clone(),
+            }
+            .into())
         }
         Some(_) => {}
     }
     let result = runner.invoke(interp.zygote.as_mut(), req)?;
-    write_frame(out, &FromAgent::Result(result)).map_err(|e| format!("writing result: {e}"))?;
+    write_frame(out, &FromAgent::Result(result)).map_err(AgentError::write("result"))?;
     let keep: Vec<i32> = interp
         .zygote
         .as_ref()

@@ -48,19 +48,28 @@ pub fn kill_where(doomed: impl Fn(i32) -> bool) -> u32 {
 
 /// Reap exited children (orphans re-parented to PID 1 included). Returns an
 /// error if `zygote` is among them: the sandbox is then unusable.
-pub fn reap(zygote: i32) -> Result<(), String> {
+pub fn reap(zygote: i32) -> Result<(), ReapError> {
     loop {
         match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return Ok(()),
             Ok(status) => {
                 if status.pid() == Some(Pid::from_raw(zygote)) {
-                    return Err(format!("zygote exited: {status:?}"));
+                    return Err(ReapError::ZygoteExited(status));
                 }
             }
             Err(Errno::EINTR) => {}
-            Err(e) => return Err(format!("waitpid: {e}")),
+            Err(e) => return Err(ReapError::Wait(e)),
         }
     }
+}
+
+/// Why reaping stopped: the zygote is gone, or `waitpid` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReapError {
+    #[error("zygote exited: {0:?}")]
+    ZygoteExited(WaitStatus),
+    #[error("waitpid: {0}")]
+    Wait(Errno),
 }
 
 /// Tasks (threads, each process counting its own) of every process of

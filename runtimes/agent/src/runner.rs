@@ -11,8 +11,10 @@
 //! sandbox.
 
 use crate::capture::{parse_result, result_complete, Capture};
-use crate::invoke::{apply_worker_message, crashed, request_line, result_capture_bytes};
-use crate::zygote::{Event, Zygote};
+use crate::invoke::{
+    apply_worker_message, crashed, request_line, result_capture_bytes, InvokeError,
+};
+use crate::zygote::{Event, Zygote, ZygoteError};
 use crate::Options;
 use ember_proto::{InvokeRequest, InvokeResult, Outcome};
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
@@ -56,8 +58,39 @@ struct Pipes {
     err_w: OwnedFd,
 }
 
-fn pipes() -> Result<Pipes, String> {
-    let p = || pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe for the runner: {e}"));
+/// Why a runner could not be started, bound or served.
+#[derive(Debug, thiserror::Error)]
+pub enum RunnerError {
+    #[error(transparent)]
+    Zygote(#[from] ZygoteError),
+    #[error(transparent)]
+    Invoke(#[from] InvokeError),
+    #[error("pipe for the runner: {0}")]
+    Pipe(nix::Error),
+    #[error("base worker filter: {0}")]
+    BaseFilter(ember_profiles::ProfileError),
+    #[error("dup: {0}")]
+    Dup(std::io::Error),
+    #[error("starting node runner {interpreter}: {source}")]
+    Spawn {
+        interpreter: String,
+        source: std::io::Error,
+    },
+    /// `stderr`: what the runner wrote there, trimmed.
+    #[error("node runner exited while starting: {stderr}")]
+    ExitedWhileStarting { stderr: String },
+    #[error("node runner not ready within {waited:?}")]
+    NotReady { waited: Duration },
+    #[error("node runner sent a bad ready frame")]
+    BadReady,
+    #[error("encoding bind request: {0}")]
+    EncodeBind(serde_json::Error),
+    #[error("poll: {0}")]
+    Poll(nix::Error),
+}
+
+fn pipes() -> Result<Pipes, RunnerError> {
+    let p = || pipe2(OFlag::O_CLOEXEC).map_err(RunnerError::Pipe);
     let (req_r, req_w) = p()?;
     let (res_r, res_w) = p()?;
     let (out_r, out_w) = p()?;
@@ -91,10 +124,9 @@ impl Runner {
 
     /// Start the Node.js runner: preloaded, confined by the base worker
     /// filter before its first instruction, waiting for its first request.
-    pub fn spawn_node(opts: &Options) -> Result<Runner, String> {
+    pub fn spawn_node(opts: &Options) -> Result<Runner, RunnerError> {
         let p = pipes()?;
-        let base = ember_profiles::worker_base_program()
-            .map_err(|e| format!("base worker filter: {e}"))?;
+        let base = ember_profiles::worker_base_program().map_err(RunnerError::BaseFilter)?;
         let (req_fd, res_fd) = (p.req_r.as_raw_fd(), p.res_w.as_raw_fd());
         let nproc = opts.nproc;
         let mut cmd = Command::new(&opts.interpreter);
@@ -107,8 +139,8 @@ impl Runner {
             .env("NODE_ENV", "production")
             .current_dir("/")
             .stdin(Stdio::null())
-            .stdout(p.out_w.try_clone().map_err(|e| format!("dup: {e}"))?)
-            .stderr(p.err_w.try_clone().map_err(|e| format!("dup: {e}"))?)
+            .stdout(p.out_w.try_clone().map_err(RunnerError::Dup)?)
+            .stderr(p.err_w.try_clone().map_err(RunnerError::Dup)?)
             .uid(opts.uid)
             .gid(opts.gid);
         // SAFETY: between fork and exec only async-signal-safe calls run
@@ -141,32 +173,34 @@ impl Runner {
                 install_filter(&base)
             });
         }
-        let child = cmd
-            .spawn()
-            .map_err(|e| format!("starting node runner {}: {e}", opts.interpreter))?;
+        let child = cmd.spawn().map_err(|source| RunnerError::Spawn {
+            interpreter: opts.interpreter.clone(),
+            source,
+        })?;
         let pid = child.id() as i32;
         Ok(Runner::from_parts(pid, Some(child), p))
     }
 
     /// Wait for the Node runner's ready frame.
-    pub fn wait_ready(&mut self) -> Result<ember_proto::Ready, String> {
+    pub fn wait_ready(&mut self) -> Result<ember_proto::Ready, RunnerError> {
         let started = Instant::now();
         self.res.reset(64 * 1024);
         let deadline = started + READY_TIMEOUT;
         while !result_complete(&self.res.buf) {
             if self.res.fd.is_none() {
-                return Err(format!(
-                    "node runner exited while starting: {}",
-                    self.err.text().trim()
-                ));
+                return Err(RunnerError::ExitedWhileStarting {
+                    stderr: self.err.text().trim().to_string(),
+                });
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(format!("node runner not ready within {READY_TIMEOUT:?}"));
+                return Err(RunnerError::NotReady {
+                    waited: READY_TIMEOUT,
+                });
             }
             self.poll_once(left, false)?;
         }
-        let msg = parse_result(&self.res.buf).ok_or("node runner sent a bad ready frame")?;
+        let msg = parse_result(&self.res.buf).ok_or(RunnerError::BadReady)?;
         self.res.buf.clear();
         Ok(ember_proto::Ready {
             protocol: ember_proto::PROTOCOL_VERSION,
@@ -185,7 +219,7 @@ impl Runner {
         zyg: &mut Zygote,
         profile: &str,
         nproc: Option<u64>,
-    ) -> Result<Runner, String> {
+    ) -> Result<Runner, RunnerError> {
         let pid = zyg.take_spare(Duration::from_secs(3))?;
         let p = pipes()?;
         let mut line = serde_json::to_vec(&serde_json::json!({
@@ -193,7 +227,7 @@ impl Runner {
             "profile": profile,
             "nproc": nproc,
         }))
-        .map_err(|e| format!("encoding bind request: {e}"))?;
+        .map_err(RunnerError::EncodeBind)?;
         line.push(b'\n');
         zyg.send_request(
             &line,
@@ -213,7 +247,7 @@ impl Runner {
         &mut self,
         zyg: Option<&mut Zygote>,
         req: &InvokeRequest,
-    ) -> Result<InvokeResult, String> {
+    ) -> Result<InvokeResult, RunnerError> {
         let started = Instant::now();
         let deadline = started + Duration::from_millis(req.timeout_ms);
         // Output the runner wrote between invocations (late timers) is not
@@ -321,7 +355,7 @@ impl Runner {
 
     /// Wait up to `wait` for any pipe to have data (or the request pipe room),
     /// then read what is there.
-    fn poll_once(&mut self, wait: Duration, want_write: bool) -> Result<(), String> {
+    fn poll_once(&mut self, wait: Duration, want_write: bool) -> Result<(), RunnerError> {
         {
             let mut fds = Vec::new();
             for c in [&self.out, &self.err, &self.res] {
@@ -338,7 +372,7 @@ impl Runner {
                 PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
             ) {
                 Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-                Err(e) => return Err(format!("poll: {e}")),
+                Err(e) => return Err(RunnerError::Poll(e)),
             }
         }
         self.out.pump();

@@ -1,6 +1,7 @@
 //! Starting the Python zygote and talking to it over its control socket.
 
 use crate::Options;
+use ember_profiles::ProfileError;
 use ember_proto::Ready;
 use nix::sys::socket::{
     sendmsg, socketpair, AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType,
@@ -9,7 +10,7 @@ use std::io::{IoSlice, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 const BOOTSTRAP: &str = include_str!("../../bootstraps/python/zygote.py");
@@ -43,15 +44,75 @@ pub enum Event {
     Other(serde_json::Value),
 }
 
+/// What went wrong starting or talking to a zygote.
+#[derive(Debug, thiserror::Error)]
+pub enum ZygoteError {
+    #[error("socketpair for the zygote: {0}")]
+    Socketpair(nix::Error),
+    #[error("starting zygote {interpreter}: {source}")]
+    Spawn {
+        interpreter: String,
+        source: std::io::Error,
+    },
+    #[error("worker filters of profile {profile}: {source}")]
+    ProfileFilters {
+        profile: &'static str,
+        source: ProfileError,
+    },
+    #[error("base worker filter: {0}")]
+    BaseFilter(ProfileError),
+    #[error("encoding zygote config: {0}")]
+    EncodeConfig(serde_json::Error),
+    #[error("sending config to zygote: {0}")]
+    SendConfig(std::io::Error),
+    /// Setting the control socket's read timeout failed.
+    #[error("zygote socket: {0}")]
+    Socket(std::io::Error),
+    #[error("zygote greeting is not JSON: {0}")]
+    GreetingNotJson(serde_json::Error),
+    #[error("zygote greeting without ready: {0}")]
+    GreetingWithoutReady(serde_json::Value),
+    /// `sendmsg` of a request (with its descriptors) failed.
+    #[error("sending request to zygote: {0}")]
+    SendRequest(nix::Error),
+    /// Writing the rest of a request line failed.
+    #[error("sending request to zygote: {0}")]
+    SendRequestRest(std::io::Error),
+    #[error("zygote sent a bad line: {0}")]
+    BadLine(serde_json::Error),
+    #[error("no spare worker within {waited_ms} ms")]
+    NoSpare { waited_ms: u128 },
+    #[error("worker {pid} died while warming up (exit code {code:?}, signal {signal:?}); see the sandbox's stderr")]
+    WorkerDied {
+        pid: i32,
+        code: Option<i32>,
+        signal: Option<i32>,
+    },
+    #[error("asking the spare to clean IPC: {0}")]
+    AskClean(std::io::Error),
+    #[error("spare did not clean IPC within {waited_ms} ms")]
+    CleanTimeout { waited_ms: u128 },
+    #[error("spare {pid} died while cleaning IPC (exit code {code:?}, signal {signal:?})")]
+    SpareDied {
+        pid: i32,
+        code: Option<i32>,
+        signal: Option<i32>,
+    },
+    #[error("zygote closed its socket (status {status:?})")]
+    Closed { status: Option<ExitStatus> },
+    #[error("reading from zygote: {0}")]
+    Read(std::io::Error),
+}
+
 impl Zygote {
-    pub fn start(opts: &Options) -> Result<Zygote, String> {
+    pub fn start(opts: &Options) -> Result<Zygote, ZygoteError> {
         let (ours, theirs) = socketpair(
             AddressFamily::Unix,
             SockType::Stream,
             None,
             SockFlag::SOCK_CLOEXEC,
         )
-        .map_err(|e| format!("socketpair for the zygote: {e}"))?;
+        .map_err(ZygoteError::Socketpair)?;
         let their_fd = theirs.as_raw_fd();
         let mut cmd = Command::new(&opts.interpreter);
         cmd.args(["-I", "-B", "-c", BOOTSTRAP])
@@ -80,9 +141,10 @@ impl Zygote {
                 Ok(())
             });
         }
-        let child = cmd
-            .spawn()
-            .map_err(|e| format!("starting zygote {}: {e}", opts.interpreter))?;
+        let child = cmd.spawn().map_err(|source| ZygoteError::Spawn {
+            interpreter: opts.interpreter.clone(),
+            source,
+        })?;
         drop(theirs);
         let mut zyg = Zygote {
             pid: child.id() as i32,
@@ -100,24 +162,23 @@ impl Zygote {
     /// The zygote's first input: the worker seccomp filters (the base every
     /// spare installs, and each profile's extra), compiled here; the
     /// zygote only hands bytes to `prctl`.
-    fn send_config(&mut self) -> Result<(), String> {
+    fn send_config(&mut self) -> Result<(), ZygoteError> {
         let mut profiles = serde_json::Map::new();
         for name in ember_profiles::PROFILE_NAMES {
             let progs = ember_profiles::Profile::by_name(name)
                 .and_then(|p| p.worker_programs())
-                .map_err(|e| format!("worker filters of profile {name}: {e}"))?;
+                .map_err(|source| ZygoteError::ProfileFilters {
+                    profile: name,
+                    source,
+                })?;
             let hex: Vec<String> = progs.iter().map(hex::encode).collect();
             profiles.insert(name.to_string(), serde_json::json!(hex));
         }
-        let base = ember_profiles::worker_base_program()
-            .map_err(|e| format!("base worker filter: {e}"))?;
+        let base = ember_profiles::worker_base_program().map_err(ZygoteError::BaseFilter)?;
         let config = serde_json::json!({ "base": hex::encode(base), "profiles": profiles });
-        let mut line =
-            serde_json::to_vec(&config).map_err(|e| format!("encoding zygote config: {e}"))?;
+        let mut line = serde_json::to_vec(&config).map_err(ZygoteError::EncodeConfig)?;
         line.push(b'\n');
-        self.ctl
-            .write_all(&line)
-            .map_err(|e| format!("sending config to zygote: {e}"))
+        self.ctl.write_all(&line).map_err(ZygoteError::SendConfig)
     }
 
     /// A zygote the agent did not start: a function zygote, child of
@@ -146,20 +207,20 @@ impl Zygote {
         keep
     }
 
-    pub fn wait_ready(&mut self) -> Result<Ready, String> {
+    pub fn wait_ready(&mut self) -> Result<Ready, ZygoteError> {
         let started = Instant::now();
         self.ctl
             .set_read_timeout(Some(READY_TIMEOUT))
-            .map_err(|e| format!("zygote socket: {e}"))?;
+            .map_err(ZygoteError::Socket)?;
         let line = self.read_line()?;
         self.ctl
             .set_read_timeout(None)
-            .map_err(|e| format!("zygote socket: {e}"))?;
-        let v: serde_json::Value = serde_json::from_slice(&line)
-            .map_err(|e| format!("zygote greeting is not JSON: {e}"))?;
-        let pid = v["ready"]
-            .as_u64()
-            .ok_or_else(|| format!("zygote greeting without ready: {v}"))?;
+            .map_err(ZygoteError::Socket)?;
+        let v: serde_json::Value =
+            serde_json::from_slice(&line).map_err(ZygoteError::GreetingNotJson)?;
+        let Some(pid) = v["ready"].as_u64() else {
+            return Err(ZygoteError::GreetingWithoutReady(v));
+        };
         self.wait_spare(READY_TIMEOUT)?;
         Ok(Ready {
             protocol: ember_proto::PROTOCOL_VERSION,
@@ -172,7 +233,7 @@ impl Zygote {
     }
 
     /// Send one request line with the worker's three pipe ends attached.
-    pub fn send_request(&mut self, line: &[u8], fds: &[RawFd]) -> Result<(), String> {
+    pub fn send_request(&mut self, line: &[u8], fds: &[RawFd]) -> Result<(), ZygoteError> {
         let cmsg = [ControlMessage::ScmRights(fds)];
         let sent = sendmsg::<()>(
             self.ctl.as_raw_fd(),
@@ -181,17 +242,16 @@ impl Zygote {
             MsgFlags::empty(),
             None,
         )
-        .map_err(|e| format!("sending request to zygote: {e}"))?;
+        .map_err(ZygoteError::SendRequest)?;
         self.ctl
             .write_all(&line[sent..])
-            .map_err(|e| format!("sending request to zygote: {e}"))
+            .map_err(ZygoteError::SendRequestRest)
     }
 
     /// Read and parse the next line, blocking until it is complete.
-    pub fn read_event(&mut self) -> Result<Event, String> {
+    pub fn read_event(&mut self) -> Result<Event, ZygoteError> {
         let line = self.read_line()?;
-        let v: serde_json::Value =
-            serde_json::from_slice(&line).map_err(|e| format!("zygote sent a bad line: {e}"))?;
+        let v: serde_json::Value = serde_json::from_slice(&line).map_err(ZygoteError::BadLine)?;
         if let Some(pid) = v["spare"].as_i64() {
             self.spare = Some(pid as i32);
             return Ok(Event::Spare);
@@ -207,17 +267,17 @@ impl Zygote {
     }
 
     /// Block until a spare worker is ready (or `wait` runs out).
-    pub fn wait_spare(&mut self, wait: Duration) -> Result<i32, String> {
+    pub fn wait_spare(&mut self, wait: Duration) -> Result<i32, ZygoteError> {
         let deadline = Instant::now() + wait;
         while self.spare.is_none() {
             let Some(ev) = self.event_before(deadline)? else {
-                return Err(format!("no spare worker within {} ms", wait.as_millis()));
+                return Err(ZygoteError::NoSpare {
+                    waited_ms: wait.as_millis(),
+                });
             };
             match ev {
                 Event::Exited { pid, code, signal } => {
-                    return Err(format!(
-                        "worker {pid} died while warming up (exit code {code:?}, signal {signal:?}); see the sandbox's stderr"
-                    ))
+                    return Err(ZygoteError::WorkerDied { pid, code, signal })
                 }
                 Event::Other(v) => eprintln!("ember-agent: zygote says {v}"),
                 Event::Spare => {}
@@ -227,7 +287,7 @@ impl Zygote {
     }
 
     /// Hand out the spare worker, waiting up to `wait` for one to be ready.
-    pub fn take_spare(&mut self, wait: Duration) -> Result<i32, String> {
+    pub fn take_spare(&mut self, wait: Duration) -> Result<i32, ZygoteError> {
         if self.spare.is_none() {
             self.wait_spare(wait)?;
         }
@@ -237,26 +297,23 @@ impl Zygote {
     /// Have the spare remove what the last invocation left in the IPC
     /// namespace (it runs as the workers' user: the agent may not); returns
     /// how many objects it removed.
-    pub fn clean_ipc(&mut self, wait: Duration) -> Result<u64, String> {
+    pub fn clean_ipc(&mut self, wait: Duration) -> Result<u64, ZygoteError> {
         self.ctl
             .write_all(b"{\"clean\": true}\n")
-            .map_err(|e| format!("asking the spare to clean IPC: {e}"))?;
+            .map_err(ZygoteError::AskClean)?;
         let deadline = Instant::now() + wait;
         loop {
             let Some(ev) = self.event_before(deadline)? else {
-                return Err(format!(
-                    "spare did not clean IPC within {} ms",
-                    wait.as_millis()
-                ));
+                return Err(ZygoteError::CleanTimeout {
+                    waited_ms: wait.as_millis(),
+                });
             };
             match ev {
                 Event::Other(v) if v["cleaned"].is_u64() => {
                     return Ok(v["cleaned"].as_u64().unwrap_or(0))
                 }
                 Event::Exited { pid, code, signal } => {
-                    return Err(format!(
-                    "spare {pid} died while cleaning IPC (exit code {code:?}, signal {signal:?})"
-                ))
+                    return Err(ZygoteError::SpareDied { pid, code, signal })
                 }
                 Event::Other(v) => eprintln!("ember-agent: zygote says {v}"),
                 Event::Spare => {}
@@ -265,18 +322,18 @@ impl Zygote {
     }
 
     /// The next event, if one comes before `deadline`.
-    fn event_before(&mut self, deadline: Instant) -> Result<Option<Event>, String> {
+    fn event_before(&mut self, deadline: Instant) -> Result<Option<Event>, ZygoteError> {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Ok(None);
         }
         self.ctl
             .set_read_timeout(Some(left))
-            .map_err(|e| format!("zygote socket: {e}"))?;
+            .map_err(ZygoteError::Socket)?;
         let ev = self.read_event();
         self.ctl
             .set_read_timeout(None)
-            .map_err(|e| format!("zygote socket: {e}"))?;
+            .map_err(ZygoteError::Socket)?;
         ev.map(Some)
     }
 
@@ -284,7 +341,7 @@ impl Zygote {
         self.buf.contains(&b'\n')
     }
 
-    fn read_line(&mut self) -> Result<Vec<u8>, String> {
+    fn read_line(&mut self) -> Result<Vec<u8>, ZygoteError> {
         loop {
             if let Some(pos) = self.buf.iter().position(|&b| b == b'\n') {
                 let rest = self.buf.split_off(pos + 1);
@@ -299,11 +356,11 @@ impl Zygote {
                         .child
                         .as_mut()
                         .and_then(|c| c.try_wait().ok().flatten());
-                    return Err(format!("zygote closed its socket (status {status:?})"));
+                    return Err(ZygoteError::Closed { status });
                 }
                 Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(format!("reading from zygote: {e}")),
+                Err(e) => return Err(ZygoteError::Read(e)),
             }
         }
     }

@@ -141,29 +141,7 @@ pub struct BindReport {
     pub zygote_pid: u32,
 }
 
-/// Execution mode of an invocation.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum Mode {
-    /// A worker forked from the zygote runs one invocation and dies:
-    /// nothing survives between invocations (Python's default).
-    #[default]
-    Fork,
-    /// The first invocation binds the sandbox's runner process to the
-    /// function; it keeps the function loaded and serves every later
-    /// invocation of it (module state survives, like a warm Lambda). The
-    /// code stays mounted until the sandbox is recycled.
-    Specialized,
-}
-
-impl Mode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Fork => "fork",
-            Mode::Specialized => "specialized",
-        }
-    }
-}
+pub use ember_api::Mode;
 
 /// Messages the agent sends to the daemon.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -6,13 +6,68 @@
 
 use super::snippet;
 
+/// Why a requirement specifier is refused. `String` fields are already
+/// escaped and cut (`snippet`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(super) enum SpecError {
+    #[error("URLs are not allowed: name the package and its version")]
+    Url,
+    #[error("version-control URLs are not allowed: name the package and its version")]
+    VcsUrl,
+    #[error("direct references (name @ URL) are not allowed: name the package and its version")]
+    DirectReference,
+    #[error("local paths are not allowed: name the package and its version")]
+    LocalPath,
+    #[error("non-ASCII characters are not allowed in a requirement")]
+    NonAscii,
+    #[error(
+        "{name} ends like an archive ({ext}): pip would install a local file; \
+         name the package instead"
+    )]
+    Archive { name: String, ext: &'static str },
+    #[error("does not start with a package name (letters, digits, '.', '_', '-')")]
+    NoName,
+    #[error("a '(' around the version clauses is not closed")]
+    UnclosedVersions,
+    #[error(
+        "unexpected `{rest}` after the requirement (allowed: name, [extras], version clauses like ==1.0 or >=1,<2, ; markers)"
+    )]
+    Trailing { rest: String },
+    #[error("an extra in [...] is not a plain name")]
+    BadExtra,
+    #[error("extras must be names separated by ',' inside [...]")]
+    ExtrasSeparator,
+    #[error("expected a version clause (==, !=, <=, >=, <, >, ~=, === and a version)")]
+    NoVersionOperator,
+    #[error("a version clause has no version")]
+    NoVersion,
+    /// A marker token left over after a whole expression (`token` is its
+    /// debug form).
+    #[error("unexpected {token} in the environment markers")]
+    MarkerLeftOver { token: String },
+    #[error("unexpected `{rest}` in the environment markers")]
+    MarkerUnexpected { rest: String },
+    #[error("'not' in the environment markers must be 'not in'")]
+    MarkerNotWithoutIn,
+    #[error("`{word}` is not an environment marker variable")]
+    MarkerVariable { word: String },
+    #[error("environment markers nest more than 16 parentheses deep")]
+    MarkersTooDeep,
+    #[error("a '(' in the environment markers is not closed")]
+    MarkerUnclosed,
+    #[error("an environment marker must compare two values")]
+    MarkerNotComparison,
+    #[error("expected a marker variable or a quoted string")]
+    MarkerValue,
+}
+
 /// Why `spec`, the requirement part of a requirements line, is refused.
-pub(super) fn check_specifier(spec: &str) -> Result<(), String> {
+pub(super) fn check_specifier(spec: &str) -> Result<(), SpecError> {
     if let Some(why) = location(spec) {
-        return Err(why.to_string());
+        return Err(why);
     }
     if !spec.is_ascii() {
-        return Err("non-ASCII characters are not allowed in a requirement".into());
+        return Err(SpecError::NonAscii);
     }
     // pip splits the markers off at the first ';' (for a non-URL).
     let (req, markers) = match spec.split_once(';') {
@@ -24,11 +79,10 @@ pub(super) fn check_specifier(spec: &str) -> Result<(), String> {
         .iter()
         .find(|e| name.to_ascii_lowercase().ends_with(*e))
     {
-        return Err(format!(
-            "{} ends like an archive ({ext}): pip would install a local file; \
-             name the package instead",
-            snippet(name)
-        ));
+        return Err(SpecError::Archive {
+            name: snippet(name),
+            ext,
+        });
     }
     match markers.map(str::trim) {
         Some(m) if !m.is_empty() => check_markers(m),
@@ -53,35 +107,31 @@ const ARCHIVE_EXTENSIONS: &[&str] = &[
 ];
 
 /// A clearer reason for the usual ways of naming a place, not a package.
-fn location(spec: &str) -> Option<&'static str> {
+fn location(spec: &str) -> Option<SpecError> {
     let req = spec.split(';').next().unwrap_or(spec).trim();
     let lower = req.to_ascii_lowercase();
     if spec.contains("://") || lower.starts_with("file:") {
-        return Some("URLs are not allowed: name the package and its version");
+        return Some(SpecError::Url);
     }
     if ["git+", "hg+", "svn+", "bzr+"]
         .iter()
         .any(|v| lower.starts_with(v))
     {
-        return Some("version-control URLs are not allowed: name the package and its version");
+        return Some(SpecError::VcsUrl);
     }
     if req.contains('@') {
-        return Some(
-            "direct references (name @ URL) are not allowed: name the package and its version",
-        );
+        return Some(SpecError::DirectReference);
     }
     if req.starts_with('.') || req.contains(['/', '\\']) {
-        return Some("local paths are not allowed: name the package and its version");
+        return Some(SpecError::LocalPath);
     }
     None
 }
 
 /// Parse `name [extras] versionspec`; returns the name.
-fn requirement(req: &str) -> Result<&str, String> {
+fn requirement(req: &str) -> Result<&str, SpecError> {
     let mut c = Cursor::new(req);
-    let name = c.name().ok_or_else(|| {
-        "does not start with a package name (letters, digits, '.', '_', '-')".to_string()
-    })?;
+    let name = c.name().ok_or(SpecError::NoName)?;
     c.ws();
     if c.eat("[") {
         extras(&mut c)?;
@@ -91,53 +141,50 @@ fn requirement(req: &str) -> Result<&str, String> {
         versions(&mut c)?;
         c.ws();
         if !c.eat(")") {
-            return Err("a '(' around the version clauses is not closed".into());
+            return Err(SpecError::UnclosedVersions);
         }
     } else if !c.at_end() {
         versions(&mut c)?;
     }
     c.ws();
     if !c.at_end() {
-        return Err(format!(
-            "unexpected `{}` after the requirement (allowed: name, [extras], version clauses like ==1.0 or >=1,<2, ; markers)",
-            snippet(c.rest())
-        ));
+        return Err(SpecError::Trailing {
+            rest: snippet(c.rest()),
+        });
     }
     Ok(name)
 }
 
-fn extras(c: &mut Cursor<'_>) -> Result<(), String> {
+fn extras(c: &mut Cursor<'_>) -> Result<(), SpecError> {
     c.ws();
     if c.eat("]") {
         return Ok(());
     }
     loop {
         c.ws();
-        c.name().ok_or("an extra in [...] is not a plain name")?;
+        c.name().ok_or(SpecError::BadExtra)?;
         c.ws();
         if c.eat("]") {
             return Ok(());
         }
         if !c.eat(",") {
-            return Err("extras must be names separated by ',' inside [...]".into());
+            return Err(SpecError::ExtrasSeparator);
         }
     }
 }
 
 const VERSION_OPS: &[&str] = &["===", "==", "~=", "!=", "<=", ">=", "<", ">"];
 
-fn versions(c: &mut Cursor<'_>) -> Result<(), String> {
+fn versions(c: &mut Cursor<'_>) -> Result<(), SpecError> {
     loop {
         c.ws();
         if !VERSION_OPS.iter().any(|op| c.eat(op)) {
-            return Err(
-                "expected a version clause (==, !=, <=, >=, <, >, ~=, === and a version)".into(),
-            );
+            return Err(SpecError::NoVersionOperator);
         }
         c.ws();
         let v = c.take_while(|b| b.is_ascii_alphanumeric() || b"-_.*+!".contains(&b));
         if v.is_empty() {
-            return Err("a version clause has no version".into());
+            return Err(SpecError::NoVersion);
         }
         c.ws();
         if !c.eat(",") {
@@ -148,15 +195,14 @@ fn versions(c: &mut Cursor<'_>) -> Result<(), String> {
 
 /// Environment markers: comparisons of marker variables and quoted
 /// strings, joined with `and` / `or`, in parentheses at most 16 deep.
-fn check_markers(m: &str) -> Result<(), String> {
+fn check_markers(m: &str) -> Result<(), SpecError> {
     let tokens = tokenize(m)?;
     let mut p = Markers { tokens, pos: 0 };
     p.or(0)?;
     if p.pos != p.tokens.len() {
-        return Err(format!(
-            "unexpected {:?} in the environment markers",
-            p.tokens[p.pos]
-        ));
+        return Err(SpecError::MarkerLeftOver {
+            token: format!("{:?}", p.tokens[p.pos]),
+        });
     }
     Ok(())
 }
@@ -187,7 +233,7 @@ enum Token {
     Or,
 }
 
-fn tokenize(m: &str) -> Result<Vec<Token>, String> {
+fn tokenize(m: &str) -> Result<Vec<Token>, SpecError> {
     let mut c = Cursor::new(m);
     let mut out = Vec::new();
     loop {
@@ -202,16 +248,13 @@ fn tokenize(m: &str) -> Result<Vec<Token>, String> {
             b'a'..=b'z' | b'_' => word(&mut c)?,
             _ => VERSION_OPS.iter().any(|op| c.eat(op)).then_some(Token::Op),
         };
-        out.push(token.ok_or_else(|| {
-            format!(
-                "unexpected `{}` in the environment markers",
-                snippet(c.rest())
-            )
+        out.push(token.ok_or_else(|| SpecError::MarkerUnexpected {
+            rest: snippet(c.rest()),
         })?);
     }
 }
 
-fn word(c: &mut Cursor<'_>) -> Result<Option<Token>, String> {
+fn word(c: &mut Cursor<'_>) -> Result<Option<Token>, SpecError> {
     let w = c.take_while(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
     Ok(Some(match w {
         "and" => Token::And,
@@ -220,17 +263,12 @@ fn word(c: &mut Cursor<'_>) -> Result<Option<Token>, String> {
         "not" => {
             c.ws();
             if c.take_while(|b| b.is_ascii_lowercase()) != "in" {
-                return Err("'not' in the environment markers must be 'not in'".into());
+                return Err(SpecError::MarkerNotWithoutIn);
             }
             Token::Op
         }
         v if MARKER_VARIABLES.contains(&v) => Token::Var,
-        v => {
-            return Err(format!(
-                "`{}` is not an environment marker variable",
-                snippet(v)
-            ))
-        }
+        v => return Err(SpecError::MarkerVariable { word: snippet(v) }),
     }))
 }
 
@@ -244,7 +282,7 @@ impl Markers {
         self.tokens.get(self.pos) == Some(t)
     }
 
-    fn or(&mut self, depth: usize) -> Result<(), String> {
+    fn or(&mut self, depth: usize) -> Result<(), SpecError> {
         self.and(depth)?;
         while self.next_is(&Token::Or) {
             self.pos += 1;
@@ -253,7 +291,7 @@ impl Markers {
         Ok(())
     }
 
-    fn and(&mut self, depth: usize) -> Result<(), String> {
+    fn and(&mut self, depth: usize) -> Result<(), SpecError> {
         self.expr(depth)?;
         while self.next_is(&Token::And) {
             self.pos += 1;
@@ -262,34 +300,34 @@ impl Markers {
         Ok(())
     }
 
-    fn expr(&mut self, depth: usize) -> Result<(), String> {
+    fn expr(&mut self, depth: usize) -> Result<(), SpecError> {
         if self.next_is(&Token::Open) {
             if depth >= 16 {
-                return Err("environment markers nest more than 16 parentheses deep".into());
+                return Err(SpecError::MarkersTooDeep);
             }
             self.pos += 1;
             self.or(depth + 1)?;
             if !self.next_is(&Token::Close) {
-                return Err("a '(' in the environment markers is not closed".into());
+                return Err(SpecError::MarkerUnclosed);
             }
             self.pos += 1;
             return Ok(());
         }
         self.value()?;
         if !self.next_is(&Token::Op) {
-            return Err("an environment marker must compare two values".into());
+            return Err(SpecError::MarkerNotComparison);
         }
         self.pos += 1;
         self.value()
     }
 
-    fn value(&mut self) -> Result<(), String> {
+    fn value(&mut self) -> Result<(), SpecError> {
         match self.tokens.get(self.pos) {
             Some(Token::Str | Token::Var) => {
                 self.pos += 1;
                 Ok(())
             }
-            _ => Err("expected a marker variable or a quoted string".into()),
+            _ => Err(SpecError::MarkerValue),
         }
     }
 }
@@ -430,9 +468,12 @@ mod tests {
         ];
         for (bad, why) in cases {
             let e = check_specifier(bad).expect_err(bad);
-            assert!(e.contains(why), "{bad}: {e}");
+            assert!(e.to_string().contains(why), "{bad}: {e}");
         }
         let deep = format!("pkg; {}os_name == 'x'{}", "(".repeat(17), ")".repeat(17));
-        assert!(check_specifier(&deep).unwrap_err().contains("16"));
+        assert!(check_specifier(&deep)
+            .unwrap_err()
+            .to_string()
+            .contains("16"));
     }
 }

@@ -17,7 +17,7 @@
 //! no other option, no `${VAR}` (pip expands it from emberd's
 //! environment).
 
-use super::pep508::check_specifier;
+use super::pep508::{check_specifier, SpecError};
 use super::snippet;
 
 /// A logical line: backslash continuations joined, comments removed.
@@ -40,11 +40,67 @@ pub(super) enum Parsed {
     Include(Vec<String>),
 }
 
+/// Why a requirements file's bytes are not read as text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(super) enum EncodingError {
+    #[error("is not valid UTF-8 (at byte {at}): only UTF-8 is accepted")]
+    NotUtf8 { at: usize },
+    /// `encoding` is escaped and cut (`snippet`).
+    #[error("declares the encoding `{encoding}`, which pip would use: only UTF-8 is accepted")]
+    Declared { encoding: String },
+}
+
+/// A physical line with a character pip would split or read differently.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("contains the character {character:?}: only tabs and printable characters are allowed")]
+pub(super) struct BadCharacter {
+    /// 1-based number of the physical line.
+    pub(super) number: usize,
+    /// The line as written.
+    pub(super) line: String,
+    pub(super) character: char,
+}
+
+/// Why a logical line is refused. `String` fields are already escaped
+/// and cut (`snippet`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(super) enum LineError {
+    #[error("environment variable references (${{...}}) are not allowed")]
+    EnvironmentVariable,
+    #[error("quotes and backslashes are not allowed in options")]
+    QuotedOption,
+    #[error("-r takes exactly one file name")]
+    IncludeArguments,
+    #[error(
+        "option {option} is not allowed: a line may only be a requirement \
+         (optionally with --hash=ALGO:HEX) or -r FILE; index and proxy \
+         settings belong to emberd's environment"
+    )]
+    Option { option: String },
+    #[error("an empty option")]
+    EmptyOption,
+    #[error("-r to a URL is not allowed: only files inside the function's code")]
+    IncludeUrl,
+    #[error("-r to an absolute path is not allowed: only files inside the function's code")]
+    IncludeAbsolute,
+    #[error(
+        "-r must name a file inside the function's code by a relative path of plain names \
+         (letters, digits, '.', '_', '+', '-'; no '..', '.' or empty parts)"
+    )]
+    IncludeNotPlain,
+    #[error(
+        "{option} is not allowed after a requirement: only --hash=sha256:HEX (or sha384, sha512)"
+    )]
+    AfterRequirement { option: String },
+    #[error(transparent)]
+    Specifier(#[from] SpecError),
+}
+
 const UTF8_BOM: &[u8] = b"\xef\xbb\xbf";
 
 /// The file's text, if pip would read it as we do: UTF-8 (a UTF-8 byte
 /// order mark dropped), no other encoding declared.
-pub(super) fn decode(data: &[u8]) -> Result<&str, String> {
+pub(super) fn decode(data: &[u8]) -> Result<&str, EncodingError> {
     let data = match data.strip_prefix(UTF8_BOM) {
         Some(rest) => rest,
         // pip honours a PEP 263 declaration only without a BOM.
@@ -53,17 +109,14 @@ pub(super) fn decode(data: &[u8]) -> Result<&str, String> {
             data
         }
     };
-    std::str::from_utf8(data).map_err(|e| {
-        format!(
-            "is not valid UTF-8 (at byte {}): only UTF-8 is accepted",
-            e.valid_up_to()
-        )
+    std::str::from_utf8(data).map_err(|e| EncodingError::NotUtf8 {
+        at: e.valid_up_to(),
     })
 }
 
 /// pip decodes with the encoding named by `coding[:=]NAME` in one of the
 /// first two lines, when the line starts with `#`.
-fn check_declared_encoding(data: &[u8]) -> Result<(), String> {
+fn check_declared_encoding(data: &[u8]) -> Result<(), EncodingError> {
     for line in data.split(|&b| b == b'\n').take(2) {
         if !line.starts_with(b"#") {
             continue;
@@ -71,10 +124,9 @@ fn check_declared_encoding(data: &[u8]) -> Result<(), String> {
         if let Some(enc) = declared_encoding(line) {
             let norm = enc.to_ascii_lowercase().replace('_', "-");
             if norm != "utf-8" && norm != "utf8" {
-                return Err(format!(
-                    "declares the encoding `{}`, which pip would use: only UTF-8 is accepted",
-                    snippet(&enc)
-                ));
+                return Err(EncodingError::Declared {
+                    encoding: snippet(&enc),
+                });
             }
         }
     }
@@ -107,17 +159,17 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-/// The logical lines of `text`, or the physical line (number, text) with
-/// a character pip would split or read differently, and why.
-pub(super) fn logical_lines(text: &str) -> Result<Vec<Line>, (usize, String, String)> {
+/// The logical lines of `text`, or the first physical line with a
+/// character pip would split or read differently.
+pub(super) fn logical_lines(text: &str) -> Result<Vec<Line>, BadCharacter> {
     let physical = split_lines(text);
     for (i, line) in physical.iter().enumerate() {
-        if let Some(c) = line.chars().find(|&c| splits_differently(c)) {
-            let why = format!(
-                "contains the character {:?}: only tabs and printable characters are allowed",
-                c
-            );
-            return Err((i + 1, line.to_string(), why));
+        if let Some(character) = line.chars().find(|&c| splits_differently(c)) {
+            return Err(BadCharacter {
+                number: i + 1,
+                line: line.to_string(),
+                character,
+            });
         }
     }
     Ok(join_lines(&physical)
@@ -201,9 +253,9 @@ fn strip_comment(line: &str) -> &str {
 }
 
 /// Judge one logical line's text.
-pub(super) fn parse(text: &str) -> Result<Parsed, String> {
+pub(super) fn parse(text: &str) -> Result<Parsed, LineError> {
     if text.contains("${") {
-        return Err("environment variable references (${...}) are not allowed".into());
+        return Err(LineError::EnvironmentVariable);
     }
     // pip's break_args_options.
     let tokens: Vec<&str> = text.split(' ').collect();
@@ -214,7 +266,7 @@ pub(super) fn parse(text: &str) -> Result<Parsed, String> {
     let args = tokens[..first_option].join(" ");
     let options = tokens[first_option..].join(" ");
     if options.contains(['"', '\'', '\\']) {
-        return Err("quotes and backslashes are not allowed in options".into());
+        return Err(LineError::QuotedOption);
     }
     let options: Vec<&str> = options.split_ascii_whitespace().collect();
     if args.trim().is_empty() {
@@ -227,35 +279,29 @@ pub(super) fn parse(text: &str) -> Result<Parsed, String> {
     Ok(Parsed::Requirement)
 }
 
-fn include(options: &[&str]) -> Result<Vec<String>, String> {
+fn include(options: &[&str]) -> Result<Vec<String>, LineError> {
     let file = match options {
         ["-r" | "--requirement", file] => *file,
         [opt] if opt.starts_with("--requirement=") => &opt["--requirement=".len()..],
         ["-r" | "--requirement", ..] => {
-            return Err("-r takes exactly one file name".into());
+            return Err(LineError::IncludeArguments);
         }
         [opt, ..] => {
-            let name = snippet(opt.split('=').next().unwrap_or(opt));
-            return Err(format!(
-                "option {name} is not allowed: a line may only be a requirement \
-                 (optionally with --hash=ALGO:HEX) or -r FILE; index and proxy \
-                 settings belong to emberd's environment"
-            ));
+            let option = snippet(opt.split('=').next().unwrap_or(opt));
+            return Err(LineError::Option { option });
         }
-        [] => return Err("an empty option".into()),
+        [] => return Err(LineError::EmptyOption),
     };
     include_path(file)
 }
 
 /// The file of an include: a relative path of plain names.
-fn include_path(file: &str) -> Result<Vec<String>, String> {
+fn include_path(file: &str) -> Result<Vec<String>, LineError> {
     if file.contains(':') {
-        return Err("-r to a URL is not allowed: only files inside the function's code".into());
+        return Err(LineError::IncludeUrl);
     }
     if file.starts_with('/') {
-        return Err(
-            "-r to an absolute path is not allowed: only files inside the function's code".into(),
-        );
+        return Err(LineError::IncludeAbsolute);
     }
     let plain = |p: &&str| {
         !p.is_empty()
@@ -267,16 +313,12 @@ fn include_path(file: &str) -> Result<Vec<String>, String> {
     };
     let parts: Vec<&str> = file.split('/').collect();
     if !parts.iter().all(plain) {
-        return Err(
-            "-r must name a file inside the function's code by a relative path of plain names \
-             (letters, digits, '.', '_', '+', '-'; no '..', '.' or empty parts)"
-                .into(),
-        );
+        return Err(LineError::IncludeNotPlain);
     }
     Ok(parts.into_iter().map(String::from).collect())
 }
 
-fn check_hash(opt: &str) -> Result<(), String> {
+fn check_hash(opt: &str) -> Result<(), LineError> {
     let ok = opt
         .strip_prefix("--hash=")
         .and_then(|v| v.split_once(':'))
@@ -287,10 +329,9 @@ fn check_hash(opt: &str) -> Result<(), String> {
         });
     match ok {
         true => Ok(()),
-        false => Err(format!(
-            "{} is not allowed after a requirement: only --hash=sha256:HEX (or sha384, sha512)",
-            snippet(opt.split('=').next().unwrap_or(opt))
-        )),
+        false => Err(LineError::AfterRequirement {
+            option: snippet(opt.split('=').next().unwrap_or(opt)),
+        }),
     }
 }
 
@@ -332,9 +373,9 @@ mod tests {
             "a\u{2028}b",
             "a\0b",
         ] {
-            let (n, _, why) = logical_lines(&format!("ok\n{bad}\n")).unwrap_err();
-            assert_eq!(n, 2, "{bad:?}");
-            assert!(why.contains("character"), "{why}");
+            let e = logical_lines(&format!("ok\n{bad}\n")).unwrap_err();
+            assert_eq!(e.number, 2, "{bad:?}");
+            assert!(e.to_string().contains("character"), "{e}");
         }
         // Tabs are fine.
         assert_eq!(texts("a\t>=1\n"), [(1, "a\t>=1".to_string())]);
@@ -343,10 +384,13 @@ mod tests {
     #[test]
     fn only_utf8_is_read() {
         assert_eq!(decode(b"\xef\xbb\xbfpkg\n").unwrap(), "pkg\n");
-        assert!(decode(b"pkg\xff\n").unwrap_err().contains("UTF-8"));
+        assert!(decode(b"pkg\xff\n")
+            .unwrap_err()
+            .to_string()
+            .contains("UTF-8"));
         assert!(decode(b"\xff\xfep\0k\0").is_err());
         let e = decode(b"# -*- coding: utf-7 -*-\npkg\n").unwrap_err();
-        assert!(e.contains("utf-7"), "{e}");
+        assert!(e.to_string().contains("utf-7"), "{e}");
         assert!(decode(b"pkg\n#coding=latin-1\n").is_err());
         decode(b"# -*- coding: utf-8 -*-\npkg\n").unwrap();
         decode(b"# vim: set fileencoding=UTF_8 :\npkg\n").unwrap();
@@ -395,7 +439,7 @@ mod tests {
             ("--requ base.txt", "option --requ"),
         ] {
             let e = parse(bad).expect_err(bad);
-            assert!(e.contains(why), "{bad}: {e}");
+            assert!(e.to_string().contains(why), "{bad}: {e}");
         }
     }
 
@@ -422,7 +466,7 @@ mod tests {
             "--hash=sha256:00",
         ] {
             let e = parse(bad).expect_err(bad);
-            assert!(e.contains("is not allowed"), "{bad}: {e}");
+            assert!(e.to_string().contains("is not allowed"), "{bad}: {e}");
         }
         for (bad, why) in [
             (
@@ -439,7 +483,7 @@ mod tests {
             ("x.whl", "archive"),
         ] {
             let e = parse(bad).expect_err(bad);
-            assert!(e.contains(why), "{bad}: {e}");
+            assert!(e.to_string().contains(why), "{bad}: {e}");
         }
     }
 }

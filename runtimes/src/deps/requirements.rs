@@ -9,7 +9,7 @@
 //! (as pip would read them, a file included twice counting twice), no
 //! cycles. So an error can quote only text from the function's own code.
 
-use super::req_lines::{self, Line, Parsed};
+use super::req_lines::{self, EncodingError, Line, Parsed};
 use super::{snippet, DepsError};
 use ember_injector::fsat::{self, Kind};
 use ember_injector::names::escape_truncated;
@@ -41,7 +41,7 @@ pub fn check_requirements(tree: &Path) -> Result<bool, DepsError> {
         Err(other) => {
             return Err(DepsError::RequirementsFile {
                 file: top.join("/"),
-                reason: other.reason(),
+                reason: other.to_string(),
             })
         }
     };
@@ -64,29 +64,26 @@ struct Walk {
 impl Walk {
     fn check_file(&mut self, rel: Vec<String>, file: File) -> Result<(), DepsError> {
         let name = rel.join("/");
-        let file_err = |reason: String| DepsError::RequirementsFile {
+        let file_err = |reason: FileProblem| DepsError::RequirementsFile {
             file: escape_truncated(name.as_bytes(), SHOWN_LINE_CHARS),
-            reason,
+            reason: reason.to_string(),
         };
         let data = read_capped(file).map_err(file_err)?;
-        let text = req_lines::decode(&data).map_err(file_err)?;
-        let lines = req_lines::logical_lines(text).map_err(|(number, raw, reason)| {
-            refused(
-                &name,
-                &Line {
-                    number,
-                    raw,
-                    text: String::new(),
-                },
-                reason,
-            )
+        let text = req_lines::decode(&data).map_err(|e| file_err(e.into()))?;
+        let lines = req_lines::logical_lines(text).map_err(|e| {
+            let line = Line {
+                number: e.number,
+                raw: e.line.clone(),
+                text: String::new(),
+            };
+            refused(&name, &line, &e)
         })?;
         self.reading.push(rel);
         for line in &lines {
             match req_lines::parse(&line.text) {
                 Ok(Parsed::Requirement) => {}
                 Ok(Parsed::Include(path)) => self.include(line, path)?,
-                Err(reason) => return Err(refused(&name, line, reason)),
+                Err(reason) => return Err(refused(&name, line, &reason)),
             }
         }
         self.reading.pop();
@@ -96,71 +93,85 @@ impl Walk {
     /// Follow `-r path` on `line` of the file being read.
     fn include(&mut self, line: &Line, path: Vec<String>) -> Result<(), DepsError> {
         let from = self.reading.last().cloned().unwrap_or_default();
-        let err = |reason: String| refused(&from.join("/"), line, reason);
+        let err = |reason: IncludeProblem| refused(&from.join("/"), line, &reason);
         // pip resolves an include against the including file's directory.
         let mut rel = from[..from.len().saturating_sub(1)].to_vec();
         rel.extend(path);
         let shown = snippet(&rel.join("/"));
         if self.reading.contains(&rel) {
-            return Err(err(format!(
-                "includes {shown}, which is already being read (a cycle)"
-            )));
+            return Err(err(IncludeProblem::Cycle { shown }));
         }
         if self.reading.len() > MAX_DEPTH {
-            return Err(err(format!("includes nest more than {MAX_DEPTH} deep")));
+            return Err(err(IncludeProblem::TooDeep));
         }
         if self.files_read >= MAX_FILES {
-            return Err(err(format!(
-                "more than {MAX_FILES} requirement files are read in all"
-            )));
+            return Err(err(IncludeProblem::TooManyFiles));
         }
         self.files_read += 1;
         let file = open_in_tree(self.root.as_fd(), &rel)
-            .map_err(|r| err(format!("{shown} {}", r.reason())))?;
+            .map_err(|source| err(IncludeProblem::Open { shown, source }))?;
         self.check_file(rel, file)
     }
 }
 
-fn refused(file: &str, line: &Line, reason: String) -> DepsError {
+fn refused(file: &str, line: &Line, reason: &dyn std::fmt::Display) -> DepsError {
     DepsError::Requirement {
         file: escape_truncated(file.as_bytes(), SHOWN_LINE_CHARS),
         line: line.number,
         text: escape_truncated(line.raw.trim().as_bytes(), SHOWN_LINE_CHARS),
-        reason,
+        reason: reason.to_string(),
     }
 }
 
-fn read_capped(file: File) -> Result<Vec<u8>, String> {
+/// Why a requirements file is not read as a whole.
+#[derive(Debug, thiserror::Error)]
+enum FileProblem {
+    #[error("cannot be read: {0}")]
+    Read(io::Error),
+    #[error("is larger than {} KiB", MAX_FILE_BYTES / 1024)]
+    TooLarge,
+    #[error(transparent)]
+    Encoding(#[from] EncodingError),
+}
+
+/// Why a `-r` line's file is not followed. `shown` is the included
+/// path, escaped and cut (`snippet`).
+#[derive(Debug, thiserror::Error)]
+enum IncludeProblem {
+    #[error("includes {shown}, which is already being read (a cycle)")]
+    Cycle { shown: String },
+    #[error("includes nest more than {MAX_DEPTH} deep")]
+    TooDeep,
+    #[error("more than {MAX_FILES} requirement files are read in all")]
+    TooManyFiles,
+    #[error("{shown} {source}")]
+    Open { shown: String, source: Refused },
+}
+
+fn read_capped(file: File) -> Result<Vec<u8>, FileProblem> {
     let mut data = Vec::new();
     file.take(MAX_FILE_BYTES + 1)
         .read_to_end(&mut data)
-        .map_err(|e| format!("cannot be read: {e}"))?;
+        .map_err(FileProblem::Read)?;
     if data.len() as u64 > MAX_FILE_BYTES {
-        return Err(format!("is larger than {} KiB", MAX_FILE_BYTES / 1024));
+        return Err(FileProblem::TooLarge);
     }
     Ok(data)
 }
 
 /// Why a file in the tree was not opened.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 enum Refused {
+    #[error("does not exist in the function's code")]
     Missing,
+    #[error("is, or is reached through, a symlink: refused")]
     Symlink,
+    #[error("has a parent that is not a directory")]
     ParentNotADirectory,
+    #[error("is not a regular file")]
     NotARegularFile,
+    #[error("cannot be opened: {0}")]
     Io(io::Error),
-}
-
-impl Refused {
-    fn reason(&self) -> String {
-        match self {
-            Refused::Missing => "does not exist in the function's code".into(),
-            Refused::Symlink => "is, or is reached through, a symlink: refused".into(),
-            Refused::ParentNotADirectory => "has a parent that is not a directory".into(),
-            Refused::NotARegularFile => "is not a regular file".into(),
-            Refused::Io(e) => format!("cannot be opened: {e}"),
-        }
-    }
 }
 
 /// Open `rel` below `root`, following no symlink, a regular file only.
