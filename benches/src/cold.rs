@@ -174,7 +174,7 @@ pub fn run_lang(
     lang: Lang,
 ) -> Result<Vec<f64>> {
     let mut samples = Vec::with_capacity(n);
-    let bar = ember_shim::progress::bar(n as u64, phase);
+    let bar = ember_term::bar(n as u64, phase);
     for i in 0..n {
         let id = format!("bench-cold-{}-{i}", std::process::id());
         let b = bundle(runtime, &id, code, event, lang)?;

@@ -2,8 +2,8 @@
 //! invocations over the Unix socket.
 
 use anyhow::{bail, Context, Result};
-use ember_shim::client::{Client, Connection};
-use ember_shim::progress;
+use ember_api::client::{Client, Connection};
+use ember_term as progress;
 use hyper::Method;
 use serde::Serialize;
 use std::path::{Path, PathBuf};

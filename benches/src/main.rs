@@ -36,7 +36,7 @@
 //!     --zygote-cold-iterations 5 --throughput-seconds 1 --gaps 0,5
 //! ```
 //! On a terminal, each long phase shows a progress bar on stderr
-//! (`ember_shim::progress`); without one nothing is drawn.
+//! (`ember_term`); without one nothing is drawn.
 
 mod cold;
 mod cpu;
@@ -236,7 +236,7 @@ fn pause_costs(
     let mut cgroup = Vec::with_capacity(n);
     let mut runtime = Vec::with_capacity(n);
     let cycles = if with_runtime { 2 * n } else { n };
-    let bar = ember_shim::progress::bar(cycles as u64, format!("{backend}: freeze+thaw cycles"));
+    let bar = ember_term::bar(cycles as u64, format!("{backend}: freeze+thaw cycles"));
     for _ in 0..n {
         freezer.thaw()?;
         let t = Instant::now();

@@ -17,7 +17,7 @@ use crate::cold::{self, Lang};
 use crate::hot::{self, Emberd, Sample};
 use crate::stats::summarize;
 use anyhow::{bail, Result};
-use ember_shim::progress;
+use ember_term as progress;
 use serde_json::json;
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -14,7 +14,7 @@ use crate::hot::{Emberd, Sample};
 use crate::stats::summarize;
 use crate::zygote::{self, Mode, Section};
 use anyhow::{bail, Result};
-use ember_shim::client::Connection;
+use ember_api::client::Connection;
 use hyper::Method;
 use serde_json::json;
 use std::path::{Path, PathBuf};

@@ -25,6 +25,7 @@
 //! delegate = "runc"        # or "runsc"
 //! ```
 
+use crate::kinds::{Backend, Language};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -41,8 +42,34 @@ pub enum ConfigFileError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("config file {path}: {message}")]
-    Invalid { path: PathBuf, message: String },
+    #[error("config file {path}: {problem}")]
+    Invalid {
+        path: PathBuf,
+        problem: ConfigProblem,
+    },
+}
+
+/// What is wrong in a config file's text.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigProblem {
+    #[error(transparent)]
+    Toml(#[from] toml::de::Error),
+    #[error("[pools.{0}]: unknown runtime (known: python3, node)")]
+    UnknownRuntime(String),
+    #[error(
+        "[pools.{runtime}] backend {backend:?}: unknown (known: runc, crun, runsc, libcontainer)"
+    )]
+    UnknownBackend { runtime: String, backend: String },
+    #[error("[pools.{runtime}] min_warm {min_warm} is above max_warm {max_warm}")]
+    WarmBounds {
+        runtime: String,
+        min_warm: usize,
+        max_warm: usize,
+    },
+    #[error("[pools.{0}] max must be at least 1")]
+    ZeroMax(String),
+    #[error("[specialized] max_invocations must be at least 1")]
+    ZeroMaxInvocations,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -108,38 +135,39 @@ impl ConfigFile {
             }
             Err(source) => return Err(ConfigFileError::Read { path, source }),
         };
-        ConfigFile::parse(&text).map_err(|message| ConfigFileError::Invalid { path, message })
+        ConfigFile::parse(&text).map_err(|problem| ConfigFileError::Invalid { path, problem })
     }
 
     /// Parse and check the file's text.
-    pub fn parse(text: &str) -> Result<ConfigFile, String> {
-        let cfg: ConfigFile = toml::from_str(text).map_err(|e| e.to_string())?;
+    pub fn parse(text: &str) -> Result<ConfigFile, ConfigProblem> {
+        let cfg: ConfigFile = toml::from_str(text)?;
         for (rt, p) in &cfg.pools {
-            if ember_runtimes::Language::by_runtime(rt).is_none() {
-                return Err(format!(
-                    "[pools.{rt}]: unknown runtime (known: {})",
-                    crate::validate::RUNTIMES.join(", ")
-                ));
+            if Language::by_runtime(rt).is_none() {
+                return Err(ConfigProblem::UnknownRuntime(rt.clone()));
             }
             if let Some(b) = &p.backend {
-                if !ember_runtimes::BACKEND_NAMES.contains(&b.as_str()) {
-                    return Err(format!(
-                        "[pools.{rt}] backend {b:?}: unknown (known: {})",
-                        ember_runtimes::BACKEND_NAMES.join(", ")
-                    ));
+                if Backend::by_name(b).is_none() {
+                    return Err(ConfigProblem::UnknownBackend {
+                        runtime: rt.clone(),
+                        backend: b.clone(),
+                    });
                 }
             }
             if let (Some(lo), Some(hi)) = (p.min_warm, p.max_warm) {
                 if lo > hi {
-                    return Err(format!("[pools.{rt}] min_warm {lo} is above max_warm {hi}"));
+                    return Err(ConfigProblem::WarmBounds {
+                        runtime: rt.clone(),
+                        min_warm: lo,
+                        max_warm: hi,
+                    });
                 }
             }
             if p.max == Some(0) {
-                return Err(format!("[pools.{rt}] max must be at least 1"));
+                return Err(ConfigProblem::ZeroMax(rt.clone()));
             }
         }
         if cfg.specialized.max_invocations == Some(0) {
-            return Err("[specialized] max_invocations must be at least 1".into());
+            return Err(ConfigProblem::ZeroMaxInvocations);
         }
         Ok(cfg)
     }
@@ -171,17 +199,27 @@ mod tests {
 
     #[test]
     fn mistakes_are_named() {
-        let e = ConfigFile::parse("[pools.python3]\nmin_wrm = 2\n").unwrap_err();
+        let e = ConfigFile::parse("[pools.python3]\nmin_wrm = 2\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("min_wrm"), "{e}");
-        let e = ConfigFile::parse("[pools.ruby]\nmin_warm = 2\n").unwrap_err();
+        let e = ConfigFile::parse("[pools.ruby]\nmin_warm = 2\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("ruby"), "{e}");
-        let e = ConfigFile::parse("[pools.node]\nbackend = \"kata\"\n").unwrap_err();
+        let e = ConfigFile::parse("[pools.node]\nbackend = \"kata\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("kata"), "{e}");
-        let e = ConfigFile::parse("[pools.node]\nmin_warm = 3\nmax_warm = 1\n").unwrap_err();
+        let e = ConfigFile::parse("[pools.node]\nmin_warm = 3\nmax_warm = 1\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("min_warm 3"), "{e}");
-        let e = ConfigFile::parse("[specialized]\nmax_invocations = 0\n").unwrap_err();
+        let e = ConfigFile::parse("[specialized]\nmax_invocations = 0\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("max_invocations"), "{e}");
-        let e = ConfigFile::parse("pools = 3").unwrap_err();
+        let e = ConfigFile::parse("pools = 3").unwrap_err().to_string();
         assert!(!e.is_empty());
     }
 

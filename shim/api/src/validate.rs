@@ -1,37 +1,60 @@
-//! Input validation for everything that arrives over the API. Each check
-//! returns a message that names the offending input.
+//! Input checks for everything that arrives over the API. Each check
+//! fails with an [`Invalid`] that names the offending input; the daemon
+//! answers it as `invalid_request`.
 
-/// Language runtimes this build can run.
-pub const RUNTIMES: &[&str] = &["python3", "node"];
-/// Handler of Python functions deployed without one.
-pub const DEFAULT_HANDLER: &str = "main.handler";
-/// Handler of Node.js functions deployed without one.
-pub const DEFAULT_NODE_HANDLER: &str = "index.handler";
+use crate::function::FunctionLimits;
+use crate::kinds::{Language, Mode};
 
-/// The handler a function of `runtime` gets when it names none.
-pub fn default_handler(runtime: &str) -> &'static str {
-    match runtime {
-        "node" => DEFAULT_NODE_HANDLER,
-        _ => DEFAULT_HANDLER,
-    }
+/// Why an input was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Invalid {
+    #[error("invalid function name {0:?}: use 1-64 letters, digits, '-' or '_', starting with a letter or digit")]
+    FunctionName(String),
+    #[error("unknown runtime {0:?} (available: python3, node)")]
+    Runtime(String),
+    #[error("mode \"fork\" is not available for runtime {0}: it cannot fork a warm interpreter; use \"specialized\"")]
+    CannotFork(Language),
+    #[error("invalid mode {0:?}: expected \"fork\" or \"specialized\"")]
+    Mode(String),
+    #[error("invalid handler {handler:?}: expected {shape}, e.g. {example}")]
+    Handler {
+        handler: String,
+        shape: &'static str,
+        example: &'static str,
+    },
+    #[error("invalid {what} {value}: must be {lo}..={hi}")]
+    OutOfRange {
+        what: &'static str,
+        value: u64,
+        lo: u64,
+        hi: u64,
+    },
+    #[error("invalid {what} {value}: this emberd allows at most {cap} (emberd {flag})")]
+    OverCap {
+        what: &'static str,
+        value: u64,
+        cap: u64,
+        flag: &'static str,
+    },
+}
+
+/// The runtime named `rt`.
+pub fn runtime(rt: &str) -> Result<Language, Invalid> {
+    Language::by_runtime(rt).ok_or_else(|| Invalid::Runtime(rt.to_string()))
 }
 
 /// `fork` or `specialized`; fork needs a runtime that can fork.
-pub fn mode(m: &str, runtime: &str, can_fork: bool) -> Result<ember_proto::Mode, String> {
-    match m {
-        "specialized" => Ok(ember_proto::Mode::Specialized),
-        "fork" if can_fork => Ok(ember_proto::Mode::Fork),
-        "fork" => Err(format!(
-            "mode \"fork\" is not available for runtime {runtime}: it cannot fork a warm interpreter; use \"specialized\""
-        )),
-        other => Err(format!(
-            "invalid mode {other:?}: expected \"fork\" or \"specialized\""
-        )),
+pub fn mode(m: &str, language: Language) -> Result<Mode, Invalid> {
+    match Mode::by_name(m) {
+        Some(Mode::Fork) if !language.can_fork() => Err(Invalid::CannotFork(language)),
+        Some(mode) => Ok(mode),
+        None => Err(Invalid::Mode(m.to_string())),
     }
 }
+
 pub const MAX_TIMEOUT_MS: u64 = 900_000;
 
-pub fn function_name(name: &str) -> Result<(), String> {
+pub fn function_name(name: &str) -> Result<(), Invalid> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name.as_bytes()[0].is_ascii_alphanumeric()
@@ -41,20 +64,7 @@ pub fn function_name(name: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "invalid function name {name:?}: use 1-64 letters, digits, '-' or '_', starting with a letter or digit"
-        ))
-    }
-}
-
-pub fn runtime(rt: &str) -> Result<(), String> {
-    if RUNTIMES.contains(&rt) {
-        Ok(())
-    } else {
-        Err(format!(
-            "unknown runtime {rt:?} (available: {})",
-            RUNTIMES.join(", ")
-        ))
+        Err(Invalid::FunctionName(name.to_string()))
     }
 }
 
@@ -64,51 +74,41 @@ fn is_identifier(s: &str) -> bool {
         && chars.all(|c| c == '_' || c.is_alphanumeric())
 }
 
+/// A Node.js handler's file part: a relative path without `.` or `..`.
+fn is_node_file(file: &str) -> bool {
+    !file.is_empty()
+        && file.split('/').all(|part| {
+            !part.is_empty()
+                && part != "."
+                && part != ".."
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+        })
+}
+
 /// Python: `module.function`, where module may be dotted
 /// (`pkg.mod.function`). Node.js: `path/to/file.function`, the file under
 /// the code root without its extension.
-pub fn handler(h: &str, language: ember_runtimes::Language) -> Result<(), String> {
+pub fn handler(h: &str, language: Language) -> Result<(), Invalid> {
     let ok = h.len() <= 256
         && match language {
-            ember_runtimes::Language::Python => h.contains('.') && h.split('.').all(is_identifier),
-            ember_runtimes::Language::Node => match h.rsplit_once('.') {
-                Some((file, func)) => {
-                    is_identifier(func)
-                        && !file.is_empty()
-                        && file.split('/').all(|part| {
-                            !part.is_empty()
-                                && part != "."
-                                && part != ".."
-                                && part.bytes().all(|b| {
-                                    b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.'
-                                })
-                        })
-                }
-                None => false,
-            },
+            Language::Python => h.contains('.') && h.split('.').all(is_identifier),
+            Language::Node => h
+                .rsplit_once('.')
+                .is_some_and(|(file, func)| is_identifier(func) && is_node_file(file)),
         };
     if ok {
-        Ok(())
-    } else {
-        let example = match language {
-            ember_runtimes::Language::Python => DEFAULT_HANDLER,
-            ember_runtimes::Language::Node => DEFAULT_NODE_HANDLER,
-        };
-        Err(format!(
-            "invalid handler {h:?}: expected {}, e.g. {example}",
-            match language {
-                ember_runtimes::Language::Python => "module.function",
-                ember_runtimes::Language::Node =>
-                    "file.function (file relative to the code root, no extension)",
-            }
-        ))
+        return Ok(());
     }
-}
-
-pub fn profile(name: &str) -> Result<(), String> {
-    ember_profiles::Profile::by_name(name)
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+    Err(Invalid::Handler {
+        handler: h.to_string(),
+        shape: match language {
+            Language::Python => "module.function",
+            Language::Node => "file.function (file relative to the code root, no extension)",
+        },
+        example: language.default_handler(),
+    })
 }
 
 /// Allowed ranges of the per-function limits (inclusive).
@@ -116,16 +116,21 @@ pub const MEMORY_MB: (u64, u64) = (16, 65_536);
 pub const PIDS: (u64, u64) = (1, 32_768);
 pub const CPU_SHARES: (u64, u64) = (2, 262_144);
 
-fn in_range(what: &str, v: u64, (lo, hi): (u64, u64)) -> Result<(), String> {
-    if (lo..=hi).contains(&v) {
+fn in_range(what: &'static str, value: u64, (lo, hi): (u64, u64)) -> Result<(), Invalid> {
+    if (lo..=hi).contains(&value) {
         Ok(())
     } else {
-        Err(format!("invalid {what} {v}: must be {lo}..={hi}"))
+        Err(Invalid::OutOfRange {
+            what,
+            value,
+            lo,
+            hi,
+        })
     }
 }
 
-/// Per-function limits; output and event caps may not exceed the daemon's.
 /// The most a function may ask for: the operator's caps (emberd flags).
+/// Output and event caps may not exceed the daemon's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FunctionCaps {
     pub memory_mb: u64,
@@ -135,19 +140,28 @@ pub struct FunctionCaps {
     pub max_event_bytes: u64,
 }
 
-/// `v` within the absolute range `(lo, hi)` and under the operator's `cap`
+/// `value` within the absolute range and under the operator's `cap`
 /// (named by its emberd `flag`).
-fn capped(what: &str, v: u64, (lo, hi): (u64, u64), cap: u64, flag: &str) -> Result<(), String> {
-    in_range(what, v, (lo, hi))?;
-    if v > cap {
-        return Err(format!(
-            "invalid {what} {v}: this emberd allows at most {cap} (emberd {flag})"
-        ));
+fn capped(
+    what: &'static str,
+    value: u64,
+    range: (u64, u64),
+    cap: u64,
+    flag: &'static str,
+) -> Result<(), Invalid> {
+    in_range(what, value, range)?;
+    if value > cap {
+        return Err(Invalid::OverCap {
+            what,
+            value,
+            cap,
+            flag,
+        });
     }
     Ok(())
 }
 
-pub fn limits(l: &crate::registry::FunctionLimits, caps: &FunctionCaps) -> Result<(), String> {
+pub fn limits(l: &FunctionLimits, caps: &FunctionCaps) -> Result<(), Invalid> {
     capped(
         "memory_mb",
         l.memory_mb,
@@ -175,14 +189,8 @@ pub fn limits(l: &crate::registry::FunctionLimits, caps: &FunctionCaps) -> Resul
     )
 }
 
-pub fn timeout_ms(t: u64) -> Result<(), String> {
-    if (1..=MAX_TIMEOUT_MS).contains(&t) {
-        Ok(())
-    } else {
-        Err(format!(
-            "invalid timeout_ms {t}: must be 1..={MAX_TIMEOUT_MS}"
-        ))
-    }
+pub fn timeout_ms(t: u64) -> Result<(), Invalid> {
+    in_range("timeout_ms", t, (1, MAX_TIMEOUT_MS))
 }
 
 #[cfg(test)]
@@ -199,7 +207,7 @@ mod tests {
 
     #[test]
     fn handlers() {
-        use ember_runtimes::Language::{Node, Python};
+        use crate::kinds::Language::{Node, Python};
         assert!(handler("main.handler", Python).is_ok());
         assert!(handler("pkg.sub.run_it", Python).is_ok());
         for bad in [
@@ -231,25 +239,31 @@ mod tests {
 
     #[test]
     fn modes() {
-        assert_eq!(mode("fork", "python3", true), Ok(ember_proto::Mode::Fork));
-        assert_eq!(
-            mode("specialized", "node", false),
-            Ok(ember_proto::Mode::Specialized)
-        );
-        assert!(mode("fork", "node", false)
+        assert_eq!(mode("fork", Language::Python), Ok(Mode::Fork));
+        assert_eq!(mode("specialized", Language::Node), Ok(Mode::Specialized));
+        assert!(mode("fork", Language::Node)
             .unwrap_err()
+            .to_string()
             .contains("cannot fork"));
-        assert!(mode("forked", "python3", true)
+        assert!(mode("forked", Language::Python)
             .unwrap_err()
+            .to_string()
             .contains("invalid mode"));
     }
 
     #[test]
     fn runtimes_and_timeouts() {
-        assert!(runtime("python3").is_ok());
-        assert!(runtime("node").is_ok());
-        assert_eq!(default_handler("node"), "index.handler");
-        assert!(runtime("cobol").unwrap_err().contains("python3"));
+        assert_eq!(runtime("python3"), Ok(Language::Python));
+        assert_eq!(runtime("node"), Ok(Language::Node));
+        assert_eq!(Language::Node.default_handler(), "index.handler");
+        assert!(runtime("cobol")
+            .unwrap_err()
+            .to_string()
+            .contains("python3"));
+        assert_eq!(
+            timeout_ms(0).unwrap_err().to_string(),
+            "invalid timeout_ms 0: must be 1..=900000"
+        );
         assert!(timeout_ms(0).is_err());
         assert!(timeout_ms(MAX_TIMEOUT_MS + 1).is_err());
         assert!(timeout_ms(3000).is_ok());
@@ -266,72 +280,64 @@ mod tests {
     }
 
     #[test]
-    fn profiles_and_limits() {
-        assert!(profile("strict").is_ok());
-        assert!(profile("lax").unwrap_err().contains("default, strict"));
-        let ok = crate::registry::FunctionLimits::default();
+    fn limits_are_in_range() {
+        let ok = FunctionLimits::default();
         assert!(limits(&ok, &caps()).is_ok());
         for (bad, word) in [
+            (FunctionLimits { memory_mb: 8, ..ok }, "memory_mb"),
+            (FunctionLimits { pids: 0, ..ok }, "pids"),
             (
-                crate::registry::FunctionLimits { memory_mb: 8, ..ok },
-                "memory_mb",
-            ),
-            (crate::registry::FunctionLimits { pids: 0, ..ok }, "pids"),
-            (
-                crate::registry::FunctionLimits {
+                FunctionLimits {
                     cpu_shares: 1,
                     ..ok
                 },
                 "cpu_shares",
             ),
             (
-                crate::registry::FunctionLimits {
+                FunctionLimits {
                     max_output_bytes: 2 << 20,
                     ..ok
                 },
                 "max_output_bytes",
             ),
             (
-                crate::registry::FunctionLimits {
+                FunctionLimits {
                     max_event_bytes: 0,
                     ..ok
                 },
                 "max_event_bytes",
             ),
         ] {
-            let err = limits(&bad, &caps()).unwrap_err();
+            let err = limits(&bad, &caps()).unwrap_err().to_string();
             assert!(err.contains(word), "{err}");
         }
     }
 
     #[test]
     fn the_operators_caps_bound_what_a_deploy_may_ask() {
-        let ok = crate::registry::FunctionLimits::default();
+        let ok = FunctionLimits::default();
         for (bad, flag) in [
             (
-                crate::registry::FunctionLimits {
+                FunctionLimits {
                     memory_mb: 65_536,
                     ..ok
                 },
                 "--max-function-memory-mb",
             ),
+            (FunctionLimits { pids: 32_768, ..ok }, "--max-function-pids"),
             (
-                crate::registry::FunctionLimits { pids: 32_768, ..ok },
-                "--max-function-pids",
-            ),
-            (
-                crate::registry::FunctionLimits {
+                FunctionLimits {
                     cpu_shares: 262_144,
                     ..ok
                 },
                 "--max-function-cpu-shares",
             ),
         ] {
-            let err = limits(&bad, &caps()).unwrap_err();
+            let err = limits(&bad, &caps()).unwrap_err().to_string();
             assert!(err.contains(flag) && err.contains("at most"), "{err}");
         }
         // At the cap is fine.
-        let at = crate::registry::FunctionLimits {
+        let at = FunctionLimits {
             memory_mb: 4096,
             pids: 1024,
             cpu_shares: 4096,

@@ -1,16 +1,12 @@
 //! The `ember` command line: a thin client of emberd's API.
 
-mod demo;
-mod init;
-mod pack;
-mod phases;
-pub mod terminal;
+use crate::{demo, init, pack, phases, terminal};
 
-use crate::client::{Answer, Client};
-use crate::daemon::DeployOptions;
-use crate::progress;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
+use ember_api::client::{Answer, Client};
+use ember_api::DeployOptions;
+use ember_term as progress;
 use hyper::Method;
 use std::path::PathBuf;
 use terminal::{shown, Stream};
@@ -390,20 +386,23 @@ async fn test(
 }
 
 /// `30s`, `10m`, `2h`, `1d` (or plain seconds) as milliseconds.
-fn parse_age(text: &str) -> std::result::Result<u64, String> {
+/// An age `--since` cannot read.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid age {0:?}: use e.g. 30s, 10m, 2h, 1d")]
+struct BadAge(String);
+
+fn parse_age(text: &str) -> std::result::Result<u64, BadAge> {
     let (num, unit) = text.split_at(
         text.find(|c: char| !c.is_ascii_digit())
             .unwrap_or(text.len()),
     );
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("invalid age {text:?}: use e.g. 30s, 10m, 2h, 1d"))?;
+    let n: u64 = num.parse().map_err(|_| BadAge(text.to_string()))?;
     let secs = match unit {
         "" | "s" => 1,
         "m" => 60,
         "h" => 3600,
         "d" => 86_400,
-        _ => return Err(format!("invalid age {text:?}: use e.g. 30s, 10m, 2h, 1d")),
+        _ => return Err(BadAge(text.to_string())),
     };
     Ok(n * secs * 1000)
 }
@@ -415,7 +414,7 @@ async fn logs(
     since_ms: Option<u64>,
     limit: usize,
 ) -> Result<()> {
-    let mut since = since_ms.map(|age| crate::registry::now_ms() - age as i64);
+    let mut since = since_ms.map(|age| now_ms() - age as i64);
     let mut seen = std::collections::HashSet::new();
     loop {
         let path = match since {
@@ -455,7 +454,7 @@ async fn logs(
         }
         // Later polls only need what started in the last minute or since
         // the first shown (a long invocation finishes late).
-        since = Some(crate::registry::now_ms() - 60_000);
+        since = Some(now_ms() - 60_000);
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
 }
@@ -705,4 +704,12 @@ async fn sandboxes(client: &Client, json: bool) -> Result<()> {
         rows,
     );
     Ok(())
+}
+
+/// Unix milliseconds now.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }

@@ -5,9 +5,9 @@
 //! against the following ones (forked from its function zygote, which
 //! imported it once); and stops the daemon, which removes its sandboxes.
 
-use crate::client::Client;
-use crate::progress;
 use anyhow::{bail, Context, Result};
+use ember_api::client::Client;
+use ember_term as progress;
 use hyper::Method;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -194,7 +194,7 @@ async fn deploy(client: &Client, name: &str, dir: &Path, source: &str) -> Result
             Method::PUT,
             &format!("/v1/functions/{name}?timeout_ms=2000"),
             Some("application/gzip"),
-            super::pack::tar_gz(dir)?,
+            crate::pack::tar_gz(dir)?,
         )
         .await?;
     if !a.status.is_success() {

@@ -1,7 +1,7 @@
 //! `ember init` and the function manifest (`ember.json`).
 
-use crate::daemon::DeployOptions;
 use anyhow::{bail, Context, Result};
+use ember_api::DeployOptions;
 use std::path::Path;
 
 pub const MANIFEST: &str = "ember.json";
@@ -58,12 +58,12 @@ exports.handler = async (event, context) => {
 "#;
 
 pub fn run(dir: &Path, runtime: &str) -> Result<()> {
-    crate::validate::runtime(runtime).map_err(anyhow::Error::msg)?;
+    let language = ember_api::validate::runtime(runtime)?;
     let name = dir
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .context("init needs a directory name")?;
-    crate::validate::function_name(&name).map_err(anyhow::Error::msg)?;
+    ember_api::validate::function_name(&name)?;
     if dir.exists() && std::fs::read_dir(dir)?.next().is_some() {
         bail!("{} already exists and is not empty", dir.display());
     }
@@ -76,7 +76,7 @@ pub fn run(dir: &Path, runtime: &str) -> Result<()> {
     let manifest = serde_json::json!({
         "name": name,
         "runtime": runtime,
-        "handler": crate::validate::default_handler(runtime),
+        "handler": language.default_handler(),
         "mode": mode,
         "timeout_ms": 3000,
         "profile": "default",

@@ -1,7 +1,14 @@
 //! ember: the CLI for emberd. See `ember --help`.
 
 use clap::Parser;
-use ember_shim::cli::{run, Cli};
+mod commands;
+mod demo;
+mod init;
+mod pack;
+mod phases;
+mod terminal;
+
+use commands::{run, Cli};
 
 fn main() {
     let cli = Cli::parse();
@@ -20,7 +27,7 @@ fn main() {
         let text = format!("{e:#}");
         eprintln!(
             "error: {}",
-            ember_shim::cli::terminal::shown(&text, ember_shim::cli::terminal::Stream::Stderr)
+            terminal::shown(&text, terminal::Stream::Stderr)
         );
         std::process::exit(1);
     }

@@ -9,10 +9,12 @@
 
 use crate::daemon::{CodeSource, Daemon, DeployError};
 use crate::registry::FunctionSettings;
+use crate::settings::Settings;
+use ember_api::Language;
 use ember_injector::{copy_tree, digest::digest_tree, unpack_tar_gz, CopyRule, Digest, Pin};
 use ember_injector::{StoreError, UnpackLimits};
 use ember_runtimes::build::{BuildDir, BuildError};
-use ember_runtimes::{Interpreter, Language};
+use ember_runtimes::Interpreter;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -29,27 +31,27 @@ impl Daemon {
         settings: &FunctionSettings,
         code: CodeSource,
     ) -> Result<Pin, DeployError> {
-        let language = Language::by_runtime(&settings.runtime).ok_or_else(|| {
-            DeployError::Invalid(format!("unknown runtime {:?}", settings.runtime))
-        })?;
+        let language = settings.runtime;
         let backend = settings
             .backend
-            .clone()
-            .unwrap_or_else(|| self.default_backend(&settings.runtime).to_string());
-        let build = self.build_config(&backend).ok_or_else(|| {
-            DeployError::Invalid(format!("backend {backend:?} is not running in this emberd"))
-        })?;
+            .unwrap_or_else(|| self.default_backend(language));
+        let build = self
+            .build_config(backend)
+            .ok_or_else(|| DeployError::BackendNotRunning {
+                backend: backend.to_string(),
+                running: String::new(),
+            })?;
         // Builds are CPU- and memory-heavy: a few at a time.
         let _slot = self.build_slots.acquire().await;
         let id = format!(
             "ember-{}-build-{:06}",
-            self.tag,
+            self.settings.tag,
             BUILD_SEQ.fetch_add(1, Ordering::Relaxed) % 1_000_000
         );
         let dir = BuildDir::create(build, &id)?;
         let work = dir.work();
         let limits = UnpackLimits {
-            max_bytes: self.cfg.max_unpacked_code_bytes,
+            max_bytes: self.settings.max_unpacked_code_bytes,
             ..UnpackLimits::default()
         };
         let unpacked = blocking(move || unpack_into(code, &work, limits)).await?;
@@ -75,8 +77,8 @@ impl Daemon {
         let interpreter = Interpreter {
             language,
             path: match language {
-                Language::Python => self.cfg.python.clone(),
-                Language::Node => self.cfg.node.clone(),
+                Language::Python => self.settings.python.clone(),
+                Language::Node => self.settings.node.clone(),
             },
         };
         self.check_inputs(language, &dir.work())?;
@@ -108,13 +110,8 @@ impl Daemon {
             return Ok(());
         }
         let has = ember_runtimes::deps::check_requirements(tree)?;
-        if has && self.cfg.wheels_dir.is_none() {
-            return Err(DeployError::Invalid(
-                "the function has a requirements.txt, but this emberd installs packages only \
-                 from an operator's wheel directory (emberd --wheels-dir): deploy builds have \
-                 no network"
-                    .into(),
-            ));
+        if has && self.settings.builds.wheels_dir.is_none() {
+            return Err(DeployError::NoWheels);
         }
         Ok(())
     }
@@ -126,10 +123,7 @@ fn unpack_into(code: CodeSource, work: &Path, limits: UnpackLimits) -> Result<()
         CodeSource::TarGz(bytes) => unpack_tar_gz(&bytes, work, limits)?,
         CodeSource::Path(path) => {
             if !path.is_absolute() {
-                return Err(DeployError::Invalid(format!(
-                    "code path {} must be absolute",
-                    path.display()
-                )));
+                return Err(DeployError::RelativePath(path));
             }
             copy_tree(&path, work, limits, CopyRule::HostDir)?
         }
@@ -158,22 +152,21 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, DeployError> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| DeployError::Invalid(format!("deploy task failed: {e}")))
+        .map_err(DeployError::Task)
 }
 
 /// The build settings of a backend, from emberd's flags.
-pub(crate) fn build_limits(
-    cfg: &crate::config::DaemonConfig,
-) -> ember_runtimes::build::BuildLimits {
+pub(crate) fn build_limits(settings: &Settings) -> ember_runtimes::build::BuildLimits {
+    let b = &settings.builds;
     ember_runtimes::build::BuildLimits {
-        memory_bytes: cfg.build_memory_mb * 1024 * 1024,
-        pids: cfg.build_pids,
-        disk_bytes: cfg.build_disk_mb * 1024 * 1024,
-        timeout: std::time::Duration::from_millis(cfg.build_timeout_ms),
+        memory_bytes: b.memory_mb * 1024 * 1024,
+        pids: b.pids,
+        disk_bytes: b.disk_mb * 1024 * 1024,
+        timeout: std::time::Duration::from_millis(b.timeout_ms),
     }
 }
 
 /// Where a build's wheels come from (bound read-only into it).
-pub(crate) fn wheels(cfg: &crate::config::DaemonConfig) -> Option<PathBuf> {
-    cfg.wheels_dir.clone()
+pub(crate) fn wheels(settings: &Settings) -> Option<PathBuf> {
+    settings.builds.wheels_dir.clone()
 }

@@ -12,8 +12,8 @@
 //! flight once it grows past a limit. Only the newest `retention` records
 //! are kept.
 
+pub use ember_api::records::InvocationRecord;
 use rusqlite::{params, Connection};
-use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::io::{BufRead, Write as _};
 use std::path::{Path, PathBuf};
@@ -31,58 +31,6 @@ pub enum HistoryError {
         path: PathBuf,
         source: std::io::Error,
     },
-}
-
-/// One invocation as stored and as the API shows it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct InvocationRecord {
-    pub id: String,
-    pub function: String,
-    /// Code digest the invocation ran (the deploy's version).
-    pub digest: String,
-    pub sandbox: Option<String>,
-    pub backend: Option<String>,
-    pub start: Option<String>,
-    pub mode: Option<String>,
-    /// `running`, `interrupted`, an invocation outcome (`ok`,
-    /// `handler_error`, `timeout`, ...) or an API error code.
-    pub outcome: String,
-    pub error: Option<String>,
-    pub timings_us: Option<serde_json::Value>,
-    pub stdout: String,
-    pub stderr: String,
-    pub stdout_bytes: u64,
-    pub stderr_bytes: u64,
-    pub result_bytes: u64,
-    /// Unix milliseconds.
-    pub started_at: i64,
-    pub finished_at: Option<i64>,
-}
-
-impl InvocationRecord {
-    /// A record of an invocation that has just started, nothing known yet
-    /// but what it runs.
-    pub fn started(id: &str, function: &str, digest: &str, started_at: i64) -> InvocationRecord {
-        InvocationRecord {
-            id: id.to_string(),
-            function: function.to_string(),
-            digest: digest.to_string(),
-            sandbox: None,
-            backend: None,
-            start: None,
-            mode: None,
-            outcome: "running".into(),
-            error: None,
-            timings_us: None,
-            stdout: String::new(),
-            stderr: String::new(),
-            stdout_bytes: 0,
-            stderr_bytes: 0,
-            result_bytes: 0,
-            started_at,
-            finished_at: None,
-        }
-    }
 }
 
 enum Write {

@@ -4,7 +4,7 @@
 //! injection failures. Counters live here; pool gauges are read from the
 //! pools when scraped.
 
-use crate::pool::PoolStatus;
+use ember_api::{Backend, Language, PoolStatus, StartKind, Timings};
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;
@@ -18,9 +18,19 @@ const BUCKETS: &[f64] = &[
     5.0, 10.0,
 ];
 
-/// Phases of `timings_us` that get a histogram.
-pub const PHASES: &[&str] = &[
-    "queue", "create", "thaw", "inject", "run", "confine", "cleanup", "total",
+/// Phases of `timings_us` that get a histogram, and how to read each.
+/// Reads one phase of an invocation's timings.
+type PhaseField = fn(&Timings) -> u64;
+
+const PHASES: [(&str, PhaseField); 8] = [
+    ("queue", |t| t.queue),
+    ("create", |t| t.create),
+    ("thaw", |t| t.thaw),
+    ("inject", |t| t.inject),
+    ("run", |t| t.run),
+    ("confine", |t| t.confine),
+    ("cleanup", |t| t.cleanup),
+    ("total", |t| t.total),
 ];
 
 #[derive(Default)]
@@ -50,7 +60,7 @@ struct Inner {
     /// (function, outcome) -> count
     invocations: BTreeMap<(String, String), u64>,
     /// (runtime, backend, start kind) -> count
-    starts: BTreeMap<(String, String, String), u64>,
+    starts: BTreeMap<(&'static str, &'static str, &'static str), u64>,
     /// phase -> histogram
     phases: BTreeMap<&'static str, Histogram>,
     /// failure phase (inject, thaw, limits, run, ...) -> count
@@ -90,18 +100,23 @@ impl Metrics {
     }
 
     /// A sandbox taken for an invocation, and the invocation's timings.
-    pub fn timings(&self, runtime: &str, backend: &str, start: &str, timings: &serde_json::Value) {
+    pub fn timings(
+        &self,
+        runtime: Language,
+        backend: Backend,
+        start: StartKind,
+        timings: &Timings,
+    ) {
         let mut m = self.lock();
-        *m.starts
-            .entry((runtime.to_string(), backend.to_string(), start.to_string()))
-            .or_default() += 1;
-        for phase in PHASES {
-            if let Some(us) = timings[phase].as_u64() {
-                if *phase == "create" && us == 0 {
-                    continue;
-                }
-                m.phases.entry(phase).or_default().observe(us as f64 / 1e6);
+        let key = (runtime.runtime_name(), backend.as_str(), start.as_str());
+        *m.starts.entry(key).or_default() += 1;
+        for (phase, read) in PHASES {
+            let us = read(timings);
+            // Only cold starts create a sandbox.
+            if phase == "create" && us == 0 {
+                continue;
             }
+            m.phases.entry(phase).or_default().observe(us as f64 / 1e6);
         }
     }
 
@@ -121,134 +136,152 @@ impl Metrics {
 
     /// The exposition text, with the pools' current state.
     pub fn render(&self, pools: &[PoolStatus]) -> String {
-        let m = self.lock();
         let mut out = String::new();
-        family(
-            &mut out,
-            "ember_invocations_total",
-            "counter",
-            "Invocations by function and outcome (an API error code when refused before running).",
-        );
-        for ((f, o), n) in &m.invocations {
-            let _ = writeln!(
-                out,
-                "ember_invocations_total{{function=\"{}\",outcome=\"{}\"}} {n}",
-                escape(f),
-                escape(o)
-            );
+        {
+            let m = self.lock();
+            render_counts(&m, &mut out);
+            render_phases(&m, &mut out);
         }
-        family(
-            &mut out,
-            "ember_starts_total",
-            "counter",
-            "Sandboxes taken for invocations, by start kind (warm, hot, cold).",
-        );
-        for ((rt, b, k), n) in &m.starts {
-            let _ = writeln!(
-                out,
-                "ember_starts_total{{runtime=\"{rt}\",backend=\"{b}\",start=\"{k}\"}} {n}"
-            );
-        }
-        family(&mut out,
-            "ember_invocation_phase_seconds",
-            "histogram",
-            "Time per invocation phase (queue, create, thaw, inject, run, confine, cleanup, total).",
-        );
-        for (phase, h) in &m.phases {
-            for (i, b) in BUCKETS.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "ember_invocation_phase_seconds_bucket{{phase=\"{phase}\",le=\"{b}\"}} {}",
-                    h.counts.get(i).copied().unwrap_or(0)
-                );
-            }
-            let _ = writeln!(
-                out,
-                "ember_invocation_phase_seconds_bucket{{phase=\"{phase}\",le=\"+Inf\"}} {}\n\
-                 ember_invocation_phase_seconds_sum{{phase=\"{phase}\"}} {}\n\
-                 ember_invocation_phase_seconds_count{{phase=\"{phase}\"}} {}",
-                h.count, h.sum, h.count
-            );
-        }
-        family(&mut out,
-            "ember_sandbox_failures_total",
-            "counter",
-            "Sandboxes that failed during an invocation, by phase (inject counts injection failures).",
-        );
-        for (phase, n) in &m.failures {
-            let _ = writeln!(out, "ember_sandbox_failures_total{{phase=\"{phase}\"}} {n}");
-        }
-        family(
-            &mut out,
-            "ember_zygote_inits_total",
-            "counter",
-            "Function zygote inits (a fork-mode sandbox bound to its function), by outcome.",
-        );
-        for (o, n) in &m.zygote_inits {
-            let _ = writeln!(out, "ember_zygote_inits_total{{outcome=\"{o}\"}} {n}");
-        }
-        drop(m);
-        let gauges: [(&str, &str, PoolField); 5] = [
-            ("ember_pool_sandboxes", "idle", |p| p.idle as u64),
-            ("ember_pool_sandboxes", "bound", |p| p.bound as u64),
-            ("ember_pool_sandboxes", "busy", |p| p.busy as u64),
-            ("ember_pool_sandboxes", "creating", |p| p.creating as u64),
-            ("ember_pool_sandboxes", "target", |p| p.target as u64),
-        ];
-        family(&mut out,
-            "ember_pool_sandboxes",
-            "gauge",
-            "Sandboxes of each pool by state (idle includes bound; target is the generic sandboxes wanted).",
-        );
-        for p in pools {
-            for (name, state, get) in &gauges {
-                let _ = writeln!(
-                    out,
-                    "{name}{{runtime=\"{}\",backend=\"{}\",state=\"{state}\"}} {}",
-                    p.runtime,
-                    p.backend,
-                    get(p)
-                );
-            }
-        }
-        let counters: [(&str, &str, PoolField); 5] = [
-            ("ember_sandboxes_created_total", "Sandboxes created.", |p| {
-                p.created_total
-            }),
-            (
-                "ember_sandboxes_destroyed_total",
-                "Sandboxes destroyed.",
-                |p| p.destroyed_total,
-            ),
-            (
-                "ember_sandbox_create_failures_total",
-                "Sandbox creations that failed.",
-                |p| p.create_failures_total,
-            ),
-            (
-                "ember_sandboxes_recycled_total",
-                "Specialized sandboxes recycled.",
-                |p| p.recycled_total,
-            ),
-            (
-                "ember_sandboxes_adopted_total",
-                "External sandboxes adopted.",
-                |p| p.adopted_total,
-            ),
-        ];
-        for (name, help, get) in &counters {
-            family(&mut out, name, "counter", help);
-            for p in pools {
-                let _ = writeln!(
-                    out,
-                    "{name}{{runtime=\"{}\",backend=\"{}\"}} {}",
-                    p.runtime,
-                    p.backend,
-                    get(p)
-                );
-            }
-        }
+        render_pools(pools, &mut out);
         out
+    }
+}
+
+/// Invocations, starts, sandbox failures and zygote inits.
+fn render_counts(m: &Inner, out: &mut String) {
+    family(
+        out,
+        "ember_invocations_total",
+        "counter",
+        "Invocations by function and outcome (an API error code when refused before running).",
+    );
+    for ((f, o), n) in &m.invocations {
+        let _ = writeln!(
+            out,
+            "ember_invocations_total{{function=\"{}\",outcome=\"{}\"}} {n}",
+            escape(f),
+            escape(o)
+        );
+    }
+    family(
+        out,
+        "ember_starts_total",
+        "counter",
+        "Sandboxes taken for invocations, by start kind (warm, hot, cold).",
+    );
+    for ((rt, b, k), n) in &m.starts {
+        let _ = writeln!(
+            out,
+            "ember_starts_total{{runtime=\"{rt}\",backend=\"{b}\",start=\"{k}\"}} {n}"
+        );
+    }
+    family(
+        out,
+        "ember_sandbox_failures_total",
+        "counter",
+        "Sandboxes that failed during an invocation, by phase (inject counts injection failures).",
+    );
+    for (phase, n) in &m.failures {
+        let _ = writeln!(out, "ember_sandbox_failures_total{{phase=\"{phase}\"}} {n}");
+    }
+    family(
+        out,
+        "ember_zygote_inits_total",
+        "counter",
+        "Function zygote inits (a fork-mode sandbox bound to its function), by outcome.",
+    );
+    for (o, n) in &m.zygote_inits {
+        let _ = writeln!(out, "ember_zygote_inits_total{{outcome=\"{o}\"}} {n}");
+    }
+}
+
+/// A histogram per invocation phase.
+fn render_phases(m: &Inner, out: &mut String) {
+    family(
+        out,
+        "ember_invocation_phase_seconds",
+        "histogram",
+        "Time per invocation phase (queue, create, thaw, inject, run, confine, cleanup, total).",
+    );
+    for (phase, h) in &m.phases {
+        for (i, b) in BUCKETS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "ember_invocation_phase_seconds_bucket{{phase=\"{phase}\",le=\"{b}\"}} {}",
+                h.counts.get(i).copied().unwrap_or(0)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "ember_invocation_phase_seconds_bucket{{phase=\"{phase}\",le=\"+Inf\"}} {}\n\
+             ember_invocation_phase_seconds_sum{{phase=\"{phase}\"}} {}\n\
+             ember_invocation_phase_seconds_count{{phase=\"{phase}\"}} {}",
+            h.count, h.sum, h.count
+        );
+    }
+}
+
+/// Each pool's gauges and counters, read when scraped.
+fn render_pools(pools: &[PoolStatus], out: &mut String) {
+    let gauges: [(&str, &str, PoolField); 5] = [
+        ("ember_pool_sandboxes", "idle", |p| p.idle as u64),
+        ("ember_pool_sandboxes", "bound", |p| p.bound as u64),
+        ("ember_pool_sandboxes", "busy", |p| p.busy as u64),
+        ("ember_pool_sandboxes", "creating", |p| p.creating as u64),
+        ("ember_pool_sandboxes", "target", |p| p.target as u64),
+    ];
+    family(out,
+        "ember_pool_sandboxes",
+        "gauge",
+        "Sandboxes of each pool by state (idle includes bound; target is the generic sandboxes wanted).",
+    );
+    for p in pools {
+        for (name, state, get) in &gauges {
+            let _ = writeln!(
+                out,
+                "{name}{{runtime=\"{}\",backend=\"{}\",state=\"{state}\"}} {}",
+                p.runtime,
+                p.backend,
+                get(p)
+            );
+        }
+    }
+    let counters: [(&str, &str, PoolField); 5] = [
+        ("ember_sandboxes_created_total", "Sandboxes created.", |p| {
+            p.created_total
+        }),
+        (
+            "ember_sandboxes_destroyed_total",
+            "Sandboxes destroyed.",
+            |p| p.destroyed_total,
+        ),
+        (
+            "ember_sandbox_create_failures_total",
+            "Sandbox creations that failed.",
+            |p| p.create_failures_total,
+        ),
+        (
+            "ember_sandboxes_recycled_total",
+            "Specialized sandboxes recycled.",
+            |p| p.recycled_total,
+        ),
+        (
+            "ember_sandboxes_adopted_total",
+            "External sandboxes adopted.",
+            |p| p.adopted_total,
+        ),
+    ];
+    for (name, help, get) in &counters {
+        family(out, name, "counter", help);
+        for p in pools {
+            let _ = writeln!(
+                out,
+                "{name}{{runtime=\"{}\",backend=\"{}\"}} {}",
+                p.runtime,
+                p.backend,
+                get(p)
+            );
+        }
     }
 }
 
@@ -259,18 +292,18 @@ mod tests {
     #[test]
     fn histograms_are_cumulative() {
         let m = Metrics::default();
-        m.timings(
-            "python3",
-            "runc",
-            "hot",
-            &serde_json::json!({"run": 800, "total": 1_500, "create": 0}),
-        );
-        m.timings(
-            "python3",
-            "runc",
-            "cold",
-            &serde_json::json!({"run": 30_000, "total": 60_000}),
-        );
+        let hot = Timings {
+            run: 800,
+            total: 1_500,
+            ..Timings::default()
+        };
+        m.timings(Language::Python, Backend::Runc, StartKind::Hot, &hot);
+        let cold = Timings {
+            run: 30_000,
+            total: 60_000,
+            ..Timings::default()
+        };
+        m.timings(Language::Python, Backend::Runc, StartKind::Cold, &cold);
         m.invocation("f\"x", "ok");
         let text = m.render(&[]);
         assert!(

@@ -1,9 +1,9 @@
 //! The function registry: one SQLite database under the state dir, so a
 //! restarted daemon knows every deployed function.
 
-use ember_proto::Mode;
+pub use ember_api::FunctionRecord;
+use ember_api::{Backend, FunctionLimits, Language, Mode};
 use rusqlite::{params, Connection, OptionalExtension};
-use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -16,89 +16,22 @@ pub enum RegistryError {
     },
 }
 
-/// What one invocation of a function may use. Stored with the function;
-/// rows from before limits existed read as the defaults.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(default)]
-pub struct FunctionLimits {
-    /// Memory for the function's worker, on top of what the idle sandbox
-    /// uses. Over it, the worker is OOM-killed (`oom`).
-    pub memory_mb: u64,
-    /// Processes and threads the function may have at once, its worker
-    /// included. Over it, fork fails (`pids`).
-    pub pids: u64,
-    /// CPU weight against other sandboxes (cgroup v1 shares, 1024 normal).
-    pub cpu_shares: u64,
-    /// Cap for each of stdout and stderr; the rest is dropped and a marker
-    /// says so (`output_truncated`).
-    pub max_output_bytes: u64,
-    /// Largest event accepted for this function (413 above it).
-    pub max_event_bytes: u64,
-}
-
-impl Default for FunctionLimits {
-    fn default() -> Self {
-        FunctionLimits {
-            memory_mb: 256,
-            pids: 64,
-            cpu_shares: 1024,
-            max_output_bytes: 1024 * 1024,
-            max_event_bytes: 6 * 1024 * 1024,
-        }
-    }
-}
-
 /// Everything a deploy sets besides the code.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FunctionSettings {
-    pub runtime: String,
+    pub runtime: Language,
     pub handler: String,
     pub timeout_ms: u64,
     /// Sandbox profile (`default`, `strict`).
     pub profile: String,
     /// Backend of its sandboxes; `None`: the daemon's default.
-    pub backend: Option<String>,
+    pub backend: Option<Backend>,
     /// Fork (a fresh worker per invocation) or specialized.
     pub mode: Mode,
     /// Fork mode: once warm, fork workers from a function zygote that has
     /// imported the handler (false: every worker imports it afresh).
     pub zygote: bool,
     pub limits: FunctionLimits,
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct FunctionRecord {
-    pub name: String,
-    pub runtime: String,
-    pub handler: String,
-    pub timeout_ms: u64,
-    pub profile: String,
-    /// Backend of its sandboxes; absent: the daemon's default.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub backend: Option<String>,
-    pub mode: Mode,
-    /// Fork mode: workers fork from a function zygote once it is warm.
-    pub zygote: bool,
-    pub limits: FunctionLimits,
-    /// Hex SHA-256 of the code tree in the store.
-    pub digest: String,
-    /// Unix milliseconds.
-    pub created_at: i64,
-    pub updated_at: i64,
-}
-
-impl FunctionRecord {
-    /// The key of sandboxes bound to this deploy (a specialized runner or
-    /// a function zygote): a redeploy changes it, so no bound sandbox ever
-    /// serves code it did not load.
-    pub fn binding_key(&self) -> String {
-        format!(
-            "{}@{}-{}",
-            self.name,
-            self.updated_at,
-            &self.digest[..12.min(self.digest.len())]
-        )
-    }
 }
 
 pub struct Registry {
@@ -200,7 +133,7 @@ impl Registry {
                     zygote = ?12",
                 params![
                     name,
-                    settings.runtime,
+                    settings.runtime.runtime_name(),
                     settings.handler,
                     settings.timeout_ms as i64,
                     digest,
@@ -208,7 +141,7 @@ impl Registry {
                     now,
                     settings.profile,
                     limits,
-                    settings.backend,
+                    settings.backend.map(Backend::as_str),
                     settings.mode.as_str(),
                     settings.zygote
                 ],
@@ -216,11 +149,11 @@ impl Registry {
         })?;
         let rec = FunctionRecord {
             name: name.to_string(),
-            runtime: settings.runtime.clone(),
+            runtime: settings.runtime,
             handler: settings.handler.clone(),
             timeout_ms: settings.timeout_ms,
             profile: settings.profile.clone(),
-            backend: settings.backend.clone(),
+            backend: settings.backend,
             mode: settings.mode,
             zygote: settings.zygote,
             limits: settings.limits,
@@ -271,7 +204,7 @@ impl Registry {
 fn row_to_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<FunctionRecord> {
     Ok(FunctionRecord {
         name: r.get(0)?,
-        runtime: r.get(1)?,
+        runtime: language(r, 1)?,
         handler: r.get(2)?,
         timeout_ms: r.get::<_, i64>(3)? as u64,
         digest: r.get(4)?,
@@ -281,12 +214,25 @@ fn row_to_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<FunctionRecord> {
         // A row this daemon cannot read back is a bug, but it must not
         // make the function unusable: fall back to the defaults.
         limits: serde_json::from_str(&r.get::<_, String>(8)?).unwrap_or_default(),
-        backend: r.get(9)?,
-        mode: match r.get::<_, String>(10)?.as_str() {
-            "specialized" => Mode::Specialized,
-            _ => Mode::Fork,
-        },
+        backend: r
+            .get::<_, Option<String>>(9)?
+            .as_deref()
+            .and_then(Backend::by_name),
+        mode: Mode::by_name(&r.get::<_, String>(10)?).unwrap_or_default(),
         zygote: r.get(11)?,
+    })
+}
+
+/// Column `i` as a language runtime; one this daemon does not know is
+/// an error (a row written by a newer emberd).
+fn language(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Language> {
+    let name: String = r.get(i)?;
+    Language::by_runtime(&name).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            i,
+            rusqlite::types::Type::Text,
+            format!("unknown runtime {name:?}").into(),
+        )
     })
 }
 
@@ -296,7 +242,7 @@ mod tests {
 
     fn settings(handler: &str, timeout_ms: u64) -> FunctionSettings {
         FunctionSettings {
-            runtime: "python3".into(),
+            runtime: Language::Python,
             handler: handler.into(),
             timeout_ms,
             profile: "default".into(),

@@ -6,27 +6,9 @@
 //! Kept per deploy (`function@deploy` key, as bound sandboxes are): a
 //! redeploy starts over. Kept in memory: a restarted emberd tries again.
 
-use serde::Serialize;
+pub use ember_api::ZygoteState;
 use std::collections::HashMap;
 use std::sync::Mutex;
-
-/// The zygote state of one deploy, as `GET /v1/functions/{name}` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case", tag = "state")]
-pub enum ZygoteState {
-    /// Not tried yet: the first invocation runs by hot swap, the sandbox
-    /// is bound after it.
-    Pending,
-    /// At least one sandbox holds a function zygote; `init_us` is how
-    /// long its module init took.
-    Ready { init_us: u64 },
-    /// Invocations import the handler afresh: the init failed or was
-    /// unsafe to fork (`outcome`, e.g. `init_unsafe`; `reason`).
-    Fallback { outcome: String, reason: String },
-    /// The deploy turned zygotes off (`zygote: false`), the function runs
-    /// in specialized mode, or emberd runs with `--no-function-zygotes`.
-    Off,
-}
 
 #[derive(Default)]
 pub struct ZygoteBook {

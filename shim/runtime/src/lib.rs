@@ -170,7 +170,7 @@ pub struct Delegate {
 impl Delegate {
     /// `EMBER_RUNTIME_DELEGATE` (and `EMBER_RUNTIME_DELEGATE_ARGS`,
     /// space-separated), else the config file's `[ember_runtime]`, else runc.
-    pub fn configured(file: &crate::config_file::ConfigFile) -> Delegate {
+    pub fn configured(file: &ember_api::config_file::ConfigFile) -> Delegate {
         let env_binary = std::env::var_os("EMBER_RUNTIME_DELEGATE").filter(|v| !v.is_empty());
         let env_args = std::env::var("EMBER_RUNTIME_DELEGATE_ARGS").ok();
         let section = &file.ember_runtime;
@@ -357,12 +357,8 @@ pub fn make_sandbox(
     runtime: &str,
     agent: &Path,
 ) -> Result<(), String> {
-    let language = ember_runtimes::Language::by_runtime(runtime).ok_or_else(|| {
-        format!(
-            "unknown runtime (known: {})",
-            crate::validate::RUNTIMES.join(", ")
-        )
-    })?;
+    let language = ember_runtimes::Language::by_runtime(runtime)
+        .ok_or_else(|| format!("unknown runtime (known: {})", "python3, node"))?;
     if !agent.is_file() {
         return Err(format!(
             "ember-agent {} does not exist (set EMBER_AGENT, or run scripts/setup)",
@@ -506,7 +502,7 @@ pub fn register_if_sandbox(
         .enable_all()
         .build()
         .map_err(|e| fail(e.to_string()))?;
-    let client = crate::client::Client::new(socket);
+    let client = ember_api::client::Client::new(socket);
     let answer = rt
         .block_on(client.request(
             hyper::Method::POST,
@@ -735,7 +731,7 @@ mod tests {
 
     #[test]
     fn the_delegate_is_runc_unless_configured() {
-        let none = crate::config_file::ConfigFile::default();
+        let none = ember_api::config_file::ConfigFile::default();
         // Only meaningful when the environment does not name one.
         if std::env::var_os("EMBER_RUNTIME_DELEGATE").is_none() {
             let d = Delegate::configured(&none);

@@ -1,11 +1,11 @@
 //! `ember-runtime`: runc's command line with ember's sandbox profiles, for
 //! containerd (runc v2 shim, `BinaryName`) and Docker (`--runtime`). See
-//! `ember_shim::oci_runtime` and docs/containerd.md.
+//! the `ember_oci_runtime` library and docs/containerd.md.
 
 use clap::Parser;
-use ember_shim::config_file::ConfigFile;
-use ember_shim::oci_runtime::exec::{self, ExecPlan};
-use ember_shim::oci_runtime::{
+use ember_api::config_file::ConfigFile;
+use ember_oci_runtime::exec::{self, ExecPlan};
+use ember_oci_runtime::{
     apply_profile_to_bundle, emberd_socket, register_if_sandbox, report_error, Delegate,
     RuntimeCli, RuntimeCliError,
 };

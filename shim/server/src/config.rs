@@ -1,7 +1,13 @@
-//! emberd's configuration: the command line (with defaults), and what is
-//! derived from it (paths, the instance tag).
+//! emberd's command line (with defaults), and the core's [`Settings`]
+//! built from it and the config file.
 
 use clap::Parser;
+use ember_api::config_file::{ConfigFile, ConfigFileError};
+use ember_api::validate::{FunctionCaps, Invalid};
+use ember_api::{Backend, Language};
+use ember_core::settings::{BuildDefaults, PoolDefaults, Settings};
+use ember_runtimes::cgroup::Budget;
+use ember_runtimes::userns::IdRange;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Parser)]
@@ -51,7 +57,7 @@ pub struct DaemonConfig {
     /// node). A runtime whose interpreter is not installed is skipped with
     /// a warning.
     #[arg(long, default_value = "python3,node", value_delimiter = ',', value_parser = parse_runtime)]
-    pub runtimes: Vec<String>,
+    pub runtimes: Vec<Language>,
 
     /// Warm (paused) sandboxes kept ready per pool even when idle
     /// (`min_warm`).
@@ -109,7 +115,7 @@ pub struct DaemonConfig {
     /// pool per language runtime; the first is the default for functions
     /// deployed without a `backend`.
     #[arg(long, default_value = "runc", value_delimiter = ',', value_parser = parse_backend)]
-    pub backend: Vec<String>,
+    pub backend: Vec<Backend>,
 
     /// The runtime binary of the first backend (default: the backend's
     /// name, from PATH).
@@ -248,84 +254,111 @@ pub struct DaemonConfig {
     pub sandbox_profile: String,
 }
 
-fn parse_runtime(name: &str) -> Result<String, String> {
-    crate::validate::runtime(name).map(|_| name.to_string())
+fn parse_runtime(name: &str) -> Result<Language, Invalid> {
+    ember_api::validate::runtime(name)
 }
 
-fn parse_backend(name: &str) -> Result<String, String> {
-    if ember_runtimes::BACKEND_NAMES.contains(&name) {
-        Ok(name.to_string())
-    } else {
-        Err(format!(
-            "unknown backend {name:?} (known: {})",
-            ember_runtimes::BACKEND_NAMES.join(", ")
-        ))
-    }
+/// A backend name `--backend` does not know.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown backend {0:?} (known: runc, crun, runsc, libcontainer)")]
+pub struct UnknownBackend(String);
+
+fn parse_backend(name: &str) -> Result<Backend, UnknownBackend> {
+    Backend::by_name(name).ok_or_else(|| UnknownBackend(name.to_string()))
+}
+
+fn parse_profile(name: &str) -> Result<String, ember_profiles::ProfileError> {
+    ember_profiles::Profile::by_name(name).map(|p| p.name.to_string())
+}
+
+/// Why the flags do not make settings.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(transparent)]
+    File(#[from] ConfigFileError),
+    #[error("ember-agent {0} does not exist")]
+    AgentMissing(PathBuf),
+    #[error("ember-agent {path}: {source}")]
+    Agent {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("locating emberd: {0}")]
+    CurrentExe(std::io::Error),
+    #[error("ember-agent not found (looked for {0}); build it with scripts/build-agent and pass --agent")]
+    AgentNotFound(String),
 }
 
 impl DaemonConfig {
-    /// The backend of functions deployed without one.
-    pub fn default_backend(&self) -> &str {
-        self.backend.first().map(String::as_str).unwrap_or("runc")
+    /// The core's settings: paths resolved, the config file read, the
+    /// operator's caps and budget worked out.
+    pub fn settings(&self) -> Result<Settings, ConfigError> {
+        Ok(Settings {
+            state_dir: self.state_dir.clone(),
+            run_dir: self.run_dir(),
+            tag: self.instance_tag(),
+            agent: self.resolve_agent()?,
+            file: ConfigFile::load(self.config.as_deref())?,
+            runtimes: self.runtimes.clone(),
+            python: self.python.clone(),
+            node: self.node.clone(),
+            backends: self.backend.clone(),
+            runtime_binary: self.runtime_binary.clone(),
+            runtime_root: self.runtime_root.clone(),
+            runsc_platform: self.runsc_platform.clone(),
+            userns: IdRange {
+                base: self.userns_base,
+                blocks: self.userns_blocks,
+            },
+            pools: self.pool_defaults(),
+            function_zygotes: !self.no_function_zygotes,
+            builds: BuildDefaults {
+                wheels_dir: self.wheels_dir.clone(),
+                memory_mb: self.build_memory_mb,
+                pids: self.build_pids,
+                disk_mb: self.build_disk_mb,
+                timeout_ms: self.build_timeout_ms,
+            },
+            invocation_retention: self.invocation_retention,
+            default_timeout_ms: self.default_timeout_ms,
+            max_event_bytes: self.max_event_bytes,
+            max_result_bytes: self.max_result_bytes,
+            max_output_bytes: self.max_output_bytes,
+            max_code_bytes: self.max_code_bytes,
+            max_unpacked_code_bytes: self.max_unpacked_code_bytes,
+            tmpfs_mb: self.tmpfs_mb,
+            sandbox_memory_mb: self.sandbox_memory_mb,
+            sandbox_pids: self.sandbox_pids,
+            sandbox_profile: self.sandbox_profile.clone(),
+            caps: self.function_caps(),
+            budget: self.sandboxes_budget(),
+        })
     }
 
-    /// Options for building backend `name` (the configured binary and root
-    /// apply to the first backend only).
-    pub fn backend_options(&self, name: &str) -> ember_runtimes::BackendOptions {
-        let mine = name == self.default_backend();
-        ember_runtimes::BackendOptions {
-            binary: if mine {
-                self.runtime_binary.clone()
-            } else {
-                None
-            },
-            // This daemon's own root under its run directory: its recovery
-            // never lists (and waits on) another daemon's containers.
-            root: match (mine, &self.runtime_root) {
-                (true, Some(root)) => Some(root.clone()),
-                _ => Some(self.run_dir().join(name)),
-            },
-            runsc_platform: self.runsc_platform.clone(),
+    fn pool_defaults(&self) -> PoolDefaults {
+        PoolDefaults {
+            min_warm: self.pool_size,
+            max_warm: self.pool_max_warm,
+            headroom: self.pool_headroom,
+            max: self.max_sandboxes,
+            idle_trim_ms: self.idle_trim_ms,
+            specialized_max_invocations: self.specialized_max_invocations,
+            specialized_idle_ms: self.specialized_idle_ms,
+            freeze_after_ms: self.freeze_after_ms,
+            queue_timeout_ms: self.queue_timeout_ms,
         }
     }
-}
 
-fn parse_profile(name: &str) -> Result<String, String> {
-    ember_profiles::Profile::by_name(name)
-        .map(|p| p.name.to_string())
-        .map_err(|e| e.to_string())
-}
-
-impl DaemonConfig {
-    pub fn db_path(&self) -> PathBuf {
-        self.state_dir.join("ember.db")
-    }
-    pub fn code_dir(&self) -> PathBuf {
-        self.state_dir.join("code")
-    }
     /// This daemon's run directory (see `--run-dir`).
     pub fn run_dir(&self) -> PathBuf {
         self.run_dir
             .clone()
             .unwrap_or_else(|| Path::new("/run/ember").join(self.instance_tag()))
     }
-    /// Sandbox bundles: under the run directory, whose path a sandbox's
-    /// root in its user namespace can search.
-    pub fn bundles_dir(&self) -> PathBuf {
-        self.run_dir().join("sandboxes")
-    }
-    /// Deploy builds' bundles and work directories.
-    pub fn builds_dir(&self) -> PathBuf {
-        self.run_dir().join("builds")
-    }
-    /// The `/fn` and `/tmp` host directories of runsc sandboxes: on the
-    /// code store's filesystem, so injected code is hard-linked.
-    pub fn host_dirs(&self) -> PathBuf {
-        self.state_dir.join("sandboxes")
-    }
+
     /// What one function may ask for (see `--max-function-*`).
-    pub fn function_caps(&self) -> crate::validate::FunctionCaps {
-        crate::validate::FunctionCaps {
+    fn function_caps(&self) -> FunctionCaps {
+        FunctionCaps {
             memory_mb: self
                 .max_function_memory_mb
                 .unwrap_or_else(|| (machine_memory_mb() / 4).clamp(64, 4096)),
@@ -337,25 +370,14 @@ impl DaemonConfig {
     }
 
     /// The parent cgroup's limits (see `--sandboxes-*`).
-    pub fn sandboxes_budget(&self) -> ember_runtimes::cgroup::Budget {
+    fn sandboxes_budget(&self) -> Budget {
         let mb = self
             .sandboxes_memory_mb
             .unwrap_or_else(|| machine_memory_mb() * 3 / 4);
-        ember_runtimes::cgroup::Budget {
+        Budget {
             memory_bytes: mb * 1024 * 1024,
             pids: self.sandboxes_pids,
         }
-    }
-
-    /// The host ids of the sandboxes' user namespaces.
-    pub fn userns_range(&self) -> ember_runtimes::userns::IdRange {
-        ember_runtimes::userns::IdRange {
-            base: self.userns_base,
-            blocks: self.userns_blocks,
-        }
-    }
-    pub fn lock_path(&self) -> PathBuf {
-        self.state_dir.join("emberd.lock")
     }
 
     /// Short tag derived from the state dir: names this daemon's containers
@@ -371,16 +393,18 @@ impl DaemonConfig {
 
     /// Find the agent binary: flag/env, then next to this executable, then
     /// the build tree's static build.
-    pub fn resolve_agent(&self) -> Result<PathBuf, String> {
+    fn resolve_agent(&self) -> Result<PathBuf, ConfigError> {
         if let Some(a) = &self.agent {
             // The bundle binds it by path: it must be absolute.
-            return if a.is_file() {
-                std::fs::canonicalize(a).map_err(|e| format!("ember-agent {}: {e}", a.display()))
-            } else {
-                Err(format!("ember-agent {} does not exist", a.display()))
-            };
+            if !a.is_file() {
+                return Err(ConfigError::AgentMissing(a.clone()));
+            }
+            return std::fs::canonicalize(a).map_err(|source| ConfigError::Agent {
+                path: a.clone(),
+                source,
+            });
         }
-        let exe = std::env::current_exe().map_err(|e| format!("locating emberd: {e}"))?;
+        let exe = std::env::current_exe().map_err(ConfigError::CurrentExe)?;
         let dir = exe.parent().unwrap_or(Path::new("/"));
         let candidates = [
             dir.join("ember-agent"),
@@ -388,16 +412,14 @@ impl DaemonConfig {
             dir.join("../x86_64-unknown-linux-gnu/release-agent/ember-agent"),
             dir.join("../../x86_64-unknown-linux-gnu/release-agent/ember-agent"),
         ];
-        candidates
-            .iter()
-            .find(|p| p.is_file())
+        let found = candidates.iter().find(|p| p.is_file());
+        let looked = || {
+            let all: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
+            ConfigError::AgentNotFound(all.join(", "))
+        };
+        found
             .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()))
-            .ok_or_else(|| {
-                format!(
-                    "ember-agent not found (looked for {}); build it with scripts/build-agent and pass --agent",
-                    candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
-                )
-            })
+            .ok_or_else(looked)
     }
 }
 

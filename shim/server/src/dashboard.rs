@@ -16,16 +16,38 @@
 //! request head within [`HEADER_TIMEOUT`] (idle keep-alive included), and
 //! a refused request closes its connection.
 
-use crate::daemon::{Daemon, DaemonError};
+use crate::routes::OverHttp;
 use axum::extract::Request;
-use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use ember_core::Daemon;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+/// Why the dashboard's listener could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DashboardError {
+    #[error("dashboard address {addr}: {source}")]
+    Http {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(
+        "dashboard address {0} is not a loopback address: the dashboard has no \
+         authentication and can deploy and invoke, so it listens on 127.0.0.1 or ::1 only \
+         (reach it from elsewhere through an SSH tunnel or an authenticating proxy)"
+    )]
+    HttpNotLoopback(SocketAddr),
+    #[error("dashboard token {path}: {source}")]
+    Token {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
 
 const PAGE: &str = include_str!("dashboard/index.html");
 const SCRIPT: &str = include_str!("dashboard/dashboard.js");
@@ -39,19 +61,19 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
 
 /// Bind the dashboard's listener. Only loopback addresses: the token keeps
 /// other local users out, but it would cross the network in clear text.
-pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, DaemonError> {
+pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, DashboardError> {
     if !addr.ip().is_loopback() {
-        return Err(DaemonError::HttpNotLoopback(addr));
+        return Err(DashboardError::HttpNotLoopback(addr));
     }
     tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|source| DaemonError::Http { addr, source })
+        .map_err(|source| DashboardError::Http { addr, source })
 }
 
 /// A fresh random token, written to `path` readable by root alone.
-pub fn publish_token(path: &Path) -> Result<String, DaemonError> {
+pub fn publish_token(path: &Path) -> Result<String, DashboardError> {
     let mut raw = [0u8; 24];
-    let io = |source| DaemonError::StateDir {
+    let io = |source| DashboardError::Token {
         path: path.to_path_buf(),
         source,
     };
@@ -87,11 +109,6 @@ pub const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1
 /// out of file descriptors.
 const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
 
-/// Requests that came over HTTP (not the Unix socket): handlers that must
-/// not serve them look for this extension.
-#[derive(Debug, Clone, Copy)]
-pub struct OverHttp;
-
 /// Serve the page and the API on `listener` until `shutdown` resolves,
 /// then let requests in flight finish.
 pub async fn serve(
@@ -101,7 +118,7 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let token: Arc<str> = token.into();
-    let app = crate::api::router(daemon)
+    let app = crate::routes::router(daemon)
         .route("/", get(page))
         .route("/dashboard.js", get(script))
         .route("/dashboard.css", get(style))
@@ -156,9 +173,8 @@ async fn guard(token: &str, req: Request, next: Next) -> Response {
     let public = req.method() == Method::GET
         && matches!(req.uri().path(), "/" | "/dashboard.js" | "/dashboard.css");
     if !public && !authorized(token, req.headers().get(header::AUTHORIZATION)) {
-        let mut res = crate::api::ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
+        let mut res = crate::error::ApiError::new(
+            ember_api::ErrorCode::Unauthorized,
             "the HTTP API needs `Authorization: Bearer <token>`; the token is in \
              <state-dir>/dashboard-token, readable by root",
         )

@@ -1,7 +1,15 @@
 //! emberd: see `emberd --help` and docs/api.md.
 
 use clap::Parser;
-use ember_shim::config::DaemonConfig;
+mod config;
+mod dashboard;
+mod error;
+mod routes;
+mod serve;
+mod warm_up;
+
+use config::DaemonConfig;
+use ember_api::Backend;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> anyhow::Result<()> {
@@ -12,17 +20,18 @@ fn main() -> anyhow::Result<()> {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         // Log lines go around the warm-up bar (only drawn on a terminal).
-        .with_writer(|| ember_shim::progress::LogWriter)
+        .with_writer(|| ember_term::LogWriter)
         .init();
     // The libcontainer backend's creator must be forked while emberd has a
     // single thread (before the async runtime); it also lets recovery find
     // a previous run's libcontainer sandboxes.
-    let root = match (cfg.default_backend(), &cfg.runtime_root) {
-        ("libcontainer", Some(root)) => root.clone(),
-        _ => cfg.run_dir().join("libcontainer"),
+    let settings = cfg.settings()?;
+    let root = match (settings.default_backend(), &settings.runtime_root) {
+        (Backend::Libcontainer, Some(root)) => root.clone(),
+        _ => settings.run_dir.join("libcontainer"),
     };
     if let Err(e) = ember_runtimes::libcontainer::start_creator(&root) {
-        if cfg.backend.iter().any(|b| b == "libcontainer") {
+        if settings.backends.contains(&Backend::Libcontainer) {
             return Err(anyhow::anyhow!("starting the libcontainer backend: {e}"));
         }
         tracing::warn!("libcontainer backend unavailable: {e}");
@@ -30,7 +39,7 @@ fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    rt.block_on(ember_shim::daemon::run(cfg))?;
+    rt.block_on(serve::run(cfg, settings))?;
     Ok(())
 }
 

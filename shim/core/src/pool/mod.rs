@@ -15,9 +15,10 @@
 //! sandboxes already made; after `idle_trim` without new demand it falls
 //! back and idle extras are destroyed.
 
+use ember_api::pool::{KilledInvocation, PoolStatus, SandboxState, SandboxStatus};
+use ember_api::{Backend, Language, StartKind};
 use ember_runtimes::cgroup::CgroupLayout;
 use ember_runtimes::{RuntimeError, Sandbox, SandboxConfig};
-use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -30,49 +31,29 @@ use tracing::Instrument;
 /// creates a new one.
 const RETURNING_WAIT: Duration = Duration::from_millis(250);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StartKind {
-    /// A sandbox already bound to this function (specialized mode): no
-    /// code to swap in, the handler is loaded.
-    Warm,
-    /// A generic warm sandbox from the pool, the code hot-swapped in.
-    Hot,
-    /// The pool was empty: a sandbox was created for this invocation.
-    Cold,
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum PoolError {
     #[error("no sandbox of runtime {runtime} became free within {waited_ms} ms ({max} busy)")]
     Exhausted {
-        runtime: String,
+        runtime: Language,
         waited_ms: u64,
         max: usize,
     },
     #[error("emberd is shutting down: pool {runtime} takes no new invocations")]
-    ShuttingDown { runtime: String },
+    ShuttingDown { runtime: Language },
     #[error("creating a {runtime} sandbox: {source}")]
     Create {
-        runtime: String,
+        runtime: Language,
         source: RuntimeError,
     },
 }
 
-/// What [`Pool::kill`] ended.
-#[derive(Debug, Clone, Serialize)]
-pub struct KilledInvocation {
-    pub sandbox: String,
-    pub function: String,
-    pub invocation: String,
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum KillError {
-    #[error("sandbox {sandbox} is not running an invocation (it is {state})")]
+    #[error("sandbox {sandbox} is not running an invocation (it is {})", state_name(*.state))]
     NotRunning {
         sandbox: String,
-        state: &'static str,
+        state: SandboxState,
     },
 }
 
@@ -115,7 +96,7 @@ struct BusyInfo {
     created: Instant,
     invocations: u64,
     /// The sandbox's backend (`external` for adopted ones).
-    backend: &'static str,
+    backend: Backend,
 }
 
 struct State {
@@ -236,8 +217,37 @@ pub struct PoolSettings {
     pub freeze_after: Duration,
 }
 
+impl PoolSettings {
+    /// A runtime's pool settings: its config file section over the
+    /// daemon's defaults.
+    pub fn from_section(
+        d: &crate::settings::PoolDefaults,
+        section: &ember_api::config_file::PoolSection,
+        file: &ember_api::config_file::ConfigFile,
+    ) -> PoolSettings {
+        let min_warm = section.min_warm.unwrap_or(d.min_warm);
+        let specialized = &file.specialized;
+        PoolSettings {
+            min_warm,
+            max_warm: section.max_warm.unwrap_or(d.max_warm).max(min_warm),
+            headroom: section.headroom.unwrap_or(d.headroom),
+            max: section.max.unwrap_or(d.max),
+            queue_timeout: Duration::from_millis(d.queue_timeout_ms),
+            idle_trim: Duration::from_millis(section.idle_trim_ms.unwrap_or(d.idle_trim_ms)),
+            specialized_max_invocations: specialized
+                .max_invocations
+                .unwrap_or(d.specialized_max_invocations),
+            specialized_idle: Duration::from_millis(
+                specialized.idle_ms.unwrap_or(d.specialized_idle_ms),
+            ),
+            freeze_after: Duration::from_millis(d.freeze_after_ms),
+        }
+    }
+}
+
 pub struct Pool {
-    pub runtime: String,
+    pub runtime: Language,
+    pub backend: Backend,
     cfg: SandboxConfig,
     cgroups: CgroupLayout,
     id_prefix: String,
@@ -257,66 +267,18 @@ pub struct Pool {
     reaper: Mutex<JoinSet<()>>,
 }
 
-/// A pool's state as the API shows it.
-#[derive(Debug, Serialize)]
-pub struct PoolStatus {
-    pub runtime: String,
-    pub backend: &'static str,
-    /// Generic sandboxes wanted now (follows demand).
-    pub target: usize,
-    pub min_warm: usize,
-    pub max_warm: usize,
-    pub headroom: usize,
-    pub max: usize,
-    pub idle: usize,
-    /// Of `idle`: bound to a function (specialized mode).
-    pub bound: usize,
-    pub busy: usize,
-    pub creating: usize,
-    pub created_total: u64,
-    pub destroyed_total: u64,
-    pub create_failures_total: u64,
-    pub warm_starts_total: u64,
-    pub hot_starts_total: u64,
-    pub cold_starts_total: u64,
-    /// Bound sandboxes destroyed to make room, or after their invocation
-    /// or idle limit.
-    pub recycled_total: u64,
-    /// External sandboxes (containerd's, through `ember-runtime`) taken in.
-    pub adopted_total: u64,
-}
-
-#[derive(Debug, Serialize)]
-pub struct SandboxStatus {
-    pub id: String,
-    pub runtime: String,
-    pub backend: &'static str,
-    pub state: &'static str,
-    pub pid: u32,
-    pub age_ms: u64,
-    pub invocations: u64,
-    /// The function a specialized sandbox is bound to.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub bound_to: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub function: Option<String>,
-    /// The invocation a busy sandbox runs (what `kill` would end).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub invocation: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub busy_ms: Option<u64>,
-}
-
 impl Pool {
     pub fn new(
-        runtime: &str,
+        runtime: Language,
+        backend: Backend,
         cfg: SandboxConfig,
         cgroups: CgroupLayout,
         id_prefix: String,
         settings: PoolSettings,
     ) -> Arc<Pool> {
         Arc::new(Pool {
-            runtime: runtime.to_string(),
+            runtime,
+            backend,
             cfg,
             cgroups,
             id_prefix,
@@ -389,7 +351,7 @@ impl Pool {
                     .fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(sandbox = %id, "sandbox creation failed: {source}");
                 Err(PoolError::Create {
-                    runtime: self.runtime.clone(),
+                    runtime: self.runtime,
                     source,
                 })
             }
@@ -418,7 +380,7 @@ impl Pool {
         loop {
             if self.closing.load(Ordering::SeqCst) {
                 return Err(PoolError::ShuttingDown {
-                    runtime: self.runtime.clone(),
+                    runtime: self.runtime,
                 });
             }
             let notified = self.returned.notified();
@@ -534,7 +496,7 @@ impl Pool {
             if now >= deadline {
                 let max = self.lock().max;
                 return Err(PoolError::Exhausted {
-                    runtime: self.runtime.clone(),
+                    runtime: self.runtime,
                     waited_ms: started.elapsed().as_millis() as u64,
                     max,
                 });
@@ -557,7 +519,7 @@ impl Pool {
         let started = Instant::now();
         if self.closing.load(Ordering::SeqCst) {
             return Err(PoolError::ShuttingDown {
-                runtime: self.runtime.clone(),
+                runtime: self.runtime,
             });
         }
         let sb = self.create().await?;
@@ -580,14 +542,14 @@ impl Pool {
     pub fn adopt(self: &Arc<Self>, mut sb: Sandbox) -> Result<(), PoolError> {
         if self.closing.load(Ordering::SeqCst) {
             return Err(PoolError::ShuttingDown {
-                runtime: self.runtime.clone(),
+                runtime: self.runtime,
             });
         }
         if let Err(e) = sb.freezer.freeze() {
             let id = sb.id.clone();
             self.destroy_later(sb);
             return Err(PoolError::Create {
-                runtime: self.runtime.clone(),
+                runtime: self.runtime,
                 source: RuntimeError::Agent {
                     id,
                     message: format!("freezing it: {e}"),
@@ -647,7 +609,7 @@ impl Pool {
             if b.returning {
                 return Err(KillError::NotRunning {
                     sandbox: id.to_string(),
-                    state: "returning",
+                    state: SandboxState::Returning,
                 });
             }
             b.kill.notify_one();
@@ -660,7 +622,7 @@ impl Pool {
         if st.idle.iter().any(|sb| sb.id == id) {
             return Err(KillError::NotRunning {
                 sandbox: id.to_string(),
-                state: "idle",
+                state: SandboxState::Idle,
             });
         }
         Ok(None)
@@ -927,8 +889,8 @@ impl Pool {
     pub fn status(&self) -> PoolStatus {
         let st = self.lock();
         PoolStatus {
-            runtime: self.runtime.clone(),
-            backend: self.cfg.backend.name(),
+            runtime: self.runtime,
+            backend: self.backend,
             target: st.target,
             min_warm: st.min_warm,
             max_warm: st.max_warm,
@@ -956,9 +918,9 @@ impl Pool {
             .iter()
             .map(|sb| SandboxStatus {
                 id: sb.id.clone(),
-                runtime: self.runtime.clone(),
-                backend: sb.backend,
-                state: "idle",
+                runtime: self.runtime,
+                backend: crate::backend_of(sb),
+                state: SandboxState::Idle,
                 pid: sb.init_pid,
                 age_ms: sb.created.elapsed().as_millis() as u64,
                 invocations: sb.invocations,
@@ -970,9 +932,13 @@ impl Pool {
             .collect();
         out.extend(st.busy.iter().map(|(id, b)| SandboxStatus {
             id: id.clone(),
-            runtime: self.runtime.clone(),
+            runtime: self.runtime,
             backend: b.backend,
-            state: if b.returning { "returning" } else { "busy" },
+            state: if b.returning {
+                SandboxState::Returning
+            } else {
+                SandboxState::Busy
+            },
             pid: b.pid,
             age_ms: b.created.elapsed().as_millis() as u64,
             invocations: b.invocations,
@@ -1080,7 +1046,7 @@ fn busy_info(
         pid: sb.init_pid,
         created: sb.created,
         invocations: sb.invocations,
-        backend: sb.backend,
+        backend: crate::backend_of(sb),
     }
 }
 
@@ -1090,4 +1056,12 @@ fn bound_function(key: &str) -> String {
         .map(|(f, _)| f)
         .unwrap_or(key)
         .to_string()
+}
+
+fn state_name(s: SandboxState) -> &'static str {
+    match s {
+        SandboxState::Idle => "idle",
+        SandboxState::Busy => "busy",
+        SandboxState::Returning => "returning",
+    }
 }

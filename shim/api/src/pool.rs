@@ -1,0 +1,137 @@
+//! Pools and their sandboxes, as `GET /v1/pools` and `GET /v1/sandboxes`
+//! show them, and what `PUT /v1/pools/{runtime}` and `POST /v1/sandboxes`
+//! take.
+
+use crate::kinds::{Backend, Language};
+use serde::{Deserialize, Serialize};
+
+/// A pool's state.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PoolStatus {
+    pub runtime: Language,
+    pub backend: Backend,
+    /// Generic sandboxes wanted now (follows demand).
+    pub target: usize,
+    pub min_warm: usize,
+    pub max_warm: usize,
+    pub headroom: usize,
+    pub max: usize,
+    pub idle: usize,
+    /// Of `idle`: bound to a function (specialized mode, function zygotes).
+    pub bound: usize,
+    pub busy: usize,
+    pub creating: usize,
+    pub created_total: u64,
+    pub destroyed_total: u64,
+    pub create_failures_total: u64,
+    pub warm_starts_total: u64,
+    pub hot_starts_total: u64,
+    pub cold_starts_total: u64,
+    /// Bound sandboxes destroyed to make room, or after their invocation
+    /// or idle limit.
+    pub recycled_total: u64,
+    /// External sandboxes (containerd's, through `ember-runtime`) taken in.
+    pub adopted_total: u64,
+}
+
+/// What a sandbox is doing.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SandboxState {
+    /// In the pool, waiting for an invocation.
+    Idle,
+    /// Running an invocation.
+    Busy,
+    /// Its invocation has answered; it is being put back in shape.
+    Returning,
+}
+
+/// One sandbox.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SandboxStatus {
+    pub id: String,
+    pub runtime: Language,
+    pub backend: Backend,
+    pub state: SandboxState,
+    pub pid: u32,
+    pub age_ms: u64,
+    pub invocations: u64,
+    /// The function a bound sandbox serves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bound_to: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function: Option<String>,
+    /// The invocation a busy sandbox runs (what `kill` would end).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invocation: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub busy_ms: Option<u64>,
+}
+
+/// `?backend=` of the pool endpoints (default: emberd's first backend).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolQuery {
+    pub backend: Option<String>,
+}
+
+/// `GET /v1/pools`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PoolList {
+    pub pools: Vec<PoolStatus>,
+}
+
+/// `PUT /v1/pools/{runtime}`: a new target (generic sandboxes kept warm)
+/// and/or maximum.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolSize {
+    pub target: Option<usize>,
+    pub max: Option<usize>,
+}
+
+/// `GET /v1/sandboxes`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SandboxList {
+    pub sandboxes: Vec<SandboxStatus>,
+}
+
+/// `POST /v1/sandboxes`: a sandbox created by someone else with ember's
+/// agent listening on a socket (what `ember-runtime start` sends for a
+/// container annotated `dev.ember.sandbox`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdoptRequest {
+    pub id: String,
+    pub runtime: String,
+    pub pid: u32,
+    pub socket: String,
+    pub cgroups_path: String,
+}
+
+/// The invocation the kill switch ended.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct KilledInvocation {
+    pub sandbox: String,
+    pub function: String,
+    pub invocation: String,
+}
+
+/// `POST /v1/sandboxes`: what was adopted.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Adopted {
+    pub adopted: AdoptedSandbox,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AdoptedSandbox {
+    pub id: String,
+    pub runtime: String,
+    pub pid: u32,
+}
+
+/// `POST /v1/sandboxes/{id}/kill`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Killed {
+    pub killed: KilledInvocation,
+}

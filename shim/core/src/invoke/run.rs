@@ -1,0 +1,534 @@
+//! The invocation proper, one function per phase: take a sandbox, thaw
+//! it, set the function's limits, inject the code, run the handler
+//! through the agent, judge the answer, put the sandbox back, report.
+
+use super::back::{return_when_idle, BindJob, Return};
+use super::lease::Lease;
+use super::{InvokeError, Phase, AGENT_GRACE};
+use crate::daemon::{CodeHold, Daemon};
+use crate::pool::{Pool, Want};
+use crate::registry::FunctionRecord;
+use ember_api::{HandlerErrorInfo, LimitHit, Mode, Outcome, Report, StartKind, Timings};
+use ember_proto::{BindRequest, FromAgent, InvokeRequest, InvokeResult, ToAgent};
+use ember_runtimes::limits::{InvocationLimits, LimitHits};
+use serde_json::value::RawValue;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::Instrument;
+
+/// One invocation on its way through the phases.
+struct Invocation<'a> {
+    daemon: &'a Arc<Daemon>,
+    id: String,
+    func: FunctionRecord,
+    /// A sandbox of its own, not from the pool, destroyed after.
+    throwaway: bool,
+    /// Fork mode with function zygotes for this deploy.
+    zygote: bool,
+    t0: Instant,
+    timings: Timings,
+}
+
+/// How the agent's answer came, if it did.
+enum Answer {
+    Result(InvokeResult),
+    /// The kill switch (or a drain past its timeout) ended it.
+    Killed,
+    /// The agent or its connection failed.
+    Lost(String),
+}
+
+/// The invocation proper: from taking a sandbox to giving it back.
+/// `throwaway`: a sandbox of its own, not from the pool, destroyed after.
+pub(super) async fn run_invocation(
+    daemon: &Arc<Daemon>,
+    id: String,
+    func: FunctionRecord,
+    held: CodeHold<'_>,
+    event: String,
+    throwaway: bool,
+) -> Result<Report, InvokeError> {
+    // `held` (dropped on return) keeps this tree in the store meanwhile.
+    let code = daemon.store.path(held.digest());
+    let pool = pool_for(daemon, &func)?;
+    let zygote = !throwaway
+        && daemon.function_zygotes(&func)
+        && daemon.zygotes.may_bind(&func.binding_key());
+    let mut inv = Invocation {
+        daemon,
+        id,
+        func,
+        throwaway,
+        zygote,
+        t0: Instant::now(),
+        timings: Timings::default(),
+    };
+    let (mut lease, start) = inv.take_sandbox(pool).await?;
+    inv.thaw(&mut lease)?;
+    inv.apply_limits(&mut lease)?;
+    if start != StartKind::Warm {
+        inv.inject(&mut lease, &code)?;
+    }
+    let t = Instant::now();
+    let answer = inv.ask_agent(&mut lease, event).await;
+    inv.timings.run = t.elapsed().as_micros() as u64;
+    let bare = |inv: &mut Invocation, lease: &Lease, outcome| {
+        inv.timings.total = inv.t0.elapsed().as_micros() as u64;
+        inv.report(lease, start, outcome)
+    };
+    let answer = match answer {
+        Answer::Result(r) => r,
+        Answer::Killed => {
+            // Shutdown past its drain timeout uses the same switch.
+            let outcome = match lease.pool().is_closing() {
+                true => Outcome::Interrupted,
+                false => Outcome::Killed,
+            };
+            tracing::info!(sandbox = %lease.id, outcome = outcome.as_str(), "invocation ended through the kill switch");
+            return Err(InvokeError::Failed(Box::new(bare(
+                &mut inv, &lease, outcome,
+            ))));
+        }
+        Answer::Lost(message) => {
+            // A function that fills its memory (a /tmp of tmpfs pages
+            // included) may take the zygote or the agent down with it:
+            // that is its OOM, not a sandbox failure.
+            if lease.limits.hits().oom_kills == 0 {
+                return Err(inv.failed(&lease, Phase::Run, message));
+            }
+            tracing::info!(sandbox = %lease.id, "sandbox lost to the function's OOM: {message}");
+            let mut report = bare(&mut inv, &lease, Outcome::Oom);
+            report.limits_hit.push(LimitHit::Oom);
+            return Err(InvokeError::Failed(Box::new(report)));
+        }
+    };
+    inv.timings.confine = answer.confine_us;
+    inv.finish(lease, start, answer)
+}
+
+/// The pool that serves `func`.
+fn pool_for(daemon: &Daemon, func: &FunctionRecord) -> Result<Arc<Pool>, InvokeError> {
+    daemon
+        .pool(func.runtime, func.backend)
+        .cloned()
+        .ok_or_else(|| InvokeError::NoPool {
+            function: func.name.clone(),
+            runtime: func.runtime,
+            backend: func
+                .backend
+                .unwrap_or_else(|| daemon.default_backend(func.runtime)),
+        })
+}
+
+impl Invocation<'_> {
+    /// What the invocation needs from the pool: bound sandboxes
+    /// (specialized, or fork mode with a function zygote) serve one deploy
+    /// of the function, so a redeploy never runs in a sandbox that loaded
+    /// the old code.
+    fn want<'k>(&self, key: &'k str) -> Want<'k> {
+        match self.func.mode {
+            Mode::Fork if self.zygote => Want::Bound { key, spread: true },
+            Mode::Fork => Want::Fork,
+            Mode::Specialized => Want::Bound { key, spread: false },
+        }
+    }
+
+    async fn take_sandbox(&mut self, pool: Arc<Pool>) -> Result<(Lease, StartKind), InvokeError> {
+        let name = self.func.name.as_str();
+        let key = self.func.binding_key();
+        let (sb, start, waited) = if self.throwaway {
+            pool.create_throwaway(name, &self.id).await?
+        } else {
+            pool.acquire(name, &self.id, self.want(&key)).await?
+        };
+        let waited = waited.as_micros() as u64;
+        if start == StartKind::Cold {
+            self.timings.create = sb.create_us;
+            self.timings.queue = waited.saturating_sub(sb.create_us);
+        } else {
+            self.timings.queue = waited;
+        }
+        Ok((Lease::new(pool, sb), start))
+    }
+
+    fn failed(&self, lease: &Lease, phase: Phase, message: String) -> InvokeError {
+        InvokeError::Sandbox {
+            sandbox: lease.id.clone(),
+            phase,
+            message,
+        }
+    }
+
+    /// Thaw, if it was frozen: one that came back moments ago (and a cold
+    /// one) never was.
+    fn thaw(&mut self, lease: &mut Lease) -> Result<(), InvokeError> {
+        let t = Instant::now();
+        if lease.frozen {
+            if let Err(e) = lease.freezer.thaw() {
+                return Err(self.failed(lease, Phase::Thaw, e.to_string()));
+            }
+            lease.frozen = false;
+        }
+        self.timings.thaw = t.elapsed().as_micros() as u64;
+        Ok(())
+    }
+
+    /// This function's limits, written only where they differ from what
+    /// the sandbox's last invocation had.
+    fn apply_limits(&self, lease: &mut Lease) -> Result<(), InvokeError> {
+        let limits = &self.func.limits;
+        let want = InvocationLimits {
+            memory_bytes: lease.baseline_memory + limits.memory_mb * 1024 * 1024,
+            // The agent and the zygote count too.
+            pids: lease.pids_limit_applies.then_some(limits.pids + 2),
+            cpu_shares: limits.cpu_shares,
+        };
+        if lease.applied != Some(want) {
+            let sb = &mut **lease;
+            let applied =
+                tokio::task::block_in_place(|| sb.limits.apply(&want, sb.applied.as_ref()));
+            if let Err(e) = applied {
+                return Err(self.failed(lease, Phase::Limits, e.to_string()));
+            }
+            lease.applied = Some(want);
+        }
+        Ok(())
+    }
+
+    /// Inject code at /fn and a fresh /tmp (a sandbox bound to this
+    /// function has both already).
+    fn inject(&mut self, lease: &mut Lease, code: &Path) -> Result<(), InvokeError> {
+        let t = Instant::now();
+        let tmpfs_bytes = self.daemon.settings.tmpfs_mb * 1024 * 1024;
+        let injected = tokio::task::block_in_place(|| lease.code.inject(code, tmpfs_bytes));
+        if let Err(e) = injected {
+            let _ = tokio::task::block_in_place(|| lease.code.eject());
+            return Err(self.failed(lease, Phase::Inject, e.to_string()));
+        }
+        self.timings.inject = t.elapsed().as_micros() as u64;
+        Ok(())
+    }
+
+    /// Send the invocation to the agent and wait for its result, the
+    /// function's timeout plus a grace, or the kill switch.
+    async fn ask_agent(&self, lease: &mut Lease, event: String) -> Answer {
+        let func = &self.func;
+        let req = InvokeRequest {
+            id: self.id.clone(),
+            function: func.name.clone(),
+            handler: func.handler.clone(),
+            event,
+            timeout_ms: func.timeout_ms,
+            max_output_bytes: func.limits.max_output_bytes as usize,
+            max_result_bytes: self.daemon.settings.max_result_bytes,
+            memory_limit_mb: func.limits.memory_mb,
+            profile: func.profile.clone(),
+            mode: func.mode,
+            // Where the cgroup cannot count the function's processes (gVisor).
+            nproc: (!lease.pids_limit_applies).then_some(func.limits.pids),
+        };
+        let wait = Duration::from_millis(func.timeout_ms) + AGENT_GRACE;
+        let kill = lease.pool().kill_signal(&lease.id).unwrap_or_default();
+        let answer = async {
+            lease.conn.send(&ToAgent::Invoke(req)).await?;
+            lease.conn.recv().await
+        };
+        let answer = tokio::select! {
+            a = tokio::time::timeout(wait, answer) => a,
+            _ = kill.notified() => return Answer::Killed,
+        };
+        match answer {
+            Ok(Ok(FromAgent::Result(r))) => Answer::Result(r),
+            Ok(Ok(FromAgent::Fatal { message })) => {
+                Answer::Lost(format!("agent gave up: {message}"))
+            }
+            Ok(Ok(other)) => Answer::Lost(format!("unexpected agent message {other:?}")),
+            Ok(Err(e)) => Answer::Lost(e.to_string()),
+            Err(_) => Answer::Lost(format!(
+                "agent did not answer within {} ms",
+                wait.as_millis()
+            )),
+        }
+    }
+
+    /// Judge the agent's answer, put the sandbox back (or give it up) and
+    /// report. The worker is already dead (the agent kills it before
+    /// answering); unmounting /fn and /tmp, verifying and freezing happen
+    /// after the caller has its answer, before the sandbox is used again.
+    fn finish(
+        mut self,
+        lease: Lease,
+        start: StartKind,
+        answer: InvokeResult,
+    ) -> Result<Report, InvokeError> {
+        let t = Instant::now();
+        if answer.outcome == ember_proto::Outcome::SetupError {
+            let why = answer.error.map(|e| e.message).unwrap_or_default();
+            return Err(self.failed(&lease, Phase::Confine, why));
+        }
+        // Any limit hit discards the sandbox, so the counters are zero
+        // before every invocation. Read for successful invocations too
+        // (two small files, ~10 us): a handler that caught its failed fork
+        // still ran into its limit, and the report says so.
+        let hits = lease.limits.hits();
+        let (outcome, limits_hit) = judge(&answer, &hits);
+        let healthy = matches!(
+            answer.outcome,
+            ember_proto::Outcome::Ok
+                | ember_proto::Outcome::HandlerError
+                | ember_proto::Outcome::ResultTooLarge
+        ) && hits == LimitHits::default();
+        let mut report = self.report(&lease, start, outcome);
+        if healthy && !self.throwaway {
+            self.put_back(lease, start);
+        } else {
+            drop(lease);
+        }
+        self.timings.cleanup = t.elapsed().as_micros() as u64;
+        self.timings.total = self.t0.elapsed().as_micros() as u64;
+        report.timings_us = self.timings.clone();
+        report.limits_hit = limits_hit;
+        fill_from_answer(&mut report, answer);
+        log_done(&report);
+        match report.outcome {
+            Outcome::Ok => Ok(report),
+            _ => Err(InvokeError::Failed(Box::new(report))),
+        }
+    }
+
+    /// After a healthy invocation: the sandbox goes back by the way its
+    /// mode and start call for (see [`Return`]), off the caller's path.
+    fn put_back(&self, lease: Lease, start: StartKind) {
+        let key = self.func.binding_key();
+        let (pool, mut sb) = lease.hand_back();
+        pool.mark_returning(&sb.id);
+        let how = match (self.func.mode, start) {
+            (Mode::Specialized, _) => {
+                sb.bound = Some(key);
+                Return::Keep
+            }
+            (Mode::Fork, StartKind::Warm) => Return::FreshScratch,
+            // An adopted sandbox is someone else's container: it is never
+            // bound (recycling it would end that container).
+            (Mode::Fork, _) if self.zygote && !sb.external && pool.may_bind() => {
+                Return::Bind(Box::new(self.bind_job(key, &sb)))
+            }
+            (Mode::Fork, _) => Return::Eject,
+        };
+        let back = return_when_idle(self.daemon.clone(), pool, sb, how);
+        tokio::spawn(back.in_current_span());
+    }
+
+    fn bind_job(&self, key: String, sb: &ember_runtimes::Sandbox) -> BindJob {
+        let func = &self.func;
+        BindJob {
+            key,
+            digest: func.digest.clone(),
+            req: BindRequest {
+                function: func.name.clone(),
+                handler: func.handler.clone(),
+                profile: func.profile.clone(),
+                nproc: (!sb.pids_limit_applies).then_some(func.limits.pids),
+                timeout_ms: func.timeout_ms,
+                max_output_bytes: func.limits.max_output_bytes as usize,
+            },
+        }
+    }
+
+    /// A report of what is known without the agent's result.
+    fn report(&self, sb: &ember_runtimes::Sandbox, start: StartKind, outcome: Outcome) -> Report {
+        let func = &self.func;
+        Report {
+            id: self.id.clone(),
+            function: func.name.clone(),
+            sandbox: sb.id.clone(),
+            backend: crate::backend_of(sb),
+            start,
+            mode: func.mode,
+            profile: func.profile.clone(),
+            outcome,
+            limits_hit: Vec::new(),
+            result: None,
+            error: None,
+            stdout: String::new(),
+            stderr: String::new(),
+            stdout_truncated: false,
+            stderr_truncated: false,
+            exit_code: None,
+            signal: None,
+            timings_us: self.timings.clone(),
+            memory_mb: func.limits.memory_mb,
+            pids: func.limits.pids,
+        }
+    }
+}
+
+/// The invocation's outcome and the limits it ran into: a cgroup OOM or
+/// pids hit turns a failure into `oom` or `pids`.
+fn judge(answer: &InvokeResult, hits: &LimitHits) -> (Outcome, Vec<LimitHit>) {
+    use ember_proto::Outcome as Agent;
+    let mut outcome = match answer.outcome {
+        Agent::Ok => Outcome::Ok,
+        Agent::HandlerError | Agent::SetupError => Outcome::HandlerError,
+        Agent::Timeout => Outcome::Timeout,
+        Agent::Crashed => Outcome::Crashed,
+        Agent::ResultTooLarge => Outcome::ResultTooLarge,
+    };
+    let mut limits_hit = Vec::new();
+    if hits.oom_kills > 0 {
+        limits_hit.push(LimitHit::Oom);
+        if answer.outcome != Agent::Ok {
+            outcome = Outcome::Oom;
+        }
+    }
+    if hits.pids_max > 0 || answer.pids_hit {
+        limits_hit.push(LimitHit::Pids);
+        let failed = matches!(
+            answer.outcome,
+            Agent::HandlerError | Agent::Crashed | Agent::Timeout
+        );
+        if failed && outcome != Outcome::Oom {
+            outcome = Outcome::Pids;
+        }
+    }
+    if answer.outcome == Agent::Timeout {
+        limits_hit.push(LimitHit::Timeout);
+    }
+    if answer.stdout_truncated || answer.stderr_truncated {
+        limits_hit.push(LimitHit::OutputTruncated);
+    }
+    if answer.outcome == Agent::ResultTooLarge {
+        limits_hit.push(LimitHit::ResultTooLarge);
+    }
+    (outcome, limits_hit)
+}
+
+/// The handler's result, error and output into the report. A runner
+/// shares its process with user code, which may write any bytes as its
+/// result: one that is not JSON is the function's error.
+fn fill_from_answer(report: &mut Report, answer: InvokeResult) {
+    report.error = answer.error.map(|e| HandlerErrorInfo {
+        kind: e.kind,
+        message: e.message,
+        traceback: e.traceback,
+    });
+    if let (ember_proto::Outcome::Ok, Some(text)) = (answer.outcome, answer.result) {
+        match RawValue::from_string(text) {
+            Ok(v) => report.result = Some(v),
+            Err(e) => {
+                report.outcome = Outcome::HandlerError;
+                report.error = Some(HandlerErrorInfo {
+                    kind: "InvalidResult".into(),
+                    message: format!("the handler's result is not valid JSON: {e}"),
+                    traceback: String::new(),
+                });
+            }
+        }
+    }
+    report.stdout = answer.stdout;
+    report.stderr = answer.stderr;
+    report.stdout_truncated = answer.stdout_truncated;
+    report.stderr_truncated = answer.stderr_truncated;
+    report.exit_code = answer.exit_code;
+    report.signal = answer.signal;
+}
+
+fn log_done(report: &Report) {
+    let t = &report.timings_us;
+    tracing::info!(
+        outcome = report.outcome.as_str(),
+        start = ?report.start,
+        sandbox = %report.sandbox,
+        total_us = t.total,
+        queue_us = t.queue,
+        thaw_us = t.thaw,
+        inject_us = t.inject,
+        run_us = t.run,
+        cleanup_us = t.cleanup,
+        "invocation done"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ember_proto::Outcome as Agent;
+
+    fn answer(outcome: Agent) -> InvokeResult {
+        InvokeResult {
+            id: "i".into(),
+            outcome,
+            result: None,
+            error: None,
+            stdout: String::new(),
+            stderr: String::new(),
+            stdout_truncated: false,
+            stderr_truncated: false,
+            run_us: 0,
+            confine_us: 0,
+            exit_code: None,
+            signal: None,
+            pids_hit: false,
+        }
+    }
+
+    #[test]
+    fn limit_hits_name_the_outcome_of_a_failure_only() {
+        let none = LimitHits::default();
+        let oom = LimitHits {
+            oom_kills: 1,
+            ..none
+        };
+        let pids = LimitHits {
+            pids_max: 1,
+            ..none
+        };
+        assert_eq!(judge(&answer(Agent::Ok), &none), (Outcome::Ok, vec![]));
+        assert_eq!(
+            judge(&answer(Agent::Ok), &oom),
+            (Outcome::Ok, vec![LimitHit::Oom])
+        );
+        assert_eq!(
+            judge(&answer(Agent::Crashed), &oom),
+            (Outcome::Oom, vec![LimitHit::Oom])
+        );
+        assert_eq!(
+            judge(&answer(Agent::HandlerError), &pids),
+            (Outcome::Pids, vec![LimitHit::Pids])
+        );
+        let both = LimitHits {
+            oom_kills: 1,
+            pids_max: 1,
+        };
+        assert_eq!(judge(&answer(Agent::Crashed), &both).0, Outcome::Oom);
+        assert_eq!(
+            judge(&answer(Agent::Timeout), &none),
+            (Outcome::Timeout, vec![LimitHit::Timeout])
+        );
+        let mut truncated = answer(Agent::Ok);
+        truncated.stderr_truncated = true;
+        assert_eq!(judge(&truncated, &none).1, vec![LimitHit::OutputTruncated]);
+        assert_eq!(
+            judge(&answer(Agent::ResultTooLarge), &none),
+            (Outcome::ResultTooLarge, vec![LimitHit::ResultTooLarge])
+        );
+    }
+
+    #[test]
+    fn a_result_that_is_not_json_is_the_handlers_error() {
+        let mut r = answer(Agent::Ok);
+        r.result = Some("{not json".into());
+        let mut report: Report = serde_json::from_value(serde_json::json!({
+            "id": "i", "function": "f", "sandbox": "s", "backend": "runc",
+            "start": "hot", "mode": "fork", "profile": "default", "outcome": "ok",
+            "limits_hit": [], "stdout": "", "stderr": "", "stdout_truncated": false,
+            "stderr_truncated": false, "timings_us": Timings::default(),
+        }))
+        .unwrap();
+        fill_from_answer(&mut report, r);
+        assert_eq!(report.outcome, Outcome::HandlerError);
+        assert_eq!(report.error.unwrap().kind, "InvalidResult");
+        assert!(report.result.is_none());
+    }
+}
