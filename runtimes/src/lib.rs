@@ -1,35 +1,38 @@
-//! Sandbox backends, language runtimes and the connection to the agent
-//! inside a sandbox.
+//! Sandboxes and what runs in them.
 //!
-//! Owns: the language runtimes (Python, Node.js), their bootstraps and
-//! deploy-time dependency installation; rendering a sandbox's OCI bundle
-//! (lean root filesystem of read-only host binds, the agent as PID 1);
-//! creating and destroying sandboxes through the backends (runc, crun,
-//! runsc, libcontainer); freezing and thawing them via the cgroup freezer;
-//! per-invocation cgroup limits; and the framed stdio connection to
-//! `ember-agent`. Does not own pools, scheduling or code injection (see
-//! `ember-shim` and `ember-injector`), nor the agent binary itself
-//! (`runtimes/agent`).
+//! Owns three things, kept apart:
+//! - sandbox backends (`backend`): the trait and its runc, crun and runsc
+//!   implementation through one driver of their command line, and youki's
+//!   libcontainer in process;
+//! - sandbox mechanics shared by every backend: rendering a sandbox's OCI
+//!   bundle (lean root filesystem of read-only host binds, the agent as
+//!   PID 1, `bundle`, `sandbox_files`), user namespaces (`userns`),
+//!   creating, adopting and destroying sandboxes (`sandbox`), freezing and
+//!   per-invocation limits through cgroups (`cgroup`, `limits`), and the
+//!   framed stdio connection to `ember-agent` (`agent_conn`);
+//! - language runtimes (`language`): Python and Node.js interpreters, and
+//!   what a deploy does for a language (dependency checks, the sandboxed
+//!   build).
+//!
+//! Does not own pools, scheduling or the invocation path (`ember-core`),
+//! code storage and injection (`ember-injector`), the agent binary itself
+//! (`runtimes/agent`) or the interpreter bootstraps it runs
+//! (`runtimes/bootstraps`).
 
 pub mod agent_conn;
 pub mod backend;
-pub mod backends;
-pub mod build;
 pub mod bundle;
 pub mod cgroup;
-pub mod deps;
 pub mod error;
 pub mod language;
-pub mod libcontainer;
 pub mod limits;
-pub mod oci_cli;
 pub mod sandbox;
 pub mod sandbox_files;
 pub mod userns;
 
 pub use agent_conn::{AgentConn, AgentConnError};
+pub use backend::by_name::{backend_by_name, BACKEND_NAMES};
 pub use backend::{Backend, BackendOptions, Injection};
-pub use backends::{backend_by_name, BACKEND_NAMES};
 pub use error::RuntimeError;
 pub use language::{Interpreter, Language};
 pub use sandbox::{ExternalSandbox, Sandbox, SandboxConfig};

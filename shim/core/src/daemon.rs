@@ -10,8 +10,8 @@ use ember_api::{
 };
 use ember_injector::{CodeStore, Digest, Pin, StoreError};
 use ember_profiles::Profile;
-use ember_runtimes::build::{BuildConfig, BuildError};
 use ember_runtimes::cgroup::CgroupLayout;
+use ember_runtimes::language::build::{BuildConfig, BuildError};
 use nix::fcntl::Flock;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -77,14 +77,14 @@ pub enum DeployError {
     #[error(transparent)]
     Build(#[from] BuildError),
     #[error(transparent)]
-    Requirements(#[from] ember_runtimes::deps::DepsError),
+    Requirements(#[from] ember_runtimes::language::deps::DepsError),
 }
 
 impl DeployError {
     /// The API's code for this error.
     pub fn code(&self) -> ErrorCode {
         use ember_injector::StoreError as S;
-        use ember_runtimes::build::BuildError as B;
+        use ember_runtimes::language::build::BuildError as B;
         match self {
             DeployError::Invalid(_)
             | DeployError::Unavailable { .. }

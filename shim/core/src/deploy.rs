@@ -13,7 +13,7 @@ use crate::settings::Settings;
 use ember_api::Language;
 use ember_injector::{copy_tree, digest::digest_tree, unpack_tar_gz, CopyRule, Digest, Pin};
 use ember_injector::{StoreError, UnpackLimits};
-use ember_runtimes::build::{BuildDir, BuildError};
+use ember_runtimes::language::build::{BuildDir, BuildError};
 use ember_runtimes::Interpreter;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -109,7 +109,7 @@ impl Daemon {
         if language != Language::Python {
             return Ok(());
         }
-        let has = ember_runtimes::deps::check_requirements(tree)?;
+        let has = ember_runtimes::language::deps::check_requirements(tree)?;
         if has && self.settings.builds.wheels_dir.is_none() {
             return Err(DeployError::NoWheels);
         }
@@ -156,9 +156,9 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// The build settings of a backend, from emberd's flags.
-pub(crate) fn build_limits(settings: &Settings) -> ember_runtimes::build::BuildLimits {
+pub(crate) fn build_limits(settings: &Settings) -> ember_runtimes::language::build::BuildLimits {
     let b = &settings.builds;
-    ember_runtimes::build::BuildLimits {
+    ember_runtimes::language::build::BuildLimits {
         memory_bytes: b.memory_mb * 1024 * 1024,
         pids: b.pids,
         disk_bytes: b.disk_mb * 1024 * 1024,

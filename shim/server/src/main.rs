@@ -30,7 +30,7 @@ fn main() -> anyhow::Result<()> {
         (Backend::Libcontainer, Some(root)) => root.clone(),
         _ => settings.run_dir.join("libcontainer"),
     };
-    if let Err(e) = ember_runtimes::libcontainer::start_creator(&root) {
+    if let Err(e) = ember_runtimes::backend::libcontainer::start_creator(&root) {
         if settings.backends.contains(&Backend::Libcontainer) {
             return Err(anyhow::anyhow!("starting the libcontainer backend: {e}"));
         }

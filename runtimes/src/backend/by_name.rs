@@ -1,10 +1,10 @@
 //! Which backend a name means: the one place that knows every backend
-//! (the CLI-driven ones of `backend.rs` and libcontainer's), so neither
+//! (the CLI-driven ones and libcontainer's), so neither
 //! needs to know the other.
 
+use crate::backend::cli_driver::CliDriver;
 use crate::backend::{Backend, BackendOptions, CliBackend, Injection};
 use crate::error::RuntimeError;
-use crate::oci_cli::OciCli;
 use std::path::PathBuf;
 
 /// Names accepted by [`backend_by_name`].
@@ -20,7 +20,7 @@ pub fn backend_by_name(
         "crun" => ("crun", Injection::MountNamespace, vec![]),
         "libcontainer" => {
             return Ok(std::sync::Arc::new(
-                crate::libcontainer::LibcontainerBackend,
+                crate::backend::libcontainer::LibcontainerBackend,
             ))
         }
         "runsc" => (
@@ -49,7 +49,7 @@ pub fn backend_by_name(
     Ok(std::sync::Arc::new(CliBackend {
         name,
         injection,
-        cli: OciCli {
+        cli: CliDriver {
             binary: opts.binary.clone().unwrap_or_else(|| PathBuf::from(name)),
             root: opts.root.clone(),
             global_args,

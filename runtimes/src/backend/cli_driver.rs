@@ -13,7 +13,7 @@ use tokio::process::Command;
 const CLI_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 #[derive(Debug, Clone)]
-pub struct OciCli {
+pub struct CliDriver {
     pub binary: PathBuf,
     /// `--root` for the runtime's state; `None` uses its default
     /// (`/run/runc`, `/run/crun`, `/var/run/runsc`), so operators see
@@ -32,7 +32,7 @@ pub struct ContainerInfo {
     pub bundle: PathBuf,
 }
 
-impl OciCli {
+impl CliDriver {
     fn command(&self) -> Command {
         let mut c = Command::new(&self.binary);
         if let Some(root) = &self.root {

@@ -13,9 +13,9 @@
 //! cgroup freezer, as for runc.
 
 use crate::agent_conn::AgentConn;
+use crate::backend::cli_driver::ContainerInfo;
 use crate::backend::{Backend, Injection};
 use crate::error::RuntimeError;
-use crate::oci_cli::ContainerInfo;
 use libcontainer::error::LibcontainerError;
 use nix::sys::socket::{
     recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags,

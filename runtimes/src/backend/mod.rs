@@ -1,7 +1,8 @@
-//! The backend trait: what emberd needs from a container runtime to keep a
-//! pool of sandboxes, and the CLI-driven implementation (runc, crun,
-//! runsc); youki's libcontainer runs in process (`libcontainer.rs`), and
-//! `backends.rs` says which backend a name means.
+//! Sandbox backends. The trait: what emberd needs from a container runtime
+//! to keep a pool of sandboxes; the CLI-driven implementation (runc, crun,
+//! runsc, through one driver of their command line, `cli_driver.rs`);
+//! youki's libcontainer in process (`libcontainer.rs`); and `by_name.rs`,
+//! which says which backend a name means.
 //!
 //! Freezing and thawing go through the sandbox's cgroup for every backend
 //! (`cgroup.rs`): a file write, no runtime process on the hot path. How code
@@ -10,9 +11,13 @@
 //! runsc sandbox's files are served by gVisor's gofer, so code is placed in
 //! a per-sandbox host directory that is bound at `/fn` (docs/backends.md).
 
+pub mod by_name;
+pub mod cli_driver;
+pub mod libcontainer;
+
 use crate::agent_conn::AgentConn;
+use crate::backend::cli_driver::{CliDriver, ContainerInfo};
 use crate::error::RuntimeError;
-use crate::oci_cli::{ContainerInfo, OciCli};
 use std::path::{Path, PathBuf};
 
 /// How code gets into a sandbox of a backend.
@@ -68,7 +73,7 @@ pub struct BackendOptions {
 pub struct CliBackend {
     pub(crate) name: &'static str,
     pub(crate) injection: Injection,
-    pub cli: OciCli,
+    pub cli: CliDriver,
 }
 
 #[async_trait::async_trait]

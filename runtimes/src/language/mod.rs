@@ -1,5 +1,10 @@
-//! The language runtimes a sandbox can run, and how the agent is told
-//! which one to start.
+//! Language runtimes: which interpreters a sandbox can run and how the
+//! agent is told to start one, and what a deploy does for a language: its
+//! dependencies checked (`deps`) and installed, and its bytecode compiled,
+//! by a build in a throwaway sandbox (`build`).
+
+pub mod build;
+pub mod deps;
 
 pub use ember_api::Language;
 
