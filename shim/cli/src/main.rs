@@ -1,4 +1,9 @@
-//! ember: the CLI for emberd. See `ember --help`.
+//! ember, the command-line client of emberd: see `ember --help`.
+//!
+//! Owns the commands (deploy, invoke, test, logs, lists, pools, kill,
+//! init, demo) and how their answers look on a terminal. Speaks to emberd
+//! only through `ember-api` (types and socket client); links nothing of
+//! the daemon.
 
 use clap::Parser;
 mod commands;

@@ -163,7 +163,7 @@ fn start_pools(
         let path = match interpreter(settings, language) {
             Ok(path) => path,
             Err(why) => {
-                out.unavailable.insert(language, why);
+                out.unavailable.insert(language, why.to_string());
                 continue;
             }
         };
@@ -198,10 +198,19 @@ fn start_pools(
     Ok(out)
 }
 
+/// Why a language runtime has no pool (deploys of it say so).
+#[derive(Debug, thiserror::Error)]
+enum NoPool {
+    #[error("not enabled in this emberd (start it with --runtimes)")]
+    NotEnabled,
+    #[error("its interpreter {0} is not installed")]
+    NoInterpreter(String),
+}
+
 /// The interpreter of `language`, or why it has no pool.
-fn interpreter(settings: &Settings, language: Language) -> Result<String, String> {
+fn interpreter(settings: &Settings, language: Language) -> Result<String, NoPool> {
     if !settings.runtimes.contains(&language) {
-        return Err("not enabled in this emberd (start it with --runtimes)".to_string());
+        return Err(NoPool::NotEnabled);
     }
     let path = match language {
         Language::Python => settings.python.clone(),
@@ -211,7 +220,7 @@ fn interpreter(settings: &Settings, language: Language) -> Result<String, String
     // pool (deploys of that runtime say why).
     if !Path::new(&path).exists() {
         tracing::warn!(runtime = %language, interpreter = %path, "interpreter not installed; no pool for this runtime");
-        return Err(format!("its interpreter {path} is not installed"));
+        return Err(NoPool::NoInterpreter(path));
     }
     Ok(path)
 }

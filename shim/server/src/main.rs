@@ -1,4 +1,16 @@
-//! emberd: see `emberd --help` and docs/api.md.
+//! emberd, the ember daemon: see `emberd --help` and docs/api.md.
+//!
+//! Owns the daemon's faces: its command line and the [`Settings`] built
+//! from it (`config`), the HTTP/1.1 + JSON API on a Unix socket
+//! (`routes`), which HTTP status each error code gets (`error`), the
+//! `--http` dashboard (`dashboard`), the warm-up bar (`warm_up`), and its
+//! life: listeners, signals, drain (`serve`). The only crate that names
+//! both the core and HTTP.
+//!
+//! Does not own what the daemon does (`ember-core`), nor the wire types
+//! (`ember-api`).
+//!
+//! [`Settings`]: ember_core::Settings
 
 use clap::Parser;
 mod config;
