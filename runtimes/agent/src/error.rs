@@ -5,9 +5,9 @@
 
 use crate::check::MountinfoError;
 use crate::function_zygote::BindError;
-use crate::invoke::InvokeError;
 use crate::procs::ReapError;
 use crate::runner::RunnerError;
+use crate::worker::InvokeError;
 use crate::zygote::ZygoteError;
 use ember_proto::FrameError;
 

@@ -20,10 +20,10 @@ mod check;
 mod devices;
 mod error;
 mod function_zygote;
-mod invoke;
 mod ipc;
 mod procs;
 mod runner;
+mod worker;
 mod zygote;
 
 use ember_proto::{
@@ -347,12 +347,12 @@ fn invoke_fork(
         (None, Some(zyg)) => zyg,
         (None, None) => return Err(ProtocolError::NoZygoteToFork.into()),
     };
-    let (result, pending) = invoke::run(zyg, req)?;
+    let (result, pending) = worker::run(zyg, req)?;
     write_frame(out, &FromAgent::Result(result)).map_err(AgentError::write("result"))?;
     // While the daemon answers its caller and unmounts the code: sweep what
     // the invocation left, let the next worker warm up. Then, once the
     // daemon says the mounts are gone, check the sandbox is as it was.
-    let strays_killed = invoke::settle(zyg, pending)?;
+    let strays_killed = worker::settle(zyg, pending)?;
     // Nothing of the invocation runs any more: what it left in the IPC
     // namespace goes now (the check below verifies it). Counting is a few
     // syscalls; asking the spare costs a round trip, only paid when there

@@ -11,7 +11,7 @@
 //! sandbox.
 
 use crate::capture::{parse_result, result_complete, Capture};
-use crate::invoke::{
+use crate::worker::{
     apply_worker_message, crashed, request_line, result_capture_bytes, InvokeError,
 };
 use crate::zygote::{Event, Zygote, ZygoteError};

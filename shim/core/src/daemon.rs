@@ -112,16 +112,16 @@ impl DeployError {
 }
 
 pub struct Daemon {
-    pub settings: Settings,
-    pub registry: Registry,
+    pub(crate) settings: Settings,
+    pub(crate) registry: Registry,
     /// Invocation records (same database, table `invocations`).
-    pub history: crate::history::History,
-    pub metrics: crate::metrics::Metrics,
-    pub store: Arc<CodeStore>,
+    pub(crate) history: crate::history::History,
+    pub(crate) metrics: crate::metrics::Metrics,
+    pub(crate) store: Arc<CodeStore>,
     /// One pool per (language runtime, backend).
     pub(crate) pools: BTreeMap<(Language, Backend), Arc<Pool>>,
     /// Backends this daemon runs (flags, then the config file's).
-    pub backends: Vec<Backend>,
+    pub(crate) backends: Vec<Backend>,
     /// Each runtime's default backend.
     pub(crate) runtime_backends: BTreeMap<Language, Backend>,
     /// Runtimes without a pool, and why (not enabled, no interpreter).
@@ -131,12 +131,55 @@ pub struct Daemon {
     /// Deploy builds running at once.
     pub(crate) build_slots: tokio::sync::Semaphore,
     /// Which fork-mode functions get function zygotes, and how they fared.
-    pub zygotes: crate::zygotes::ZygoteBook,
+    pub(crate) zygotes: crate::zygotes::ZygoteBook,
     pub(crate) cgroups: CgroupLayout,
     pub(crate) _lock: Flock<std::fs::File>,
 }
 
 impl Daemon {
+    /// Every deployed function, by name.
+    pub fn functions(&self) -> Result<Vec<FunctionRecord>, RegistryError> {
+        self.registry.list()
+    }
+
+    /// Function `name`, if deployed.
+    pub fn function(&self, name: &str) -> Result<Option<FunctionRecord>, RegistryError> {
+        self.registry.get(name)
+    }
+
+    /// The newest `limit` invocation records (of `function`, started after
+    /// `since_ms`), without stdout and stderr unless `output`.
+    pub fn records(
+        &self,
+        function: Option<&str>,
+        since_ms: Option<i64>,
+        limit: usize,
+        output: bool,
+    ) -> Result<Vec<ember_api::InvocationRecord>, crate::history::HistoryError> {
+        self.history.list(function, since_ms, limit, output)
+    }
+
+    /// The Prometheus exposition text.
+    pub fn metrics_text(&self) -> String {
+        let pools: Vec<_> = self.pools().map(|p| p.status()).collect();
+        self.metrics.render(&pools)
+    }
+
+    /// Backends this daemon runs (flags, then the config file's).
+    pub fn backends(&self) -> &[Backend] {
+        &self.backends
+    }
+
+    /// The largest deploy upload (tar.gz) accepted.
+    pub fn max_code_bytes(&self) -> usize {
+        self.settings.max_code_bytes
+    }
+
+    /// The largest event accepted (a function may lower it).
+    pub fn max_event_bytes(&self) -> usize {
+        self.settings.max_event_bytes
+    }
+
     /// The pool of `runtime` on `backend` (the runtime's default backend
     /// if `None`).
     pub fn pool(&self, runtime: Language, backend: Option<Backend>) -> Option<&Arc<Pool>> {

@@ -16,7 +16,7 @@ use serde::Deserialize;
 
 pub(super) async fn list(State(d): State<AppState>) -> Result<Json<FunctionList>, ApiError> {
     Ok(Json(FunctionList {
-        functions: d.registry.list()?,
+        functions: d.functions()?,
     }))
 }
 
@@ -31,10 +31,7 @@ pub(super) async fn get(
     State(d): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<FunctionInfo>, ApiError> {
-    let record = d
-        .registry
-        .get(&name)?
-        .ok_or_else(|| unknown_function(&name))?;
+    let record = d.function(&name)?.ok_or_else(|| unknown_function(&name))?;
     let zygote_state = d.zygote_state(&record);
     Ok(Json(FunctionInfo {
         record,
@@ -136,7 +133,7 @@ pub(super) async fn put(
         .unwrap_or("")
         .trim()
         .to_ascii_lowercase();
-    let body = read_body(body, &headers, d.settings.max_code_bytes, "code archive").await?;
+    let body = read_body(body, &headers, d.max_code_bytes(), "code archive").await?;
     let spec = match ctype.as_str() {
         "application/json" => {
             if q != DeployOptions::default() {
@@ -144,7 +141,7 @@ pub(super) async fn put(
                     "with a JSON body, give the settings in the body, not the query",
                 ));
             }
-            let spec = deploy_json(&body, d.settings.max_code_bytes)?;
+            let spec = deploy_json(&body, d.max_code_bytes())?;
             host_path_allowed(&spec, over_http)?;
             spec
         }
@@ -172,7 +169,7 @@ pub(super) async fn invoke(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Report>, ApiError> {
-    let limit = d.settings.max_event_bytes;
+    let limit = d.max_event_bytes();
     let body = read_body(body, &headers, limit, "event").await?;
     Ok(Json(ember_core::invoke::invoke(d, name, body).await?))
 }
@@ -186,7 +183,7 @@ pub(super) async fn test(
     body: Body,
 ) -> Result<Json<Report>, ApiError> {
     // An event and a base64 archive of the code.
-    let limit = d.settings.max_event_bytes + d.settings.max_code_bytes / 3 * 4 + 64 * 1024;
+    let limit = d.max_event_bytes() + d.max_code_bytes() / 3 * 4 + 64 * 1024;
     let body = read_body(body, &headers, limit, "test request").await?;
     let invalid = |m: String| ApiError::new(ErrorCode::InvalidJson, m);
     let mut v: serde_json::Map<String, serde_json::Value> =
@@ -204,10 +201,10 @@ pub(super) async fn test(
         .remove("event")
         .map(|e| e.to_string())
         .unwrap_or_else(|| "{}".to_string());
-    let event = ember_core::invoke::check_event(event.as_bytes(), d.settings.max_event_bytes)?;
+    let event = ember_core::invoke::check_event(event.as_bytes(), d.max_event_bytes())?;
     let spec = deploy_json(
         &serde_json::to_vec(&v).unwrap_or_default(),
-        d.settings.max_code_bytes,
+        d.max_code_bytes(),
     )?;
     host_path_allowed(&spec, over_http)?;
     match d.test_run(&name, spec, event).await {

@@ -72,7 +72,7 @@ async fn health(State(d): State<AppState>) -> Json<Health> {
         version: env!("CARGO_PKG_VERSION").to_string(),
         instance: d.tag().to_string(),
         runtimes: d.runtimes(),
-        backends: d.backends.clone(),
+        backends: d.backends().to_vec(),
     })
 }
 

@@ -51,7 +51,7 @@ fn pool_of(d: &Daemon, runtime: &str, backend: Option<&str>) -> Result<Arc<Pool>
     };
     found
         .cloned()
-        .ok_or_else(|| unknown_pool(runtime, backend, &d.backends))
+        .ok_or_else(|| unknown_pool(runtime, backend, d.backends()))
 }
 
 pub(super) async fn get(
@@ -102,7 +102,7 @@ pub(super) async fn adopt(
         .map_err(|e| ApiError::new(ErrorCode::InvalidJson, format!("adopt body: {e}")))?;
     if let Err(e) = d.adopt(&req).await {
         return Err(match e {
-            AdoptError::NoPool(runtime) => unknown_pool(&runtime, None, &d.backends),
+            AdoptError::NoPool(runtime) => unknown_pool(&runtime, None, d.backends()),
             e => ApiError::new(e.code(), e.to_string()),
         });
     }

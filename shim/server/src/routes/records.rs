@@ -25,8 +25,7 @@ fn records(
     }
     let output = q.output.unwrap_or(true);
     let list = d
-        .history
-        .list(function, q.since, limit, output)
+        .records(function, q.since, limit, output)
         .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
     let mut v = json!({ "invocations": list });
     if !output {
@@ -62,7 +61,7 @@ pub(super) async fn function_logs(
     if answer.0["invocations"]
         .as_array()
         .is_some_and(Vec::is_empty)
-        && d.registry.get(&name)?.is_none()
+        && d.function(&name)?.is_none()
     {
         return Err(super::functions::unknown_function(&name));
     }
@@ -70,13 +69,12 @@ pub(super) async fn function_logs(
 }
 
 pub(super) async fn metrics(State(d): State<AppState>) -> Response {
-    let pools: Vec<_> = d.pools().map(|p| p.status()).collect();
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        d.metrics.render(&pools),
+        d.metrics_text(),
     )
         .into_response()
 }

@@ -1,5 +1,6 @@
-//! One invocation: hand the zygote its pipes, collect output and result
-//! under a deadline, then leave no process behind.
+//! One fork-mode invocation: hand the zygote its pipes (it forks the
+//! worker), collect output and result under a deadline, then leave no
+//! process behind.
 
 use crate::capture::{parse_result, result_complete, Capture};
 use crate::procs::{self, ReapError};
