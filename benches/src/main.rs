@@ -44,6 +44,7 @@ mod heavy;
 mod hello;
 mod hot;
 mod memory;
+mod per_backend;
 mod scenarios;
 mod stats;
 mod svg;
@@ -453,6 +454,17 @@ async fn zygote_scenarios(
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<()> {
     let args = Args::parse();
+    let code = bench_code()?;
+    let results = measure_backends(&args, code.path()).await?;
+    let (report_backends, mut chart) = per_backend::section(&results);
+    let emberd_bin = args.emberd.clone().unwrap_or_else(hot::default_emberd);
+    let s = scenarios_section(&args, &emberd_bin, code.path(), &results, &mut chart).await?;
+    let report = full_report(&args, &results, report_backends, s.report);
+    write_report(&args, &report, &chart, &s.groups)
+}
+
+/// The benchmark's handler in a directory of its own.
+fn bench_code() -> Result<tempfile::TempDir> {
     let code = tempfile::Builder::new().prefix("bench-fn-").tempdir()?;
     std::fs::write(code.path().join("main.py"), HANDLER)?;
     // The cold container runs as an unprivileged user: it must read the code.
@@ -460,7 +472,12 @@ async fn main() -> Result<()> {
         code.path(),
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )?;
+    Ok(code)
+}
 
+/// Hot-swap and cold starts on each installed backend (none with
+/// `--scenarios-only` or `--zygote-only`).
+async fn measure_backends(args: &Args, code: &Path) -> Result<Vec<BackendResult>> {
     let mut results = Vec::new();
     let per_backend = !args.scenarios_only && !args.zygote_only;
     for backend in args.backends.iter().filter(|_| per_backend) {
@@ -468,115 +485,37 @@ async fn main() -> Result<()> {
             eprintln!("{backend}: not installed, skipped (apt-get install {backend})");
             continue;
         }
-        results.push(measure(&args, backend, code.path()).await?);
+        results.push(measure(args, backend, code).await?);
     }
     anyhow::ensure!(
         !per_backend || !results.is_empty(),
         "no backend could be measured"
     );
+    Ok(results)
+}
 
-    println!(
-        "\n{:<44} {:>5} {:>9} {:>9} {:>9} {:>9}",
-        "(milliseconds)", "n", "p50", "p90", "p99", "mean"
-    );
-    let mut chart = Vec::new();
-    let mut report_backends = serde_json::Map::new();
-    for r in &results {
-        let hot = summarize(&client_ms(&r.hot));
-        let daemon = summarize(&phase_ms(&r.hot, "total"));
-        let cold = summarize(&r.cold_ms);
-        println!();
-        // Fork mode's default: a hot-swap first, then warm starts from the
-        // function zygote; the start kinds line says which were timed.
-        row(&format!("{}: ember invoke (client)", r.name), &hot);
-        row(&format!("{}: ember invoke (daemon)", r.name), &daemon);
-        let strict = (!r.strict.is_empty()).then(|| summarize(&client_ms(&r.strict)));
-        if let Some(s) = &strict {
-            row(&format!("{}: ember, strict profile (client)", r.name), s);
-        }
-        let cold_name = if r.name == "libcontainer" {
-            "runc"
-        } else {
-            &r.name
-        };
-        row(&format!("{}: `{cold_name} run` cold start", r.name), &cold);
-        println!(
-            "{}: cold / ember = {:.1}x at p50, {:.1}x at p99; starts: {}",
-            r.name,
-            cold.p50_ms / hot.p50_ms,
-            cold.p99_ms / hot.p99_ms,
-            scenarios::start_counts(&r.hot)
-        );
-        let phases = ["queue", "thaw", "inject", "run", "confine", "cleanup"];
-        let phase_p50: Vec<String> = phases
-            .iter()
-            .map(|p| format!("{p} {:.3}", summarize(&phase_ms(&r.hot, p)).p50_ms))
-            .collect();
-        println!("{}: phase p50 (ms): {}", r.name, phase_p50.join(", "));
-        let n = r.memory.len().max(1) as u64;
-        let pss = r.memory.iter().map(|m| m.pss_kib).sum::<u64>() / n;
-        let rss = r.memory.iter().map(|m| m.rss_kib).sum::<u64>() / n;
-        println!(
-            "{}: paused sandbox memory: PSS {:.1} MiB, RSS {:.1} MiB (mean of {}, processes {:?})",
-            r.name,
-            pss as f64 / 1024.0,
-            rss as f64 / 1024.0,
-            r.memory.len(),
-            r.memory.iter().map(|m| m.processes).collect::<Vec<_>>()
-        );
-        let pc = summarize(&r.pause_cgroup_ms);
-        let pr = summarize(&r.pause_runtime_ms);
-        println!(
-            "{}: freeze+thaw p50: cgroup freezer {:.3} ms, `{} pause`+`resume` {:.3} ms",
-            r.name, pc.p50_ms, r.name, pr.p50_ms
-        );
-        chart.push(svg::Row {
-            label: format!("{} ember invoke", r.name),
-            summary: hot.clone(),
-            hot: true,
-        });
-        chart.push(svg::Row {
-            label: format!("{} {cold_name} run (cold)", r.name),
-            summary: cold.clone(),
-            hot: false,
-        });
-        report_backends.insert(
-            r.name.clone(),
-            json!({
-                "summary": {
-                    "ember_client": hot,
-                    "ember_daemon_total": daemon,
-                    "ember_strict_client": strict,
-                    "confine_default": summarize(&phase_ms(&r.hot, "confine")),
-                    "confine_strict": summarize(&phase_ms(&r.strict, "confine")),
-                    "cold": cold,
-                    "ratio_p50": cold.p50_ms / hot.p50_ms,
-                    "ratio_p99": cold.p99_ms / hot.p99_ms,
-                    "phase_p50_ms": phases.iter().map(|p| (p.to_string(), json!(summarize(&phase_ms(&r.hot, p)).p50_ms))).collect::<serde_json::Map<_, _>>(),
-                    "memory_pss_kib_mean": pss,
-                    "memory_rss_kib_mean": rss,
-                    "pause_cgroup": pc,
-                    "pause_runtime": pr,
-                },
-                "memory": r.memory,
-                "samples": {
-                    "ember": r.hot,
-                    "ember_strict": r.strict,
-                    "cold_ms": r.cold_ms,
-                    "pause_cgroup_ms": r.pause_cgroup_ms,
-                    "pause_runtime_ms": r.pause_runtime_ms,
-                },
-            }),
-        );
-    }
+/// What the scenarios beyond the per-backend run add: their report
+/// entries, and the bar groups of the chart.
+struct ScenarioSection {
+    report: serde_json::Map<String, serde_json::Value>,
+    groups: Vec<svg::BarGroup>,
+}
 
-    let emberd_bin = args.emberd.clone().unwrap_or_else(hot::default_emberd);
+/// Modes, burst, lifecycle, containerd and function-zygote scenarios, as
+/// the flags ask; their rows are added to `chart`.
+async fn scenarios_section(
+    args: &Args,
+    emberd_bin: &Path,
+    code: &Path,
+    results: &[BackendResult],
+    chart: &mut Vec<svg::Row>,
+) -> Result<ScenarioSection> {
     let cold_n = args.cold_iterations.unwrap_or(args.iterations);
     let others = !args.zygote_only && installed("runc");
     let modes = if args.modes && others {
         let (report, rows) = scenarios::modes(
-            &emberd_bin,
-            code.path(),
+            emberd_bin,
+            code,
             args.iterations,
             cold_n,
             args.warmup,
@@ -590,13 +529,13 @@ async fn main() -> Result<()> {
         None
     };
     let burst = if args.burst_waves > 0 && others {
-        Some(scenarios::burst(&emberd_bin, args.burst_waves, args.burst_spacing_ms).await?)
+        Some(scenarios::burst(emberd_bin, args.burst_waves, args.burst_spacing_ms).await?)
     } else {
         None
     };
 
     let lifecycle = if args.lifecycle_runs > 0 && others {
-        Some(scenarios::lifecycle(&emberd_bin, args.lifecycle_runs, args.pool_size.max(1)).await?)
+        Some(scenarios::lifecycle(emberd_bin, args.lifecycle_runs, args.pool_size.max(1)).await?)
     } else {
         None
     };
@@ -612,8 +551,7 @@ async fn main() -> Result<()> {
         (hot, summarize(&r.cold_ms).p50_ms)
     });
     let (zygote, groups) = if installed("runc") {
-        let (report, rows, groups) =
-            zygote_scenarios(&args, &emberd_bin, code.path(), runsc).await?;
+        let (report, rows, groups) = zygote_scenarios(args, emberd_bin, code, runsc).await?;
         chart.extend(rows);
         (Some(report), groups)
     } else {
@@ -621,7 +559,23 @@ async fn main() -> Result<()> {
         (None, Vec::new())
     };
 
-    let report = json!({
+    let mut report = serde_json::Map::new();
+    report.insert("modes".into(), json!(modes));
+    report.insert("burst".into(), json!(burst));
+    report.insert("lifecycle".into(), json!(lifecycle));
+    report.insert("containerd".into(), json!(containerd));
+    report.insert("zygote".into(), json!(zygote));
+    Ok(ScenarioSection { report, groups })
+}
+
+/// The whole report: date, machine, settings, backends and scenarios.
+fn full_report(
+    args: &Args,
+    results: &[BackendResult],
+    report_backends: serde_json::Map<String, serde_json::Value>,
+    scenarios: serde_json::Map<String, serde_json::Value>,
+) -> serde_json::Value {
+    let mut report = json!({
         "date": first_line("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]),
         "machine": {
             "nproc": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
@@ -640,23 +594,31 @@ async fn main() -> Result<()> {
             "throughput_clients": args.throughput_clients,
         },
         "backends": report_backends,
-        "modes": modes,
-        "burst": burst,
-        "lifecycle": lifecycle,
-        "containerd": containerd,
-        "zygote": zygote,
     });
+    if let Some(map) = report.as_object_mut() {
+        map.extend(scenarios);
+    }
+    report
+}
+
+/// The report as JSON at `--out`, and its chart next to it (`.svg`).
+fn write_report(
+    args: &Args,
+    report: &serde_json::Value,
+    chart: &[svg::Row],
+    groups: &[svg::BarGroup],
+) -> Result<()> {
     if let Some(dir) = args.out.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    std::fs::write(&args.out, serde_json::to_vec_pretty(&report)?)
+    std::fs::write(&args.out, serde_json::to_vec_pretty(report)?)
         .with_context(|| format!("writing {}", args.out.display()))?;
     let svg_path = args.out.with_extension("svg");
     let title = format!(
         "ember invoke vs cold start, per backend and mode ({} invocations, {} ms apart; heavy-init and hello rows back to back)",
         args.iterations, args.gap_ms
     );
-    std::fs::write(&svg_path, svg::render(&title, &chart, &groups))
+    std::fs::write(&svg_path, svg::render(&title, chart, groups))
         .with_context(|| format!("writing {}", svg_path.display()))?;
     eprintln!(
         "report written to {} and {}",

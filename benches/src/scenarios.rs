@@ -44,7 +44,6 @@ pub async fn modes(
     gap_ms: u64,
     event: &str,
 ) -> Result<(serde_json::Value, Vec<crate::svg::Row>)> {
-    let mut chart = Vec::new();
     let node = Path::new("/usr/bin/node").exists();
     let runtimes = if node { "python3,node" } else { "python3" };
     if !node {
@@ -60,19 +59,46 @@ pub async fn modes(
         hot::deploy_with(&emberd, "js", js_dir.path(), "runtime=node").await?;
         names.push("js");
     }
-    let mut out = serde_json::Map::new();
     println!();
     println!(
         "{:<44} {:>5} {:>9} {:>9} {:>9} {:>9}",
         "modes on runc (client ms)", "n", "p50", "p90", "p99", "mean"
     );
+    let (mut out, mut chart, p50) =
+        time_modes(&emberd, &names, iterations, warmup, gap_ms, event).await?;
+    out.insert("paused_memory".into(), paused_memory(&emberd).await?);
+    emberd.stop()?;
+    let js = node.then(|| js_dir.path());
+    let (cold, cold_rows) = mode_cold_starts(py_code, js, cold_iterations, event, &p50)?;
+    out.extend(cold);
+    chart.extend(cold_rows);
+    crate::remove_bench_cgroups();
+    Ok((serde_json::Value::Object(out), chart))
+}
+
+/// The deployed functions `names`, invoked in turn: their report
+/// entries, chart rows and client p50s (ms).
+async fn time_modes(
+    emberd: &Emberd,
+    names: &[&str],
+    iterations: usize,
+    warmup: usize,
+    gap_ms: u64,
+    event: &str,
+) -> Result<(
+    serde_json::Map<String, serde_json::Value>,
+    Vec<crate::svg::Row>,
+    std::collections::BTreeMap<String, f64>,
+)> {
+    let mut out = serde_json::Map::new();
+    let mut chart = Vec::new();
     let mut p50 = std::collections::BTreeMap::new();
-    for name in &names {
+    for name in names {
         let phase = format!("modes: {name}, warm-up invocations");
-        hot::invoke_n(&emberd, phase, name, event, warmup, "bench", gap_ms).await?;
+        hot::invoke_n(emberd, phase, name, event, warmup, "bench", gap_ms).await?;
         let phase = format!("modes: {name}, invocations");
         let samples =
-            hot::invoke_n(&emberd, phase, name, event, iterations, "bench", gap_ms).await?;
+            hot::invoke_n(emberd, phase, name, event, iterations, "bench", gap_ms).await?;
         let ms: Vec<f64> = samples.iter().map(|s| s.client_ms).collect();
         let kinds = start_counts(&samples);
         print_row(&format!("ember {name} ({kinds})"), &ms);
@@ -87,8 +113,12 @@ pub async fn modes(
             json!({ "client_ms": ms, "summary": summarize(&ms), "starts": kinds }),
         );
     }
-    // Memory of the paused sandboxes, per runtime: bound ones hold their
-    // loaded function.
+    Ok((out, chart, p50))
+}
+
+/// Memory of the paused sandboxes, per runtime: bound ones hold their
+/// loaded function.
+async fn paused_memory(emberd: &Emberd) -> Result<serde_json::Value> {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let tag = emberd.client.get("/v1/health").await?.json()["instance"]
         .as_str()
@@ -129,15 +159,31 @@ pub async fn modes(
             json!({ "pss_kib_mean": pss, "rss_kib_mean": rss, "n": m.len() }),
         );
     }
-    out.insert("paused_memory".into(), serde_json::Value::Object(memory));
-    emberd.stop()?;
+    Ok(serde_json::Value::Object(memory))
+}
+
+/// `runc run` cold starts of the Python handler and (with `js_code`) the
+/// JavaScript one, against the specialized warm p50s: report entries and
+/// chart rows.
+fn mode_cold_starts(
+    py_code: &Path,
+    js_code: Option<&Path>,
+    cold_iterations: usize,
+    event: &str,
+    p50: &std::collections::BTreeMap<String, f64>,
+) -> Result<(
+    serde_json::Map<String, serde_json::Value>,
+    Vec<crate::svg::Row>,
+)> {
+    let mut out = serde_json::Map::new();
+    let mut chart = Vec::new();
     let rt = cold::Runtime {
         binary: "runc".into(),
         global_args: Vec::new(),
     };
     let mut colds = vec![("python", Lang::Python, py_code.to_path_buf())];
-    if node {
-        colds.push(("node", Lang::Node, js_dir.path().to_path_buf()));
+    if let Some(js) = js_code {
+        colds.push(("node", Lang::Node, js.to_path_buf()));
     }
     for (lang_name, lang, code) in colds {
         let phase = format!("modes: `runc run` {lang_name} cold starts");
@@ -164,8 +210,7 @@ pub async fn modes(
             json!({ "cold_ms": ms, "summary": summarize(&ms) }),
         );
     }
-    crate::remove_bench_cgroups();
-    Ok((serde_json::Value::Object(out), chart))
+    Ok((out, chart))
 }
 
 /// `"180 warm, 20 hot"`: how many invocations started each way.

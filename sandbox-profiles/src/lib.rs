@@ -6,11 +6,16 @@
 //! OCI `linux` section and process settings of a sandbox (feature `oci`),
 //! and the BPF programs a worker installs on itself before user code runs
 //! (always available, so the static agent can build them without
-//! `oci-spec`). It does not own root filesystems, mounts, the process
-//! command line (see `ember-runtimes`), nor run or install anything.
+//! `oci-spec`). With `oci` it also applies a profile to a container's own
+//! OCI config, only ever taking permissions away ([`apply`], for
+//! `ember-runtime`). It does not own root filesystems, mounts, the process
+//! command line (see `ember-runtimes`), reading or writing bundles, nor
+//! run or install anything.
 //!
 //! Why each rule exists is written down in `docs/isolation.md`.
 
+#[cfg(feature = "oci")]
+pub mod apply;
 #[cfg(feature = "oci")]
 pub mod intersect;
 #[cfg(feature = "oci")]

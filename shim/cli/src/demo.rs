@@ -5,8 +5,12 @@
 //! against the following ones (forked from its function zygote, which
 //! imported it once); and stops the daemon, which removes its sandboxes.
 
+use crate::reply::{decode, result_json};
 use anyhow::{bail, Context, Result};
 use ember_api::client::Client;
+use ember_api::function::FunctionInfo;
+use ember_api::pool::PoolList;
+use ember_api::{Report, ZygoteState};
 use ember_term as progress;
 use hyper::Method;
 use std::path::{Path, PathBuf};
@@ -40,12 +44,12 @@ const DEMO_RUNTIME: &str = "python3";
 /// Idle sandboxes and target of `runtime`'s pool in a `GET /v1/pools`
 /// answer (zeros until it is listed). Pools are listed by runtime name,
 /// so the first one may be another runtime's (node).
-fn pool_fill(pools: &serde_json::Value, runtime: &str) -> (u64, u64) {
-    let pool = pools["pools"]
-        .as_array()
-        .and_then(|ps| ps.iter().find(|p| p["runtime"] == runtime));
-    let field = |k: &str| pool.and_then(|p| p[k].as_u64()).unwrap_or(0);
-    (field("idle"), field("target"))
+fn pool_fill(pools: &PoolList, runtime: &str) -> (u64, u64) {
+    pools
+        .pools
+        .iter()
+        .find(|p| p.runtime.runtime_name() == runtime)
+        .map_or((0, 0), |p| (p.idle as u64, p.target as u64))
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -114,7 +118,11 @@ pub async fn run(invocations: usize, emberd: Option<PathBuf>) -> Result<()> {
     let warming = progress::gauge(format!("warming the {DEMO_RUNTIME} pool"));
     loop {
         if let Ok(a) = client.get("/v1/pools").await {
-            let (idle, target) = pool_fill(&a.json(), DEMO_RUNTIME);
+            let (idle, target) = if a.status.is_success() {
+                pool_fill(&decode(&a, "a pool list")?, DEMO_RUNTIME)
+            } else {
+                (0, 0)
+            };
             if target > 0 {
                 warming.set_length(target);
             }
@@ -139,6 +147,19 @@ pub async fn run(invocations: usize, emberd: Option<PathBuf>) -> Result<()> {
     deploy(&client, "demo", &tmp.path().join("demo-fn"), SAMPLE).await?;
     eprintln!("deployed function demo");
 
+    sample_invocations(&client, invocations).await?;
+    slow_import_tour(&client, tmp.path()).await?;
+    println!(
+        "compare with `runc run` cold starts: cargo run --release -p ember-benches -- --iterations 300 --gap-ms 5"
+    );
+    guard.stop()?;
+    eprintln!("emberd stopped; sandboxes removed");
+    Ok(())
+}
+
+/// Invoke the sample function `invocations` times (at least once): its
+/// first result, and latency percentiles, daemon-side and round trip.
+async fn sample_invocations(client: &Client, invocations: usize) -> Result<()> {
     let mut totals = Vec::new();
     let mut client_ms = Vec::new();
     let mut starts = Vec::new();
@@ -157,12 +178,12 @@ pub async fn run(invocations: usize, emberd: Option<PathBuf>) -> Result<()> {
         if !a.status.is_success() {
             bail!("invocation {i} failed: {}", a.error_message());
         }
-        let v = a.json();
+        let report: Report = decode(&a, "an invocation report")?;
         if i == 0 {
-            println!("result: {}", v["result"]);
+            println!("result: {}", result_json(&report)?);
         }
-        starts.push(v["start"].as_str().unwrap_or("?").to_string());
-        totals.push(v["timings_us"]["total"].as_u64().unwrap_or(0) as f64 / 1000.0);
+        starts.push(report.start.as_str().to_string());
+        totals.push(report.timings_us.total as f64 / 1000.0);
     }
     totals.sort_by(f64::total_cmp);
     client_ms.sort_by(f64::total_cmp);
@@ -177,12 +198,6 @@ client round trip p50 {:.2} ms, p99 {:.2} ms",
         percentile(&client_ms, 50.0),
         percentile(&client_ms, 99.0),
     );
-    slow_import_tour(&client, tmp.path()).await?;
-    println!(
-        "compare with `runc run` cold starts: cargo run --release -p ember-benches -- --iterations 300 --gap-ms 5"
-    );
-    guard.stop()?;
-    eprintln!("emberd stopped; sandboxes removed");
     Ok(())
 }
 
@@ -216,23 +231,25 @@ async fn invoke_timed(client: &Client, name: &str) -> Result<(String, f64)> {
     if !a.status.is_success() {
         bail!("invocation of {name} failed: {}", a.error_message());
     }
-    let v = a.json();
-    let start = v["start"].as_str().unwrap_or("?").to_string();
+    let report: Report = decode(&a, "an invocation report")?;
     Ok((
-        start,
-        v["timings_us"]["total"].as_f64().unwrap_or(0.0) / 1000.0,
+        report.start.as_str().to_string(),
+        report.timings_us.total as f64 / 1000.0,
     ))
 }
 
 /// emberd binds a function zygote after the first invocation, in the
 /// background: wait (at most 3 s) while it is `pending`. Its state, or
-/// null from an emberd without function zygotes.
-async fn zygote_after_first(client: &Client, name: &str) -> Result<serde_json::Value> {
+/// `None` from an emberd without function zygotes (whose answer has no
+/// `zygote_state`, so is no [`FunctionInfo`]).
+async fn zygote_after_first(client: &Client, name: &str) -> Result<Option<ZygoteState>> {
     let t = Instant::now();
     loop {
         let a = client.get(&format!("/v1/functions/{name}")).await?;
-        let z = a.json()["zygote_state"].clone();
-        if z["state"] != "pending" || t.elapsed() > Duration::from_secs(3) {
+        let z = serde_json::from_slice::<FunctionInfo>(&a.body)
+            .ok()
+            .map(|f| f.zygote_state);
+        if z != Some(ZygoteState::Pending) || t.elapsed() > Duration::from_secs(3) {
             return Ok(z);
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -257,13 +274,13 @@ fn start_kinds(starts: &[String]) -> String {
 fn slow_import_lines(
     first: &(String, f64),
     rest: &[(String, f64)],
-    zygote: &serde_json::Value,
+    zygote: Option<&ZygoteState>,
 ) -> Vec<String> {
     let mut daemon: Vec<f64> = rest.iter().map(|r| r.1).collect();
     daemon.sort_by(f64::total_cmp);
     let p50 = percentile(&daemon, 50.0);
     let starts: Vec<String> = rest.iter().map(|r| r.0.clone()).collect();
-    let state = match zygote["state"].as_str() {
+    let state = match zygote.map(zygote_state_name) {
         Some(s) => format!("function zygote {s}"),
         None => "this emberd has no function zygotes: every invocation imports".into(),
     };
@@ -286,6 +303,16 @@ fn slow_import_lines(
     ]
 }
 
+/// A function zygote's state as the API spells it.
+fn zygote_state_name(z: &ZygoteState) -> &'static str {
+    match z {
+        ZygoteState::Pending => "pending",
+        ZygoteState::Ready { .. } => "ready",
+        ZygoteState::Fallback { .. } => "fallback",
+        ZygoteState::Off => "off",
+    }
+}
+
 /// Deploy the slow-import function; its first invocation against the
 /// following ones.
 async fn slow_import_tour(client: &Client, tmp: &Path) -> Result<()> {
@@ -297,7 +324,7 @@ async fn slow_import_tour(client: &Client, tmp: &Path) -> Result<()> {
     for _ in 0..SLOW_IMPORT_INVOCATIONS {
         rest.push(invoke_timed(client, name).await?);
     }
-    for line in slow_import_lines(&first, &rest, &zygote) {
+    for line in slow_import_lines(&first, &rest, zygote.as_ref()) {
         println!("{line}");
     }
     Ok(())
@@ -309,13 +336,60 @@ mod tests {
 
     #[test]
     fn pool_fill_reads_the_named_runtime_pool() {
-        let pools = serde_json::json!({ "pools": [
-            { "runtime": "node", "idle": 2, "target": 2 },
-            { "runtime": "python3", "idle": 1, "target": 3 },
-        ]});
+        let pool = |runtime: &str, idle: u64, target: u64| {
+            let mut p = serde_json::json!({ "runtime": runtime, "backend": "runc" });
+            for k in [
+                "target",
+                "min_warm",
+                "max_warm",
+                "headroom",
+                "max",
+                "idle",
+                "bound",
+                "busy",
+                "creating",
+                "created_total",
+                "destroyed_total",
+                "create_failures_total",
+                "warm_starts_total",
+                "hot_starts_total",
+                "cold_starts_total",
+                "recycled_total",
+                "adopted_total",
+            ] {
+                p[k] = serde_json::json!(0);
+            }
+            p["idle"] = serde_json::json!(idle);
+            p["target"] = serde_json::json!(target);
+            p
+        };
+        let pools: PoolList = serde_json::from_value(serde_json::json!({ "pools": [
+            pool("node", 2, 2),
+            pool("python3", 1, 3),
+        ]}))
+        .unwrap();
         assert_eq!(pool_fill(&pools, "python3"), (1, 3));
         assert_eq!(pool_fill(&pools, "node"), (2, 2));
-        assert_eq!(pool_fill(&serde_json::json!({}), "python3"), (0, 0));
+        let none = PoolList { pools: Vec::new() };
+        assert_eq!(pool_fill(&none, "python3"), (0, 0));
+    }
+
+    #[test]
+    fn zygote_states_are_spelt_as_the_api_does() {
+        for z in [
+            ZygoteState::Pending,
+            ZygoteState::Ready { init_us: 1 },
+            ZygoteState::Fallback {
+                outcome: "crashed".into(),
+                reason: "r".into(),
+            },
+            ZygoteState::Off,
+        ] {
+            assert_eq!(
+                serde_json::to_value(&z).unwrap()["state"],
+                zygote_state_name(&z)
+            );
+        }
     }
 
     #[test]
@@ -323,8 +397,8 @@ mod tests {
         let first = ("hot".to_string(), 104.0);
         let mut rest = vec![("warm".to_string(), 0.5); 9];
         rest.push(("hot".to_string(), 103.0));
-        let z = serde_json::json!({ "state": "ready", "reason": null });
-        let lines = slow_import_lines(&first, &rest, &z);
+        let z = ZygoteState::Ready { init_us: 100_000 };
+        let lines = slow_import_lines(&first, &rest, Some(&z));
         assert_eq!(
             lines[0],
             "function with a 100 ms import: first invocation hot start, daemon-side 104.0 ms (function zygote ready)"
@@ -334,7 +408,7 @@ mod tests {
             "  next 10 (9 warm, 1 hot): daemon-side p50 0.50 ms, 208x below the first"
         );
         let every = vec![("hot".to_string(), 103.0); 10];
-        let old = slow_import_lines(&first, &every, &serde_json::Value::Null);
+        let old = slow_import_lines(&first, &every, None);
         assert!(old[0].ends_with("(this emberd has no function zygotes: every invocation imports)"));
         assert_eq!(
             old[1],

@@ -8,9 +8,17 @@
 use clap::Parser;
 mod commands;
 mod demo;
+mod deploy;
+mod flags;
+mod functions;
 mod init;
+mod invoke;
+mod logs;
 mod pack;
 mod phases;
+mod pools;
+mod reply;
+mod table;
 mod terminal;
 
 use commands::{run, Cli};

@@ -11,10 +11,8 @@
 //! `--no-new-privs` is added. The seccomp filter of an exec'd process is
 //! the container's, already restricted at `create`.
 
-use super::{
-    read_config, requested_profile, restrict_process, AllowedCaps, Delegate, RuntimeCli,
-    RuntimeCliError,
-};
+use crate::{read_config, requested_profile, Delegate, RuntimeCli, RuntimeCliError, StateError};
+use ember_profiles::apply::{restrict_process, AllowedCaps};
 use ember_profiles::{Profile, ProfileError};
 use liboci_cli::{Exec, GlobalOpts};
 use serde_json::Value;
@@ -24,8 +22,8 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
-    #[error("finding container {id}'s bundle: {message}")]
-    State { id: String, message: String },
+    #[error("finding container {id}'s bundle: {source}")]
+    State { id: String, source: StateError },
     #[error("container {id}: the delegate's state names no bundle")]
     NoBundle { id: String },
     #[error(transparent)]
@@ -96,9 +94,9 @@ fn container_profile(
 ) -> Result<Option<Profile>, ExecError> {
     let state = delegate
         .state(global, id)
-        .map_err(|message| ExecError::State {
+        .map_err(|source| ExecError::State {
             id: id.to_string(),
-            message,
+            source,
         })?;
     let bundle = state["bundle"]
         .as_str()

@@ -72,10 +72,10 @@ fn start_and_register(global: &GlobalOpts, delegate: &Delegate, caller: &[OsStri
     }
     let registered = delegate
         .state(global, id)
-        .map_err(|message| RuntimeCliError::Register {
+        .map_err(|e| RuntimeCliError::Register {
             id: id.to_string(),
             socket: emberd_socket(),
-            message,
+            source: Box::new(e.into()),
         })
         .and_then(|state| register_if_sandbox(&state, &emberd_socket()));
     if let Err(e) = registered {

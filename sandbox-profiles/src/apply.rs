@@ -1,13 +1,28 @@
-//! What an ember profile does to a container's OCI config and to the
-//! processes later exec'd into it: it only ever takes permissions away.
-//! The bundle's seccomp filter is intersected with the profile's,
-//! capabilities are cut set by set to the profile's (never added),
-//! `noNewPrivileges` is set and the profile's masked and read-only paths
-//! are added. Namespaces, mounts, resources and the process itself stay
-//! the bundle's. A bundle without a mount namespace of its own is refused:
-//! masked and read-only paths are mounts, they cannot hold there.
+//! Applying a profile to a container's OCI runtime config (a bundle's
+//! `config.json`, as JSON) and to the processes later exec'd into it, for
+//! an OCI runtime in front of runc (`ember-runtime`): it only ever takes
+//! permissions away. The bundle's seccomp filter is intersected with the
+//! profile's ([`crate::intersect`]), capabilities are cut set by set to the
+//! profile's (never added), `noNewPrivileges` is set and the profile's
+//! masked and read-only paths are added. Namespaces, mounts, resources and
+//! the process itself stay the bundle's. A bundle without a mount
+//! namespace of its own is refused: masked and read-only paths are mounts,
+//! they cannot hold there. Reading and writing the bundle is the caller's.
+//!
+//! ```
+//! use ember_profiles::{apply::apply_profile, Profile};
+//! use serde_json::json;
+//! let mut config = json!({
+//!     "process": {"args": ["/bin/sh"], "cwd": "/",
+//!                 "capabilities": {"bounding": ["CAP_KILL", "CAP_SYS_ADMIN"]}},
+//!     "linux": {"namespaces": [{"type": "mount"}]},
+//! });
+//! apply_profile(&mut config, &Profile::strict_profile()).unwrap();
+//! assert_eq!(config["process"]["noNewPrivileges"], true);
+//! assert_eq!(config["process"]["capabilities"]["bounding"], json!(["CAP_KILL"]));
+//! ```
 
-use ember_profiles::{Limits, Profile, ProfileError};
+use crate::{Limits, Profile, ProfileError};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 

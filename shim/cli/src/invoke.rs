@@ -1,0 +1,111 @@
+//! `ember invoke`, and how an invocation's answer is shown (by `invoke`
+//! and `test`): the result on stdout; the function's output and the
+//! timings on stderr.
+
+use crate::reply::{decode, error_body, ok, result_json};
+use crate::terminal::{shown, Stream};
+use anyhow::{Context, Result};
+use ember_api::client::{Answer, Client};
+use ember_api::Report;
+use hyper::Method;
+
+pub async fn invoke(
+    client: &Client,
+    name: &str,
+    data: Option<String>,
+    verbose: bool,
+) -> Result<()> {
+    let body = read_data(data)?;
+    let a = client
+        .request(
+            Method::POST,
+            &format!("/v1/functions/{name}/invoke"),
+            Some("application/json"),
+            body,
+        )
+        .await?;
+    show_invocation(a, verbose)
+}
+
+/// The event: `--data` as JSON text, `@FILE` read from a file, `-` from
+/// stdin; `{}` without it.
+pub fn read_data(data: Option<String>) -> Result<Vec<u8>> {
+    match data.as_deref() {
+        None => Ok(b"{}".to_vec()),
+        Some("-") => {
+            let mut buf = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)
+                .context("reading event from stdin")?;
+            Ok(buf)
+        }
+        Some(s) if s.starts_with('@') => {
+            std::fs::read(&s[1..]).with_context(|| format!("reading event file {}", &s[1..]))
+        }
+        Some(s) => Ok(s.as_bytes().to_vec()),
+    }
+}
+
+/// Print an invocation's answer: the result on stdout; with `verbose` (or
+/// on failure) its output, and timings, on stderr.
+pub fn show_invocation(a: Answer, verbose: bool) -> Result<()> {
+    if a.status.is_success() {
+        let report: Report = decode(&a, "an invocation report")?;
+        if verbose {
+            print_function_output(&report);
+            print_timings(&report);
+        }
+        println!("{}", result_json(&report)?);
+        return Ok(());
+    }
+    if let Some(body) = error_body(&a) {
+        if let Some(inv) = &body.invocation {
+            print_function_output(inv);
+            if verbose {
+                print_timings(inv);
+            }
+        }
+        if let Some(tb) = body.error.traceback.as_deref().filter(|t| !t.is_empty()) {
+            eprint!("{}", shown(tb, Stream::Stderr));
+            if !tb.ends_with('\n') {
+                eprintln!();
+            }
+        }
+    }
+    ok(a).map(|_| ())
+}
+
+fn print_function_output(inv: &Report) {
+    for (stream, text, truncated) in [
+        ("stdout", &inv.stdout, inv.stdout_truncated),
+        ("stderr", &inv.stderr, inv.stderr_truncated),
+    ] {
+        if text.is_empty() {
+            continue;
+        }
+        eprintln!(
+            "--- function {stream}{} ---",
+            if truncated { " (truncated)" } else { "" }
+        );
+        eprint!("{}", shown(text, Stream::Stderr));
+        if !text.ends_with('\n') {
+            eprintln!();
+        }
+    }
+}
+
+fn print_timings(inv: &Report) {
+    let t = &inv.timings_us;
+    let ms = |us: u64| us as f64 / 1000.0;
+    eprintln!(
+        "{} start in {} | total {:.2} ms = queue {:.2} + create {:.2} + thaw {:.2} + inject {:.2} + run {:.2} + cleanup {:.2}",
+        inv.start.as_str(),
+        inv.sandbox,
+        ms(t.total),
+        ms(t.queue),
+        ms(t.create),
+        ms(t.thaw),
+        ms(t.inject),
+        ms(t.run),
+        ms(t.cleanup),
+    );
+}
