@@ -14,12 +14,23 @@
 //! `headroom`, within `[min_warm, max_warm]`, so a rising load finds
 //! sandboxes already made; after `idle_trim` without new demand it falls
 //! back and idle extras are destroyed.
+//!
+//! This module owns the doing: creating, destroying, freezing, waking
+//! waiters, the refill task and the drain. The deciding is
+//! `policy`'s (pure functions over the pool's `state`, unit-tested
+//! over fake sandboxes); what the pool reports is built in `status`.
+
+mod policy;
+mod state;
+mod status;
 
 use ember_api::pool::{KilledInvocation, PoolStatus, SandboxState, SandboxStatus};
 use ember_api::{Backend, Language, StartKind};
 use ember_runtimes::cgroup::CgroupLayout;
 use ember_runtimes::{RuntimeError, Sandbox, SandboxConfig};
-use std::collections::{HashMap, VecDeque};
+use policy::{Request, Return, Step};
+use state::{BusyInfo, State};
+use status::{state_name, Counters};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -71,125 +82,6 @@ pub enum Want<'a> {
     /// nothing is kept between invocations; a specialized runner's state
     /// is worth the short wait).
     Bound { key: &'a str, spread: bool },
-}
-
-struct BusyInfo {
-    /// How it was handed out; only starts that took a generic sandbox
-    /// count as demand for more.
-    start: StartKind,
-    /// It comes back bound to a function.
-    bound: bool,
-    /// The binding key it was taken for (specialized mode).
-    key: Option<String>,
-    /// Its function was redeployed or deleted while it ran: it must not
-    /// come back bound to the old code.
-    unbound: bool,
-    /// The invocation has answered; the sandbox is warming its next worker
-    /// and comes back to the pool within milliseconds.
-    returning: bool,
-    function: String,
-    invocation: String,
-    /// Fired by [`Pool::kill`]; the invocation ends at once.
-    kill: Arc<Notify>,
-    since: Instant,
-    pid: u32,
-    created: Instant,
-    invocations: u64,
-    /// The sandbox's backend (`external` for adopted ones).
-    backend: Backend,
-}
-
-struct State {
-    idle: VecDeque<Sandbox>,
-    busy: HashMap<String, BusyInfo>,
-    /// Creations under way (refill and cold starts).
-    creating: usize,
-    /// Busy sandboxes that are on their way back (see `BusyInfo`).
-    returning: usize,
-    /// Generic sandboxes wanted now, between `min_warm` and `max_warm`.
-    target: usize,
-    min_warm: usize,
-    max_warm: usize,
-    headroom: usize,
-    max: usize,
-    /// Last time demand held the target up.
-    last_demand: Instant,
-    /// Busy sandboxes made for one invocation only (`ember test`): never
-    /// go back to the pool, never count as demand.
-    throwaway: std::collections::HashSet<String>,
-}
-
-impl State {
-    fn total(&self) -> usize {
-        self.idle.len() + self.busy.len() + self.creating
-    }
-
-    /// Remove and return the idle sandboxes `doomed` picks, the others
-    /// keeping their order.
-    fn take_idle(&mut self, doomed: impl Fn(&Sandbox) -> bool) -> Vec<Sandbox> {
-        let (out, keep): (Vec<Sandbox>, Vec<Sandbox>) = std::mem::take(&mut self.idle)
-            .into_iter()
-            .partition(|sb| doomed(sb));
-        self.idle = keep.into();
-        out
-    }
-
-    /// Generic capacity: idle generic sandboxes, creations, and busy ones
-    /// that come back generic.
-    fn generic(&self) -> usize {
-        self.idle.iter().filter(|sb| sb.bound.is_none()).count()
-            + self.creating
-            + self
-                .busy
-                .iter()
-                .filter(|(id, b)| !b.bound && !self.throwaway.contains(*id))
-                .count()
-    }
-
-    /// Sandboxes bound to `key` or taken to be bound to it (idle or busy).
-    fn bound_to(&self, key: &str) -> usize {
-        self.idle
-            .iter()
-            .filter(|sb| sb.bound.as_deref() == Some(key))
-            .count()
-            + self
-                .busy
-                .values()
-                .filter(|b| b.key.as_deref() == Some(key))
-                .count()
-    }
-
-    /// Invocations holding a sandbox they did not find bound to them.
-    fn demand(&self) -> usize {
-        self.busy
-            .iter()
-            .filter(|(id, b)| b.start != StartKind::Warm && !self.throwaway.contains(*id))
-            .count()
-    }
-
-    /// Raise the target to what is in use plus headroom (never lowers it).
-    fn note_demand(&mut self) {
-        let demand = self.demand();
-        let want = (demand + self.headroom).clamp(self.min_warm, self.max_warm.max(self.min_warm));
-        if want > self.target {
-            self.target = want;
-        }
-        if demand + self.headroom >= self.target {
-            self.last_demand = Instant::now();
-        }
-    }
-}
-
-#[derive(Default)]
-struct Counters {
-    created: AtomicU64,
-    destroyed: AtomicU64,
-    create_failures: AtomicU64,
-    warm: AtomicU64,
-    hot: AtomicU64,
-    cold: AtomicU64,
-    recycled: AtomicU64,
-    adopted: AtomicU64,
 }
 
 /// Sizes and waits of one pool.
@@ -252,7 +144,7 @@ pub struct Pool {
     cgroups: CgroupLayout,
     id_prefix: String,
     seq: AtomicU64,
-    state: Mutex<State>,
+    state: Mutex<State<Sandbox>>,
     /// A sandbox came back or a slot was freed.
     returned: Notify,
     /// The refill task should look again.
@@ -260,9 +152,6 @@ pub struct Pool {
     closing: AtomicBool,
     counters: Counters,
     queue_timeout: Duration,
-    idle_trim: Duration,
-    specialized_max_invocations: u64,
-    specialized_idle: Duration,
     freeze_after: Duration,
     reaper: Mutex<JoinSet<()>>,
 }
@@ -283,33 +172,18 @@ impl Pool {
             cgroups,
             id_prefix,
             seq: AtomicU64::new(0),
-            state: Mutex::new(State {
-                idle: VecDeque::new(),
-                busy: HashMap::new(),
-                creating: 0,
-                returning: 0,
-                target: settings.min_warm,
-                min_warm: settings.min_warm,
-                max_warm: settings.max_warm.max(settings.min_warm),
-                headroom: settings.headroom,
-                max: settings.max.max(1),
-                last_demand: Instant::now(),
-                throwaway: Default::default(),
-            }),
+            state: Mutex::new(State::new(&settings, Instant::now())),
             returned: Notify::new(),
             refill: Notify::new(),
             closing: AtomicBool::new(false),
             counters: Counters::default(),
             queue_timeout: settings.queue_timeout,
-            idle_trim: settings.idle_trim,
-            specialized_max_invocations: settings.specialized_max_invocations.max(1),
-            specialized_idle: settings.specialized_idle,
             freeze_after: settings.freeze_after,
             reaper: Mutex::new(JoinSet::new()),
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State<Sandbox>> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -361,7 +235,8 @@ impl Pool {
     /// Take a sandbox for `function`: one bound to it (warm), an idle
     /// generic one (hot), a new one (cold, recycling a sandbox bound to
     /// another function if the pool is full), or the next one returned.
-    /// Returns how long it waited.
+    /// Returns how long it waited. The choice is `policy::acquire`'s;
+    /// this loop creates, recycles and waits.
     pub async fn acquire(
         self: &Arc<Self>,
         function: &str,
@@ -373,9 +248,10 @@ impl Pool {
         // Waiting a moment for a sandbox that is about to come back beats
         // creating one (tens of milliseconds).
         let returning_until = started + RETURNING_WAIT;
-        let bind = match want {
-            Want::Fork => None,
-            Want::Bound { key, .. } => Some(key),
+        let req = Request {
+            function,
+            invocation,
+            want,
         };
         loop {
             if self.closing.load(Ordering::SeqCst) {
@@ -383,114 +259,20 @@ impl Pool {
                     runtime: self.runtime,
                 });
             }
+            // Listen before looking, so a sandbox returned between the
+            // look and the wait still wakes this invocation.
             let notified = self.returned.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let mut doomed = Vec::new();
-            let cold = {
-                let mut st = self.lock();
-                let mut found = None;
-                if let Want::Bound { key, .. } = want {
-                    // Sandboxes bound to an older deploy of this function
-                    // can never serve again.
-                    let prefix = format!("{function}@");
-                    doomed = st.take_idle(|sb| {
-                        sb.bound
-                            .as_deref()
-                            .is_some_and(|b| b.starts_with(&prefix) && b != key)
-                    });
-                    found = st
-                        .idle
-                        .iter()
-                        .position(|sb| sb.bound.as_deref() == Some(key))
-                        .map(|i| (i, StartKind::Warm));
-                }
-                // A sandbox bound to this function that is on its way back
-                // is worth a short wait: binding another one means loading
-                // the function again.
-                let own_returning = bind.is_some_and(|key| {
-                    st.busy
-                        .values()
-                        .any(|b| b.returning && b.key.as_deref() == Some(key))
-                });
-                let spread = matches!(want, Want::Bound { spread: true, .. })
-                    && bind.is_some_and(|key| st.bound_to(key) < 2);
-                let wait_own = own_returning && !spread && Instant::now() < returning_until;
-                if found.is_none() && !wait_own {
-                    found = st
-                        .idle
-                        .iter()
-                        .position(|sb| sb.bound.is_none())
-                        .map(|i| (i, StartKind::Hot));
-                }
-                if let Some((i, kind)) = found {
-                    let sb = st.idle.remove(i).expect("index from position");
-                    st.busy.insert(
-                        sb.id.clone(),
-                        busy_info(&sb, function, invocation, kind, bind),
-                    );
-                    st.note_demand();
-                    drop(st);
-                    self.recycle(doomed);
-                    let counter = match kind {
-                        StartKind::Warm => &self.counters.warm,
-                        _ => &self.counters.hot,
-                    };
-                    counter.fetch_add(1, Ordering::Relaxed);
-                    self.refill.notify_one();
-                    return Ok((sb, kind, started.elapsed()));
-                }
-                let wait_for_returning =
-                    (st.returning > 0 || own_returning) && Instant::now() < returning_until;
-                if !wait_for_returning && st.total() < st.max {
-                    st.creating += 1;
-                    true
-                } else if !wait_for_returning && st.creating == 0 {
-                    // Full, and nothing on its way: make room by recycling
-                    // the least recently used sandbox bound to some other
-                    // function.
-                    let victim = st
-                        .idle
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, sb)| sb.bound.is_some())
-                        .min_by_key(|(_, sb)| sb.last_used)
-                        .map(|(i, _)| i);
-                    match victim.and_then(|i| st.idle.remove(i)) {
-                        Some(sb) => {
-                            doomed.push(sb);
-                            st.creating += 1;
-                            true
-                        }
-                        None => false,
-                    }
-                } else {
-                    false
-                }
+            let pick = {
+                let now = Instant::now();
+                policy::acquire(&mut self.lock(), &req, now, now < returning_until)
             };
-            self.recycle(doomed);
-            if cold {
-                let res = self.create().await;
-                let mut st = self.lock();
-                st.creating -= 1;
-                return match res {
-                    Ok(sb) => {
-                        st.busy.insert(
-                            sb.id.clone(),
-                            busy_info(&sb, function, invocation, StartKind::Cold, bind),
-                        );
-                        st.note_demand();
-                        self.counters.cold.fetch_add(1, Ordering::Relaxed);
-                        drop(st);
-                        self.refill.notify_one();
-                        Ok((sb, StartKind::Cold, started.elapsed()))
-                    }
-                    Err(e) => {
-                        drop(st);
-                        self.returned.notify_one();
-                        Err(e)
-                    }
-                };
+            self.recycle(pick.doomed);
+            match pick.step {
+                Step::Take(sb, kind) => return Ok(self.took(sb, kind, started)),
+                Step::Create => return self.cold_start(&req, started).await,
+                Step::Wait => {}
             }
             let now = Instant::now();
             if now >= deadline {
@@ -506,6 +288,49 @@ impl Pool {
                 wait = wait.min(returning_until - now);
             }
             let _ = tokio::time::timeout(wait, notified).await;
+        }
+    }
+
+    /// Count a start from an idle sandbox, and have the refill task make
+    /// up for it.
+    fn took(
+        &self,
+        sb: Sandbox,
+        kind: StartKind,
+        started: Instant,
+    ) -> (Sandbox, StartKind, Duration) {
+        let counter = match kind {
+            StartKind::Warm => &self.counters.warm,
+            _ => &self.counters.hot,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        self.refill.notify_one();
+        (sb, kind, started.elapsed())
+    }
+
+    /// Create a sandbox for `req`, in the creation [`policy::acquire`]
+    /// reserved for it. A failure frees the slot for the next waiter.
+    async fn cold_start(
+        &self,
+        req: &Request<'_>,
+        started: Instant,
+    ) -> Result<(Sandbox, StartKind, Duration), PoolError> {
+        let res = self.create().await;
+        let mut st = self.lock();
+        st.creating -= 1;
+        match res {
+            Ok(sb) => {
+                policy::lend(&mut st, &sb, req, StartKind::Cold, Instant::now());
+                self.counters.cold.fetch_add(1, Ordering::Relaxed);
+                drop(st);
+                self.refill.notify_one();
+                Ok((sb, StartKind::Cold, started.elapsed()))
+            }
+            Err(e) => {
+                drop(st);
+                self.returned.notify_one();
+                Err(e)
+            }
         }
     }
 
@@ -527,10 +352,15 @@ impl Pool {
         // it; `release` finds it over the maximum-free accounting and
         // destroys it.
         let mut st = self.lock();
-        st.busy.insert(
-            sb.id.clone(),
-            busy_info(&sb, function, invocation, StartKind::Cold, None),
+        let info = BusyInfo::new(
+            &sb,
+            function,
+            invocation,
+            StartKind::Cold,
+            None,
+            Instant::now(),
         );
+        st.busy.insert(sb.id.clone(), info);
         st.throwaway.insert(sb.id.clone());
         Ok((sb, StartKind::Cold, started.elapsed()))
     }
@@ -579,16 +409,7 @@ impl Pool {
     /// deleted function's key never misses again, so waiting for that
     /// would keep them until the idle timeout).
     pub fn unbind(self: &Arc<Self>, function: &str) {
-        let prefix = format!("{function}@");
-        let doomed: Vec<Sandbox> = {
-            let mut st = self.lock();
-            for b in st.busy.values_mut() {
-                if b.key.as_deref().is_some_and(|k| k.starts_with(&prefix)) {
-                    b.unbound = true;
-                }
-            }
-            st.take_idle(|sb| sb.bound.as_deref().is_some_and(|b| b.starts_with(&prefix)))
-        };
+        let doomed = policy::unbind(&mut self.lock(), function);
         if !doomed.is_empty() {
             self.recycle(doomed);
             self.refill.notify_one();
@@ -644,33 +465,27 @@ impl Pool {
     /// goes back to the queue; an unhealthy one is destroyed in the
     /// background and the pool refilled.
     pub fn release(self: &Arc<Self>, mut sb: Sandbox, healthy: bool) {
-        sb.invocations += 1;
-        sb.last_used = Instant::now();
         let mut st = self.lock();
-        let info = st.busy.remove(&sb.id);
-        if info.as_ref().is_some_and(|b| b.returning) {
-            st.returning -= 1;
-        }
-        let unbound = info.is_some_and(|b| b.unbound);
-        let throwaway = st.throwaway.remove(&sb.id);
-        let healthy = healthy && !throwaway;
-        let stale =
-            sb.bound.is_some() && (unbound || sb.invocations >= self.specialized_max_invocations);
-        if stale && healthy {
-            drop(st);
-            self.recycle(vec![sb]);
-            self.refill.notify_one();
-        } else if healthy && !self.closing.load(Ordering::SeqCst) && st.total() < st.max {
-            let thawed = (!sb.frozen).then(|| sb.id.clone());
-            st.idle.push_back(sb);
-            drop(st);
-            if let Some(id) = thawed {
-                self.freeze_when_idle(id);
+        let closing = self.closing.load(Ordering::SeqCst);
+        match policy::release(&mut st, &mut sb, healthy, closing, Instant::now()) {
+            Return::Recycle => {
+                drop(st);
+                self.recycle(vec![sb]);
+                self.refill.notify_one();
             }
-        } else {
-            drop(st);
-            self.destroy_later(sb);
-            self.refill.notify_one();
+            Return::Keep => {
+                let thawed = (!sb.frozen).then(|| sb.id.clone());
+                st.idle.push_back(sb);
+                drop(st);
+                if let Some(id) = thawed {
+                    self.freeze_when_idle(id);
+                }
+            }
+            Return::Destroy => {
+                drop(st);
+                self.destroy_later(sb);
+                self.refill.notify_one();
+            }
         }
         self.returned.notify_one();
     }
@@ -729,17 +544,7 @@ impl Pool {
             if self.closing.load(Ordering::SeqCst) {
                 return;
             }
-            let need = {
-                let mut st = self.lock();
-                // Busy generic sandboxes come back: count them toward the
-                // target. Bound ones serve only their function.
-                let need = st.generic() < st.target && st.total() < st.max;
-                if need {
-                    st.creating += 1;
-                }
-                need
-            };
-            if !need {
+            if !policy::refill_due(&mut self.lock()) {
                 self.trim_idle();
                 let _ =
                     tokio::time::timeout(Duration::from_millis(250), self.refill.notified()).await;
@@ -788,39 +593,11 @@ impl Pool {
     fn trim_idle(self: &Arc<Self>) {
         let (extra, stale) = {
             let mut st = self.lock();
-            if st.last_demand.elapsed() >= self.idle_trim {
-                let demand = st.demand();
-                let floor = if demand > 0 { demand + st.headroom } else { 0 };
-                let lower = floor.clamp(st.min_warm, st.max_warm.max(st.min_warm));
-                if lower < st.target {
-                    tracing::info!(runtime = %self.runtime, from = st.target, to = lower, "pool target follows demand down");
-                    st.target = lower;
-                }
-                st.last_demand = Instant::now();
+            let now = Instant::now();
+            if let Some((from, to)) = policy::follow_demand_down(&mut st, now) {
+                tracing::info!(runtime = %self.runtime, from, to, "pool target follows demand down");
             }
-            let mut out = Vec::new();
-            loop {
-                let generic_idle = st.idle.iter().filter(|sb| sb.bound.is_none()).count();
-                let busy_generic = st.busy.values().filter(|b| !b.bound).count();
-                if generic_idle + busy_generic <= st.target || generic_idle == 0 {
-                    break;
-                }
-                let oldest = st
-                    .idle
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, sb)| sb.bound.is_none() && !sb.external)
-                    .min_by_key(|(_, sb)| sb.last_used)
-                    .map(|(i, sb)| (i, sb.last_used.elapsed()));
-                match oldest {
-                    Some((i, age)) if age >= self.idle_trim => {
-                        if let Some(sb) = st.idle.remove(i) {
-                            out.push(sb);
-                        }
-                    }
-                    _ => break,
-                }
-            }
+            let extra = policy::trim_extra(&mut st, now);
             // External sandboxes whose owner ended them: forget them.
             for sb in st.take_idle(|sb| sb.external && !sb.alive()) {
                 // Its other processes die with its init only if they can
@@ -830,10 +607,7 @@ impl Pool {
                 tracing::info!(sandbox = %sb.id, "external sandbox is gone; removed from the pool");
                 self.counters.destroyed.fetch_add(1, Ordering::Relaxed);
             }
-            let stale = st.take_idle(|sb| {
-                sb.bound.is_some() && sb.last_used.elapsed() >= self.specialized_idle
-            });
-            (out, stale)
+            (extra, policy::stale_bound(&mut st, now))
         };
         for sb in extra {
             tracing::info!(sandbox = %sb.id, "trimming idle sandbox above pool target");
@@ -845,110 +619,20 @@ impl Pool {
     /// Resize: `target` sets the warm floor (`min_warm`, and the target
     /// if above it), `max` the most sandboxes.
     pub fn set_size(self: &Arc<Self>, target: Option<usize>, max: Option<usize>) -> PoolStatus {
-        {
-            let mut st = self.lock();
-            if let Some(m) = max {
-                st.max = m.max(1);
-            }
-            if let Some(t) = target {
-                st.min_warm = t;
-                st.max_warm = st.max_warm.max(t);
-                st.target = t;
-            }
-            // Shrink: idle generic sandboxes beyond the target, and any
-            // idle ones beyond the maximum, are dropped now.
-            let mut extra = Vec::new();
-            loop {
-                let generic_idle = st.idle.iter().filter(|sb| sb.bound.is_none()).count();
-                let over_target = generic_idle > st.target;
-                let over_max = st.total() > st.max && !st.idle.is_empty();
-                if !over_target && !over_max {
-                    break;
-                }
-                let pick = if over_target {
-                    st.idle
-                        .iter()
-                        .rposition(|sb| sb.bound.is_none() && !sb.external)
-                } else {
-                    st.idle.iter().rposition(|sb| !sb.external)
-                };
-                match pick.and_then(|i| st.idle.remove(i)) {
-                    Some(sb) => extra.push(sb),
-                    None => break,
-                }
-            }
-            drop(st);
-            for sb in extra {
-                self.destroy_later(sb);
-            }
+        let extra = policy::resize(&mut self.lock(), target, max);
+        for sb in extra {
+            self.destroy_later(sb);
         }
         self.refill.notify_one();
         self.status()
     }
 
     pub fn status(&self) -> PoolStatus {
-        let st = self.lock();
-        PoolStatus {
-            runtime: self.runtime,
-            backend: self.backend,
-            target: st.target,
-            min_warm: st.min_warm,
-            max_warm: st.max_warm,
-            headroom: st.headroom,
-            max: st.max,
-            idle: st.idle.len(),
-            bound: st.idle.iter().filter(|sb| sb.bound.is_some()).count(),
-            busy: st.busy.len(),
-            creating: st.creating,
-            created_total: self.counters.created.load(Ordering::Relaxed),
-            destroyed_total: self.counters.destroyed.load(Ordering::Relaxed),
-            create_failures_total: self.counters.create_failures.load(Ordering::Relaxed),
-            warm_starts_total: self.counters.warm.load(Ordering::Relaxed),
-            hot_starts_total: self.counters.hot.load(Ordering::Relaxed),
-            cold_starts_total: self.counters.cold.load(Ordering::Relaxed),
-            recycled_total: self.counters.recycled.load(Ordering::Relaxed),
-            adopted_total: self.counters.adopted.load(Ordering::Relaxed),
-        }
+        status::pool_status(&self.lock(), self.runtime, self.backend, &self.counters)
     }
 
     pub fn sandboxes(&self) -> Vec<SandboxStatus> {
-        let st = self.lock();
-        let mut out: Vec<SandboxStatus> = st
-            .idle
-            .iter()
-            .map(|sb| SandboxStatus {
-                id: sb.id.clone(),
-                runtime: self.runtime,
-                backend: crate::backend_of(sb),
-                state: SandboxState::Idle,
-                pid: sb.init_pid,
-                age_ms: sb.created.elapsed().as_millis() as u64,
-                invocations: sb.invocations,
-                bound_to: sb.bound.as_deref().map(bound_function),
-                function: None,
-                invocation: None,
-                busy_ms: None,
-            })
-            .collect();
-        out.extend(st.busy.iter().map(|(id, b)| SandboxStatus {
-            id: id.clone(),
-            runtime: self.runtime,
-            backend: b.backend,
-            state: if b.returning {
-                SandboxState::Returning
-            } else {
-                SandboxState::Busy
-            },
-            pid: b.pid,
-            age_ms: b.created.elapsed().as_millis() as u64,
-            invocations: b.invocations,
-            bound_to: b.bound.then(|| b.function.clone()),
-            function: Some(b.function.clone()),
-            invocation: Some(b.invocation.clone()),
-            busy_ms: Some(b.since.elapsed().as_millis() as u64),
-        }));
-        out.sort_by(|a, b| a.id.cmp(&b.id));
-        out
+        status::sandboxes(&self.lock(), self.runtime)
     }
 
     /// Stop handing out sandboxes: every later acquisition (and waiting
@@ -1023,45 +707,5 @@ impl Pool {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-    }
-}
-
-fn busy_info(
-    sb: &Sandbox,
-    function: &str,
-    invocation: &str,
-    start: StartKind,
-    key: Option<&str>,
-) -> BusyInfo {
-    BusyInfo {
-        start,
-        bound: key.is_some(),
-        key: key.map(str::to_string),
-        unbound: false,
-        returning: false,
-        function: function.to_string(),
-        invocation: invocation.to_string(),
-        kill: Arc::new(Notify::new()),
-        since: Instant::now(),
-        pid: sb.init_pid,
-        created: sb.created,
-        invocations: sb.invocations,
-        backend: crate::backend_of(sb),
-    }
-}
-
-/// The function name of a binding key (`function@deploy`).
-fn bound_function(key: &str) -> String {
-    key.rsplit_once('@')
-        .map(|(f, _)| f)
-        .unwrap_or(key)
-        .to_string()
-}
-
-fn state_name(s: SandboxState) -> &'static str {
-    match s {
-        SandboxState::Idle => "idle",
-        SandboxState::Busy => "busy",
-        SandboxState::Returning => "returning",
     }
 }
