@@ -7,7 +7,10 @@ use serde::{Deserialize, Serialize};
 /// Deploy settings as a client gives them (query string, JSON body or the
 /// CLI's manifest); anything left out gets the daemon's default. Raw input:
 /// the daemon checks each field and answers `invalid_request` naming it.
-#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(
+    Debug, Default, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema, utoipa::IntoParams,
+)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct DeployOptions {
     /// `python3` (default) or `node`.
@@ -34,7 +37,7 @@ pub struct DeployOptions {
 
 /// What one invocation of a function may use. Stored with the function;
 /// rows from before limits existed read as the defaults.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(default)]
 pub struct FunctionLimits {
     /// Memory for the function's worker, on top of what the idle sandbox
@@ -65,7 +68,7 @@ impl Default for FunctionLimits {
 }
 
 /// A deployed function, as the registry keeps it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct FunctionRecord {
     pub name: String,
     pub runtime: Language,
@@ -101,7 +104,7 @@ impl FunctionRecord {
 }
 
 /// The zygote state of one deploy, as `GET /v1/functions/{name}` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case", tag = "state")]
 pub enum ZygoteState {
     /// Not tried yet: the first invocation runs by hot swap, the sandbox
@@ -119,7 +122,7 @@ pub enum ZygoteState {
 }
 
 /// `GET /v1/functions/{name}`: the record and its zygote state.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FunctionInfo {
     #[serde(flatten)]
     pub record: FunctionRecord,
@@ -127,13 +130,13 @@ pub struct FunctionInfo {
 }
 
 /// `GET /v1/functions`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FunctionList {
     pub functions: Vec<FunctionRecord>,
 }
 
 /// `DELETE /v1/functions/{name}`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Deleted {
     pub deleted: String,
 }

@@ -4,7 +4,7 @@ use crate::kinds::{Backend, Language};
 use serde::{Deserialize, Serialize};
 
 /// Whether emberd serves or drains.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum HealthStatus {
     Ok,
@@ -12,7 +12,7 @@ pub enum HealthStatus {
     Draining,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Health {
     pub status: HealthStatus,
     pub version: String,

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 /// How an invocation ended (`outcome` of its answer and record).
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// The handler returned a JSON value.
@@ -58,7 +58,7 @@ impl Outcome {
 }
 
 /// How the sandbox that ran an invocation was found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum StartKind {
     /// A sandbox already bound to this function (specialized mode, or a
@@ -81,7 +81,7 @@ impl StartKind {
 }
 
 /// A limit an invocation ran into (`limits_hit`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum LimitHit {
     Oom,
@@ -92,7 +92,7 @@ pub enum LimitHit {
 }
 
 /// Per-phase timings of one invocation, in microseconds.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Timings {
     /// Waiting for a sandbox (excludes creating one).
     pub queue: u64,
@@ -114,7 +114,7 @@ pub struct Timings {
 }
 
 /// An exception the handler raised.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct HandlerErrorInfo {
     #[serde(rename = "type")]
     pub kind: String,
@@ -123,7 +123,7 @@ pub struct HandlerErrorInfo {
 }
 
 /// Everything known about one invocation; the API's invoke answer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Report {
     pub id: String,
     pub function: String,
@@ -137,7 +137,9 @@ pub struct Report {
     pub outcome: Outcome,
     /// Limits the invocation ran into.
     pub limits_hit: Vec<LimitHit>,
+    /// The handler's return value, any JSON (only with `ok`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Value)]
     pub result: Option<Box<RawValue>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<HandlerErrorInfo>,

@@ -5,7 +5,9 @@
 use serde::{Deserialize, Serialize};
 
 /// Execution mode of a function's invocations.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[derive(
+    Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, Hash, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
     /// A worker forked from the zygote runs one invocation and dies:
@@ -35,7 +37,19 @@ impl Mode {
 }
 
 /// A language runtime of the sandboxes (`runtime` of a function).
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Serialize,
+    Deserialize,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    utoipa::ToSchema,
+)]
 pub enum Language {
     /// CPython: a zygote forks a worker per invocation (or a specialized
     /// runner, by choice).
@@ -91,7 +105,19 @@ impl std::fmt::Display for Language {
 }
 
 /// What runs a sandbox.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Serialize,
+    Deserialize,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Backend {
     Runc,

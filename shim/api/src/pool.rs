@@ -6,7 +6,7 @@ use crate::kinds::{Backend, Language};
 use serde::{Deserialize, Serialize};
 
 /// A pool's state.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct PoolStatus {
     pub runtime: Language,
     pub backend: Backend,
@@ -35,7 +35,7 @@ pub struct PoolStatus {
 }
 
 /// What a sandbox is doing.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SandboxState {
     /// In the pool, waiting for an invocation.
@@ -47,7 +47,7 @@ pub enum SandboxState {
 }
 
 /// One sandbox.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct SandboxStatus {
     pub id: String,
     pub runtime: Language,
@@ -69,21 +69,22 @@ pub struct SandboxStatus {
 }
 
 /// `?backend=` of the pool endpoints (default: emberd's first backend).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct PoolQuery {
     pub backend: Option<String>,
 }
 
 /// `GET /v1/pools`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PoolList {
     pub pools: Vec<PoolStatus>,
 }
 
 /// `PUT /v1/pools/{runtime}`: a new target (generic sandboxes kept warm)
 /// and/or maximum.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PoolSize {
     pub target: Option<usize>,
@@ -91,7 +92,7 @@ pub struct PoolSize {
 }
 
 /// `GET /v1/sandboxes`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SandboxList {
     pub sandboxes: Vec<SandboxStatus>,
 }
@@ -99,7 +100,7 @@ pub struct SandboxList {
 /// `POST /v1/sandboxes`: a sandbox created by someone else with ember's
 /// agent listening on a socket (what `ember-runtime start` sends for a
 /// container annotated `dev.ember.sandbox`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AdoptRequest {
     pub id: String,
@@ -110,7 +111,7 @@ pub struct AdoptRequest {
 }
 
 /// The invocation the kill switch ended.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct KilledInvocation {
     pub sandbox: String,
     pub function: String,
@@ -118,12 +119,12 @@ pub struct KilledInvocation {
 }
 
 /// `POST /v1/sandboxes`: what was adopted.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Adopted {
     pub adopted: AdoptedSandbox,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AdoptedSandbox {
     pub id: String,
     pub runtime: String,
@@ -131,7 +132,7 @@ pub struct AdoptedSandbox {
 }
 
 /// `POST /v1/sandboxes/{id}/kill`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Killed {
     pub killed: KilledInvocation,
 }

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 /// One invocation as stored and as the API shows it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct InvocationRecord {
     pub id: String,
     pub function: String,
@@ -56,13 +56,14 @@ impl InvocationRecord {
 }
 
 /// `GET /v1/invocations`, `GET /v1/functions/{name}/logs`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct InvocationList {
     pub invocations: Vec<InvocationRecord>,
 }
 
 /// `?function=&since=&limit=&output=` of the invocation record endpoints.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct RecordQuery {
     pub function: Option<String>,

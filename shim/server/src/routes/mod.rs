@@ -77,7 +77,9 @@ async fn health(State(d): State<AppState>) -> Json<Health> {
 }
 
 async fn openapi() -> Json<serde_json::Value> {
-    Json(ember_api::openapi::document())
+    Json(ember_api::openapi::document(|code| {
+        crate::error::status(code).as_u16()
+    }))
 }
 
 /// Read a body up to `limit` bytes; more is a 413, not a truncation.
