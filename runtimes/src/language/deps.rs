@@ -3,7 +3,7 @@
 //! function ever sees them.
 //!
 //! - Python: a `requirements.txt` is installed by the deploy build
-//!   (`build.rs`, in a sandbox, as the sandbox user, offline from the
+//!   (`language/build.rs`, in a sandbox, as the sandbox user, offline from the
 //!   operator's wheels) into [`PYTHON_DEPS_DIR`], which the worker puts on
 //!   `sys.path`. Before any build sees it, [`check_requirements`] makes
 //!   sure the file names only packages and versions: no option, URL, path
