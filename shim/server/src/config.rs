@@ -293,6 +293,9 @@ impl DaemonConfig {
     /// The core's settings: paths resolved, the config file read, the
     /// operator's caps and budget worked out.
     pub fn settings(&self) -> Result<Settings, ConfigError> {
+        // The tag hashes the state dir's canonical path, which only an
+        // existing directory has; the core reports a failure to create it.
+        let _ = std::fs::create_dir_all(&self.state_dir);
         Ok(Settings {
             state_dir: self.state_dir.clone(),
             run_dir: self.run_dir(),
