@@ -34,6 +34,12 @@ pub async fn run(cfg: DaemonConfig, settings: Settings) -> Result<(), ServeError
         path: socket.clone(),
         source,
     };
+    // Registered once, before anything can be reached: the first signal
+    // starts the drain (even one sent the moment the socket answers), a
+    // second one (none is missed in between) cuts it short.
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
     clear_socket(&socket)?;
     // Bound before any sandbox exists, so a taken port fails fast.
     let http = match cfg.http {
@@ -70,11 +76,6 @@ pub async fn run(cfg: DaemonConfig, settings: Settings) -> Result<(), ServeError
             stopped(stop_rx.clone()),
         ))
     });
-    // Registered once: the first signal starts the drain, a second one
-    // (none is missed in between) cuts it short.
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
     let failed = tokio::select! {
         _ = term.recv() => {
             tracing::info!("SIGTERM: draining");
