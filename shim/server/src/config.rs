@@ -293,9 +293,6 @@ impl DaemonConfig {
     /// The core's settings: paths resolved, the config file read, the
     /// operator's caps and budget worked out.
     pub fn settings(&self) -> Result<Settings, ConfigError> {
-        // The tag hashes the state dir's canonical path, which only an
-        // existing directory has; the core reports a failure to create it.
-        let _ = std::fs::create_dir_all(&self.state_dir);
         Ok(Settings {
             state_dir: self.state_dir.clone(),
             run_dir: self.run_dir(),
@@ -388,8 +385,7 @@ impl DaemonConfig {
     /// and two daemons on different state dirs never touch each other's.
     pub fn instance_tag(&self) -> String {
         use sha2::{Digest, Sha256};
-        let canon =
-            std::fs::canonicalize(&self.state_dir).unwrap_or_else(|_| self.state_dir.clone());
+        let canon = canonical(&self.state_dir);
         let h = Sha256::digest(canon.as_os_str().as_encoded_bytes());
         hex::encode(&h[..4])
     }
@@ -426,6 +422,30 @@ impl DaemonConfig {
     }
 }
 
+/// `path` made absolute with every link resolved, as `canonicalize` would
+/// give it once the directory exists (the state dir is created later, by
+/// the core; nothing is created before the flags are all checked).
+fn canonical(path: &Path) -> PathBuf {
+    let mut missing = Vec::new();
+    let mut existing = path;
+    loop {
+        if let Ok(c) = std::fs::canonicalize(existing) {
+            return missing.iter().rev().fold(c, |p, name| p.join(name));
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                missing.push(name.to_os_string());
+                existing = if parent.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    parent
+                };
+            }
+            _ => return path.to_path_buf(),
+        }
+    }
+}
+
 /// The machine's memory in MiB (`MemTotal`), 4096 if it cannot be read.
 fn machine_memory_mb() -> u64 {
     std::fs::read_to_string("/proc/meminfo")
@@ -436,4 +456,21 @@ fn machine_memory_mb() -> u64 {
                 .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
         })
         .map_or(4096, |kb| kb / 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::canonical;
+
+    #[test]
+    fn a_missing_state_dir_gets_the_path_it_will_have() {
+        let dir = tempfile::tempdir().unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(dir.path(), &link).unwrap();
+        let missing = link.join("state/sub");
+        let before = canonical(&missing);
+        std::fs::create_dir_all(&missing).unwrap();
+        assert_eq!(before, std::fs::canonicalize(&missing).unwrap());
+        assert!(!before.starts_with(&link), "links resolved: {before:?}");
+    }
 }
