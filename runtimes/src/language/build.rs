@@ -176,8 +176,11 @@ impl BuildDir {
                 return Err(BuildError::Oom(cfg.limits.memory_bytes));
             }
             // The limit refused a process the runtime itself needed to
-            // start the sandbox (youki's takes two).
-            Err(BuildError::Sandbox(e)) if hits.pids_max > 0 => {
+            // start the sandbox (youki's takes two). When `runc run` fails
+            // it removes the cgroup, counters and all, before they can be
+            // read: its init's EAGAIN ("Resource temporarily unavailable",
+            // from pthread_create or fork) says the same.
+            Err(BuildError::Sandbox(e)) if hits.pids_max > 0 || refused_a_task(&e) => {
                 tracing::debug!("build sandbox could not start under its pids limit: {e}");
                 return Err(BuildError::Pids(cfg.limits.pids));
             }
@@ -271,4 +274,10 @@ fn disk_full(work: &Path) -> bool {
         Ok(s) => s.blocks_available() < 16,
         Err(_) => false,
     }
+}
+
+/// Whether the runtime could not start the sandbox for want of a thread or
+/// process (EAGAIN), which under a build's pids limit is that limit.
+fn refused_a_task(e: &RuntimeError) -> bool {
+    e.to_string().contains("Resource temporarily unavailable")
 }
