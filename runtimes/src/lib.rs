@@ -31,7 +31,7 @@ pub mod sandbox_files;
 pub mod userns;
 
 pub use agent_conn::{AgentConn, AgentConnError};
-pub use backend::by_name::{backend_by_name, BACKEND_NAMES};
+pub use backend::by_name::backend_by_name;
 pub use backend::{Backend, BackendOptions, Injection};
 pub use error::RuntimeError;
 pub use language::{Interpreter, Language};

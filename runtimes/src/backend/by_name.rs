@@ -7,9 +7,6 @@ use crate::backend::{Backend, BackendOptions, CliBackend, Injection};
 use crate::error::RuntimeError;
 use std::path::PathBuf;
 
-/// Names accepted by [`backend_by_name`].
-pub const BACKEND_NAMES: &[&str] = &["runc", "crun", "runsc", "libcontainer"];
-
 /// Build the backend called `name`.
 pub fn backend_by_name(
     name: &str,
@@ -42,7 +39,7 @@ pub fn backend_by_name(
         other => {
             return Err(RuntimeError::UnknownBackend {
                 name: other.to_string(),
-                known: BACKEND_NAMES.join(", "),
+                known: ember_api::Backend::names(),
             })
         }
     };
@@ -67,9 +64,9 @@ mod tests {
             runsc_platform: "ptrace".into(),
             ..Default::default()
         };
-        for name in BACKEND_NAMES {
-            let b = backend_by_name(name, &opts).unwrap();
-            assert_eq!(b.name(), *name);
+        for backend in ember_api::Backend::RUNNABLE {
+            let b = backend_by_name(backend.as_str(), &opts).unwrap();
+            assert_eq!(b.name(), backend.as_str());
         }
         let runsc = backend_by_name("runsc", &opts).unwrap();
         assert_eq!(runsc.injection(), Injection::HostDirectory);

@@ -54,10 +54,11 @@ pub enum ConfigFileError {
 pub enum ConfigProblem {
     #[error(transparent)]
     Toml(#[from] toml::de::Error),
-    #[error("[pools.{0}]: unknown runtime (known: python3, node)")]
+    #[error("[pools.{0}]: unknown runtime (known: {known})", known = Language::names())]
     UnknownRuntime(String),
     #[error(
-        "[pools.{runtime}] backend {backend:?}: unknown (known: runc, crun, runsc, libcontainer)"
+        "[pools.{runtime}] backend {backend:?}: unknown (known: {})",
+        Backend::names()
     )]
     UnknownBackend { runtime: String, backend: String },
     #[error("[pools.{runtime}] min_warm {min_warm} is above max_warm {max_warm}")]

@@ -75,6 +75,12 @@ impl Language {
         Language::ALL.into_iter().find(|l| l.runtime_name() == name)
     }
 
+    /// Every runtime's name, for messages: `python3, node`.
+    pub fn names() -> String {
+        let names: Vec<&str> = Language::ALL.iter().map(|l| l.runtime_name()).collect();
+        names.join(", ")
+    }
+
     /// Whether a fresh worker per invocation (fork mode) is possible.
     pub fn can_fork(self) -> bool {
         self == Language::Python
@@ -148,6 +154,12 @@ impl Backend {
             Backend::Libcontainer => "libcontainer",
             Backend::External => "external",
         }
+    }
+
+    /// Every runnable backend's name, for messages: `runc, crun, ...`.
+    pub fn names() -> String {
+        let names: Vec<&str> = Backend::RUNNABLE.iter().map(|b| b.as_str()).collect();
+        names.join(", ")
     }
 
     /// A runnable backend by its name (`external` is none).

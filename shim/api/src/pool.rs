@@ -46,6 +46,16 @@ pub enum SandboxState {
     Returning,
 }
 
+impl SandboxState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SandboxState::Idle => "idle",
+            SandboxState::Busy => "busy",
+            SandboxState::Returning => "returning",
+        }
+    }
+}
+
 /// One sandbox.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct SandboxStatus {
@@ -135,4 +145,20 @@ pub struct AdoptedSandbox {
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Killed {
     pub killed: KilledInvocation,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SandboxState;
+
+    #[test]
+    fn sandbox_states_name_themselves_as_they_serialize() {
+        for s in [
+            SandboxState::Idle,
+            SandboxState::Busy,
+            SandboxState::Returning,
+        ] {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
+    }
 }

@@ -10,7 +10,7 @@ use crate::kinds::{Language, Mode};
 pub enum Invalid {
     #[error("invalid function name {0:?}: use 1-64 letters, digits, '-' or '_', starting with a letter or digit")]
     FunctionName(String),
-    #[error("unknown runtime {0:?} (available: python3, node)")]
+    #[error("unknown runtime {0:?} (available: {known})", known = Language::names())]
     Runtime(String),
     #[error("mode \"fork\" is not available for runtime {0}: it cannot fork a warm interpreter; use \"specialized\"")]
     CannotFork(Language),

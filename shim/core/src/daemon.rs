@@ -320,14 +320,19 @@ impl Daemon {
 
     /// Backend `name`, if this daemon runs it.
     fn running_backend(&self, name: &str) -> Result<Backend, DeployError> {
-        if let Some(b) = self.backends.iter().find(|b| b.as_str() == name) {
-            return Ok(*b);
+        match self.backends.iter().find(|b| b.as_str() == name) {
+            Some(b) => Ok(*b),
+            None => Err(self.not_running(name)),
         }
+    }
+
+    /// Backend `name` is not one this daemon runs.
+    pub(crate) fn not_running(&self, name: &str) -> DeployError {
         let running: Vec<&str> = self.backends.iter().map(|b| b.as_str()).collect();
-        Err(DeployError::BackendNotRunning {
+        DeployError::BackendNotRunning {
             backend: name.to_string(),
             running: running.join(", "),
-        })
+        }
     }
 
     pub fn delete_function(&self, name: &str) -> Result<bool, RegistryError> {

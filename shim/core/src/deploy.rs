@@ -37,10 +37,7 @@ impl Daemon {
             .unwrap_or_else(|| self.default_backend(language));
         let build = self
             .build_config(backend)
-            .ok_or_else(|| DeployError::BackendNotRunning {
-                backend: backend.to_string(),
-                running: String::new(),
-            })?;
+            .ok_or_else(|| self.not_running(backend.as_str()))?;
         // Builds are CPU- and memory-heavy: a few at a time.
         let _slot = self.build_slots.acquire().await;
         let id = format!(

@@ -175,7 +175,8 @@ fn start_pools(
             .and_then(Backend::by_name)
             .unwrap_or_else(|| settings.default_backend());
         out.runtime_backends.insert(language, default_backend);
-        let pool_settings = PoolSettings::from_section(&settings.pools, &section, &settings.file);
+        let pool_settings =
+            PoolSettings::from_section(&settings.pools, &section, &settings.file.specialized);
         for (name, backend) in backends {
             let interpreter = Interpreter {
                 language,

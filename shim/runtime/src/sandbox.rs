@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 /// Why a container cannot become an ember sandbox.
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
-    #[error("unknown runtime (known: python3, node)")]
+    #[error("unknown runtime (known: {})", ember_api::Language::names())]
     UnknownRuntime,
     #[error("ember-agent {agent} does not exist (set EMBER_AGENT, or run scripts/setup)")]
     NoAgent { agent: PathBuf },

@@ -260,7 +260,7 @@ fn parse_runtime(name: &str) -> Result<Language, Invalid> {
 
 /// A backend name `--backend` does not know.
 #[derive(Debug, thiserror::Error)]
-#[error("unknown backend {0:?} (known: runc, crun, runsc, libcontainer)")]
+#[error("unknown backend {0:?} (known: {known})", known = Backend::names())]
 pub struct UnknownBackend(String);
 
 fn parse_backend(name: &str) -> Result<Backend, UnknownBackend> {

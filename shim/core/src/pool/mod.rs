@@ -30,7 +30,7 @@ use ember_runtimes::cgroup::CgroupLayout;
 use ember_runtimes::{RuntimeError, Sandbox, SandboxConfig};
 use policy::{Request, Return, Step};
 use state::{BusyInfo, State};
-use status::{state_name, Counters};
+use status::Counters;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -61,7 +61,7 @@ pub enum PoolError {
 
 #[derive(Debug, thiserror::Error)]
 pub enum KillError {
-    #[error("sandbox {sandbox} is not running an invocation (it is {})", state_name(*.state))]
+    #[error("sandbox {sandbox} is not running an invocation (it is {})", .state.as_str())]
     NotRunning {
         sandbox: String,
         state: SandboxState,
@@ -110,15 +110,14 @@ pub struct PoolSettings {
 }
 
 impl PoolSettings {
-    /// A runtime's pool settings: its config file section over the
-    /// daemon's defaults.
+    /// A runtime's pool settings: its config file section (and the file's
+    /// specialized recycling rules) over the daemon's defaults.
     pub fn from_section(
         d: &crate::settings::PoolDefaults,
         section: &ember_api::config_file::PoolSection,
-        file: &ember_api::config_file::ConfigFile,
+        specialized: &ember_api::config_file::SpecializedSection,
     ) -> PoolSettings {
         let min_warm = section.min_warm.unwrap_or(d.min_warm);
-        let specialized = &file.specialized;
         PoolSettings {
             min_warm,
             max_warm: section.max_warm.unwrap_or(d.max_warm).max(min_warm),

@@ -97,12 +97,3 @@ fn bound_function(key: &str) -> String {
         .unwrap_or(key)
         .to_string()
 }
-
-/// A sandbox state as [`super::KillError`] words it.
-pub(super) fn state_name(s: SandboxState) -> &'static str {
-    match s {
-        SandboxState::Idle => "idle",
-        SandboxState::Busy => "busy",
-        SandboxState::Returning => "returning",
-    }
-}
