@@ -2,7 +2,7 @@
 //! namespace or host directory), freezer and limits, and how to create and
 //! destroy one.
 
-use crate::agent_conn::AgentConn;
+use crate::agent_conn::{AgentConn, AgentConnError};
 use crate::backend::{Backend, Injection};
 use crate::bundle::{write_bundle, BundleSpec};
 use crate::cgroup::{CgroupLayout, Freezer};
@@ -252,7 +252,12 @@ pub fn remove_bundle(dir: &Path) {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// Wait for the agent's `Ready` and check it speaks our protocol.
+/// The ember release of this emberd: its agents must be of the same
+/// ([`Ready::check`]).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Wait for the agent's `Ready` and check it is of this emberd's release
+/// and protocol.
 async fn await_ready(
     conn: &mut AgentConn,
     id: &str,
@@ -272,14 +277,14 @@ async fn await_ready(
             id: id.to_string(),
             source,
         }),
-        Ok(Ok(FromAgent::Ready(r))) if r.protocol == ember_proto::PROTOCOL_VERSION => Ok(r),
-        Ok(Ok(FromAgent::Ready(r))) => Err(agent_err(format!(
-            "{} speaks protocol {}, this emberd speaks {}: rebuild and reinstall the agent \
-             (scripts/build-agent, scripts/setup)",
-            agent.display(),
-            r.protocol,
-            ember_proto::PROTOCOL_VERSION
-        ))),
+        Ok(Ok(FromAgent::Ready(r))) => match r.check(VERSION) {
+            Ok(()) => Ok(r),
+            Err(mismatch) => Err(agent_err(format!(
+                "{}: {mismatch}: rebuild and reinstall the agent with emberd \
+                 (scripts/build-agent, scripts/setup)",
+                agent.display(),
+            ))),
+        },
         Ok(Ok(FromAgent::Fatal { message })) => Err(agent_err(format!(
             "{message}; stderr: {}",
             conn.stderr_tail()
@@ -288,6 +293,87 @@ async fn await_ready(
             "expected ready, got {other:?}; stderr: {}",
             conn.stderr_tail()
         ))),
+    }
+}
+
+/// Connect to an external sandbox's agent and wait for its `Ready`. An
+/// agent that cannot start says why (`Fatal`) before it exits: that reason
+/// is the error.
+async fn connect_agent(
+    ext: &ExternalSandbox,
+    ready_timeout: Duration,
+) -> Result<(AgentConn, Ready), RuntimeError> {
+    let id = ext.id.clone();
+    let agent_err = |message: String| RuntimeError::Agent {
+        id: id.clone(),
+        message,
+    };
+    let stream = connect_socket(ext, ready_timeout)
+        .await
+        .map_err(|e| agent_err(format!("connecting to {}: {e}", ext.socket.display())))?;
+    let (r, w) = stream.into_split();
+    let mut conn =
+        AgentConn::from_streams(&id, Box::new(w), Box::new(r), Box::new(tokio::io::empty()));
+    let ready = match tokio::time::timeout(ready_timeout, conn.recv()).await {
+        Err(_) => {
+            return Err(RuntimeError::AgentTimeout {
+                id,
+                waited_ms: ready_timeout.as_millis() as u64,
+            })
+        }
+        Ok(Err(AgentConnError::Closed { .. })) => {
+            return Err(agent_err(
+                "its agent closed the connection before it was ready, without a reason (an \
+                 agent older than this emberd?); its reason is in the container's log"
+                    .into(),
+            ))
+        }
+        Ok(Err(source)) => return Err(RuntimeError::AgentConn { id, source }),
+        Ok(Ok(FromAgent::Ready(r))) => match r.check(VERSION) {
+            Ok(()) => r,
+            // The node's agent (its install) and this emberd (e.g. a
+            // DaemonSet's image) are of different releases.
+            Err(mismatch) => {
+                return Err(agent_err(format!(
+                    "{mismatch}: install the node's ember of emberd's release \
+                     (scripts/install-node --upgrade) or run emberd of the agent's"
+                )))
+            }
+        },
+        Ok(Ok(FromAgent::Fatal { message })) => {
+            return Err(agent_err(format!("its agent could not start: {message}")))
+        }
+        Ok(Ok(other)) => {
+            return Err(agent_err(format!(
+                "expected ready of protocol {}, got {other:?}",
+                ember_proto::PROTOCOL_VERSION
+            )))
+        }
+    };
+    Ok((conn, ready))
+}
+
+/// Connect to an external sandbox's agent socket. The container's runtime
+/// reports it started once the agent is exec'd, maybe before the agent has
+/// bound its socket: while its init runs, a missing or unanswered socket
+/// is tried again, up to `within`.
+async fn connect_socket(
+    ext: &ExternalSandbox,
+    within: Duration,
+) -> std::io::Result<tokio::net::UnixStream> {
+    use std::io::ErrorKind::{ConnectionRefused, NotFound};
+    let deadline = Instant::now() + within;
+    loop {
+        match tokio::net::UnixStream::connect(&ext.socket).await {
+            Err(e)
+                if matches!(e.kind(), NotFound | ConnectionRefused)
+                    && Instant::now() < deadline
+                    && pid_running(ext.pid) =>
+            {
+                tokio::time::sleep(Duration::from_millis(10)).await
+            }
+            res => return res,
+        }
     }
 }
 
@@ -397,44 +483,21 @@ impl Sandbox {
     }
 
     /// Take over a sandbox someone else created (containerd, through
-    /// `ember-runtime`): connect to its agent's socket, wait for it to be
-    /// ready, and find its mount namespace and cgroup.
+    /// `ember-runtime`), or one a previous emberd adopted: thaw it (a
+    /// previous emberd may have left it frozen), connect to its agent's
+    /// socket, wait for it to be ready, and find its mount namespace and
+    /// cgroup.
     pub async fn adopt(
         ext: &ExternalSandbox,
         cgroups: &CgroupLayout,
         ready_timeout: Duration,
     ) -> Result<Sandbox, RuntimeError> {
         let started = Instant::now();
-        let id = ext.id.clone();
-        let agent_err = |message: String| RuntimeError::Agent {
-            id: id.clone(),
-            message,
-        };
-        let stream = tokio::net::UnixStream::connect(&ext.socket)
-            .await
-            .map_err(|e| agent_err(format!("connecting to {}: {e}", ext.socket.display())))?;
-        let (r, w) = stream.into_split();
-        let mut conn =
-            AgentConn::from_streams(&id, Box::new(w), Box::new(r), Box::new(tokio::io::empty()));
-        let ready = match tokio::time::timeout(ready_timeout, conn.recv()).await {
-            Err(_) => {
-                return Err(RuntimeError::AgentTimeout {
-                    id,
-                    waited_ms: ready_timeout.as_millis() as u64,
-                })
-            }
-            Ok(Err(source)) => return Err(RuntimeError::AgentConn { id, source }),
-            Ok(Ok(FromAgent::Ready(r))) if r.protocol == ember_proto::PROTOCOL_VERSION => r,
-            Ok(Ok(other)) => {
-                return Err(agent_err(format!(
-                    "expected ready of protocol {}, got {other:?}",
-                    ember_proto::PROTOCOL_VERSION
-                )))
-            }
-        };
         let freezer = cgroups.freezer(&ext.cgroups_path)?;
+        let _ = freezer.thaw();
+        let (conn, ready) = connect_agent(ext, ready_timeout).await?;
         let limits = cgroups.limits(&ext.cgroups_path);
-        let code = mount_slot(&id, ext.pid)?;
+        let code = mount_slot(&ext.id, ext.pid)?;
         let baseline_memory = limits.memory_usage().unwrap_or(0);
         Ok(Sandbox {
             id: ext.id.clone(),
@@ -459,6 +522,13 @@ impl Sandbox {
             frozen: false,
             external: true,
         })
+    }
+
+    /// Let an external sandbox go without stopping it (emberd is
+    /// stopping): thawed, its connection closed, its agent waits for the
+    /// next emberd.
+    pub fn let_go(self) {
+        let _ = self.freezer.thaw();
     }
 
     /// Whether its init still runs (an external sandbox's owner may have

@@ -28,11 +28,15 @@ mod zygote;
 
 use ember_proto::{
     read_frame, write_frame, BindReport, BindRequest, FrameError, FromAgent, InitOutcome,
-    InvokeRequest, Mode, ToAgent,
+    InvokeRequest, Mode, Ready, ToAgent,
 };
 use error::{AgentError, ArgsError, PrivilegeError, ProtocolError, SocketError};
 use std::io::{self, BufReader, BufWriter};
 use std::time::Duration;
+
+/// The ember release this agent belongs to: `--version` prints it and
+/// `Ready` tells emberd, which refuses an agent of another release.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// How long the next spare worker may take to fork and warm up.
 const SPARE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -117,6 +121,14 @@ fn number<T: std::str::FromStr<Err = std::num::ParseIntError>>(
 }
 
 fn main() {
+    // Alone, as clap's `--version` is in ember's other binaries (the
+    // installer and the version checks read it).
+    if matches!(std::env::args().nth(1).as_deref(), Some("--version" | "-V"))
+        && std::env::args().len() == 2
+    {
+        println!("ember-agent {VERSION}");
+        return;
+    }
     let opts = match parse_args() {
         Ok(o) => o,
         Err(e) => {
@@ -134,7 +146,7 @@ fn main() {
         None => {
             let mut out = BufWriter::new(io::stdout().lock());
             let input = BufReader::new(io::stdin().lock());
-            match run(&opts, &mut out, input, || Ok(())) {
+            match run(&opts, &mut out, input) {
                 Ok(()) => 0,
                 Err(e) => {
                     eprintln!("ember-agent: fatal: {e}");
@@ -213,91 +225,201 @@ struct Interp {
 
 /// Listen on `path` (bound before anything else, so the socket exists as
 /// soon as the sandbox runs), wait for emberd to connect, then start the
-/// interpreter and serve that one connection.
+/// interpreter and serve. A sandbox made by someone else outlives an
+/// emberd: when its emberd goes away between invocations, the agent waits
+/// on the socket for the next one and serves it (`Ready` again), as long
+/// as nothing binds it to a function. Whatever stops it is said to emberd
+/// (`Fatal`) before it exits, and goes to its stderr (the container log).
 fn serve_socket(opts: &Options, path: &str) -> Result<(), AgentError> {
+    let listener = listen(path)?;
+    stop_on_sigterm();
+    let mut conn = Conn::accept(&listener, path)?;
+    let mut session = match Session::start(opts) {
+        Ok(s) => s,
+        Err(e) => return Err(conn.fatal(e)),
+    };
+    loop {
+        let ready = FromAgent::Ready(session.ready.clone());
+        write_frame(&mut conn.out, &ready).map_err(AgentError::write("ready"))?;
+        match session.serve(&mut conn.out, &mut conn.input) {
+            Ok(Ended::Disconnected) if session.reusable() => {
+                eprintln!("ember-agent: emberd went away; waiting for the next one on {path}");
+                conn = Conn::accept(&listener, path)?;
+            }
+            Ok(_) => return Ok(()),
+            Err(e) => return Err(conn.fatal(e)),
+        }
+    }
+}
+
+/// The socket emberd connects to, for root only (emberd is root on the
+/// host; the sandbox's code runs as another user).
+fn listen(path: &str) -> Result<std::os::unix::net::UnixListener, AgentError> {
     use std::os::unix::fs::PermissionsExt;
     let _ = std::fs::remove_file(path);
     let p = || path.to_string();
     let listener = std::os::unix::net::UnixListener::bind(path)
         .map_err(|source| SocketError::Listen { path: p(), source })?;
-    // Only emberd (root on the host) may talk to the agent.
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .map_err(|source| SocketError::Chmod { path: p(), source })?;
-    let (stream, _) = listener
-        .accept()
-        .map_err(|source| SocketError::Accept { path: p(), source })?;
-    let reader = stream
-        .try_clone()
-        .map_err(|source| SocketError::Clone { path: p(), source })?;
-    let mut out = BufWriter::new(stream);
-    // Nobody else connects: the listener goes once the first one is in.
-    run(opts, &mut out, BufReader::new(reader), move || {
-        drop(listener);
-        Ok(())
-    })
+    Ok(listener)
+}
+
+/// A sandbox made by someone else is stopped by its owner's SIGTERM (the
+/// kubelet's StopContainer): the agent is its PID 1, which the kernel
+/// shields from signals it has no handler for. Exiting ends every other
+/// process of the sandbox (the kernel kills a pid namespace with its
+/// init); an invocation running then fails.
+fn stop_on_sigterm() {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    extern "C" fn on_term(_: libc::c_int) {
+        // SAFETY: _exit is async-signal-safe.
+        unsafe { libc::_exit(0) }
+    }
+    let action = SigAction::new(
+        SigHandler::Handler(on_term),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
+    // SAFETY: the handler only calls _exit.
+    if let Err(e) = unsafe { sigaction(Signal::SIGTERM, &action) } {
+        eprintln!("ember-agent: handling SIGTERM: {e}");
+    }
+}
+
+/// One emberd's connection.
+struct Conn {
+    out: BufWriter<std::os::unix::net::UnixStream>,
+    input: BufReader<std::os::unix::net::UnixStream>,
+}
+
+impl Conn {
+    fn accept(listener: &std::os::unix::net::UnixListener, path: &str) -> Result<Conn, AgentError> {
+        let p = || path.to_string();
+        let (stream, _) = listener
+            .accept()
+            .map_err(|source| SocketError::Accept { path: p(), source })?;
+        let reader = stream
+            .try_clone()
+            .map_err(|source| SocketError::Clone { path: p(), source })?;
+        Ok(Conn {
+            out: BufWriter::new(stream),
+            input: BufReader::new(reader),
+        })
+    }
+
+    /// Tell emberd why the agent stops (best effort), and hand `e` back.
+    fn fatal(&mut self, e: AgentError) -> AgentError {
+        let message = e.to_string();
+        let _ = write_frame(&mut self.out, &FromAgent::Fatal { message });
+        e
+    }
+}
+
+/// A started sandbox: its interpreter ready, its clean state captured.
+struct Session {
+    interp: Interp,
+    /// The clean state every invocation must leave behind.
+    baseline: check::Baseline,
+    ready: Ready,
+}
+
+/// How serving one connection ended.
+enum Ended {
+    /// emberd asked the agent to stop, or went away during an invocation
+    /// (its mounts may still be in place): the sandbox is done.
+    Stop,
+    /// emberd went away between invocations.
+    Disconnected,
+}
+
+impl Session {
+    /// Start the interpreter and wait until it is ready.
+    fn start(opts: &Options) -> Result<Session, AgentError> {
+        let mut interp = match opts.language {
+            Language::Python => Interp {
+                zygote: Some(zygote::Zygote::start(opts)?),
+                runner: None,
+                function: None,
+                bound_baseline: None,
+            },
+            Language::Node => Interp {
+                zygote: None,
+                runner: Some(runner::Runner::spawn_node(opts)?),
+                function: None,
+                bound_baseline: None,
+            },
+        };
+        drop_privileges()?;
+        let ready = match (&mut interp.zygote, &mut interp.runner) {
+            (Some(zyg), _) => zyg.wait_ready()?,
+            (None, Some(r)) => r.wait_ready()?,
+            (None, None) => return Err(AgentError::NoInterpreter),
+        };
+        let baseline = check::Baseline::capture()?;
+        Ok(Session {
+            interp,
+            baseline,
+            ready,
+        })
+    }
+
+    /// Whether another emberd may take the sandbox as a generic one: no
+    /// function is bound to it.
+    fn reusable(&self) -> bool {
+        let runner_bound = self
+            .interp
+            .runner
+            .as_ref()
+            .is_some_and(|r| r.bound.is_some());
+        self.interp.function.is_none() && !runner_bound
+    }
+
+    /// Serve emberd's requests from `input`, answering on `out`.
+    fn serve(
+        &mut self,
+        out: &mut impl io::Write,
+        mut input: impl io::Read,
+    ) -> Result<Ended, AgentError> {
+        let (interp, baseline) = (&mut self.interp, &self.baseline);
+        loop {
+            let msg: ToAgent = match read_frame(&mut input) {
+                Ok(m) => m,
+                Err(FrameError::Closed) => return Ok(Ended::Disconnected),
+                Err(source) => {
+                    return Err(AgentError::Read {
+                        what: "request",
+                        source,
+                    })
+                }
+            };
+            let req = match msg {
+                ToAgent::Shutdown => return Ok(Ended::Stop),
+                ToAgent::Check | ToAgent::Bind(_) => {
+                    return Err(ProtocolError::CheckWithoutInvocation.into());
+                }
+                ToAgent::Invoke(req) => req,
+            };
+            let idle = match req.mode {
+                Mode::Fork => invoke_fork(interp, baseline, &req, out, &mut input)?,
+                Mode::Specialized => invoke_specialized(interp, &req, out, &mut input)?,
+            };
+            match idle {
+                Some(idle) => write_frame(out, &idle).map_err(AgentError::write("idle"))?,
+                None => return Ok(Ended::Stop),
+            }
+        }
+    }
 }
 
 /// Start the interpreter, then serve emberd's requests from `input`,
-/// answering on `out`. `connected` runs once the sandbox is ready, before
-/// `Ready` is written.
-fn run(
-    opts: &Options,
-    out: &mut impl io::Write,
-    mut input: impl io::Read,
-    connected: impl FnOnce() -> Result<(), AgentError>,
-) -> Result<(), AgentError> {
-    let mut interp = match opts.language {
-        Language::Python => Interp {
-            zygote: Some(zygote::Zygote::start(opts)?),
-            runner: None,
-            function: None,
-            bound_baseline: None,
-        },
-        Language::Node => Interp {
-            zygote: None,
-            runner: Some(runner::Runner::spawn_node(opts)?),
-            function: None,
-            bound_baseline: None,
-        },
-    };
-    drop_privileges()?;
-    let ready = match (&mut interp.zygote, &mut interp.runner) {
-        (Some(zyg), _) => zyg.wait_ready()?,
-        (None, Some(r)) => r.wait_ready()?,
-        (None, None) => return Err(AgentError::NoInterpreter),
-    };
-    // The clean state every invocation must leave behind.
-    let baseline = check::Baseline::capture()?;
-    connected()?;
-    write_frame(out, &FromAgent::Ready(ready)).map_err(AgentError::write("ready"))?;
-    loop {
-        let msg: ToAgent = match read_frame(&mut input) {
-            Ok(m) => m,
-            // emberd went away: nobody can use this sandbox any more.
-            Err(FrameError::Closed) => return Ok(()),
-            Err(source) => {
-                return Err(AgentError::Read {
-                    what: "request",
-                    source,
-                })
-            }
-        };
-        let req = match msg {
-            ToAgent::Shutdown => return Ok(()),
-            ToAgent::Check | ToAgent::Bind(_) => {
-                return Err(ProtocolError::CheckWithoutInvocation.into());
-            }
-            ToAgent::Invoke(req) => req,
-        };
-        let idle = match req.mode {
-            Mode::Fork => invoke_fork(&mut interp, &baseline, &req, out, &mut input)?,
-            Mode::Specialized => invoke_specialized(&mut interp, &req, out, &mut input)?,
-        };
-        match idle {
-            Some(idle) => write_frame(out, &idle).map_err(AgentError::write("idle"))?,
-            None => return Ok(()),
-        }
-    }
+/// answering on `out` (emberd holds the agent's stdio: when it goes away,
+/// nobody can use this sandbox any more).
+fn run(opts: &Options, out: &mut impl io::Write, input: impl io::Read) -> Result<(), AgentError> {
+    let mut session = Session::start(opts)?;
+    let ready = FromAgent::Ready(session.ready.clone());
+    write_frame(out, &ready).map_err(AgentError::write("ready"))?;
+    session.serve(out, input).map(|_| ())
 }
 
 /// What the daemon says once `/fn` and `/tmp` are handled.

@@ -204,6 +204,7 @@ impl Runner {
         self.res.buf.clear();
         Ok(ember_proto::Ready {
             protocol: ember_proto::PROTOCOL_VERSION,
+            version: crate::VERSION.to_string(),
             zygote_pid: self.pid as u32,
             runtime_version: msg["version"].as_str().unwrap_or("node").to_string(),
             preload_us: msg["preload_us"]

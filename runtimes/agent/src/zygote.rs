@@ -224,6 +224,7 @@ impl Zygote {
         self.wait_spare(READY_TIMEOUT)?;
         Ok(Ready {
             protocol: ember_proto::PROTOCOL_VERSION,
+            version: crate::VERSION.to_string(),
             zygote_pid: pid as u32,
             runtime_version: v["version"].as_str().unwrap_or("python").to_string(),
             preload_us: v["preload_us"]

@@ -205,11 +205,60 @@ pub struct Ready {
     /// [`PROTOCOL_VERSION`] of the agent (absent before version 2).
     #[serde(default)]
     pub protocol: u32,
+    /// The ember release the agent was built from (its crate version, as
+    /// `ember-agent --version` prints it); empty from agents older than
+    /// this field. emberd refuses an agent of another release
+    /// ([`Ready::check`]): on a Kubernetes node the agent is the node's
+    /// (`scripts/install-node`) and emberd the image's.
+    #[serde(default)]
+    pub version: String,
     pub zygote_pid: u32,
     pub runtime_version: String,
     /// Time the zygote took to start and import its preloads.
     pub preload_us: u64,
 }
+
+impl Ready {
+    /// Whether emberd of release `daemon_version` may use this agent: the
+    /// same release and the same [`PROTOCOL_VERSION`].
+    pub fn check(&self, daemon_version: &str) -> Result<(), Mismatch> {
+        if self.version == daemon_version && self.protocol == PROTOCOL_VERSION {
+            return Ok(());
+        }
+        Err(Mismatch {
+            agent_version: self.version.clone(),
+            agent_protocol: self.protocol,
+            daemon_version: daemon_version.to_string(),
+        })
+    }
+}
+
+/// An agent of another release (or protocol) than the emberd it talks to.
+/// Says both sides' versions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mismatch {
+    /// Empty: an agent older than version reporting.
+    pub agent_version: String,
+    pub agent_protocol: u32,
+    pub daemon_version: String,
+}
+
+impl std::fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let agent = if self.agent_version.is_empty() {
+            "of a release older than version reporting".to_string()
+        } else {
+            self.agent_version.clone()
+        };
+        write!(
+            f,
+            "ember-agent {agent} (protocol {}) does not match emberd {} (protocol {})",
+            self.agent_protocol, self.daemon_version, PROTOCOL_VERSION
+        )
+    }
+}
+
+impl std::error::Error for Mismatch {}
 
 /// How an invocation ended.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -374,6 +423,56 @@ mod tests {
             read_frame::<_, ToAgent>(&mut r),
             Err(FrameError::Closed)
         ));
+    }
+
+    fn ready(version: &str, protocol: u32) -> Ready {
+        Ready {
+            protocol,
+            version: version.into(),
+            zygote_pid: 7,
+            runtime_version: "3.11".into(),
+            preload_us: 1,
+        }
+    }
+
+    #[test]
+    fn an_agent_of_the_daemons_release_and_protocol_is_accepted() {
+        assert_eq!(ready("1.2.3", PROTOCOL_VERSION).check("1.2.3"), Ok(()));
+    }
+
+    #[test]
+    fn an_agent_of_another_release_is_refused_naming_both_versions() {
+        let e = ready("1.2.2", PROTOCOL_VERSION).check("1.2.3").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "ember-agent 1.2.2 (protocol {PROTOCOL_VERSION}) does not match emberd 1.2.3 \
+                 (protocol {PROTOCOL_VERSION})"
+            )
+        );
+        let e = ready("1.2.3", PROTOCOL_VERSION - 1)
+            .check("1.2.3")
+            .unwrap_err();
+        assert!(e
+            .to_string()
+            .contains(&format!("protocol {}", PROTOCOL_VERSION - 1)));
+    }
+
+    #[test]
+    fn an_agent_that_does_not_say_its_version_is_refused() {
+        // What an agent from before the field sends.
+        let old = format!(
+            r#"{{"type":"ready","protocol":{PROTOCOL_VERSION},"zygote_pid":1,"runtime_version":"x","preload_us":2}}"#
+        );
+        let FromAgent::Ready(r) = serde_json::from_str(&old).unwrap() else {
+            panic!("not ready")
+        };
+        assert_eq!(r.version, "");
+        let e = r.check("1.2.3").unwrap_err().to_string();
+        assert!(
+            e.contains("older than version reporting") && e.contains("emberd 1.2.3"),
+            "{e}"
+        );
     }
 
     #[test]
