@@ -4,6 +4,7 @@
 
 use serde_json::json;
 use sha2::{Digest, Sha256};
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -48,21 +49,43 @@ impl Containerd {
     /// Start with extra environment, which containerd passes to its shims
     /// and they to the runtime binary (`EMBER_AGENT`, `EMBER_SOCKET`).
     pub fn start_with_env(env: &[(&str, &Path)]) -> Containerd {
+        let env: Vec<(OsString, OsString)> = env
+            .iter()
+            .map(|(k, v)| (OsString::from(k), v.as_os_str().to_owned()))
+            .collect();
+        Containerd::launch(&Launch {
+            env: &env,
+            ..Launch::default()
+        })
+    }
+
+    /// Start one as `how` says: its temp dir, config (root, state, sockets
+    /// and `opt` in the temp dir, with `how.plugins` appended) and
+    /// environment.
+    pub fn launch(how: &Launch) -> Containerd {
         let serial = one_at_a_time();
         let dir = tempfile::Builder::new()
-            .prefix("ember-it-ctrd-")
+            .prefix(how.prefix)
             .tempdir()
             .expect("temp dir");
         let d = dir.path();
         let socket = d.join("containerd.sock");
+        let plugins = (how.plugins)(d);
+        let disabled = if how.cri {
+            ""
+        } else {
+            "disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n"
+        };
         let config = format!(
-            "version = 2\nroot = {:?}\nstate = {:?}\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
-             [grpc]\n  address = {:?}\n[ttrpc]\n  address = {:?}\n[debug]\n  address = {:?}\n",
+            "version = 2\nroot = {:?}\nstate = {:?}\n{disabled}\
+             [grpc]\n  address = {:?}\n[ttrpc]\n  address = {:?}\n[debug]\n  address = {:?}\n\
+             [plugins.\"io.containerd.internal.v1.opt\"]\n  path = {:?}\n{plugins}",
             d.join("root"),
             d.join("state"),
             socket,
             d.join("containerd.sock.ttrpc"),
             d.join("debug.sock"),
+            d.join("opt"),
         );
         std::fs::write(d.join("config.toml"), config).expect("containerd config");
         let run_dir_existed = Path::new(SHIM_RUN_DIR).exists();
@@ -70,7 +93,7 @@ impl Containerd {
         let child = Command::new("/usr/bin/containerd")
             .arg("--config")
             .arg(d.join("config.toml"))
-            .envs(env.iter().map(|(k, v)| (*k, *v)))
+            .envs(how.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -103,10 +126,16 @@ impl Containerd {
 
     /// Run `ctr` against this containerd, in namespace `ember-it`.
     pub fn ctr(&self, args: &[&str]) -> Output {
+        self.ctr_in("ember-it", args)
+    }
+
+    /// Run `ctr` against this containerd, in namespace `namespace`
+    /// (`k8s.io` is the CRI plugin's).
+    pub fn ctr_in(&self, namespace: &str, args: &[&str]) -> Output {
         Command::new("/usr/bin/ctr")
             .arg("--address")
             .arg(&self.socket)
-            .args(["--namespace", "ember-it"])
+            .args(["--namespace", namespace])
             .args(args)
             .stdin(Stdio::null())
             .output()
@@ -115,14 +144,38 @@ impl Containerd {
 
     /// Build the test image and import it.
     pub fn import_test_image(&self) {
-        let tar = self.dir.path().join("image.tar");
-        build_image(&tar, IMAGE);
-        let out = self.ctr(&["images", "import", tar.to_str().expect("utf-8 path")]);
+        self.import_image("ember-it", IMAGE, &["/bin/sh"]);
+    }
+
+    /// Build the busybox image `name` whose command is `cmd` and import
+    /// it into `namespace`.
+    pub fn import_image(&self, namespace: &str, name: &str, cmd: &[&str]) {
+        self.import_image_with(namespace, name, cmd, &[]);
+    }
+
+    /// [`import_image`](Self::import_image) with `extras` in the image.
+    pub fn import_image_with(
+        &self,
+        namespace: &str,
+        name: &str,
+        cmd: &[&str],
+        extras: &[ImageEntry],
+    ) {
+        let tar = self
+            .dir
+            .path()
+            .join(format!("image-{}.tar", sha256(name.as_bytes())));
+        build_image_with_extras(&tar, name, cmd, extras);
+        let out = self.ctr_in(
+            namespace,
+            &["images", "import", tar.to_str().expect("utf-8 path")],
+        );
         assert!(
             out.status.success(),
-            "ctr images import: {}",
+            "ctr images import {name}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        let _ = std::fs::remove_file(tar);
     }
 
     /// The runtime's `--root` for this test's containers (`ctr run
@@ -145,18 +198,26 @@ impl Containerd {
     }
 }
 
-impl Drop for Containerd {
-    fn drop(&mut self) {
-        // Whatever a failed test left: tasks, containers, then the daemon.
-        let tasks = self.ctr(&["tasks", "list", "--quiet"]);
-        for id in String::from_utf8_lossy(&tasks.stdout).lines() {
-            let _ = self.ctr(&["tasks", "kill", "--signal", "SIGKILL", id]);
-            std::thread::sleep(Duration::from_millis(200));
-            let _ = self.ctr(&["tasks", "delete", "--force", id]);
+impl Containerd {
+    /// Kill what a failed test left (tasks, containers, in every
+    /// namespace), stop the daemon, and remove its mounts and the shims'
+    /// directories. Once; the drop does it if the owner did not.
+    pub fn shutdown(&mut self) {
+        if self.child.is_none() {
+            return;
         }
-        let containers = self.ctr(&["containers", "list", "--quiet"]);
-        for id in String::from_utf8_lossy(&containers.stdout).lines() {
-            let _ = self.ctr(&["containers", "delete", id]);
+        let namespaces = self.ctr(&["namespaces", "list", "--quiet"]);
+        for ns in String::from_utf8_lossy(&namespaces.stdout).lines() {
+            let tasks = self.ctr_in(ns, &["tasks", "list", "--quiet"]);
+            for id in String::from_utf8_lossy(&tasks.stdout).lines() {
+                let _ = self.ctr_in(ns, &["tasks", "kill", "--signal", "SIGKILL", id]);
+                std::thread::sleep(Duration::from_millis(200));
+                let _ = self.ctr_in(ns, &["tasks", "delete", "--force", id]);
+            }
+            let containers = self.ctr_in(ns, &["containers", "list", "--quiet"]);
+            for id in String::from_utf8_lossy(&containers.stdout).lines() {
+                let _ = self.ctr_in(ns, &["containers", "delete", id]);
+            }
         }
         stop(&mut self.child, Duration::from_secs(10));
         // Snapshot and task mounts under the temp dir.
@@ -165,6 +226,38 @@ impl Drop for Containerd {
         // there (only empty directories, never a system containerd's).
         if !self.run_dir_existed {
             remove_empty_dirs(SHIM_RUN_DIR, SHIM_RUN_SUBDIRS);
+        }
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// The CRI plugin's name in containerd's config.
+pub const CRI_PLUGIN: &str = "io.containerd.grpc.v1.cri";
+
+/// How [`Containerd::launch`] starts one.
+pub struct Launch<'a> {
+    /// The temp dir's name prefix.
+    pub prefix: &'a str,
+    /// Whether the CRI plugin runs (off unless a test is about CRI).
+    pub cri: bool,
+    /// Config tables to append, given the temp dir.
+    pub plugins: &'a dyn Fn(&Path) -> String,
+    /// Extra environment for containerd (and so its shims).
+    pub env: &'a [(OsString, OsString)],
+}
+
+impl Default for Launch<'_> {
+    fn default() -> Self {
+        Launch {
+            prefix: "ember-it-ctrd-",
+            cri: false,
+            plugins: &|_| String::new(),
+            env: &[],
         }
     }
 }
@@ -202,6 +295,21 @@ fn sha256(data: &[u8]) -> String {
 /// An OCI image archive (also readable by `docker load`: it carries a
 /// `manifest.json` too) with one layer: busybox and its shell.
 pub fn build_image(out: &Path, name: &str) {
+    build_image_with_cmd(out, name, &["/bin/sh"])
+}
+
+/// [`build_image`] with `cmd` as the image's command.
+pub fn build_image_with_cmd(out: &Path, name: &str, cmd: &[&str]) {
+    build_image_with_extras(out, name, cmd, &[])
+}
+
+/// An entry of an image beyond busybox: a directory (`None`) or a
+/// symlink to the target given.
+pub type ImageEntry<'a> = (&'a str, Option<&'a str>);
+
+/// [`build_image_with_cmd`] with `extras` in the image too (an image with
+/// its own `/lib64`, say).
+pub fn build_image_with_extras(out: &Path, name: &str, cmd: &[&str], extras: &[ImageEntry]) {
     let mut layer = tar::Builder::new(Vec::new());
     let mut dir = |path: &str| {
         let mut h = tar::Header::new_gnu();
@@ -225,7 +333,7 @@ pub fn build_image(out: &Path, name: &str) {
         .append_data(&mut h, "bin/busybox", busybox.as_slice())
         .expect("busybox entry");
     for applet in [
-        "sh", "echo", "cat", "sleep", "grep", "true", "unshare", "id",
+        "sh", "echo", "cat", "sleep", "grep", "true", "unshare", "id", "nc",
     ] {
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(tar::EntryType::Symlink);
@@ -236,12 +344,30 @@ pub fn build_image(out: &Path, name: &str) {
             .append_link(&mut h, format!("bin/{applet}"), "busybox")
             .expect("applet link");
     }
+    for (path, link) in extras {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(0);
+        h.set_mtime(0);
+        match link {
+            None => {
+                h.set_entry_type(tar::EntryType::Directory);
+                h.set_mode(0o755);
+                layer.append_data(&mut h, path, std::io::empty())
+            }
+            Some(target) => {
+                h.set_entry_type(tar::EntryType::Symlink);
+                h.set_mode(0o777);
+                layer.append_link(&mut h, path, target)
+            }
+        }
+        .expect("extra entry");
+    }
     let layer = layer.into_inner().expect("layer tar");
     let layer_digest = sha256(&layer);
     let config = serde_json::to_vec(&json!({
         "architecture": "amd64",
         "os": "linux",
-        "config": { "Cmd": ["/bin/sh"], "Env": ["PATH=/bin"] },
+        "config": { "Cmd": cmd, "Env": ["PATH=/bin"] },
         "rootfs": { "type": "layers", "diff_ids": [format!("sha256:{layer_digest}")] },
     }))
     .expect("config");

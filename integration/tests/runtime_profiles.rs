@@ -308,3 +308,53 @@ fn a_bundle_without_its_own_mount_namespace_is_refused() {
     assert_eq!(rt.ids(), Vec::<String>::new(), "no container left");
     assert_eq!(std::fs::read(bundle.join("config.json")).unwrap(), before);
 }
+
+#[test]
+fn checkpoint_reaches_the_delegate_as_runcs_own() {
+    if !ready("checkpoint_reaches_the_delegate_as_runcs_own") {
+        return;
+    }
+    let rt = Runtime::new();
+    // youki's command-line library spells it `checkpointt` and lacks some
+    // of runc's flags: ember-runtime hands it to runc unparsed.
+    let ours = rt.ember(&["checkpoint", "--help"]).output().unwrap();
+    let runcs = rt.runc(&["checkpoint", "--help"]).output().unwrap();
+    assert!(ours.status.success(), "{}", text(&ours.stderr));
+    assert_eq!(text(&ours.stdout), text(&runcs.stdout));
+    assert!(text(&ours.stdout).contains("checkpoint a running container"));
+
+    // A checkpoint of a running container reaches runc, which needs CRIU:
+    // without it, runc's own error about CRIU.
+    let id = rt.id("ckpt");
+    let bundle = rt.bundle("ckpt", &["/bin/sleep", "60"], |c| {
+        c["annotations"] = json!({"dev.ember.profile": "default"});
+    });
+    rt.start(&bundle, &id);
+    let images = rt.dir.path().join("images");
+    let args = [
+        "checkpoint",
+        "--image-path",
+        images.to_str().unwrap(),
+        "--leave-running",
+        "--file-locks",
+        &id,
+    ];
+    let ours = rt.ember(&args).output().unwrap();
+    let criu = std::path::Path::new("/usr/sbin/criu").exists();
+    let stderr = text(&ours.stderr);
+    if criu {
+        assert!(ours.status.success(), "{stderr}");
+    } else {
+        let runcs = rt.runc(&args).output().unwrap();
+        assert!(!ours.status.success(), "{stderr}");
+        assert_eq!(ours.status.code(), runcs.status.code());
+        assert!(stderr.to_lowercase().contains("criu"), "{stderr}");
+        assert!(!stderr.contains("ember-runtime"), "{stderr}");
+    }
+    let state = rt.runc(&["state", &id]).output().unwrap();
+    assert!(
+        text(&state.stdout).contains("\"running\""),
+        "{}",
+        text(&state.stdout)
+    );
+}

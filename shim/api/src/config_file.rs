@@ -6,6 +6,8 @@
 //! silently.
 //!
 //! ```toml
+//! adopted_only = false  # true: serve adopted sandboxes only (emberd --adopted-only)
+//!
 //! [pools.python3]
 //! backend = "runc"      # default backend of python3 functions
 //! min_warm = 2          # warm sandboxes kept even when idle
@@ -76,6 +78,10 @@ pub enum ConfigProblem {
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigFile {
+    /// `true`: emberd serves invocations from adopted sandboxes only and
+    /// creates none of its own (`emberd --adopted-only`).
+    #[serde(default)]
+    pub adopted_only: Option<bool>,
     /// Per language runtime (`python3`, `node`).
     #[serde(default)]
     pub pools: BTreeMap<String, PoolSection>,
@@ -196,6 +202,9 @@ mod tests {
         assert_eq!(py.backend.as_deref(), Some("runc"));
         assert_eq!(cfg.pools["node"].min_warm, Some(1));
         assert_eq!(cfg.specialized.max_invocations, Some(10000));
+        assert_eq!(cfg.adopted_only, Some(false));
+        let only = ConfigFile::parse("adopted_only = true\n").unwrap();
+        assert_eq!(only.adopted_only, Some(true));
     }
 
     #[test]

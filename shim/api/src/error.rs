@@ -47,6 +47,7 @@ error_codes! {
     PoolNotFound => "pool_not_found": "no pool for that runtime",
     SandboxNotFound => "sandbox_not_found": "no sandbox with that id",
     SandboxExists => "sandbox_exists": "a sandbox with that id is already in a pool",
+    VersionMismatch => "version_mismatch": "ember-runtime and emberd are of different versions",
     NotRunning => "not_running": "the sandbox to kill runs no invocation",
     Killed => "killed": "the invocation was ended by the kill switch",
     Unauthorized => "unauthorized": "over HTTP: no or a wrong bearer token",

@@ -110,7 +110,7 @@ pub struct SandboxList {
 /// `POST /v1/sandboxes`: a sandbox created by someone else with ember's
 /// agent listening on a socket (what `ember-runtime start` sends for a
 /// container annotated `dev.ember.sandbox`).
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AdoptRequest {
     pub id: String,
@@ -118,6 +118,11 @@ pub struct AdoptRequest {
     pub pid: u32,
     pub socket: String,
     pub cgroups_path: String,
+    /// The sender's version (`ember-runtime`'s crate version): emberd
+    /// adopts only from an `ember-runtime` of its own version
+    /// (`409 version_mismatch`). Absent from versions before the check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
 /// The invocation the kill switch ended.
@@ -145,6 +150,19 @@ pub struct AdoptedSandbox {
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Killed {
     pub killed: KilledInvocation,
+}
+
+/// `POST /v1/sandboxes/{id}/thaw`: the sandbox is thawed and stays so.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Thawed {
+    pub thawed: ThawedSandbox,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct ThawedSandbox {
+    pub id: String,
+    /// What it was doing (`idle`, `busy`, `returning`); it keeps doing it.
+    pub state: SandboxState,
 }
 
 #[cfg(test)]

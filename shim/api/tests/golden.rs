@@ -103,6 +103,7 @@ fn error_codes() {
         "pool_not_found",
         "sandbox_not_found",
         "sandbox_exists",
+        "version_mismatch",
         "not_running",
         "killed",
         "unauthorized",

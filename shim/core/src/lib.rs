@@ -14,6 +14,7 @@
 //! (`ember-runtimes`) or code storage and mount injection
 //! (`ember-injector`).
 
+mod adopted;
 pub mod daemon;
 mod deploy;
 pub mod history;

@@ -66,6 +66,8 @@ pub struct PoolDefaults {
     pub specialized_idle_ms: u64,
     pub freeze_after_ms: u64,
     pub queue_timeout_ms: u64,
+    /// `--adopted-only`: pools serve adopted sandboxes only, and make none.
+    pub adopted_only: bool,
 }
 
 /// Deploy builds' limits and where pip finds wheels.

@@ -74,7 +74,11 @@ impl Daemon {
             "emberd started"
         );
         made.armed = false;
-        Ok(Arc::new(Daemon {
+        let records = crate::adopted::AdoptedRecords::new(&settings.state_dir);
+        for pool in pools.pools.values() {
+            pool.keep_records(records.clone());
+        }
+        let daemon = Arc::new(Daemon {
             builds,
             build_slots: tokio::sync::Semaphore::new(MAX_BUILDS),
             settings,
@@ -89,7 +93,17 @@ impl Daemon {
             zygotes: Default::default(),
             cgroups,
             _lock: lock,
-        }))
+        });
+        // In the background: an agent that does not answer must not hold
+        // up the start.
+        let readopting = daemon.clone();
+        tokio::spawn(async move {
+            let back = readopting.readopt().await;
+            if back > 0 {
+                tracing::info!(sandboxes = back, "took back adopted sandboxes");
+            }
+        });
+        Ok(daemon)
     }
 }
 

@@ -3,7 +3,49 @@
 //! `--ember-profile`.
 
 use clap::{Parser, Subcommand};
+use std::ffi::OsString;
 use std::path::Path;
+
+/// runc subcommands `liboci-cli` does not parse as runc does (it spells
+/// `checkpoint` `checkpointt`, and lacks some of runc's flags): they go to
+/// the delegate unparsed, as they came. ember has nothing to do there.
+pub const PASSTHROUGH: &[&str] = &["checkpoint"];
+
+/// runc's global flags that take a value (as `--flag value`), and ember's.
+const GLOBAL_VALUE_FLAGS: &[&str] = &[
+    "--log",
+    "-l",
+    "--log-format",
+    "--root",
+    "-r",
+    "--criu",
+    "--rootless",
+    "--ember-profile",
+];
+
+/// The subcommand of a runc-shaped command line (`args` without the
+/// program name): the first argument that is not a global flag or its
+/// value.
+pub fn subcommand(args: &[OsString]) -> Option<&str> {
+    let mut skip = false;
+    for a in args {
+        let a = a.to_str()?;
+        if skip {
+            skip = false;
+        } else if a.starts_with('-') {
+            skip = GLOBAL_VALUE_FLAGS.contains(&a);
+        } else {
+            return Some(a);
+        }
+    }
+    None
+}
+
+/// Whether `args` (without the program name) go to the delegate
+/// unparsed (see [`PASSTHROUGH`]).
+pub fn is_passthrough(args: &[OsString]) -> bool {
+    subcommand(args).is_some_and(|c| PASSTHROUGH.contains(&c))
+}
 
 /// The command line, in runc's shape.
 #[derive(Debug, Parser)]
@@ -72,11 +114,50 @@ impl RuntimeCommand {
 
     /// The container `start` starts (after which a sandbox registers).
     pub fn started(&self) -> Option<&str> {
+        match self.standard()? {
+            liboci_cli::StandardCmd::Start(s) => Some(&s.container_id),
+            _ => None,
+        }
+    }
+
+    /// The container `kill` signals.
+    pub fn killed(&self) -> Option<&str> {
+        match self.standard()? {
+            liboci_cli::StandardCmd::Kill(k) => Some(&k.container_id),
+            _ => None,
+        }
+    }
+
+    /// The container `delete` removes.
+    pub fn deleted(&self) -> Option<&str> {
+        match self.standard()? {
+            liboci_cli::StandardCmd::Delete(d) => Some(&d.container_id),
+            _ => None,
+        }
+    }
+
+    /// The container `create` or `run` makes, with its bundle.
+    pub fn created(&self) -> Option<(&Path, &str)> {
         match self {
             RuntimeCommand::Standard(c) => match c.as_ref() {
-                liboci_cli::StandardCmd::Start(s) => Some(&s.container_id),
+                liboci_cli::StandardCmd::Create(c) => Some((&c.bundle, &c.container_id)),
                 _ => None,
             },
+            RuntimeCommand::Common(c) => match c.as_ref() {
+                liboci_cli::CommonCmd::Run(r) => Some((&r.bundle, &r.container_id)),
+                _ => None,
+            },
+        }
+    }
+
+    /// `create` (not `run`).
+    pub fn is_create(&self) -> bool {
+        matches!(self.standard(), Some(liboci_cli::StandardCmd::Create(_)))
+    }
+
+    fn standard(&self) -> Option<&liboci_cli::StandardCmd> {
+        match self {
+            RuntimeCommand::Standard(c) => Some(c.as_ref()),
             RuntimeCommand::Common(_) => None,
         }
     }
@@ -146,5 +227,52 @@ mod tests {
         assert_eq!(cli.ember_profile.as_deref(), Some("strict"));
         assert!(RuntimeCli::try_parse_from(["ember-runtime", "frobnicate", "c1"]).is_err());
         assert!(RuntimeCli::try_parse_from(["ember-runtime", "create"]).is_err());
+    }
+
+    #[test]
+    fn the_containers_of_kill_delete_and_create_are_found() {
+        let parse = |args: &[&str]| RuntimeCli::try_parse_from(args).unwrap().command;
+        let c = parse(&["ember-runtime", "kill", "--all", "c1", "TERM"]);
+        assert_eq!((c.killed(), c.deleted()), (Some("c1"), None));
+        let c = parse(&["ember-runtime", "delete", "--force", "c2"]);
+        assert_eq!((c.killed(), c.deleted()), (None, Some("c2")));
+        let c = parse(&["ember-runtime", "create", "--bundle", "/b", "c3"]);
+        assert_eq!(c.created(), Some((Path::new("/b"), "c3")));
+        let c = parse(&["ember-runtime", "run", "--bundle", "/b", "c4"]);
+        assert_eq!(c.created(), Some((Path::new("/b"), "c4")));
+        assert_eq!(parse(&["ember-runtime", "state", "c1"]).created(), None);
+    }
+
+    #[test]
+    fn checkpoint_goes_to_the_delegate_unparsed() {
+        let args = |a: &[&str]| a.iter().map(OsString::from).collect::<Vec<_>>();
+        for line in [
+            vec!["checkpoint", "--image-path", "/x", "c1"],
+            vec!["--root", "/r", "--log", "/l", "checkpoint", "--help"],
+            vec![
+                "--root=/r",
+                "--debug",
+                "--systemd-cgroup",
+                "checkpoint",
+                "c1",
+            ],
+            vec![
+                "--ember-profile",
+                "strict",
+                "checkpoint",
+                "--lazy-pages",
+                "c1",
+            ],
+        ] {
+            assert!(is_passthrough(&args(&line)), "{line:?}");
+        }
+        for line in [
+            vec!["--root", "checkpoint", "state", "c1"],
+            vec!["state", "checkpoint"],
+            vec!["--debug"],
+        ] {
+            assert!(!is_passthrough(&args(&line)), "{line:?}");
+        }
+        assert_eq!(subcommand(&args(&["-r", "/r", "kill", "c1"])), Some("kill"));
     }
 }

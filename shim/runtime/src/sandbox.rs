@@ -3,7 +3,7 @@
 //! bundles are, which emberd adopts into that runtime's pool once the
 //! container starts (see [`crate::register`]).
 
-use crate::AGENT_RUN_DIR;
+use crate::sandbox_dir::{SandboxDir, SandboxDirError};
 use ember_runtimes::bundle::{AGENT_PATH, SANDBOX_UID};
 use ember_runtimes::{Interpreter, Language};
 use serde_json::{json, Value};
@@ -29,30 +29,49 @@ pub enum SandboxError {
     NotAnObject,
     #[error("mounts is not a list")]
     MountsNotAList,
+    #[error(transparent)]
+    Dir(#[from] SandboxDirError),
+    #[error("the container joins the pid namespace {path} (a pod sharing its process namespace: shareProcessNamespace): ember's agent must be PID 1 of a pid namespace of its own, where every other process is one of its invocations'")]
+    SharedPidNamespace { path: String },
+    #[error("the container has no pid namespace of its own (linux.namespaces has no \"pid\"): ember's agent must be PID 1 of a pid namespace of its own")]
+    NoPidNamespace,
 }
 
 /// The static agent a sandbox bundle binds in: `EMBER_AGENT`, else
-/// `/usr/local/bin/ember-agent` (where `scripts/setup` installs it).
+/// `ember-agent` next to this `ember-runtime` (an install puts both in one
+/// directory, whatever its prefix), else `/usr/local/bin/ember-agent`
+/// (where `scripts/setup` installs it).
 pub fn agent_path() -> PathBuf {
     std::env::var_os("EMBER_AGENT")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
+        .or_else(|| {
+            let exe = std::env::current_exe().ok()?;
+            Some(exe.parent()?.join("ember-agent")).filter(|p| p.is_file())
+        })
         .unwrap_or_else(|| PathBuf::from("/usr/local/bin/ember-agent"))
 }
 
+/// Directories merged-/usr hosts have as symlinks into `/usr`: where an
+/// image has a real directory instead (its own `/lib64`, say), the host's
+/// is bound over it, or the host's interpreter would look for its loader
+/// and libraries in the image's.
+const LINKED_HOST_DIRS: &[&str] = &["/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"];
+
 /// Turn a container's config into an ember sandbox of `runtime`, as
-/// emberd's own bundles are: the host's `/usr`, `/etc`, ... bound
+/// emberd's own bundles are: the host's `/usr`, `/lib`, `/etc`, ... bound
 /// read-only over the image's root (read-only too), empty `/fn` and
 /// `/tmp`, and ember's agent as the process, running the interpreter as
-/// an unprivileged user and listening on a socket in a host directory of
-/// the bundle (`ember-run/agent.sock`), where emberd connects. The
-/// container's own command is replaced; its namespaces, cgroup and
-/// resources stay.
+/// an unprivileged user and listening on a socket in `dir` (a short host
+/// path, see [`SandboxDir`]), where emberd connects. The container's own
+/// command is replaced; its namespaces, cgroup and resources stay. It
+/// must have a pid namespace of its own (the agent is its PID 1).
 pub fn make_sandbox(
     config: &mut Value,
     bundle: &Path,
     runtime: &str,
     agent: &Path,
+    dir: &SandboxDir,
 ) -> Result<(), SandboxError> {
     let language = Language::by_runtime(runtime).ok_or(SandboxError::UnknownRuntime)?;
     if !agent.is_file() {
@@ -60,6 +79,7 @@ pub fn make_sandbox(
             agent: agent.to_path_buf(),
         });
     }
+    check_pid_namespace(config)?;
     let interpreter = Interpreter {
         language,
         path: match language {
@@ -76,14 +96,19 @@ pub fn make_sandbox(
     } else {
         bundle.join(&root)
     };
-    let run_dir = make_dirs(bundle, &rootfs)?;
-    let mut binds = ember_runtimes::bundle::host_dirs(&rootfs)?;
+    make_dirs(&rootfs)?;
+    dir.create()?;
+    let mut binds: Vec<(String, PathBuf)> = ember_runtimes::bundle::host_dirs(&rootfs)?
+        .into_iter()
+        .map(|d| (d.clone(), PathBuf::from(d)))
+        .collect();
+    binds.extend(shadowed_host_dirs(&rootfs)?);
     // Adopted containers keep the host's /etc as before (emberd's own
     // sandboxes get a generated one; see docs/isolation.md).
     let etc = rootfs.join("etc");
     std::fs::create_dir_all(&etc).map_err(io(&etc))?;
-    binds.push("/etc".to_string());
-    bind_mounts(config, &binds, agent, &run_dir)?;
+    binds.push(("/etc".to_string(), PathBuf::from("/etc")));
+    bind_mounts(config, &binds, agent, &dir.run_dir())?;
     set_agent_process(config, &interpreter)?;
     config["root"]["readonly"] = json!(true);
     Ok(())
@@ -96,10 +121,26 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SandboxError + '_ {
     }
 }
 
-/// The directories the sandbox's mounts need: `/fn`, `/tmp`, `/.ember/run`
-/// and the agent's mount point in the root, and the bundle's host
-/// directory for the agent's socket (private to root), which it returns.
-fn make_dirs(bundle: &Path, rootfs: &Path) -> Result<PathBuf, SandboxError> {
+/// The agent is the container's PID 1, and everything else in its pid
+/// namespace an invocation's: a namespace joined by path (a pod sharing
+/// its processes) or the host's would have it kill the pod's processes as
+/// leftovers.
+fn check_pid_namespace(config: &Value) -> Result<(), SandboxError> {
+    let pid = config["linux"]["namespaces"]
+        .as_array()
+        .and_then(|all| all.iter().find(|ns| ns["type"] == "pid"))
+        .ok_or(SandboxError::NoPidNamespace)?;
+    match pid["path"].as_str().filter(|p| !p.is_empty()) {
+        Some(path) => Err(SandboxError::SharedPidNamespace {
+            path: path.to_string(),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// The directories the sandbox's mounts need in its root: `/fn`, `/tmp`,
+/// `/.ember/run` and the agent's mount point.
+fn make_dirs(rootfs: &Path) -> Result<(), SandboxError> {
     for d in ["fn", "tmp", ".ember/run"] {
         let p = rootfs.join(d);
         std::fs::create_dir_all(&p).map_err(io(&p))?;
@@ -108,22 +149,33 @@ fn make_dirs(bundle: &Path, rootfs: &Path) -> Result<PathBuf, SandboxError> {
     if !agent_target.exists() {
         std::fs::write(&agent_target, b"").map_err(io(&agent_target))?;
     }
-    let run_dir = bundle.join(AGENT_RUN_DIR);
-    std::fs::create_dir_all(&run_dir).map_err(io(&run_dir))?;
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&run_dir, std::fs::Permissions::from_mode(0o700))
-            .map_err(io(&run_dir))?;
-    }
-    Ok(run_dir)
+    Ok(())
 }
 
-/// The host's `binds` read-only, the agent read-only and the socket
-/// directory read-write, in place of the image's mounts of those paths
-/// (and of `/tmp` and `/fn`).
+/// Where the host has a symlink into `/usr` ([`LINKED_HOST_DIRS`]) and
+/// the image a real directory: the directory the host's link leads to,
+/// to bind over the image's (`(destination, host source)`).
+fn shadowed_host_dirs(rootfs: &Path) -> Result<Vec<(String, PathBuf)>, SandboxError> {
+    let mut out = Vec::new();
+    for dir in LINKED_HOST_DIRS {
+        let host = Path::new(dir);
+        let linked = std::fs::symlink_metadata(host).is_ok_and(|m| m.file_type().is_symlink());
+        let inside = rootfs.join(dir.trim_start_matches('/'));
+        let own_dir = std::fs::symlink_metadata(&inside).is_ok_and(|m| m.is_dir());
+        if linked && own_dir {
+            let target = std::fs::canonicalize(host).map_err(io(host))?;
+            out.push((dir.to_string(), target));
+        }
+    }
+    Ok(out)
+}
+
+/// The host's `binds` (destination, source) read-only, the agent
+/// read-only and the socket directory read-write, in place of the image's
+/// mounts of those paths (and of `/tmp` and `/fn`).
 fn bind_mounts(
     config: &mut Value,
-    binds: &[String],
+    binds: &[(String, PathBuf)],
     agent: &Path,
     run_dir: &Path,
 ) -> Result<(), SandboxError> {
@@ -143,10 +195,10 @@ fn bind_mounts(
     // The image's own mounts of these paths would hide the host's.
     mounts.retain(|m| {
         let dest = m["destination"].as_str().unwrap_or("");
-        !binds.iter().any(|b| b == dest) && dest != "/tmp" && dest != "/fn"
+        !binds.iter().any(|(b, _)| b == dest) && dest != "/tmp" && dest != "/fn"
     });
-    for dir in binds {
-        mounts.push(bind(dir, dir, "ro"));
+    for (dest, source) in binds {
+        mounts.push(bind(dest, &source.to_string_lossy(), "ro"));
     }
     mounts.push(bind(AGENT_PATH, &agent.to_string_lossy(), "ro"));
     mounts.push(bind("/.ember/run", &run_dir.to_string_lossy(), "rw"));

@@ -110,6 +110,16 @@ pub struct DaemonConfig {
     #[arg(long, default_value_t = 30_000)]
     pub queue_timeout_ms: u64,
 
+    /// Serve invocations from adopted sandboxes only (containers annotated
+    /// dev.ember.sandbox, started through ember-runtime): never create a
+    /// sandbox of one's own (no warm pool, no cold start, `ember test`
+    /// refused); an invocation waits up to --queue-timeout-ms for an
+    /// adopted one, then fails with pool_exhausted. Deploy builds still
+    /// run in a throwaway sandbox of --backend. Also `adopted_only = true`
+    /// in the config file. See docs/containerd.md.
+    #[arg(long)]
+    pub adopted_only: bool,
+
     /// Container runtimes of the sandboxes, comma-separated: runc, crun,
     /// runsc (gVisor), libcontainer (youki's, inside emberd). Each gets a
     /// pool per language runtime; the first is the default for functions
@@ -293,12 +303,14 @@ impl DaemonConfig {
     /// The core's settings: paths resolved, the config file read, the
     /// operator's caps and budget worked out.
     pub fn settings(&self) -> Result<Settings, ConfigError> {
+        let file = ConfigFile::load(self.config.as_deref())?;
+        let adopted_only = self.adopted_only || file.adopted_only == Some(true);
         Ok(Settings {
             state_dir: self.state_dir.clone(),
             run_dir: self.run_dir(),
             tag: self.instance_tag(),
             agent: self.resolve_agent()?,
-            file: ConfigFile::load(self.config.as_deref())?,
+            file,
             runtimes: self.runtimes.clone(),
             python: self.python.clone(),
             node: self.node.clone(),
@@ -310,7 +322,7 @@ impl DaemonConfig {
                 base: self.userns_base,
                 blocks: self.userns_blocks,
             },
-            pools: self.pool_defaults(),
+            pools: self.pool_defaults(adopted_only),
             function_zygotes: !self.no_function_zygotes,
             builds: BuildDefaults {
                 wheels_dir: self.wheels_dir.clone(),
@@ -335,7 +347,7 @@ impl DaemonConfig {
         })
     }
 
-    fn pool_defaults(&self) -> PoolDefaults {
+    fn pool_defaults(&self, adopted_only: bool) -> PoolDefaults {
         PoolDefaults {
             min_warm: self.pool_size,
             max_warm: self.pool_max_warm,
@@ -346,6 +358,7 @@ impl DaemonConfig {
             specialized_idle_ms: self.specialized_idle_ms,
             freeze_after_ms: self.freeze_after_ms,
             queue_timeout_ms: self.queue_timeout_ms,
+            adopted_only,
         }
     }
 

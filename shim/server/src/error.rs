@@ -27,7 +27,9 @@ pub fn status(code: ErrorCode) -> StatusCode {
             StatusCode::NOT_FOUND
         }
         C::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-        C::RebuildRequired | C::SandboxExists | C::NotRunning | C::Killed => StatusCode::CONFLICT,
+        C::RebuildRequired | C::SandboxExists | C::VersionMismatch | C::NotRunning | C::Killed => {
+            StatusCode::CONFLICT
+        }
         C::PayloadTooLarge | C::BuildDiskFull => StatusCode::PAYLOAD_TOO_LARGE,
         C::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         C::SandboxFailed | C::Internal => StatusCode::INTERNAL_SERVER_ERROR,

@@ -213,6 +213,7 @@ pub(super) fn schemas() -> BTreeMap<String, RefOr<Schema>> {
     add::<AdoptRequest>(&mut all);
     add::<Adopted>(&mut all);
     add::<Killed>(&mut all);
+    add::<Thawed>(&mut all);
     all.into_iter().collect()
 }
 

@@ -34,7 +34,7 @@ use crate::function::{Deleted, DeployOptions, FunctionInfo, FunctionList, Functi
 use crate::health::Health;
 use crate::invocation::Report;
 use crate::pool::{
-    AdoptRequest, Adopted, Killed, PoolList, PoolQuery, PoolSize, PoolStatus, SandboxList,
+    AdoptRequest, Adopted, Killed, PoolList, PoolQuery, PoolSize, PoolStatus, SandboxList, Thawed,
 };
 use crate::records::{InvocationList, RecordQuery};
 use std::borrow::Cow;

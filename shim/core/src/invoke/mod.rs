@@ -98,7 +98,10 @@ impl InvokeError {
             InvokeError::UnknownFunction(_) => ErrorCode::FunctionNotFound,
             InvokeError::BadEvent(_) => ErrorCode::InvalidEvent,
             InvokeError::EventTooLarge { .. } => ErrorCode::PayloadTooLarge,
-            InvokeError::Pool(PoolError::Exhausted { .. }) => ErrorCode::PoolExhausted,
+            InvokeError::Pool(PoolError::Exhausted { .. } | PoolError::NoAdopted { .. }) => {
+                ErrorCode::PoolExhausted
+            }
+            InvokeError::Pool(PoolError::AdoptedOnly { .. }) => ErrorCode::BackendUnavailable,
             InvokeError::Pool(PoolError::ShuttingDown { .. }) => ErrorCode::ShuttingDown,
             InvokeError::Pool(PoolError::Create { .. }) | InvokeError::Sandbox { .. } => {
                 ErrorCode::SandboxFailed

@@ -24,6 +24,7 @@ mod policy;
 mod state;
 mod status;
 
+use crate::adopted::AdoptedRecords;
 use ember_api::pool::{KilledInvocation, PoolStatus, SandboxState, SandboxStatus};
 use ember_api::{Backend, Language, StartKind};
 use ember_runtimes::cgroup::CgroupLayout;
@@ -50,6 +51,14 @@ pub enum PoolError {
         waited_ms: u64,
         max: usize,
     },
+    #[error("no adopted sandbox of runtime {runtime} became free within {waited_ms} ms ({adopted} adopted, all busy): this emberd runs with --adopted-only and makes no sandbox of its own; start more containers annotated dev.ember.sandbox={runtime} through ember-runtime (docs/containerd.md)")]
+    NoAdopted {
+        runtime: Language,
+        waited_ms: u64,
+        adopted: usize,
+    },
+    #[error("this emberd runs with --adopted-only and makes no sandbox of its own, so it cannot run code in a sandbox of its own (`ember test`): deploy the function and invoke it")]
+    AdoptedOnly { runtime: Language },
     #[error("emberd is shutting down: pool {runtime} takes no new invocations")]
     ShuttingDown { runtime: Language },
     #[error("creating a {runtime} sandbox: {source}")]
@@ -107,6 +116,9 @@ pub struct PoolSettings {
     /// A sandbox back from an invocation is frozen once it has been idle
     /// this long (it stays thawed while work keeps coming).
     pub freeze_after: Duration,
+    /// Serve from adopted sandboxes only: never create one (no warm pool,
+    /// no cold start, no throwaway), wait for an adopted one instead.
+    pub adopted_only: bool,
 }
 
 impl PoolSettings {
@@ -117,11 +129,13 @@ impl PoolSettings {
         section: &ember_api::config_file::PoolSection,
         specialized: &ember_api::config_file::SpecializedSection,
     ) -> PoolSettings {
-        let min_warm = section.min_warm.unwrap_or(d.min_warm);
+        // Sizes are of sandboxes the pool makes: an adopted-only pool makes none.
+        let own = |n: usize| if d.adopted_only { 0 } else { n };
+        let min_warm = own(section.min_warm.unwrap_or(d.min_warm));
         PoolSettings {
             min_warm,
-            max_warm: section.max_warm.unwrap_or(d.max_warm).max(min_warm),
-            headroom: section.headroom.unwrap_or(d.headroom),
+            max_warm: own(section.max_warm.unwrap_or(d.max_warm)).max(min_warm),
+            headroom: own(section.headroom.unwrap_or(d.headroom)),
             max: section.max.unwrap_or(d.max),
             queue_timeout: Duration::from_millis(d.queue_timeout_ms),
             idle_trim: Duration::from_millis(section.idle_trim_ms.unwrap_or(d.idle_trim_ms)),
@@ -132,6 +146,7 @@ impl PoolSettings {
                 specialized.idle_ms.unwrap_or(d.specialized_idle_ms),
             ),
             freeze_after: Duration::from_millis(d.freeze_after_ms),
+            adopted_only: d.adopted_only,
         }
     }
 }
@@ -153,6 +168,9 @@ pub struct Pool {
     queue_timeout: Duration,
     freeze_after: Duration,
     reaper: Mutex<JoinSet<()>>,
+    /// Where adopted sandboxes are remembered across restarts (set once
+    /// by the daemon; see [`Pool::keep_records`]).
+    records: std::sync::OnceLock<AdoptedRecords>,
 }
 
 impl Pool {
@@ -179,7 +197,23 @@ impl Pool {
             queue_timeout: settings.queue_timeout,
             freeze_after: settings.freeze_after,
             reaper: Mutex::new(JoinSet::new()),
+            records: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Forget adopted sandboxes in `records` once this pool lets them go
+    /// for good (their container ended, or an invocation left them
+    /// unusable); a shutdown keeps them, for the next emberd.
+    pub fn keep_records(&self, records: AdoptedRecords) {
+        let _ = self.records.set(records);
+    }
+
+    /// The adopted sandbox `id` is gone for good.
+    fn forget_adopted(&self, id: &str) {
+        self.lock().keep_thawed.remove(id);
+        if let Some(r) = self.records.get() {
+            r.remove(id);
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State<Sandbox>> {
@@ -275,18 +309,31 @@ impl Pool {
             }
             let now = Instant::now();
             if now >= deadline {
-                let max = self.lock().max;
-                return Err(PoolError::Exhausted {
-                    runtime: self.runtime,
-                    waited_ms: started.elapsed().as_millis() as u64,
-                    max,
-                });
+                return Err(self.exhausted(started));
             }
             let mut wait = deadline - now;
             if now < returning_until {
                 wait = wait.min(returning_until - now);
             }
             let _ = tokio::time::timeout(wait, notified).await;
+        }
+    }
+
+    /// Why no sandbox came in time.
+    fn exhausted(&self, started: Instant) -> PoolError {
+        let st = self.lock();
+        let waited_ms = started.elapsed().as_millis() as u64;
+        if st.adopted_only {
+            return PoolError::NoAdopted {
+                runtime: self.runtime,
+                waited_ms,
+                adopted: st.total(),
+            };
+        }
+        PoolError::Exhausted {
+            runtime: self.runtime,
+            waited_ms,
+            max: st.max,
         }
     }
 
@@ -343,6 +390,11 @@ impl Pool {
         let started = Instant::now();
         if self.closing.load(Ordering::SeqCst) {
             return Err(PoolError::ShuttingDown {
+                runtime: self.runtime,
+            });
+        }
+        if self.lock().adopted_only {
+            return Err(PoolError::AdoptedOnly {
                 runtime: self.runtime,
             });
         }
@@ -485,6 +537,11 @@ impl Pool {
                 self.destroy_later(sb);
                 self.refill.notify_one();
             }
+            Return::LetGo => {
+                drop(st);
+                tracing::info!(sandbox = %sb.id, "letting adopted sandbox go");
+                sb.let_go();
+            }
         }
         self.returned.notify_one();
     }
@@ -502,6 +559,9 @@ impl Pool {
             let Some(i) = st.idle.iter().position(|sb| sb.id == id) else {
                 return;
             };
+            if st.keep_thawed.contains(&id) {
+                return;
+            }
             let sb = &mut st.idle[i];
             if sb.frozen || sb.last_used.elapsed() < after || !sb.alive() {
                 return;
@@ -521,6 +581,9 @@ impl Pool {
 
     fn destroy_later(self: &Arc<Self>, sb: Sandbox) {
         let pool = self.clone();
+        if sb.external {
+            self.forget_adopted(&sb.id);
+        }
         let mut reaper = self.reaper.lock().unwrap_or_else(|e| e.into_inner());
         // Drop finished reaps so the set does not grow without bound.
         while reaper.try_join_next().is_some() {}
@@ -597,22 +660,56 @@ impl Pool {
                 tracing::info!(runtime = %self.runtime, from, to, "pool target follows demand down");
             }
             let extra = policy::trim_extra(&mut st, now);
-            // External sandboxes whose owner ended them: forget them.
-            for sb in st.take_idle(|sb| sb.external && !sb.alive()) {
-                // Its other processes die with its init only if they can
-                // run: a cgroup frozen meanwhile would keep them (and its
-                // owner's delete) waiting for ever.
-                let _ = sb.freezer.thaw();
-                tracing::info!(sandbox = %sb.id, "external sandbox is gone; removed from the pool");
-                self.counters.destroyed.fetch_add(1, Ordering::Relaxed);
-            }
             (extra, policy::stale_bound(&mut st, now))
         };
+        self.drop_gone_external();
         for sb in extra {
             tracing::info!(sandbox = %sb.id, "trimming idle sandbox above pool target");
             self.destroy_later(sb);
         }
         self.recycle(stale);
+    }
+
+    /// External sandboxes whose owner ended them: forget them.
+    fn drop_gone_external(&self) {
+        let gone = self.lock().take_idle(|sb| sb.external && !sb.alive());
+        for sb in gone {
+            // Its other processes die with its init only if they can
+            // run: a cgroup frozen meanwhile would keep them (and its
+            // owner's delete) waiting for ever.
+            let _ = sb.freezer.thaw();
+            tracing::info!(sandbox = %sb.id, "external sandbox is gone; removed from the pool");
+            self.counters.destroyed.fetch_add(1, Ordering::Relaxed);
+            self.forget_adopted(&sb.id);
+        }
+    }
+
+    /// Thaw sandbox `id` and never freeze it again (its owner is about to
+    /// `exec` into it or signal it: neither works in a frozen cgroup).
+    /// `None`: no such sandbox in this pool; else what it is doing.
+    pub fn thaw(&self, id: &str) -> Option<Result<SandboxState, RuntimeError>> {
+        let mut st = self.lock();
+        let state = if let Some(b) = st.busy.get(id) {
+            match b.returning {
+                true => SandboxState::Returning,
+                false => SandboxState::Busy,
+            }
+        } else {
+            let sb = st.idle.iter_mut().find(|sb| sb.id == id)?;
+            if let Err(e) = sb.freezer.thaw() {
+                return Some(Err(e));
+            }
+            sb.frozen = false;
+            SandboxState::Idle
+        };
+        // A busy sandbox runs thawed; this keeps it so once it is back.
+        st.keep_thawed.insert(id.to_string());
+        tracing::info!(
+            sandbox = id,
+            state = state.as_str(),
+            "thawed on request; no longer frozen"
+        );
+        Some(Ok(state))
     }
 
     /// Resize: `target` sets the warm floor (`min_warm`, and the target
@@ -684,7 +781,14 @@ impl Pool {
         }
         let idle: Vec<Sandbox> = self.lock().idle.drain(..).collect();
         for sb in idle {
-            self.destroy_later(sb);
+            if sb.external && sb.bound.is_none() {
+                // Someone else's container: its agent waits for the next
+                // emberd, which takes it back from its record.
+                tracing::info!(sandbox = %sb.id, "letting adopted sandbox go");
+                sb.let_go();
+            } else {
+                self.destroy_later(sb);
+            }
         }
         let mut set = std::mem::take(&mut *self.reaper.lock().unwrap_or_else(|e| e.into_inner()));
         while set.join_next().await.is_some() {}

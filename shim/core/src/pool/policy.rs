@@ -117,7 +117,8 @@ pub(super) fn acquire<S: Slot>(
         };
     }
     let wait_for_returning = (st.returning > 0 || own_returning) && returning_wait;
-    let step = if wait_for_returning {
+    let step = if wait_for_returning || st.adopted_only {
+        // Only adopted sandboxes serve: wait for one to come back or in.
         Step::Wait
     } else if st.total() < st.max {
         st.creating += 1;
@@ -191,7 +192,7 @@ fn evict_lru_bound<S: Slot>(st: &mut State<S>) -> Option<S> {
 /// creation if so. Busy generic sandboxes come back: they count toward
 /// the target. Bound ones serve only their function.
 pub(super) fn refill_due<S: Slot>(st: &mut State<S>) -> bool {
-    let need = st.generic() < st.target && st.total() < st.max;
+    let need = !st.adopted_only && st.generic() < st.target && st.total() < st.max;
     if need {
         st.creating += 1;
     }
@@ -316,6 +317,9 @@ pub(super) enum Return {
     Keep,
     /// Unhealthy, a throwaway, the pool closing or full: destroy it.
     Destroy,
+    /// Healthy, generic and adopted, the pool closing: its container is
+    /// its owner's, and its agent waits for the next emberd.
+    LetGo,
 }
 
 /// Take `sb` back from its invocation at `now`: it is no longer busy, and
@@ -337,9 +341,14 @@ pub(super) fn release<S: Slot>(
     let healthy = healthy && !throwaway;
     let stale =
         sb.bound().is_some() && (unbound || sb.invocations() >= st.specialized_max_invocations);
+    // An adopted sandbox is its owner's to end: it comes back however
+    // many there are (`max` bounds what the pool makes).
+    let room = sb.external() || st.total() < st.max;
     if stale && healthy {
         Return::Recycle
-    } else if healthy && !closing && st.total() < st.max {
+    } else if healthy && closing && sb.external() && sb.bound().is_none() {
+        Return::LetGo
+    } else if healthy && !closing && room {
         Return::Keep
     } else {
         Return::Destroy

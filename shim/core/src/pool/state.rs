@@ -146,6 +146,12 @@ pub(super) struct State<S> {
     pub specialized_max_invocations: u64,
     /// See [`PoolSettings::specialized_idle`].
     pub specialized_idle: Duration,
+    /// See [`PoolSettings::adopted_only`]: the pool never creates a
+    /// sandbox, it serves from adopted ones only.
+    pub adopted_only: bool,
+    /// Sandboxes thawed on request (`POST /v1/sandboxes/{id}/thaw`, before
+    /// an `exec` or `kill` of their container): never frozen again.
+    pub keep_thawed: HashSet<String>,
 }
 
 impl<S: Slot> State<S> {
@@ -166,6 +172,8 @@ impl<S: Slot> State<S> {
             idle_trim: settings.idle_trim,
             specialized_max_invocations: settings.specialized_max_invocations.max(1),
             specialized_idle: settings.specialized_idle,
+            adopted_only: settings.adopted_only,
+            keep_thawed: HashSet::new(),
         }
     }
 

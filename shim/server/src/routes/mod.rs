@@ -47,6 +47,7 @@ pub fn router(daemon: AppState) -> Router {
         .route("/v1/pools/{runtime}", get(pools::get).put(pools::put))
         .route("/v1/sandboxes", get(pools::sandboxes).post(pools::adopt))
         .route("/v1/sandboxes/{id}/kill", post(pools::kill))
+        .route("/v1/sandboxes/{id}/thaw", post(pools::thaw))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(daemon)

@@ -1,5 +1,5 @@
-//! `/v1/pools`, `/v1/pools/{runtime}`, `/v1/sandboxes` (list, adopt) and
-//! `/v1/sandboxes/{id}/kill`.
+//! `/v1/pools`, `/v1/pools/{runtime}`, `/v1/sandboxes` (list, adopt),
+//! `/v1/sandboxes/{id}/kill` and `/v1/sandboxes/{id}/thaw`.
 
 use super::{read_body, AppState};
 use crate::error::ApiError;
@@ -10,6 +10,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use ember_api::pool::{
     AdoptRequest, Adopted, AdoptedSandbox, Killed, PoolList, PoolQuery, PoolSize, SandboxList,
+    Thawed, ThawedSandbox,
 };
 use ember_api::{Backend, ErrorCode, Language, PoolStatus};
 use ember_core::pool::Pool;
@@ -120,6 +121,20 @@ pub(super) async fn kill(
 ) -> Result<Json<Killed>, ApiError> {
     match d.kill(&id) {
         Ok(killed) => Ok(Json(Killed { killed })),
+        Err(e) => Err(ApiError::new(e.code(), e.to_string())),
+    }
+}
+
+/// `POST /v1/sandboxes/{id}/thaw`: thawed, and never frozen again (its
+/// owner execs into it or signals it next).
+pub(super) async fn thaw(
+    State(d): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Thawed>, ApiError> {
+    match d.thaw(&id) {
+        Ok(state) => Ok(Json(Thawed {
+            thawed: ThawedSandbox { id, state },
+        })),
         Err(e) => Err(ApiError::new(e.code(), e.to_string())),
     }
 }

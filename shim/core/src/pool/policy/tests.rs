@@ -72,6 +72,7 @@ fn settings(min_warm: usize, max_warm: usize, headroom: usize, max: usize) -> Po
         specialized_max_invocations: MAX_INVOCATIONS,
         specialized_idle: SPECIALIZED_IDLE,
         freeze_after: Duration::from_millis(10),
+        adopted_only: false,
     }
 }
 
@@ -555,4 +556,66 @@ fn resize_drops_idle_sandboxes_beyond_the_new_sizes() {
         [bound_one.as_str()]
     );
     assert_eq!(p.st.total(), 1);
+}
+
+#[test]
+fn an_adopted_only_pool_never_creates_and_waits_for_adopted_sandboxes() {
+    let mut p = Pool::new(0, 0, 0, 1);
+    p.st.adopted_only = true;
+    assert!(!refill_due(&mut p.st), "no refill of its own");
+    assert!(matches!(p.ask(Want::Fork, 0, false).step, Step::Wait));
+    let bound = Want::Bound {
+        key: "f@1",
+        spread: false,
+    };
+    p.idle(Some("g@1"), 0);
+    p.st.idle.back_mut().expect("just put").external = true;
+    // A full pool evicts nothing: the bound sandbox is someone's container.
+    let pick = p.ask(bound, 1, false);
+    assert!(matches!(pick.step, Step::Wait) && pick.doomed.is_empty());
+    assert_eq!(p.st.creating, 0);
+    let adopted = p.idle(None, 2);
+    p.st.idle.back_mut().expect("just put").external = true;
+    let (sb, kind) = p.take(Want::Fork, 3);
+    assert_eq!((sb.id.as_str(), kind), (adopted.as_str(), StartKind::Hot));
+}
+
+#[test]
+fn adopted_sandboxes_come_back_whatever_the_pools_maximum() {
+    let mut p = Pool::new(0, 0, 0, 1);
+    p.idle(None, 0);
+    p.st.idle.back_mut().expect("just put").external = true;
+    p.idle(None, 0);
+    p.st.idle.back_mut().expect("just put").external = true;
+    let (mut sb, _) = p.take(Want::Fork, 1);
+    assert_eq!(p.st.total(), 2, "over the maximum of 1");
+    assert_eq!(
+        release(&mut p.st, &mut sb, true, false, at(p.t0, 2)),
+        Return::Keep
+    );
+    // A drain lets an adopted one go (its agent waits for the next
+    // emberd), unless it is bound to a function.
+    p.st.busy.insert(sb.id.clone(), busy_info(&sb));
+    assert_eq!(
+        release(&mut p.st, &mut sb, true, true, at(p.t0, 3)),
+        Return::LetGo
+    );
+    sb.bound = Some("f@1".into());
+    p.st.busy.insert(sb.id.clone(), busy_info(&sb));
+    assert_eq!(
+        release(&mut p.st, &mut sb, true, true, at(p.t0, 3)),
+        Return::Destroy
+    );
+    sb.bound = None;
+    sb.external = false;
+    p.st.busy.insert(sb.id.clone(), busy_info(&sb));
+    assert_eq!(
+        release(&mut p.st, &mut sb, true, false, at(p.t0, 3)),
+        Return::Destroy,
+        "one of the pool's own is not kept over the maximum"
+    );
+}
+
+fn busy_info(sb: &Fake) -> BusyInfo {
+    BusyInfo::new(sb, "f", "inv", StartKind::Hot, None, Instant::now())
 }
