@@ -66,6 +66,7 @@ const EVENT: &str = r#"{"name":"bench"}"#;
 #[derive(Debug, Parser)]
 #[command(
     name = "ember-bench",
+    version,
     about = "ember hot-swap vs cold start, per backend, in one run"
 )]
 struct Args {

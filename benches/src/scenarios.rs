@@ -328,9 +328,11 @@ pub async fn burst(emberd_bin: &Path, waves: usize, spacing_ms: u64) -> Result<s
 
 /// `ctr run --rm` of a one-line container under a private containerd,
 /// through runc directly and through `ember-runtime` (no profile, and the
-/// strict profile), interleaved: what the wrapper costs a container start.
+/// strict profile) under the runc v2 shim, and through ember's own shim
+/// (`containerd-shim-ember-v1`) on runc and on runsc, interleaved: what the
+/// wrapper and the shim cost a container start.
 pub fn containerd(runs: usize) -> Result<Option<serde_json::Value>> {
-    use ember_integration::containerd::{Containerd, IMAGE, TOOLS};
+    use ember_integration::containerd::{Containerd, Launch, IMAGE, TOOLS};
     if let Some((path, package)) = TOOLS.iter().find(|(p, _)| !Path::new(p).exists()) {
         eprintln!("containerd: {path} missing (apt-get install {package}), skipped");
         return Ok(None);
@@ -340,41 +342,38 @@ pub fn containerd(runs: usize) -> Result<Option<serde_json::Value>> {
         eprintln!("containerd: {} missing, skipped", runtime.display());
         return Ok(None);
     }
-    let ctrd = Containerd::start();
+    let shim = runtime.with_file_name("containerd-shim-ember-v1");
+    // containerd finds a shim by name on its PATH.
+    let path = format!(
+        "{}:{}",
+        runtime.parent().unwrap_or(Path::new(".")).display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let env = [("PATH".into(), path.into())];
+    let ctrd = Containerd::launch(&Launch {
+        env: &env,
+        ..Launch::default()
+    });
     ctrd.import_test_image();
-    let variants: [(&str, String, Option<&str>); 3] = [
-        ("runc", "runc".to_string(), None),
-        (
-            "ember-runtime",
-            runtime.to_string_lossy().into_owned(),
-            None,
-        ),
-        (
-            "ember-runtime, strict",
-            runtime.to_string_lossy().into_owned(),
-            Some("dev.ember.profile=strict"),
-        ),
-    ];
+    let variants = containerd_variants(&ctrd, &runtime, shim.is_file())?;
     let mut samples: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
     let bar = progress::bar(
         (runs * variants.len()) as u64,
-        "containerd: `ctr run --rm` through runc, ember-runtime, strict",
+        "containerd: `ctr run --rm` through runc, ember-runtime, strict, ember's shim",
     );
     for i in 0..runs {
-        for (v, (_, binary, annotation)) in variants.iter().enumerate() {
+        for (v, (_, flags)) in variants.iter().enumerate() {
             let id = format!("bench-{v}-{i}");
             let mut args: Vec<String> = vec!["run".into(), "--rm".into()];
-            args.extend(ctrd.run_flags(binary));
-            if let Some(a) = annotation {
-                args.extend(["--annotation".to_string(), a.to_string()]);
-            }
+            args.extend(flags.iter().cloned());
             args.extend([IMAGE, &id, "/bin/true"].map(String::from));
             let t = Instant::now();
             let out = ctrd.ctr(&args.iter().map(String::as_str).collect::<Vec<_>>());
             let ms = t.elapsed().as_secs_f64() * 1000.0;
             if !out.status.success() {
                 bail!(
-                    "ctr run through {binary}: {}",
+                    "ctr run {}: {}",
+                    flags.join(" "),
                     String::from_utf8_lossy(&out.stderr)
                 );
             }
@@ -389,12 +388,9 @@ pub fn containerd(runs: usize) -> Result<Option<serde_json::Value>> {
         "containerd `ctr run --rm` (ms)", "n", "p50", "p90", "p99", "mean"
     );
     let mut out = serde_json::Map::new();
-    for ((label, _, _), ms) in variants.iter().zip(&samples) {
+    for ((label, _), ms) in variants.iter().zip(&samples) {
         print_row(&format!("through {label}"), ms);
-        out.insert(
-            label.to_string(),
-            json!({ "ms": ms, "summary": summarize(ms) }),
-        );
+        out.insert(label.clone(), json!({ "ms": ms, "summary": summarize(ms) }));
     }
     let base = summarize(&samples[0]).p50_ms;
     println!(
@@ -402,7 +398,57 @@ pub fn containerd(runs: usize) -> Result<Option<serde_json::Value>> {
         summarize(&samples[1]).p50_ms - base,
         summarize(&samples[2]).p50_ms - base
     );
+    if samples.len() > 3 {
+        println!(
+            "  ember's shim on runc: {:.2}x the runc v2 shim with ember-runtime at p50",
+            summarize(&samples[3]).p50_ms / summarize(&samples[1]).p50_ms
+        );
+    }
     Ok(Some(serde_json::Value::Object(out)))
+}
+
+/// The `ctr run` flags of each variant of [`containerd`], labelled.
+fn containerd_variants(
+    ctrd: &ember_integration::containerd::Containerd,
+    runtime: &Path,
+    with_shim: bool,
+) -> Result<Vec<(String, Vec<String>)>> {
+    let runtime = runtime.to_string_lossy().into_owned();
+    let strict = [
+        "--annotation".to_string(),
+        "dev.ember.profile=strict".into(),
+    ];
+    let mut variants = vec![
+        ("runc".to_string(), ctrd.run_flags("runc")),
+        ("ember-runtime".to_string(), ctrd.run_flags(&runtime)),
+        (
+            "ember-runtime, strict".to_string(),
+            [ctrd.run_flags(&runtime), strict.to_vec()].concat(),
+        ),
+    ];
+    if !with_shim {
+        eprintln!("containerd: containerd-shim-ember-v1 missing, its rows skipped");
+        return Ok(variants);
+    }
+    let fifo = ctrd.dir.path().join("fifo").to_string_lossy().into_owned();
+    for kind in ["runc", "runsc"] {
+        let config = ctrd.dir.path().join(format!("shim-{kind}.toml"));
+        let root = ctrd.dir.path().join("shim-root");
+        std::fs::write(
+            &config,
+            format!("runtime = {kind:?}\nember_runtime = {runtime:?}\nroot = {root:?}\n"),
+        )?;
+        let flags = vec![
+            "--runtime".to_string(),
+            "io.containerd.ember.v1".into(),
+            "--runtime-config-path".into(),
+            config.to_string_lossy().into_owned(),
+            "--fifo-dir".into(),
+            fifo.clone(),
+        ];
+        variants.push((format!("ember's shim, {kind}"), flags));
+    }
+    Ok(variants)
 }
 
 /// Start, restart after a crash, and stop of emberd with `pool` warm
