@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 pub mod browser;
 pub mod containerd;
+pub mod cri;
 pub mod table;
 
 /// Directory holding the workspace's built binaries (target/debug).
@@ -701,17 +702,21 @@ impl Drop for Daemon {
 /// Detach every host mount under `root`, innermost first (what a killed
 /// daemon, or a test's containerd, left in a test's temp dir).
 pub fn unmount_under(root: &Path) {
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    for p in mounts_under(root).iter().rev() {
+        let _ = nix::mount::umount2(p.as_str(), nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// Host mount points under `root`, in mount order.
+pub fn mounts_under(root: &Path) -> Vec<String> {
     let root = root.to_string_lossy().into_owned();
-    let mut points: Vec<&str> = mounts
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
         .lines()
         .filter_map(|l| l.split(' ').nth(4))
         .filter(|p| p.starts_with(&root))
-        .collect();
-    points.reverse();
-    for p in points {
-        let _ = nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH);
-    }
+        .map(String::from)
+        .collect()
 }
 
 /// The daemon tag in a container id or id prefix `ember-<tag>-...`.
