@@ -59,6 +59,21 @@ pub enum RuntimeError {
     },
 }
 
+impl RuntimeError {
+    /// Whether the runtime failed because the container does not exist
+    /// (runc: "container does not exist"; runsc: "... not found", "...
+    /// does not exist").
+    pub fn says_gone(&self) -> bool {
+        match self {
+            RuntimeError::Failed { message, .. } => {
+                let m = message.to_ascii_lowercase();
+                m.contains("does not exist") || m.contains("not found")
+            }
+            _ => false,
+        }
+    }
+}
+
 /// The commands of one namespace's containers.
 #[derive(Debug, Clone)]
 pub struct Runtime {
@@ -235,7 +250,12 @@ impl Runtime {
         if let Some(p) = pid_file {
             cmd.arg("--pid-file").arg(p);
         }
+        // A process group of its own: a signal for the exec reaches
+        // ember-runtime and the delegate's `exec` under it, which forwards
+        // it into the container.
+        use std::os::unix::process::CommandExt;
         cmd.arg(id)
+            .process_group(0)
             .stdin(io.stdin)
             .stdout(io.stdout)
             .stderr(io.stderr);

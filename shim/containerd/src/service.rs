@@ -267,7 +267,14 @@ impl Inner {
                 what: format!("container {id}"),
             });
         }
-        runtime.delete(id)?;
+        if let Err(e) = runtime.delete(id) {
+            // Gone already (its gVisor sandbox ended with the pod): what
+            // containerd asks for is done.
+            if !e.says_gone() {
+                return Err(e.into());
+            }
+            log::warn!("{e}");
+        }
         if mounted {
             unmount_rootfs(&bundle);
         }
@@ -498,9 +505,9 @@ fn delete_response(pid: u32, exit: Exit) -> api::DeleteResponse {
 }
 
 /// A signal for an exec'd process: to its host pid where runc wrote one,
-/// else to the `exec` command, which forwards it (SIGKILL cannot be
-/// forwarded: under runsc it ends the command and leaves the process to the
-/// container's end).
+/// else to the process group of the `exec` command, whose delegate
+/// forwards it (SIGKILL cannot be forwarded: under runsc it ends the
+/// command and leaves the process to the container's end).
 fn signal_exec(
     id: &str,
     exec_id: &str,
@@ -511,7 +518,8 @@ fn signal_exec(
     let target = pid_file
         .and_then(|p| std::fs::read_to_string(p).ok())
         .and_then(|t| t.trim().parse::<i32>().ok())
-        .unwrap_or_else(|| i32::try_from(state.pid()).unwrap_or(0));
+        .filter(|p| *p > 0)
+        .unwrap_or_else(|| -i32::try_from(state.pid()).unwrap_or(0));
     let sig =
         nix::sys::signal::Signal::try_from(i32::try_from(signal).unwrap_or(0)).map_err(|e| {
             TaskError::BadRequest {
@@ -520,7 +528,7 @@ fn signal_exec(
                 reason: format!("signal {signal}: {e}"),
             }
         })?;
-    if target <= 0 {
+    if target == 0 {
         return Err(TaskError::NotStarted {
             what: format!("exec {exec_id} of {id}"),
         });
