@@ -16,7 +16,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tonic::transport::{Channel, Endpoint, Uri};
 
-pub use cri::{ContainerConfig, ContainerStatus, ExecSyncResponse, PodSandboxConfig};
+pub use cri::{
+    ContainerConfig, ContainerState, ContainerStatus, ExecSyncResponse, Mount, PodSandboxConfig,
+};
 
 type RuntimeClient = cri::runtime_service_client::RuntimeServiceClient<Channel>;
 
@@ -78,6 +80,20 @@ const READONLY_PATHS: &[&str] = &[
     "/proc/sys",
     "/proc/sysrq-trigger",
 ];
+
+/// What a pod spec may ask beyond the kubelet's defaults, as emberd's
+/// DaemonSet does.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Privileges {
+    /// `privileged: true` containers: all capabilities and devices, no
+    /// masked or read-only paths; their sandbox is privileged too (the
+    /// kubelet marks it so, and containerd refuses a privileged container
+    /// in a sandbox that is not).
+    pub privileged: bool,
+    /// `hostPID: true`: the sandbox and its containers in the node's PID
+    /// namespace (containerd's).
+    pub host_pid: bool,
+}
 
 /// The pod's private network: a bridge no other test uses and a /24 on
 /// it, nothing routed anywhere.
@@ -258,6 +274,16 @@ impl Cri {
     /// and labels, a log directory, the node's cgroup parent, pod network
     /// and IPC, a PID namespace per container, seccomp unconfined.
     pub fn pod_config(&self, name: &str, annotations: &[(&str, &str)]) -> PodSandboxConfig {
+        self.pod_config_with(name, annotations, Privileges::default())
+    }
+
+    /// [`pod_config`](Self::pod_config) for a pod spec asking for `p`.
+    pub fn pod_config_with(
+        &self,
+        name: &str,
+        annotations: &[(&str, &str)],
+        p: Privileges,
+    ) -> PodSandboxConfig {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let name = format!("{name}-{}", self.tag);
         let uid = format!("{}-{n:04}-ember-it", self.tag);
@@ -287,8 +313,9 @@ impl Cri {
             linux: Some(cri::LinuxPodSandboxConfig {
                 cgroup_parent: self.cgroup_parent.clone(),
                 security_context: Some(cri::LinuxSandboxSecurityContext {
-                    namespace_options: Some(namespaces()),
+                    namespace_options: Some(namespaces(p)),
                     seccomp: Some(unconfined()),
+                    privileged: p.privileged,
                     ..Default::default()
                 }),
                 ..Default::default()
@@ -347,18 +374,54 @@ impl Cri {
         command: &[&str],
         annotations: &[(&str, &str)],
     ) -> ContainerConfig {
+        let command: Vec<String> = command.iter().map(|s| s.to_string()).collect();
+        ContainerConfig {
+            annotations: pairs(annotations),
+            ..self.image_container_config(
+                name,
+                APP_IMAGE,
+                &command,
+                &[],
+                &[],
+                Privileges::default(),
+            )
+        }
+    }
+
+    /// A container config as the kubelet makes one for a container spec
+    /// with `image` (already on the node), `command`, `args`, volume
+    /// `mounts` (see [`host_path`]) and `p` asked of its pod: the rest as
+    /// [`container_config`](Self::container_config), but a privileged
+    /// container gets no masked or read-only paths.
+    pub fn image_container_config(
+        &self,
+        name: &str,
+        image: &str,
+        command: &[String],
+        args: &[String],
+        mounts: &[Mount],
+        p: Privileges,
+    ) -> ContainerConfig {
+        let paths = |all: &[&str]| -> Vec<String> {
+            if p.privileged {
+                Vec::new()
+            } else {
+                all.iter().map(|s| s.to_string()).collect()
+            }
+        };
         ContainerConfig {
             metadata: Some(cri::ContainerMetadata {
                 name: name.into(),
                 attempt: 0,
             }),
             image: Some(cri::ImageSpec {
-                image: APP_IMAGE.into(),
+                image: image.into(),
                 ..Default::default()
             }),
-            command: command.iter().map(|s| s.to_string()).collect(),
+            command: command.to_vec(),
+            args: args.to_vec(),
+            mounts: mounts.to_vec(),
             labels: HashMap::from([("io.kubernetes.container.name".to_string(), name.to_string())]),
-            annotations: pairs(annotations),
             log_path: format!("{name}/0.log"),
             linux: Some(cri::LinuxContainerConfig {
                 resources: Some(cri::LinuxContainerResources {
@@ -368,10 +431,11 @@ impl Cri {
                     ..Default::default()
                 }),
                 security_context: Some(cri::LinuxContainerSecurityContext {
-                    namespace_options: Some(namespaces()),
+                    namespace_options: Some(namespaces(p)),
                     seccomp: Some(unconfined()),
-                    masked_paths: MASKED_PATHS.iter().map(|s| s.to_string()).collect(),
-                    readonly_paths: READONLY_PATHS.iter().map(|s| s.to_string()).collect(),
+                    privileged: p.privileged,
+                    masked_paths: paths(MASKED_PATHS),
+                    readonly_paths: paths(READONLY_PATHS),
                     ..Default::default()
                 }),
             }),
@@ -854,12 +918,28 @@ fn pairs(kv: &[(&str, &str)]) -> HashMap<String, String> {
         .collect()
 }
 
+/// A hostPath volume mounted at `at` as the kubelet asks for it: the
+/// host path as it is, private propagation (a volume mount's default).
+pub fn host_path(at: &str, host: &Path, read_only: bool) -> Mount {
+    Mount {
+        container_path: at.into(),
+        host_path: host.to_string_lossy().into_owned(),
+        readonly: read_only,
+        propagation: cri::MountPropagation::PropagationPrivate as i32,
+        ..Default::default()
+    }
+}
+
 /// The kubelet's default: the pod's network and IPC, a PID namespace per
-/// container.
-fn namespaces() -> cri::NamespaceOption {
+/// container; the node's PID namespace for a `hostPID` pod.
+fn namespaces(p: Privileges) -> cri::NamespaceOption {
     cri::NamespaceOption {
         network: cri::NamespaceMode::Pod as i32,
-        pid: cri::NamespaceMode::Container as i32,
+        pid: if p.host_pid {
+            cri::NamespaceMode::Node
+        } else {
+            cri::NamespaceMode::Container
+        } as i32,
         ipc: cri::NamespaceMode::Pod as i32,
         ..Default::default()
     }
@@ -893,7 +973,7 @@ fn cgroup_dirs(parent: &str) -> Vec<PathBuf> {
 }
 
 /// rmdir a cgroup and its children, innermost first.
-fn remove_cgroup(dir: &Path) {
+pub fn remove_cgroup(dir: &Path) {
     if let Ok(entries) = std::fs::read_dir(dir) {
         for e in entries.flatten() {
             if e.file_type().is_ok_and(|t| t.is_dir()) {

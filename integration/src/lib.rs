@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 pub mod browser;
 pub mod containerd;
 pub mod cri;
+pub mod kube;
 pub mod table;
 
 /// Directory holding the workspace's built binaries (target/debug).
@@ -81,10 +82,20 @@ pub fn missing_prerequisites() -> Vec<String> {
             ));
         }
     }
-    if !agent_path().is_file() {
-        missing.push(format!("{} (scripts/build-agent)", agent_path().display()));
-    }
+    missing.extend(missing_agent());
     missing
+}
+
+/// The static agent, if it is not built.
+fn missing_agent() -> Option<String> {
+    (!agent_path().is_file()).then(|| format!("{} (scripts/build-agent)", agent_path().display()))
+}
+
+/// For tests that need the static agent (`scripts/build-agent`) besides
+/// what they check otherwise: true if it is built; otherwise says so and
+/// returns false, or panics when integration tests are required.
+pub fn agent_built(test: &str) -> bool {
+    report_missing(test, missing_agent().into_iter().collect())
 }
 
 /// True if the test may run; otherwise explains and returns false (or

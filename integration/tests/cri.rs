@@ -7,11 +7,13 @@
 //! * `cri_shim_runc_*`, `cri_shim_gvisor_*`: ember's own shim,
 //!   `containerd-shim-ember-v1` (handlers `ember-shim`, over runc, and
 //!   `ember-gvisor`, over runsc). Run one family with
-//!   `cargo test -p ember-integration --test cri cri_shim_`.
+//!   `cargo test -p ember-integration --test cri cri_shim_`;
+//! * `cri_emberd_*`: emberd itself, from its image, as its DaemonSet's pod
+//!   (plain runc).
 
 use ember_integration::containerd;
 use ember_integration::cri::{self, status_field, Cri, EMBER, EMBER_GVISOR, EMBER_SHIM, RUNC};
-use ember_integration::direct_runtime_ready;
+use ember_integration::{direct_runtime_ready, http, kube};
 use std::io::Read;
 use std::time::Duration;
 
@@ -441,4 +443,264 @@ fn cri_shim_runc_warm_pool_adopts_the_pods_app_container() {
     c.assert_clean();
     drop(c);
     d.stop_and_check(&tag);
+}
+
+/// emberd's sandboxes are runc containers under the node's pid 1: a pod
+/// killed before emberd drained (a failed test) leaves them running. On
+/// drop: each left in a runc root under the test's run directory (where
+/// emberd keeps them, `<run>/<tag>/runc`) is removed with its emberd's
+/// cgroups (`ember/<tag>`), and any mount under the test's directory
+/// detached.
+struct Sweep {
+    dir: std::path::PathBuf,
+    run: std::path::PathBuf,
+}
+
+impl Sweep {
+    /// emberd's runc roots under the run directory.
+    fn roots(&self) -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(&self.run)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path().join("runc"))
+            .filter(|r| r.is_dir())
+            .collect()
+    }
+}
+
+impl Drop for Sweep {
+    fn drop(&mut self) {
+        for root in self.roots() {
+            for id in runc_list(&root) {
+                let _ = std::process::Command::new("runc")
+                    .arg("--root")
+                    .arg(&root)
+                    .args(["delete", "--force", &id])
+                    .status();
+            }
+            let tag = root.parent().and_then(|t| t.file_name());
+            for d in ember_integration::cgroup_leftovers(&tag.unwrap_or_default().to_string_lossy())
+            {
+                cri::remove_cgroup(&d);
+            }
+        }
+        ember_integration::unmount_under(&self.dir);
+    }
+}
+
+/// The containers `runc --root ROOT list` shows (none if ROOT does not
+/// exist: runc would make it).
+fn runc_list(root: &std::path::Path) -> Vec<String> {
+    if !root.is_dir() {
+        return Vec::new();
+    }
+    let Ok(out) = std::process::Command::new("runc")
+        .arg("--root")
+        .arg(root)
+        .args(["list", "--quiet"])
+        .output()
+    else {
+        return Vec::new();
+    };
+    text(&out.stdout).lines().map(String::from).collect()
+}
+
+/// A gzip'd tar of one `main.py`, the body of a deploy by upload: emberd
+/// in its pod does not see the test's directories.
+fn code_upload(main_py: &str) -> Vec<u8> {
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_size(main_py.len() as u64);
+    header.set_mode(0o644);
+    tar.append_data(&mut header, "main.py", main_py.as_bytes())
+        .expect("tar entry");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &tar.into_inner().expect("tar")).expect("gzip");
+    gz.finish().expect("gzip")
+}
+
+/// emberd as a Kubernetes node runs it, short of a kubelet: the image
+/// `scripts/build-image` makes (from the debug builds), imported into
+/// CRI's `k8s.io` namespace, run as a CRI pod (plain runc) with the
+/// DaemonSet's settings read from `deploy/kubernetes/daemonset.yaml`:
+/// privileged pod and container, the node's PID namespace, its command
+/// and arguments, its host mounts (the node's `/usr`, `/etc`,
+/// `/sys/fs/cgroup`; the run and state directories in a temp dir, never
+/// the node's). From the host, through the socket in that run directory:
+/// it answers, its readiness probe (run as the kubelet runs it, ExecSync)
+/// passes, a Python function deploys and answers twice from a runc
+/// sandbox of emberd's (runc and python3 are the node's, through `/usr`).
+/// StopContainer's SIGTERM drains it: it exits 0 well within the grace
+/// period, and neither the pod, nor emberd's sandboxes, cgroups or mounts
+/// are left.
+#[test]
+fn cri_emberd_runs_from_its_image_as_a_privileged_pod() {
+    let test = "cri_emberd_runs_from_its_image_as_a_privileged_pod";
+    if !ready(
+        test,
+        &["emberd", "ember"],
+        &[("/usr/bin/python3", "python3")],
+    ) || !ember_integration::agent_built(test)
+    {
+        return;
+    }
+    let (ds, pod_spec) = kube::daemonset();
+    let image = ds["image"].as_str().expect("image").to_string();
+    let dir = tempfile::Builder::new()
+        .prefix("ember-it-cri-ds-")
+        .tempdir()
+        .unwrap();
+    let (run, state) = (dir.path().join("run"), dir.path().join("state"));
+    // Dropped after the node (which kills a pod still running).
+    let sweep = Sweep {
+        dir: dir.path().to_path_buf(),
+        run: run.clone(),
+    };
+    let archive = dir.path().join("emberd.tar");
+    let built = kube::build_image(&archive);
+    assert_eq!(built.printed, [archive.to_str().unwrap(), image.as_str()]);
+
+    let c = Cri::start();
+    let out = c.containerd().ctr_in(
+        cri::NAMESPACE,
+        &["images", "import", archive.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "import: {}", text(&out.stderr));
+
+    let p = cri::Privileges {
+        privileged: ds["securityContext"]["privileged"] == true,
+        host_pid: pod_spec["hostPID"] == true,
+    };
+    assert!(p.privileged && p.host_pid, "the DaemonSet says so: {p:?}");
+    let mounts: Vec<cri::Mount> = kube::test_host_mounts(&ds, &pod_spec, &run, &state)
+        .iter()
+        .map(|(at, host, ro)| cri::host_path(at, host, *ro))
+        .collect();
+    for at in [
+        "/usr",
+        "/etc",
+        "/sys/fs/cgroup",
+        "/run/ember",
+        "/var/lib/ember",
+    ] {
+        assert!(mounts.iter().any(|m| m.container_path == at), "{at}");
+    }
+    let (command, args) = (kube::strings(&ds["command"]), kube::strings(&ds["args"]));
+    let pod_config = c.pod_config_with("emberd", &[], p);
+    let pod = c.run_pod(&pod_config, RUNC);
+    let config = c.image_container_config("emberd", &image, &command, &args, &mounts, p);
+    let id = c.run_container(&pod, &config, &pod_config);
+    let log = || std::fs::read_to_string(c.log_path(&pod_config, &config)).unwrap_or_default();
+
+    // emberd answers on the socket in the run directory.
+    let socket = run.join("ember.sock");
+    let t = std::time::Instant::now();
+    let health = loop {
+        match http(&socket, "GET", "/v1/health", "application/json", b"") {
+            Ok(a) if a.status == 200 => break a.json(),
+            _ => {}
+        }
+        let s = c.container_status(&id);
+        assert!(
+            s.state != cri::ContainerState::ContainerExited as i32
+                && t.elapsed() < Duration::from_secs(60),
+            "emberd did not answer ({s:?}); its log:\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let tag = health["instance"].as_str().expect("instance").to_string();
+    // In the node's pid namespace, with the node's capabilities, running
+    // the DaemonSet's command line.
+    let pid = c.task_pid(&id).expect("emberd's pid");
+    let ns = |p: &str| std::fs::read_link(format!("/proc/{p}/ns/pid")).unwrap();
+    assert_eq!(ns(&pid.to_string()), ns("self"), "hostPID");
+    let caps = |p: &str| {
+        let s = std::fs::read_to_string(format!("/proc/{p}/status")).unwrap();
+        status_field(&s, "CapEff")
+    };
+    assert_eq!(caps(&pid.to_string()), caps("self"), "privileged");
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    let argv: Vec<String> = text(&cmdline)
+        .split_terminator('\0')
+        .map(String::from)
+        .collect();
+    assert_eq!(argv, [command.clone(), args.clone()].concat());
+
+    // The readiness probe, as the kubelet runs it.
+    let probe = kube::strings(&ds["readinessProbe"]["exec"]["command"]);
+    let probe: Vec<&str> = probe.iter().map(String::as_str).collect();
+    let r = c.exec_sync(&id, &probe);
+    assert_eq!(
+        r.exit_code,
+        0,
+        "probe: {}{}",
+        text(&r.stdout),
+        text(&r.stderr)
+    );
+
+    let body = code_upload("def handler(event, context):\n    return 'ok'\n");
+    let a = http(
+        &socket,
+        "PUT",
+        "/v1/functions/ok?timeout_ms=10000",
+        "application/gzip",
+        &body,
+    )
+    .unwrap();
+    assert_eq!(a.status, 201, "deploy: {}\n{}", text(&a.body), log());
+    let root = run.join(&tag).join("runc");
+    for _ in 0..2 {
+        let a = http(
+            &socket,
+            "POST",
+            "/v1/functions/ok/invoke",
+            "application/json",
+            b"{}",
+        )
+        .unwrap();
+        let v = a.json();
+        assert_eq!(
+            (a.status, v["outcome"].as_str(), v["result"].as_str()),
+            (200, Some("ok"), Some("ok")),
+            "{v}\n{}",
+            log()
+        );
+        // A sandbox of emberd's, in the root the checks below look in.
+        let sandbox = v["sandbox"].as_str().expect("sandbox").to_string();
+        assert!(runc_list(&root).contains(&sandbox), "{sandbox} in {root:?}");
+    }
+
+    // The kubelet's stop with the DaemonSet's grace period: SIGTERM, and
+    // emberd drains and exits by itself.
+    let grace = pod_spec["terminationGracePeriodSeconds"]
+        .as_i64()
+        .expect("grace period");
+    let t = std::time::Instant::now();
+    c.stop_container(&id, grace);
+    let took = t.elapsed();
+    let s = c.container_status(&id);
+    assert_eq!(s.exit_code, 0, "{s:?}; log:\n{}", log());
+    assert!(took < Duration::from_secs(20), "stopped in {took:?}");
+    kube::assert_run_dir_left_empty(&run);
+    c.remove_container(&id);
+    c.delete_pod(&pod);
+    c.assert_clean();
+    let prefix = format!("ember-{tag}-");
+    let sandboxes: Vec<String> = [root, "/run/runc".into()]
+        .iter()
+        .flat_map(|r| runc_list(r))
+        .filter(|id| id.starts_with(&prefix))
+        .collect();
+    assert!(sandboxes.is_empty(), "sandboxes left: {sandboxes:?}");
+    assert!(
+        sweep.roots().is_empty(),
+        "runc roots left: {:?}",
+        sweep.roots()
+    );
+    let cgroups = ember_integration::cgroup_leftovers(&tag);
+    assert!(cgroups.is_empty(), "cgroups left: {cgroups:?}");
+    let mounts = ember_integration::mounts_under(dir.path());
+    assert!(mounts.is_empty(), "mounts left: {mounts:?}");
 }

@@ -8,6 +8,10 @@
 //! function through its socket.
 
 use ember_integration::containerd::{Containerd, Launch};
+use ember_integration::kube::{
+    assert_run_dir_left_empty, build_image, daemonset, host_mounts, manifest, of_kind, repo,
+    strings, test_host_mounts, yaml_documents,
+};
 use ember_integration::{agent_path, bin, bin_dir, direct_runtime_ready};
 use serde_json::Value;
 use std::io::Read;
@@ -28,13 +32,6 @@ const CRI_RUNTIMES: [&str; 4] = [
     "containerd",
     "runtimes",
 ];
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace")
-        .to_path_buf()
-}
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
@@ -67,140 +64,6 @@ fn node_binaries_built(test: &str) -> bool {
     false
 }
 
-// ---- a YAML reader for the manifests ---------------------------------
-
-/// The documents of a YAML file, in the block style the manifests are
-/// written in: mappings, sequences (`- `), comments, quoted and plain
-/// scalars, flow sequences of scalars (`["a", "b"]`). Enough to check the
-/// manifests by structure instead of by string.
-fn yaml_documents(text: &str) -> Vec<Value> {
-    let mut docs = Vec::new();
-    let mut lines = Vec::new();
-    for raw in text.lines() {
-        if raw.trim_end() == "---" {
-            if !lines.is_empty() {
-                docs.push(yaml_block(&mut lines, &mut 0));
-                lines.clear();
-            }
-            continue;
-        }
-        let line = strip_comment(raw).trim_end().to_string();
-        if line.trim().is_empty() {
-            continue;
-        }
-        let indent = line.len() - line.trim_start().len();
-        lines.push((indent, line.trim_start().to_string()));
-    }
-    if !lines.is_empty() {
-        docs.push(yaml_block(&mut lines, &mut 0));
-    }
-    docs
-}
-
-fn strip_comment(line: &str) -> &str {
-    let (mut single, mut double) = (false, false);
-    let bytes = line.as_bytes();
-    for (i, &c) in bytes.iter().enumerate() {
-        match c {
-            b'\'' if !double => single = !single,
-            b'"' if !single => double = !double,
-            b'#' if !single && !double && (i == 0 || bytes[i - 1] == b' ') => return &line[..i],
-            _ => {}
-        }
-    }
-    line
-}
-
-fn yaml_block(lines: &mut [(usize, String)], pos: &mut usize) -> Value {
-    let indent = lines[*pos].0;
-    if lines[*pos].1 == "-" || lines[*pos].1.starts_with("- ") {
-        let mut items = Vec::new();
-        while *pos < lines.len() && lines[*pos].0 == indent && lines[*pos].1.starts_with('-') {
-            let rest = lines[*pos].1[1..].trim_start().to_string();
-            if rest.is_empty() {
-                *pos += 1;
-                items.push(yaml_block(lines, pos));
-            } else if yaml_key(&rest).is_some() {
-                // `- key: value`: a mapping whose keys line up with `key`.
-                let at = indent + (lines[*pos].1.len() - rest.len());
-                lines[*pos] = (at, rest);
-                items.push(yaml_block(lines, pos));
-            } else {
-                items.push(yaml_scalar(&rest));
-                *pos += 1;
-            }
-        }
-        return Value::Array(items);
-    }
-    let mut map = serde_json::Map::new();
-    while *pos < lines.len() && lines[*pos].0 == indent && !lines[*pos].1.starts_with("- ") {
-        let line = lines[*pos].1.clone();
-        let (key, value) = yaml_key(&line).unwrap_or_else(|| panic!("not a mapping entry: {line}"));
-        *pos += 1;
-        let v = if !value.is_empty() {
-            yaml_scalar(value)
-        } else if *pos < lines.len() && lines[*pos].0 > indent {
-            yaml_block(lines, pos)
-        } else {
-            Value::Null
-        };
-        map.insert(key.to_string(), v);
-    }
-    Value::Object(map)
-}
-
-/// `key: value` (or `key:`), outside quotes.
-fn yaml_key(line: &str) -> Option<(&str, &str)> {
-    if line.starts_with(['"', '\'', '[', '{']) {
-        return None;
-    }
-    let i = line
-        .find(": ")
-        .or_else(|| line.ends_with(':').then(|| line.len() - 1))?;
-    Some((line[..i].trim(), line[i + 1..].trim()))
-}
-
-fn yaml_scalar(s: &str) -> Value {
-    let s = s.trim();
-    if let Some(inner) = s.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
-        let mut items = Vec::new();
-        let (mut cur, mut quote) = (String::new(), None);
-        for c in inner.chars() {
-            match (c, quote) {
-                ('"' | '\'', None) => {
-                    quote = Some(c);
-                    cur.push(c);
-                }
-                (q, Some(open)) if q == open => {
-                    quote = None;
-                    cur.push(c);
-                }
-                (',', None) => items.push(yaml_scalar(&std::mem::take(&mut cur))),
-                _ => cur.push(c),
-            }
-        }
-        if !cur.trim().is_empty() {
-            items.push(yaml_scalar(&cur));
-        }
-        return Value::Array(items);
-    }
-    if let Some(q) = s.strip_prefix('"').and_then(|r| r.strip_suffix('"')) {
-        return Value::String(q.replace("\\\"", "\"").replace("\\\\", "\\"));
-    }
-    if let Some(q) = s.strip_prefix('\'').and_then(|r| r.strip_suffix('\'')) {
-        return Value::String(q.replace("''", "'"));
-    }
-    match s {
-        "true" => Value::Bool(true),
-        "false" => Value::Bool(false),
-        "null" | "~" => Value::Null,
-        _ => s
-            .parse::<i64>()
-            .map(Value::from)
-            .unwrap_or_else(|_| Value::String(s.to_string())),
-    }
-}
-
 #[test]
 fn the_yaml_reader_reads_what_the_manifests_use() {
     let docs = yaml_documents(
@@ -218,59 +81,6 @@ fn the_yaml_reader_reads_what_the_manifests_use() {
             serde_json::json!({"f": "true"}),
         ]
     );
-}
-
-fn manifest(name: &str) -> Vec<Value> {
-    let path = repo().join("deploy/kubernetes").join(name);
-    yaml_documents(&std::fs::read_to_string(&path).expect("manifest"))
-}
-
-fn of_kind<'a>(docs: &'a [Value], kind: &str) -> Vec<&'a Value> {
-    docs.iter().filter(|d| d["kind"] == kind).collect()
-}
-
-/// The DaemonSet's emberd container and pod spec.
-fn daemonset() -> (Value, Value) {
-    let docs = manifest("daemonset.yaml");
-    let ds = of_kind(&docs, "DaemonSet");
-    assert_eq!(ds.len(), 1, "one DaemonSet");
-    let pod = ds[0]["spec"]["template"]["spec"].clone();
-    let containers = pod["containers"].as_array().expect("containers").clone();
-    assert_eq!(containers.len(), 1, "one container: emberd");
-    (containers[0].clone(), pod)
-}
-
-fn strings(v: &Value) -> Vec<String> {
-    v.as_array()
-        .unwrap_or_else(|| panic!("not a list: {v}"))
-        .iter()
-        .map(|s| s.as_str().expect("string").to_string())
-        .collect()
-}
-
-/// The DaemonSet's host mounts: (path in the pod, host path, read-only).
-fn host_mounts(container: &Value, pod: &Value) -> Vec<(String, String, bool)> {
-    let volumes = pod["volumes"].as_array().expect("volumes");
-    container["volumeMounts"]
-        .as_array()
-        .expect("volumeMounts")
-        .iter()
-        .map(|m| {
-            let name = m["name"].as_str().expect("mount name");
-            let vol = volumes
-                .iter()
-                .find(|v| v["name"] == name)
-                .unwrap_or_else(|| panic!("volumeMount {name} names no volume"));
-            let host = vol["hostPath"]["path"]
-                .as_str()
-                .unwrap_or_else(|| panic!("volume {name} is not a hostPath"));
-            (
-                m["mountPath"].as_str().expect("mountPath").to_string(),
-                host.to_string(),
-                m["readOnly"] == true,
-            )
-        })
-        .collect()
 }
 
 /// The image the DaemonSet runs is the one `scripts/build-image` names by
@@ -846,30 +656,15 @@ fn the_image_imports_into_containerd_and_runs_as_the_daemonset_says() {
         .tempdir()
         .unwrap();
     let archive_path = dir.path().join("emberd.tar");
-    let started = Instant::now();
-    // From the debug builds the suite has just made (a minute at most);
-    // EMBER_IMAGE_BUILD=release: as shipped, static release builds (the
-    // first one takes minutes).
-    let release = std::env::var("EMBER_IMAGE_BUILD").as_deref() == Ok("release");
-    let mut build = Command::new(repo().join("scripts/build-image"));
-    if !release {
-        build.arg("--from").arg(bin_dir());
-    }
-    let out = build
-        .arg("--agent")
-        .arg(agent_path())
-        .arg("--out")
-        .arg(&archive_path)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "build-image: {}", text(&out.stderr));
-    let built_in = started.elapsed();
+    // From the debug builds (a minute at most), or as shipped.
+    let built = build_image(&archive_path);
     assert!(
-        release || built_in < Duration::from_secs(60),
-        "built in {built_in:?}"
+        built.release || built.took < Duration::from_secs(60),
+        "built in {:?}",
+        built.took
     );
     assert_eq!(
-        text(&out.stdout).lines().collect::<Vec<_>>(),
+        built.printed,
         [archive_path.to_str().unwrap(), image.as_str()],
         "it prints the archive and the DaemonSet's image name"
     );
@@ -972,13 +767,7 @@ fn the_image_imports_into_containerd_and_runs_as_the_daemonset_says() {
         // unreadable in a VM's sandbox).
         args.push(format!("--with-ns=pid:/proc/{}/ns/pid", std::process::id()));
     }
-    for (at, host, ro) in host_mounts(&c, &pod) {
-        let source = match at.as_str() {
-            "/run/ember" => run.clone(),
-            "/var/lib/ember" => state.clone(),
-            _ => PathBuf::from(&host),
-        };
-        std::fs::create_dir_all(&source).unwrap();
+    for (at, source, ro) in test_host_mounts(&c, &pod, &run, &state) {
         args.push("--mount".into());
         args.push(format!(
             "type=bind,src={},dst={at},options=rbind:{}",
@@ -1068,12 +857,7 @@ fn the_image_imports_into_containerd_and_runs_as_the_daemonset_says() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let left: Vec<String> = std::fs::read_dir(&run)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n != "userns")
-        .collect();
-    assert!(left.is_empty(), "left in the run directory: {left:?}");
+    assert_run_dir_left_empty(&run);
 }
 
 // ---- versions ------------------------------------------------------------
