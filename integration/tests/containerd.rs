@@ -575,6 +575,36 @@ fn a_cri_pods_app_containers_are_adopted_and_its_pause_container_left_alone() {
         .as_str()
         .unwrap()
         .contains("--adopted-only"));
+    // The error names the invocation, whose record says the same.
+    let id = a.json()["error"]["invocation_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let t = Instant::now();
+    let rec = loop {
+        let all = d.get("/v1/invocations?function=where&output=false").json();
+        let found = all["invocations"].as_array().and_then(|v| {
+            v.iter()
+                .find(|r| r["id"] == id.as_str() && r["outcome"] != "running")
+                .cloned()
+        });
+        match found {
+            Some(r) => break r,
+            None if t.elapsed() < Duration::from_secs(10) => {
+                std::thread::sleep(Duration::from_millis(50))
+            }
+            None => panic!("no record {id}: {all}"),
+        }
+    };
+    assert_eq!(rec["outcome"], "pool_exhausted", "{rec}");
+    // A request refused before it had a record has no id.
+    let a = d.invoke("nope", "{}");
+    assert_eq!(a.error_code(), "function_not_found");
+    assert!(
+        a.json()["error"].get("invocation_id").is_none(),
+        "{}",
+        a.json()
+    );
     let dir = d.dir.path().join("t");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("main.py"), WHERE_PY).unwrap();

@@ -102,6 +102,10 @@ pub struct ErrorDetail {
     pub kind: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceback: Option<String>,
+    /// The id of the invocation the error ended, once it had a record
+    /// (`GET /v1/invocations/{id}`); absent for requests refused before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invocation_id: Option<String>,
 }
 
 /// An error answer; failed invocations carry their report.
@@ -120,6 +124,7 @@ impl ErrorBody {
                 message: message.into(),
                 kind: None,
                 traceback: None,
+                invocation_id: None,
             },
             invocation: None,
         }
@@ -133,6 +138,7 @@ impl ErrorBody {
             body.error.kind = Some(e.kind.clone());
             body.error.traceback = Some(e.traceback.clone());
         }
+        body.error.invocation_id = Some(report.id.clone());
         body.invocation = Some(report);
         body
     }

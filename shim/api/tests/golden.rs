@@ -224,7 +224,8 @@ fn an_error_body_of_a_failed_invocation() {
         &format!(
             concat!(
                 r#"{{"error":{{"code":"handler_error","message":"ValueError: bad input","type":"ValueError","#,
-                r#""traceback":"Traceback (most recent call last):\nValueError: bad input\n"}},"#,
+                r#""traceback":"Traceback (most recent call last):\nValueError: bad input\n","#,
+                r#""invocation_id":"1a203ceaa5b00000"}},"#,
                 r#""invocation":{{"id":"1a203ceaa5b00000","function":"hello","sandbox":"ember-1da3a9bb-bd4f-python-runc-000000","#,
                 r#""backend":"runc","start":"hot","mode":"fork","profile":"default","outcome":"handler_error","#,
                 r#""limits_hit":[],"error":{{"type":"ValueError","message":"bad input","#,

@@ -50,6 +50,8 @@ pub struct ApiError {
     pub code: ErrorCode,
     pub message: String,
     pub invocation: Option<Box<Report>>,
+    /// The id of the invocation the error ended, if it had a record.
+    pub invocation_id: Option<String>,
 }
 
 impl ApiError {
@@ -58,6 +60,7 @@ impl ApiError {
             code,
             message: message.into(),
             invocation: None,
+            invocation_id: None,
         }
     }
 
@@ -73,7 +76,11 @@ impl ApiError {
     pub fn body(self) -> ErrorBody {
         match self.invocation {
             Some(r) => ErrorBody::failed(self.code, self.message, r),
-            None => ErrorBody::new(self.code, self.message),
+            None => {
+                let mut body = ErrorBody::new(self.code, self.message);
+                body.error.invocation_id = self.invocation_id;
+                body
+            }
         }
     }
 }
@@ -106,6 +113,16 @@ impl From<InvokeError> for ApiError {
             code,
             message,
             invocation,
+            invocation_id: None,
+        }
+    }
+}
+
+impl From<ember_core::invoke::InvocationError> for ApiError {
+    fn from(e: ember_core::invoke::InvocationError) -> Self {
+        ApiError {
+            invocation_id: e.id,
+            ..ApiError::from(e.error)
         }
     }
 }

@@ -179,11 +179,28 @@ pub async fn invoke(
     daemon: Arc<Daemon>,
     name: String,
     body: bytes::Bytes,
-) -> Result<Report, InvokeError> {
+) -> Result<Report, InvocationError> {
     let id = invocation_id();
     let span = tracing::info_span!("invoke", invocation = %id, function = %name);
-    run_detached(async move { invoke_inner(&daemon, id, &name, &body).await }.instrument(span))
-        .await
+    let recorded = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let work = {
+        let (id, recorded) = (id.clone(), Arc::clone(&recorded));
+        async move { invoke_inner(&daemon, id, &name, &body, &recorded).await }.instrument(span)
+    };
+    run_detached(work).await.map_err(|error| InvocationError {
+        // Only an invocation that has a record is named by its id.
+        id: recorded
+            .load(std::sync::atomic::Ordering::Acquire)
+            .then_some(id),
+        error,
+    })
+}
+
+/// A failed invocation: why, and its id once it had a record.
+#[derive(Debug)]
+pub struct InvocationError {
+    pub id: Option<String>,
+    pub error: InvokeError,
 }
 
 /// Run an invocation as its own task, so a caller that goes away cannot
@@ -205,6 +222,7 @@ async fn invoke_inner(
     id: String,
     name: &str,
     body: &[u8],
+    recorded: &std::sync::atomic::AtomicBool,
 ) -> Result<Report, InvokeError> {
     let event = check_event(body, daemon.settings.max_event_bytes)?;
     let (func, code) = function_and_code(daemon, name)?;
@@ -220,6 +238,7 @@ async fn invoke_inner(
         mode: Some(func.mode.as_str().to_string()),
         ..InvocationRecord::started(&id, name, &func.digest, started_at)
     });
+    recorded.store(true, std::sync::atomic::Ordering::Release);
     let runtime = func.runtime;
     let digest = func.digest.clone();
     let res = run::run_invocation(daemon, id.clone(), func, code, event, false).await;
