@@ -33,6 +33,11 @@ pub fn bin_dir() -> PathBuf {
         .to_path_buf()
 }
 
+/// A command's output as text (lossy: tests print what they got).
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
 pub fn bin(name: &str) -> PathBuf {
     bin_dir().join(name)
 }

@@ -1,12 +1,8 @@
 //! The `ember` CLI forms users and scripts depend on, against a real emberd.
 
-use ember_integration::{have_pip, prerequisites_met, tool_present, write_wheel, Daemon};
+use ember_integration::{have_pip, prerequisites_met, text, tool_present, write_wheel, Daemon};
 use serde_json::json;
 use std::process::Command;
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
 
 #[test]
 fn init_deploy_invoke_list_with_the_cli() {

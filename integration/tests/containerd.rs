@@ -3,7 +3,7 @@
 //! --runc-binary`), with an image built here and imported, no registry.
 
 use ember_integration::containerd::{Containerd, IMAGE, TOOLS};
-use ember_integration::{agent_path, bin, prerequisites_met, tool_present, Daemon};
+use ember_integration::{agent_path, bin, prerequisites_met, text, tool_present, Daemon};
 use serde_json::{json, Value};
 use std::process::Output;
 use std::time::{Duration, Instant};
@@ -22,10 +22,6 @@ fn ready(test: &str) -> bool {
 
 /// CAP_KILL, CAP_SETGID, CAP_SETUID: what ember's profiles allow.
 const STRICT_CAPS: &str = "00000000000000e0";
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
 
 /// The `/proc/self/status` fields that show a profile was applied:
 /// seccomp mode and effective capabilities.

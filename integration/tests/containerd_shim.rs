@@ -6,9 +6,10 @@
 //! `cri.rs`.
 
 use ember_integration::containerd::{Containerd, Launch, IMAGE, TOOLS};
-use ember_integration::{bin, prerequisites_met, tool_present};
+use ember_integration::{bin, prerequisites_met, text, tool_present};
 use std::ffi::OsString;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 const SHIM: &str = "io.containerd.ember.v1";
@@ -30,10 +31,6 @@ fn ready(test: &str, runtime: &str) -> bool {
             })
 }
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
 /// A private containerd that finds the shim on its PATH.
 fn containerd() -> Containerd {
     let path = format!(
@@ -50,7 +47,7 @@ fn containerd() -> Containerd {
 }
 
 /// The shim's config for `runtime`, in the test's temp dir.
-fn shim_config(ctrd: &Containerd, runtime: &str) -> String {
+fn shim_config(ctrd: &Containerd, runtime: &str) -> PathBuf {
     let path = ctrd.dir.path().join(format!("shim-{runtime}.toml"));
     let config = format!(
         "runtime = {runtime:?}\nember_runtime = {:?}\nroot = {:?}\n",
@@ -58,20 +55,22 @@ fn shim_config(ctrd: &Containerd, runtime: &str) -> String {
         ctrd.dir.path().join("shim-root"),
     );
     std::fs::write(&path, config).unwrap();
-    path.to_string_lossy().into_owned()
+    path
 }
 
-fn run_args<'a>(ctrd: &'a Containerd, config: &'a str, fifo: &'a str) -> Vec<&'a str> {
-    let _ = ctrd;
-    vec![
-        "run",
-        "--runtime",
-        SHIM,
-        "--runtime-config-path",
-        config,
-        "--fifo-dir",
-        fifo,
-    ]
+/// Where `ctr` keeps the tasks' FIFOs: in the test's temp dir.
+fn fifo_dir(ctrd: &Containerd) -> String {
+    ctrd.dir.path().join("fifo").to_string_lossy().into_owned()
+}
+
+/// `ctr run` through the shim with `config` (named as CRI's
+/// `ConfigPath` names it), then `extra`.
+fn run_via_shim(ctrd: &Containerd, config: &Path, extra: &[&str]) -> Output {
+    let (config, fifo) = (config.to_string_lossy(), fifo_dir(ctrd));
+    let mut args = vec!["run", "--runtime", SHIM, "--runtime-config-path", &config];
+    args.extend(["--fifo-dir", &fifo]);
+    args.extend_from_slice(extra);
+    ctrd.ctr(&args)
 }
 
 fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
@@ -91,13 +90,8 @@ fn shim_runs_tasks(test: &str, runtime: &str, runtime_path: &str) {
     let ctrd = containerd();
     ctrd.import_test_image();
     let config = shim_config(&ctrd, runtime);
-    let fifo = ctrd.dir.path().join("fifo").to_string_lossy().into_owned();
-    let base = run_args(&ctrd, &config, &fifo);
-    let run = |extra: &[&str]| {
-        let mut args = base.clone();
-        args.extend_from_slice(extra);
-        ctrd.ctr(&args)
-    };
+    let fifo = fifo_dir(&ctrd);
+    let run = |extra: &[&str]| run_via_shim(&ctrd, &config, extra);
 
     let out = run(&[
         "--rm",
@@ -305,13 +299,7 @@ fn a_gvisor_pod_shares_one_shim_and_one_sandbox() {
     let ctrd = containerd();
     ctrd.import_test_image();
     let config = shim_config(&ctrd, "runsc");
-    let fifo = ctrd.dir.path().join("fifo").to_string_lossy().into_owned();
-    let base = run_args(&ctrd, &config, &fifo);
-    let run = |extra: &[&str]| {
-        let mut args = base.clone();
-        args.extend_from_slice(extra);
-        ctrd.ctr(&args)
-    };
+    let run = |extra: &[&str]| run_via_shim(&ctrd, &config, extra);
     let pod = "pod0123456789abcdef";
     let sandbox_id = format!("io.kubernetes.cri.sandbox-id={pod}");
     let out = run(&[
@@ -389,11 +377,7 @@ fn an_ember_runtime_of_another_version_is_refused() {
     std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
     let config = ctrd.dir.path().join("shim-old.toml");
     std::fs::write(&config, format!("ember_runtime = {fake:?}\n")).unwrap();
-    let config = config.to_string_lossy().into_owned();
-    let fifo = ctrd.dir.path().join("fifo").to_string_lossy().into_owned();
-    let mut args = run_args(&ctrd, &config, &fifo);
-    args.extend(["--rm", IMAGE, "old", "/bin/true"]);
-    let out = ctrd.ctr(&args);
+    let out = run_via_shim(&ctrd, &config, &["--rm", IMAGE, "old", "/bin/true"]);
     assert!(!out.status.success());
     let stderr = text(&out.stderr);
     assert!(

@@ -13,7 +13,7 @@
 
 use ember_integration::containerd;
 use ember_integration::cri::{self, status_field, Cri, EMBER, EMBER_GVISOR, EMBER_SHIM, RUNC};
-use ember_integration::{direct_runtime_ready, http, kube};
+use ember_integration::{direct_runtime_ready, http, kube, text};
 use std::io::Read;
 use std::time::Duration;
 
@@ -43,10 +43,6 @@ fn node(test: &str, bins: &[&str], tools: &[(&str, &str)]) -> Option<Cri> {
 /// What ember's shim needs besides.
 const SHIM: &[&str] = &["containerd-shim-ember-v1"];
 const RUNSC: &[(&str, &str)] = &[("/usr/bin/runsc", "runsc")];
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
 
 /// ExecSync `cmd` in `container`: its stdout, after checking it exited 0.
 fn exec_ok(c: &Cri, container: &str, cmd: &[&str]) -> String {

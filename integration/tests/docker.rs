@@ -4,12 +4,8 @@
 //! annotations.
 
 use ember_integration::containerd::{Dockerd, DOCKER_TOOLS};
-use ember_integration::{bin, prerequisites_met, tool_present};
+use ember_integration::{bin, prerequisites_met, text, tool_present};
 use serde_json::json;
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
 
 #[test]
 fn docker_runs_containers_through_ember_runtime() {

@@ -12,7 +12,7 @@ use ember_integration::kube::{
     assert_run_dir_left_empty, build_image, daemonset, host_mounts, manifest, of_kind, repo,
     strings, test_host_mounts, yaml_documents,
 };
-use ember_integration::{agent_path, bin, bin_dir, direct_runtime_ready};
+use ember_integration::{agent_path, bin, bin_dir, direct_runtime_ready, text};
 use serde_json::Value;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -32,10 +32,6 @@ const CRI_RUNTIMES: [&str; 4] = [
     "containerd",
     "runtimes",
 ];
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
 
 /// Skip (or, when integration is required, fail) unless the installer's
 /// inputs are built: the debug `ember-runtime` and shim, the static agent.

@@ -2,13 +2,9 @@
 //! Prometheus text parser), and invocations cut off by a crash recorded as
 //! `interrupted`, with the old run's sandboxes, mounts and cgroups removed.
 
-use ember_integration::{cgroup_leftovers, prerequisites_met, runc_ids, Daemon};
+use ember_integration::{cgroup_leftovers, prerequisites_met, runc_ids, text, Daemon};
 use serde_json::json;
 use std::time::{Duration, Instant};
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
 
 #[test]
 fn invocations_are_recorded_and_shown_as_logs_and_metrics() {

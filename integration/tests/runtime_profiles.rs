@@ -5,7 +5,7 @@
 //! its process file asks, and a bundle without its own mount namespace is
 //! refused with ember's reason, leaving nothing behind.
 
-use ember_integration::{bin, direct_runtime_ready, unmount_under};
+use ember_integration::{bin, direct_runtime_ready, text, unmount_under};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -39,10 +39,6 @@ const CONTAINERD_CAPS: &[&str] = &[
 
 fn ready(test: &str) -> bool {
     direct_runtime_ready(test, TOOLS, &["ember-runtime"])
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 /// A private runc root and bundles in a temp dir; every container made
