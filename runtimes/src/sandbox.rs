@@ -256,6 +256,46 @@ pub fn remove_bundle(dir: &Path) {
 /// ([`Ready::check`]).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
+/// An agent's first word, before the caller says what it means for its
+/// kind of sandbox.
+enum FirstWord {
+    /// Ready, and of this emberd's release and protocol.
+    Ready(Ready),
+    /// Ready, but of another release or protocol.
+    Mismatch(ember_proto::Mismatch),
+    /// The agent could not start, and said why.
+    Fatal(String),
+    /// The connection ended before a word.
+    Closed(AgentConnError),
+    Other(FromAgent),
+}
+
+/// Wait up to `timeout` for the agent's first message, and check a
+/// `Ready` against this emberd's release.
+async fn first_word(
+    conn: &mut AgentConn,
+    id: &str,
+    timeout: Duration,
+) -> Result<FirstWord, RuntimeError> {
+    match tokio::time::timeout(timeout, conn.recv()).await {
+        Err(_) => Err(RuntimeError::AgentTimeout {
+            id: id.to_string(),
+            waited_ms: timeout.as_millis() as u64,
+        }),
+        Ok(Err(e @ AgentConnError::Closed { .. })) => Ok(FirstWord::Closed(e)),
+        Ok(Err(source)) => Err(RuntimeError::AgentConn {
+            id: id.to_string(),
+            source,
+        }),
+        Ok(Ok(FromAgent::Ready(r))) => Ok(match r.check(VERSION) {
+            Ok(()) => FirstWord::Ready(r),
+            Err(mismatch) => FirstWord::Mismatch(mismatch),
+        }),
+        Ok(Ok(FromAgent::Fatal { message })) => Ok(FirstWord::Fatal(message)),
+        Ok(Ok(other)) => Ok(FirstWord::Other(other)),
+    }
+}
+
 /// Wait for the agent's `Ready` and check it is of this emberd's release
 /// and protocol.
 async fn await_ready(
@@ -268,28 +308,22 @@ async fn await_ready(
         id: id.to_string(),
         message,
     };
-    match tokio::time::timeout(timeout, conn.recv()).await {
-        Err(_) => Err(RuntimeError::AgentTimeout {
-            id: id.to_string(),
-            waited_ms: timeout.as_millis() as u64,
-        }),
-        Ok(Err(source)) => Err(RuntimeError::AgentConn {
+    match first_word(conn, id, timeout).await? {
+        FirstWord::Ready(r) => Ok(r),
+        FirstWord::Mismatch(mismatch) => Err(agent_err(format!(
+            "{}: {mismatch}: rebuild and reinstall the agent with emberd \
+             (scripts/build-agent, scripts/setup)",
+            agent.display(),
+        ))),
+        FirstWord::Closed(source) => Err(RuntimeError::AgentConn {
             id: id.to_string(),
             source,
         }),
-        Ok(Ok(FromAgent::Ready(r))) => match r.check(VERSION) {
-            Ok(()) => Ok(r),
-            Err(mismatch) => Err(agent_err(format!(
-                "{}: {mismatch}: rebuild and reinstall the agent with emberd \
-                 (scripts/build-agent, scripts/setup)",
-                agent.display(),
-            ))),
-        },
-        Ok(Ok(FromAgent::Fatal { message })) => Err(agent_err(format!(
+        FirstWord::Fatal(message) => Err(agent_err(format!(
             "{message}; stderr: {}",
             conn.stderr_tail()
         ))),
-        Ok(Ok(other)) => Err(agent_err(format!(
+        FirstWord::Other(other) => Err(agent_err(format!(
             "expected ready, got {other:?}; stderr: {}",
             conn.stderr_tail()
         ))),
@@ -314,43 +348,24 @@ async fn connect_agent(
     let (r, w) = stream.into_split();
     let mut conn =
         AgentConn::from_streams(&id, Box::new(w), Box::new(r), Box::new(tokio::io::empty()));
-    let ready = match tokio::time::timeout(ready_timeout, conn.recv()).await {
-        Err(_) => {
-            return Err(RuntimeError::AgentTimeout {
-                id,
-                waited_ms: ready_timeout.as_millis() as u64,
-            })
-        }
-        Ok(Err(AgentConnError::Closed { .. })) => {
-            return Err(agent_err(
-                "its agent closed the connection before it was ready, without a reason (an \
-                 agent older than this emberd?); its reason is in the container's log"
-                    .into(),
-            ))
-        }
-        Ok(Err(source)) => return Err(RuntimeError::AgentConn { id, source }),
-        Ok(Ok(FromAgent::Ready(r))) => match r.check(VERSION) {
-            Ok(()) => r,
-            // The node's agent (its install) and this emberd (e.g. a
-            // DaemonSet's image) are of different releases.
-            Err(mismatch) => {
-                return Err(agent_err(format!(
-                    "{mismatch}: install the node's ember of emberd's release \
-                     (scripts/install-node --upgrade) or run emberd of the agent's"
-                )))
-            }
-        },
-        Ok(Ok(FromAgent::Fatal { message })) => {
-            return Err(agent_err(format!("its agent could not start: {message}")))
-        }
-        Ok(Ok(other)) => {
-            return Err(agent_err(format!(
-                "expected ready of protocol {}, got {other:?}",
-                ember_proto::PROTOCOL_VERSION
-            )))
-        }
+    let message = match first_word(&mut conn, &id, ready_timeout).await? {
+        FirstWord::Ready(ready) => return Ok((conn, ready)),
+        FirstWord::Closed(_) => "its agent closed the connection before it was ready, without a \
+             reason (an agent older than this emberd?); its reason is in the container's log"
+            .to_string(),
+        // The node's agent (its install) and this emberd (e.g. a
+        // DaemonSet's image) are of different releases.
+        FirstWord::Mismatch(mismatch) => format!(
+            "{mismatch}: install the node's ember of emberd's release \
+             (scripts/install-node --upgrade) or run emberd of the agent's"
+        ),
+        FirstWord::Fatal(message) => format!("its agent could not start: {message}"),
+        FirstWord::Other(other) => format!(
+            "expected ready of protocol {}, got {other:?}",
+            ember_proto::PROTOCOL_VERSION
+        ),
     };
-    Ok((conn, ready))
+    Err(agent_err(message))
 }
 
 /// Connect to an external sandbox's agent socket. The container's runtime

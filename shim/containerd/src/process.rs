@@ -95,17 +95,18 @@ impl ProcState {
         }
     }
 
-    /// Records the exit, once; returns whether this call recorded it (so
+    /// Records the exit, once; returns it if this call recorded it (so
     /// one exit event is sent per process).
-    pub fn set_exited(&self, status: u32) -> bool {
+    pub fn set_exited(&self, status: u32) -> Option<Exit> {
         let mut s = self.lock();
         if s.exit.is_some() {
-            return false;
+            return None;
         }
-        s.exit = Some(Exit::now(status));
+        let exit = Exit::now(status);
+        s.exit = Some(exit);
         s.status = Status::STOPPED;
         self.exited.notify_all();
-        true
+        Some(exit)
     }
 
     /// Blocks until the process has exited.
@@ -134,8 +135,11 @@ mod tests {
         };
         p.set_running(7);
         assert_eq!(p.status(), Status::RUNNING);
-        assert!(p.set_exited(3));
-        assert!(!p.set_exited(9), "a second exit must not be recorded");
+        assert_eq!(p.set_exited(3).map(|e| e.status), Some(3));
+        assert!(
+            p.set_exited(9).is_none(),
+            "a second exit must not be recorded"
+        );
         assert_eq!(waiter.join().unwrap(), 3);
         assert_eq!(p.status(), Status::STOPPED);
         p.set_running(8);

@@ -143,45 +143,55 @@ impl Runtime {
     /// `io`. Returns the pid the runtime wrote (runsc: the sandbox's).
     pub fn create(&self, id: &str, bundle: &Path, io: ProcessIo) -> Result<u32, RuntimeError> {
         let pid_file = bundle.join("init.pid");
-        let log = bundle.join("ember-runtime.log");
-        let mut cmd = self.ember();
-        cmd.arg("--log")
-            .arg(&log)
-            .args(["--log-format", "json", "create", "--bundle"])
-            .arg(bundle)
-            .arg("--pid-file")
-            .arg(&pid_file)
-            .arg(id);
-        // The streams are the container's: errors come from the log.
-        let binary = &self.config.ember_runtime;
-        let out = run_with(cmd, binary, "create", id, Some(io))?;
-        if out.code != 0 {
-            return Err(failed(binary, "create", id, out.code, last_error(&log)));
-        }
+        let pid_arg = pid_file.to_string_lossy();
+        let bundle_arg = bundle.to_string_lossy();
+        let args = [
+            "create",
+            "--bundle",
+            &bundle_arg,
+            "--pid-file",
+            &pid_arg,
+            id,
+        ];
+        self.with_streams("create", id, bundle, &args, io)?;
         read_pid(&pid_file, "create", id)
     }
 
     /// `start`. A container joining a gVisor sandbox takes its streams
     /// from `runsc start` (the sandbox receives them then, not at create):
-    /// `io` is given for those, and errors come from the log.
+    /// `io` is given for those.
     pub fn start(
         &self,
         id: &str,
         bundle: &Path,
         io: Option<ProcessIo>,
     ) -> Result<(), RuntimeError> {
-        let Some(io) = io else {
-            return self.checked(self.ember(), "start", id, &["start", id]);
-        };
+        match io {
+            Some(io) => self.with_streams("start", id, bundle, &["start", id], io),
+            None => self.checked("start", id, &["start", id]),
+        }
+    }
+
+    /// `ember-runtime` with `args`, the process's streams as its own: its
+    /// errors come from its JSON log in the bundle, not its stderr.
+    fn with_streams(
+        &self,
+        action: &'static str,
+        id: &str,
+        bundle: &Path,
+        args: &[&str],
+        io: ProcessIo,
+    ) -> Result<(), RuntimeError> {
         let log = bundle.join("ember-runtime.log");
         let mut cmd = self.ember();
         cmd.arg("--log")
             .arg(&log)
-            .args(["--log-format", "json", "start", id]);
+            .args(["--log-format", "json"])
+            .args(args);
         let binary = &self.config.ember_runtime;
-        let out = run_with(cmd, binary, "start", id, Some(io))?;
+        let out = run_with(cmd, binary, action, id, Some(io))?;
         if out.code != 0 {
-            return Err(failed(binary, "start", id, out.code, last_error(&log)));
+            return Err(failed(binary, action, id, out.code, last_error(&log)));
         }
         Ok(())
     }
@@ -193,30 +203,25 @@ impl Runtime {
             args.push("--all");
         }
         args.extend([id, &signal]);
-        self.checked(self.ember(), "kill", id, &args)
+        self.checked("kill", id, &args)
     }
 
     pub fn delete(&self, id: &str) -> Result<(), RuntimeError> {
-        self.checked(self.ember(), "delete", id, &["delete", "--force", id])
+        self.checked("delete", id, &["delete", "--force", id])
     }
 
     pub fn pause(&self, id: &str) -> Result<(), RuntimeError> {
-        self.checked(self.ember(), "pause", id, &["pause", id])
+        self.checked("pause", id, &["pause", id])
     }
 
     pub fn resume(&self, id: &str) -> Result<(), RuntimeError> {
-        self.checked(self.ember(), "resume", id, &["resume", id])
+        self.checked("resume", id, &["resume", id])
     }
 
     /// `update --resources FILE`: FILE holds the OCI `LinuxResources`.
     pub fn update(&self, id: &str, resources: &Path) -> Result<(), RuntimeError> {
         let file = resources.to_string_lossy();
-        self.checked(
-            self.ember(),
-            "update",
-            id,
-            &["update", "--resources", &file, id],
-        )
+        self.checked("update", id, &["update", "--resources", &file, id])
     }
 
     /// The host pids of a container's processes (`ps --format json`).
@@ -286,14 +291,10 @@ impl Runtime {
         })
     }
 
-    fn checked(
-        &self,
-        cmd: Command,
-        action: &'static str,
-        id: &str,
-        args: &[&str],
-    ) -> Result<(), RuntimeError> {
-        let mut cmd = cmd;
+    /// `ember-runtime` with `args`, its output captured; a failure
+    /// carries its stderr.
+    fn checked(&self, action: &'static str, id: &str, args: &[&str]) -> Result<(), RuntimeError> {
+        let mut cmd = self.ember();
         cmd.args(args);
         let binary = &self.config.ember_runtime;
         run(cmd, binary, action, id, None).map(drop)

@@ -68,6 +68,11 @@ impl Inner {
         f(c)
     }
 
+    /// A container's runtime and init, to use without holding the lock.
+    fn runtime_and_init(&self, id: &str) -> Result<(Runtime, Arc<ProcState>), TaskError> {
+        self.with(id, |c| Ok((c.runtime.clone(), Arc::clone(&c.init))))
+    }
+
     fn runtime_for(&self, req: &api::CreateTaskRequest) -> Result<Runtime, TaskError> {
         let config_path = match req.options.as_ref() {
             Some(any) => config_path_from_options(&any.type_url, &any.value)?,
@@ -156,8 +161,14 @@ impl Inner {
             return self.start_exec(id, exec_id);
         }
         let (runtime, init, exit_via, bundle, stdio) = self.with(id, |c| {
-            let parts = (c.runtime.clone(), Arc::clone(&c.init), c.exit_via);
-            Ok((parts.0, parts.1, parts.2, c.bundle.clone(), c.stdio.clone()))
+            let init = Arc::clone(&c.init);
+            Ok((
+                c.runtime.clone(),
+                init,
+                c.exit_via,
+                c.bundle.clone(),
+                c.stdio.clone(),
+            ))
         })?;
         if init.status() != Status::CREATED {
             return Err(TaskError::BadRequest {
@@ -236,10 +247,9 @@ impl Inner {
 
     /// Records an exit and tells containerd, once.
     fn exited(&self, id: &str, exec_id: &str, state: &ProcState, status: u32) {
-        if !state.set_exited(status) {
+        let Some(exit) = state.set_exited(status) else {
             return;
-        }
-        let exit = state.exit().unwrap_or_else(|| Exit::now(status));
+        };
         self.events.send(Event::Exit(TaskExit {
             container_id: id.to_string(),
             id: if exec_id.is_empty() { id } else { exec_id }.to_string(),
@@ -413,7 +423,7 @@ impl Inner {
     }
 
     fn pause(&self, id: &str, pause: bool) -> Result<(), TaskError> {
-        let (runtime, init) = self.with(id, |c| Ok((c.runtime.clone(), Arc::clone(&c.init))))?;
+        let (runtime, init) = self.runtime_and_init(id)?;
         if pause {
             runtime.pause(id)?;
             init.set_paused(true);
@@ -433,7 +443,7 @@ impl Inner {
     }
 
     fn pids(&self, id: &str) -> Result<api::PidsResponse, TaskError> {
-        let (runtime, init) = self.with(id, |c| Ok((c.runtime.clone(), Arc::clone(&c.init))))?;
+        let (runtime, init) = self.runtime_and_init(id)?;
         let pids = match runtime.ps(id) {
             Ok(p) if !p.is_empty() => p,
             // runsc's processes live in the sandbox: report its pid.

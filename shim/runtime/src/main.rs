@@ -38,15 +38,21 @@ fn main() {
         start_and_register(global, &delegate, &args[1..], id, &dir_of(id));
         return;
     }
-    if let Some(id) = cli.command.deleted().filter(|id| dir_of(id).exists()) {
-        delete_sandbox(global, &delegate, &args[1..], id, &dir_of(id));
+    // Only an ember sandbox has a sandbox directory.
+    let sandbox = |id: &str| Some(dir_of(id)).filter(SandboxDir::exists);
+    if let Some((id, dir)) = cli
+        .command
+        .deleted()
+        .and_then(|id| Some((id, sandbox(id)?)))
+    {
+        delete_sandbox(global, &delegate, &args[1..], id, &dir);
     }
     let target = cli
         .command
         .killed()
         .or(cli.command.exec().map(|e| e.container_id.as_str()));
-    if let Some(id) = target.filter(|id| dir_of(id).exists()) {
-        thaw(global, id, &dir_of(id));
+    if let Some((id, dir)) = target.and_then(|id| Some((id, sandbox(id)?))) {
+        thaw(global, id, &dir);
     }
     let caller = match cli.command.exec() {
         Some(e) => exec_args(&cli, &delegate, e, &args[1..]),
