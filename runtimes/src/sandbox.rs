@@ -9,6 +9,7 @@ use crate::cgroup::{CgroupLayout, Freezer};
 use crate::error::RuntimeError;
 use crate::language::Interpreter;
 use crate::limits::{CgroupLimits, InvocationLimits};
+use crate::liveness::{host_pid_of, DeadProcess, Liveness};
 use crate::sandbox_files::SandboxFiles;
 use crate::userns::{IdBlock, IdRange};
 use ember_injector::{HostDirError, HostDirSlot, InjectError, Injector};
@@ -185,6 +186,8 @@ pub struct Sandbox {
     /// `ember-runtime`): emberd never deletes its container; destroying it
     /// only tells its agent to stop, which ends the container.
     pub external: bool,
+    /// Watches on its processes (see [`Sandbox::dead_process`]).
+    liveness: Liveness,
 }
 
 /// A sandbox someone else created with ember's agent in it, as
@@ -392,6 +395,25 @@ async fn connect_socket(
     }
 }
 
+/// Watches on a new sandbox's agent (host pid `init`) and on the zygote or
+/// runner its `Ready` names, whose pid is the sandbox's own: found among
+/// its cgroup's processes. Not under gVisor, whose processes are not the
+/// host's (a pid there would match an unrelated runsc process).
+fn watch(init: u32, ready: &Ready, freezer: &Freezer, backend: &str) -> Liveness {
+    let mut liveness = Liveness::new(init);
+    if backend != "runsc" && ready.zygote_pid != 0 {
+        match host_pid_of(freezer, ready.zygote_pid) {
+            Some(pid) => liveness.watch("zygote", pid, ready.zygote_pid),
+            None => tracing::debug!(
+                init,
+                zygote = ready.zygote_pid,
+                "zygote's host pid not found; watching the agent only"
+            ),
+        }
+    }
+    liveness
+}
+
 /// Where a new sandbox's pieces go.
 struct Layout {
     bundle: PathBuf,
@@ -472,6 +494,7 @@ impl Sandbox {
         };
         let ready = await_ready(&mut conn, id, cfg.ready_timeout, &cfg.files.agent).await?;
         let baseline_memory = limits.memory_usage().unwrap_or(0);
+        let liveness = watch(init_pid, &ready, &freezer, cfg.backend.name());
         Ok(Sandbox {
             id: id.to_string(),
             init_pid,
@@ -494,6 +517,7 @@ impl Sandbox {
             last_used: Instant::now(),
             frozen: false,
             external: false,
+            liveness,
         })
     }
 
@@ -514,6 +538,7 @@ impl Sandbox {
         let limits = cgroups.limits(&ext.cgroups_path);
         let code = mount_slot(&ext.id, ext.pid)?;
         let baseline_memory = limits.memory_usage().unwrap_or(0);
+        let liveness = watch(ext.pid, &ready, &freezer, "external");
         Ok(Sandbox {
             id: ext.id.clone(),
             init_pid: ext.pid,
@@ -536,6 +561,7 @@ impl Sandbox {
             last_used: Instant::now(),
             frozen: false,
             external: true,
+            liveness,
         })
     }
 
@@ -549,7 +575,27 @@ impl Sandbox {
     /// Whether its init still runs (an external sandbox's owner may have
     /// killed it).
     pub fn alive(&self) -> bool {
-        pid_running(self.init_pid)
+        self.liveness.agent_alive(self.frozen)
+    }
+
+    /// A process it cannot serve without (agent, zygote, runner) that is
+    /// gone or, frozen, has a SIGKILL pending: one poll(2) per process, so
+    /// cheap enough before every invocation. gVisor's processes are not
+    /// host processes: there only runsc's sandbox process is watched.
+    pub fn dead_process(&self) -> Option<DeadProcess> {
+        self.liveness.first_dead(self.frozen)
+    }
+
+    /// Also watch the process the agent knows as `ns_pid` (e.g. the
+    /// function zygote a bind made), if its host pid can be found and it
+    /// is not watched already.
+    pub fn watch_process(&mut self, what: &'static str, ns_pid: u32) {
+        if self.backend == "runsc" || ns_pid == 0 || self.liveness.watches(ns_pid) {
+            return;
+        }
+        if let Some(pid) = host_pid_of(&self.freezer, ns_pid) {
+            self.liveness.watch(what, pid, ns_pid);
+        }
     }
 
     /// Kill and remove the container, its cgroups and its bundle. An

@@ -61,6 +61,7 @@ pub(super) async fn return_when_idle(
         Return::Bind(_) => tokio::task::block_in_place(|| sb.code.drop_scratch()),
     };
     let eject_us = t.elapsed().as_micros() as u64;
+    let kept = matches!(how, Return::Keep);
     if let (Return::Bind(job), Ok(())) = (how, &ejected) {
         let healthy = bind(&daemon, &mut sb, *job, tmpfs_bytes).await;
         tracing::debug!(sandbox = %sb.id, return_us = t.elapsed().as_micros() as u64, healthy, "sandbox returned bound");
@@ -82,9 +83,18 @@ pub(super) async fn return_when_idle(
                 false
             }
             // Frozen by the pool once it has sat idle a moment.
-            Ok(Ok(FromAgent::Idle { strays_killed, .. })) => {
+            Ok(Ok(FromAgent::Idle {
+                strays_killed,
+                spare_pid,
+                ..
+            })) => {
                 if strays_killed > 0 {
                     tracing::info!(sandbox = %sb.id, strays_killed, "killed processes the invocation left behind");
+                }
+                // Specialized: the "spare" is the runner, which serves the
+                // sandbox's function from now on (watched once).
+                if kept {
+                    sb.watch_process("runner", spare_pid);
                 }
                 true
             }
@@ -132,6 +142,8 @@ async fn bind(daemon: &Arc<Daemon>, sb: &mut Sandbox, job: BindJob, tmpfs_bytes:
             match tokio::task::block_in_place(|| sb.code.fresh_scratch(tmpfs_bytes)) {
                 Ok(()) => {
                     sb.bound = Some(job.key.clone());
+                    // Its invocations fork from this zygote from now on.
+                    sb.watch_process("function zygote", report.zygote_pid);
                     daemon.zygotes.ready(&job.key, report.init_us);
                     tracing::info!(sandbox = %sb.id, function = %function, init_us = report.init_us, "function zygote ready");
                     true

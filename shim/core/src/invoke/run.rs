@@ -11,6 +11,7 @@ use crate::registry::FunctionRecord;
 use ember_api::{HandlerErrorInfo, LimitHit, Mode, Outcome, Report, StartKind, Timings};
 use ember_proto::{BindRequest, FromAgent, InvokeRequest, InvokeResult, ToAgent};
 use ember_runtimes::limits::{InvocationLimits, LimitHits};
+use ember_runtimes::AgentConnError;
 use serde_json::value::RawValue;
 use std::path::Path;
 use std::sync::Arc;
@@ -30,6 +31,16 @@ struct Invocation<'a> {
     timings: Timings,
 }
 
+/// How many times an invocation moves to another sandbox after writing its
+/// request failed (the agent was gone before it had the whole request, so
+/// no handler started). Never after the request was sent: a handler must
+/// not run twice.
+const SEND_RETRIES: u32 = 2;
+
+/// How many idle sandboxes found dead one invocation skips (each is
+/// destroyed and the pool refills) before it gives up.
+const DEAD_SKIPS: u32 = 8;
+
 /// How the agent's answer came, if it did.
 enum Answer {
     Result(InvokeResult),
@@ -37,6 +48,12 @@ enum Answer {
     Killed,
     /// The agent or its connection failed.
     Lost(String),
+    /// Writing the request failed: the agent never had all of it, so no
+    /// user code ran; the event comes back for another sandbox.
+    Unsent {
+        event: String,
+        why: String,
+    },
 }
 
 /// The invocation proper: from taking a sandbox to giving it back.
@@ -64,15 +81,7 @@ pub(super) async fn run_invocation(
         t0: Instant::now(),
         timings: Timings::default(),
     };
-    let (mut lease, start) = inv.take_sandbox(pool).await?;
-    inv.thaw(&mut lease)?;
-    inv.apply_limits(&mut lease)?;
-    if start != StartKind::Warm {
-        inv.inject(&mut lease, &code)?;
-    }
-    let t = Instant::now();
-    let answer = inv.ask_agent(&mut lease, event).await;
-    inv.timings.run = t.elapsed().as_micros() as u64;
+    let (lease, start, answer) = inv.take_and_send(&pool, &code, event).await?;
     let bare = |inv: &mut Invocation, lease: &Lease, outcome| {
         inv.timings.total = inv.t0.elapsed().as_micros() as u64;
         inv.report(lease, start, outcome)
@@ -102,9 +111,24 @@ pub(super) async fn run_invocation(
             report.limits_hit.push(LimitHit::Oom);
             return Err(InvokeError::Failed(Box::new(report)));
         }
+        // Past its retries: no agent ever had the request.
+        Answer::Unsent { why, .. } => return Err(inv.failed(&lease, Phase::Run, why)),
     };
     inv.timings.confine = answer.confine_us;
     inv.finish(lease, start, answer)
+}
+
+/// What a failed send of request `msg` means. A failed write means the
+/// agent's end closed before it had the whole frame: it cannot have
+/// started the handler, so the event goes back for another sandbox.
+fn not_sent(e: AgentConnError, msg: ToAgent) -> Answer {
+    match (e, msg) {
+        (AgentConnError::Write(e), ToAgent::Invoke(req)) => Answer::Unsent {
+            event: req.event,
+            why: format!("its agent is gone: writing the request failed: {e}"),
+        },
+        (e, _) => Answer::Lost(e.to_string()),
+    }
 }
 
 /// The pool that serves `func`.
@@ -134,6 +158,78 @@ impl Invocation<'_> {
         }
     }
 
+    /// Take a live sandbox, ready it and send the request; a sandbox whose
+    /// agent turns out gone before it had the request is given up and the
+    /// request sent to another one, up to [`SEND_RETRIES`] times.
+    async fn take_and_send(
+        &mut self,
+        pool: &Arc<Pool>,
+        code: &Path,
+        mut event: String,
+    ) -> Result<(Lease, StartKind, Answer), InvokeError> {
+        let mut retries = 0;
+        loop {
+            let (mut lease, start) = self.take_live_sandbox(pool).await?;
+            self.thaw(&mut lease)?;
+            self.apply_limits(&mut lease)?;
+            if start != StartKind::Warm {
+                self.inject(&mut lease, code)?;
+            }
+            let t = Instant::now();
+            let answer = self.ask_agent(&mut lease, event).await;
+            self.timings.run = t.elapsed().as_micros() as u64;
+            match answer {
+                Answer::Unsent { event: back, why } if retries < SEND_RETRIES => {
+                    retries += 1;
+                    self.found_dead(&lease, &why);
+                    event = back;
+                }
+                answer => return Ok((lease, start, answer)),
+            }
+        }
+    }
+
+    /// Take a sandbox whose processes all still run. One killed from
+    /// outside while idle (frozen or not) is given up (dropping its lease
+    /// destroys it and the pool refills) and another taken: no user code
+    /// ran in it for this invocation.
+    async fn take_live_sandbox(
+        &mut self,
+        pool: &Arc<Pool>,
+    ) -> Result<(Lease, StartKind), InvokeError> {
+        let mut skipped = 0;
+        loop {
+            let (lease, start) = self.take_sandbox(pool.clone()).await?;
+            let Some(dead) = lease.dead_process() else {
+                return Ok((lease, start));
+            };
+            self.found_dead(&lease, &dead.to_string());
+            skipped += 1;
+            if skipped >= DEAD_SKIPS {
+                return Err(self.failed(
+                    &lease,
+                    Phase::Invoke,
+                    format!("{skipped} sandboxes in a row were found dead; the last: {dead}"),
+                ));
+            }
+        }
+    }
+
+    /// Count and log a sandbox found dead; the caller drops its lease,
+    /// which destroys it.
+    fn found_dead(&self, lease: &Lease, why: &str) {
+        let backend = crate::backend_of(lease);
+        self.daemon
+            .metrics
+            .sandbox_found_dead(self.func.runtime, backend);
+        tracing::info!(
+            sandbox = %lease.id,
+            runtime = %self.func.runtime,
+            %backend,
+            "sandbox found dead ({why}); destroying it and moving the invocation to another"
+        );
+    }
+
     async fn take_sandbox(&mut self, pool: Arc<Pool>) -> Result<(Lease, StartKind), InvokeError> {
         let name = self.func.name.as_str();
         let key = self.func.binding_key();
@@ -145,9 +241,10 @@ impl Invocation<'_> {
         let waited = waited.as_micros() as u64;
         if start == StartKind::Cold {
             self.timings.create = sb.create_us;
-            self.timings.queue = waited.saturating_sub(sb.create_us);
+            self.timings.queue += waited.saturating_sub(sb.create_us);
         } else {
-            self.timings.queue = waited;
+            // Added up over the sandboxes found dead before this one.
+            self.timings.queue += waited;
         }
         Ok((Lease::new(pool, sb), start))
     }
@@ -229,14 +326,29 @@ impl Invocation<'_> {
             nproc: (!lease.pids_limit_applies).then_some(func.limits.pids),
         };
         let wait = Duration::from_millis(func.timeout_ms) + AGENT_GRACE;
+        let started = Instant::now();
         let kill = lease.pool().kill_signal(&lease.id).unwrap_or_default();
-        let answer = async {
-            lease.conn.send(&ToAgent::Invoke(req)).await?;
-            lease.conn.recv().await
+        let killed = kill.notified();
+        tokio::pin!(killed);
+        let msg = ToAgent::Invoke(req);
+        let sent = tokio::select! {
+            s = tokio::time::timeout(wait, lease.conn.send(&msg)) => s,
+            _ = &mut killed => return Answer::Killed,
         };
+        match sent {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return not_sent(e, msg),
+            Err(_) => {
+                return Answer::Lost(format!(
+                    "agent took no request within {} ms",
+                    wait.as_millis()
+                ))
+            }
+        }
+        let left = wait.saturating_sub(started.elapsed());
         let answer = tokio::select! {
-            a = tokio::time::timeout(wait, answer) => a,
-            _ = kill.notified() => return Answer::Killed,
+            a = tokio::time::timeout(left, lease.conn.recv()) => a,
+            _ = &mut killed => return Answer::Killed,
         };
         match answer {
             Ok(Ok(FromAgent::Result(r))) => Answer::Result(r),
@@ -513,6 +625,55 @@ mod tests {
             judge(&answer(Agent::ResultTooLarge), &none),
             (Outcome::ResultTooLarge, vec![LimitHit::ResultTooLarge])
         );
+    }
+
+    /// A connection whose agent end is closed.
+    fn closed_conn() -> ember_runtimes::AgentConn {
+        let (ours, theirs) = tokio::io::duplex(64);
+        drop(theirs);
+        let (r, w) = tokio::io::split(ours);
+        ember_runtimes::AgentConn::from_streams(
+            "sb",
+            Box::new(w),
+            Box::new(r),
+            Box::new(tokio::io::empty()),
+        )
+    }
+
+    fn request(event: &str) -> ToAgent {
+        ToAgent::Invoke(InvokeRequest {
+            id: "i".into(),
+            function: "f".into(),
+            handler: "main.handler".into(),
+            event: event.into(),
+            timeout_ms: 1000,
+            max_output_bytes: 1000,
+            max_result_bytes: 1000,
+            memory_limit_mb: 64,
+            profile: "default".into(),
+            mode: Mode::Fork,
+            nproc: None,
+        })
+    }
+
+    #[tokio::test]
+    async fn a_request_the_agent_never_had_comes_back_for_another_sandbox() {
+        let mut conn = closed_conn();
+        let msg = request(r#"{"n": 1}"#);
+        let e = conn.send(&msg).await.unwrap_err();
+        match not_sent(e, msg) {
+            Answer::Unsent { event, why } => {
+                assert_eq!(event, r#"{"n": 1}"#);
+                assert!(why.contains("agent is gone"), "{why}");
+            }
+            _ => panic!("a failed write is retried elsewhere"),
+        }
+    }
+
+    #[test]
+    fn a_request_that_could_not_be_framed_is_not_retried() {
+        let e = AgentConnError::Frame(ember_proto::FrameError::TooLarge(1 << 40));
+        assert!(matches!(not_sent(e, request("{}")), Answer::Lost(_)));
     }
 
     #[test]
