@@ -333,6 +333,15 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(extra: &[&str]) -> Daemon {
+        let mut d = Daemon::prepare(extra);
+        d.spawn();
+        d
+    }
+
+    /// A daemon's directories, not started yet: for a test that prepares
+    /// its state dir first (mounts a small filesystem there, say), then
+    /// calls [`Daemon::spawn`].
+    pub fn prepare(extra: &[&str]) -> Daemon {
         let dir = tempfile::Builder::new()
             .prefix("ember-it-")
             .tempdir()
@@ -346,16 +355,14 @@ impl Daemon {
         .expect("temp dir mode");
         let socket = dir.path().join("ember.sock");
         let state = dir.path().join("state");
-        let mut d = Daemon {
+        Daemon {
             socket,
             state,
             args: extra.iter().map(|s| s.to_string()).collect(),
             dir,
             child: None,
             crashed: None,
-        };
-        d.spawn();
-        d
+        }
     }
 
     /// Start (again) on the same state dir and socket.
@@ -679,7 +686,6 @@ impl Drop for Daemon {
                 for id in runc_ids(&format!("ember-{tag}-")) {
                     force_remove(&id);
                 }
-                unmount_under(self.dir.path());
             }
         }
         if self.child.is_some() {
@@ -708,10 +714,11 @@ impl Drop for Daemon {
                     force_remove(&id);
                 }
             }
-            // Host mounts a killed daemon left under this test's dir (a
-            // runsc sandbox's /tmp) would outlive the temp dir.
-            unmount_under(self.dir.path());
         }
+        // Host mounts left under this test's dir would outlive the temp
+        // dir: a killed daemon's (a runsc sandbox's /tmp), or the test's
+        // own (a small filesystem for the state dir).
+        unmount_under(self.dir.path());
     }
 }
 
@@ -854,6 +861,8 @@ pub fn assert_no_leftovers(tag: &str, state: &Path) {
     let leaked: Vec<&str> = mounts
         .lines()
         .filter(|l| l.contains(state.as_ref()) || l.contains(&run))
+        // A test's own filesystem on the state dir is the test's to remove.
+        .filter(|l| l.split(' ').nth(4) != Some(state.as_ref()))
         .collect();
     assert!(leaked.is_empty(), "mounts left behind: {leaked:?}");
     assert!(

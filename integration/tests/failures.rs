@@ -412,9 +412,8 @@ fn sigterm_drains_refuses_new_work_and_interrupts_what_outlives_the_drain_timeou
             .map(|r| r["outcome"].as_str().unwrap().to_string())
             .collect()
     };
-    let mut slow = outcomes("slow");
-    slow.sort();
-    assert_eq!(slow, ["ok", "shutting_down"]);
+    // The one refused while draining never ran: it left no record.
+    assert_eq!(outcomes("slow"), ["ok"]);
     assert_eq!(outcomes("stuck"), ["interrupted"]);
     d.stop_and_check(&tag);
 }

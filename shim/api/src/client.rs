@@ -26,6 +26,8 @@ pub enum ClientError {
 pub struct Answer {
     pub status: StatusCode,
     pub body: Bytes,
+    /// The `Retry-After` header in seconds (a `429 overloaded` has one).
+    pub retry_after: Option<u64>,
 }
 
 impl Answer {
@@ -133,12 +135,21 @@ impl Connection {
             .await
             .map_err(|e| http(e.to_string()))?;
         let status = resp.status();
+        let retry_after = resp
+            .headers()
+            .get(hyper::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok());
         let body = resp
             .into_body()
             .collect()
             .await
             .map_err(|e| http(e.to_string()))?
             .to_bytes();
-        Ok(Answer { status, body })
+        Ok(Answer {
+            status,
+            body,
+            retry_after,
+        })
     }
 }

@@ -15,6 +15,7 @@
 //! max = 8               # most sandboxes at once (warm and busy)
 //! headroom = 1          # warm sandboxes kept beyond those in use
 //! idle_trim_ms = 10000  # unused this long: shrink back toward min_warm
+//! max_queue = 32        # most invocations waiting; more get 429 (default 4 × max)
 //!
 //! [pools.node]
 //! min_warm = 1
@@ -112,6 +113,9 @@ pub struct PoolSection {
     pub max: Option<usize>,
     pub headroom: Option<usize>,
     pub idle_trim_ms: Option<u64>,
+    /// Most invocations waiting for a sandbox; past it they are refused
+    /// with `429 overloaded` (emberd --max-queue; default 4 × max).
+    pub max_queue: Option<usize>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -200,6 +204,7 @@ mod tests {
         assert_eq!(py.min_warm, Some(2));
         assert_eq!(py.max_warm, Some(6));
         assert_eq!(py.backend.as_deref(), Some("runc"));
+        assert_eq!(py.max_queue, Some(32));
         assert_eq!(cfg.pools["node"].min_warm, Some(1));
         assert_eq!(cfg.specialized.max_invocations, Some(10000));
         assert_eq!(cfg.adopted_only, Some(false));

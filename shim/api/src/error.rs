@@ -60,12 +60,28 @@ error_codes! {
     Oom => "oom": "the worker ran out of memory",
     Pids => "pids": "the handler hit its process limit",
     PoolExhausted => "pool_exhausted": "no sandbox free in time",
+    Overloaded => "overloaded": "refused at once: the pool's or the function's wait queue is full; retry after Retry-After seconds",
+    HistoryFull => "history_full": "the invocation history cannot record more (the state filesystem is full); nothing ran",
     BackendUnavailable => "backend_unavailable": "the function's backend is not running in this emberd",
     ShuttingDown => "shutting_down": "emberd is draining",
     Interrupted => "interrupted": "emberd shut down while the invocation ran",
     Timeout => "timeout": "the handler ran out of time",
     SandboxFailed => "sandbox_failed": "a sandbox failed; it is replaced",
     Internal => "internal": "registry or store failure",
+}
+
+impl ErrorCode {
+    /// An invocation refused before it ran user code: it leaves no
+    /// invocation record (and its answer no `invocation_id`).
+    pub fn is_refusal(self) -> bool {
+        matches!(
+            self,
+            ErrorCode::PoolExhausted
+                | ErrorCode::ShuttingDown
+                | ErrorCode::Overloaded
+                | ErrorCode::HistoryFull
+        )
+    }
 }
 
 impl std::fmt::Display for ErrorCode {

@@ -33,6 +33,13 @@ pub struct DeployOptions {
     pub cpu_shares: Option<u64>,
     pub max_output_bytes: Option<u64>,
     pub max_event_bytes: Option<u64>,
+    /// Most invocations of the function running at once (default: no
+    /// limit of its own, only the pool's).
+    pub max_concurrency: Option<u32>,
+    /// With `max_concurrency`: most invocations waiting for one of its
+    /// slots; past it an invocation is refused at once with `overloaded`
+    /// (default 4 × `max_concurrency`).
+    pub max_queue: Option<u32>,
 }
 
 /// What one invocation of a function may use. Stored with the function;
@@ -67,6 +74,31 @@ impl Default for FunctionLimits {
     }
 }
 
+/// How many invocations of one function run and wait at once. Stored
+/// with the function; absent fields (and rows from before admission
+/// control) mean no limit of the function's own.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+#[serde(default)]
+pub struct Concurrency {
+    /// Most invocations running at once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_concurrency: Option<u32>,
+    /// Most invocations waiting for a slot (set only with
+    /// `max_concurrency`; default 4 × it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_queue: Option<u32>,
+}
+
+impl Concurrency {
+    /// The queue bound in force when `max_concurrency` is set: the
+    /// deploy's, else 4 × the concurrency (a burst of a few rounds waits,
+    /// a flood is refused).
+    pub fn queue_bound(&self) -> Option<u32> {
+        self.max_concurrency
+            .map(|c| self.max_queue.unwrap_or(c.saturating_mul(4)))
+    }
+}
+
 /// A deployed function, as the registry keeps it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct FunctionRecord {
@@ -82,6 +114,9 @@ pub struct FunctionRecord {
     /// Fork mode: workers fork from a function zygote once it is warm.
     pub zygote: bool,
     pub limits: FunctionLimits,
+    /// Its own concurrency limit and queue bound, when the deploy set them.
+    #[serde(flatten)]
+    pub concurrency: Concurrency,
     /// Hex SHA-256 of the code tree in the store.
     pub digest: String,
     /// Unix milliseconds.

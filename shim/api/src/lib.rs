@@ -28,7 +28,7 @@ pub mod records;
 pub mod validate;
 
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
-pub use function::{DeployOptions, FunctionLimits, FunctionRecord, ZygoteState};
+pub use function::{Concurrency, DeployOptions, FunctionLimits, FunctionRecord, ZygoteState};
 pub use invocation::{HandlerErrorInfo, LimitHit, Outcome, Report, StartKind, Timings};
 pub use kinds::{Backend, Language, Mode};
 pub use pool::{PoolStatus, SandboxState, SandboxStatus};

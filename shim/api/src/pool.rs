@@ -21,6 +21,15 @@ pub struct PoolStatus {
     pub bound: usize,
     pub busy: usize,
     pub creating: usize,
+    /// Invocations admitted beyond what the pool can run at once (`max`,
+    /// or the adopted sandboxes with `--adopted-only`): they wait.
+    /// (Default 0: an older emberd does not say.)
+    #[serde(default)]
+    pub queued: usize,
+    /// Most invocations that may wait; past it they are refused at once
+    /// (`429 overloaded`).
+    #[serde(default)]
+    pub max_queue: usize,
     pub created_total: u64,
     pub destroyed_total: u64,
     pub create_failures_total: u64,
@@ -32,6 +41,9 @@ pub struct PoolStatus {
     pub recycled_total: u64,
     /// External sandboxes (containerd's, through `ember-runtime`) taken in.
     pub adopted_total: u64,
+    /// Invocations refused because the queue was full.
+    #[serde(default)]
+    pub refused_total: u64,
 }
 
 /// What a sandbox is doing.

@@ -2,7 +2,7 @@
 //! fails with an [`Invalid`] that names the offending input; the daemon
 //! answers it as `invalid_request`.
 
-use crate::function::FunctionLimits;
+use crate::function::{Concurrency, FunctionLimits};
 use crate::kinds::{Language, Mode};
 
 /// Why an input was refused.
@@ -29,6 +29,8 @@ pub enum Invalid {
         lo: u64,
         hi: u64,
     },
+    #[error("max_queue {0} without max_concurrency: a function's queue bounds the invocations waiting for one of its slots; set max_concurrency too")]
+    QueueWithoutConcurrency(u32),
     #[error("invalid {what} {value}: this emberd allows at most {cap} (emberd {flag})")]
     OverCap {
         what: &'static str,
@@ -189,6 +191,23 @@ pub fn limits(l: &FunctionLimits, caps: &FunctionCaps) -> Result<(), Invalid> {
     )
 }
 
+/// Allowed ranges of a function's own concurrency limit and queue bound.
+pub const MAX_CONCURRENCY: (u64, u64) = (1, 10_000);
+pub const MAX_QUEUE: (u64, u64) = (0, 100_000);
+
+/// A function's concurrency limit and queue bound: each in range, and a
+/// queue only behind a limit (nothing waits at a function without one).
+pub fn concurrency(c: &Concurrency) -> Result<(), Invalid> {
+    if let Some(n) = c.max_concurrency {
+        in_range("max_concurrency", n.into(), MAX_CONCURRENCY)?;
+    }
+    match (c.max_concurrency, c.max_queue) {
+        (None, Some(q)) => Err(Invalid::QueueWithoutConcurrency(q)),
+        (_, Some(q)) => in_range("max_queue", q.into(), MAX_QUEUE),
+        (_, None) => Ok(()),
+    }
+}
+
 pub fn timeout_ms(t: u64) -> Result<(), Invalid> {
     in_range("timeout_ms", t, (1, MAX_TIMEOUT_MS))
 }
@@ -196,6 +215,29 @@ pub fn timeout_ms(t: u64) -> Result<(), Invalid> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn concurrency_needs_a_limit_before_a_queue() {
+        let c = |max_concurrency, max_queue| Concurrency {
+            max_concurrency,
+            max_queue,
+        };
+        assert!(concurrency(&c(None, None)).is_ok());
+        assert!(concurrency(&c(Some(1), Some(0))).is_ok());
+        assert!(concurrency(&c(Some(2), None)).is_ok());
+        let e = concurrency(&c(None, Some(3))).unwrap_err();
+        assert_eq!(e, Invalid::QueueWithoutConcurrency(3));
+        assert!(e.to_string().contains("max_concurrency"), "{e}");
+        let e = concurrency(&c(Some(0), None)).unwrap_err().to_string();
+        assert!(e.contains("max_concurrency 0"), "{e}");
+        let e = concurrency(&c(Some(1), Some(100_001)))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("max_queue 100001"), "{e}");
+        assert_eq!(c(Some(3), None).queue_bound(), Some(12));
+        assert_eq!(c(Some(3), Some(0)).queue_bound(), Some(0));
+        assert_eq!(c(None, None).queue_bound(), None);
+    }
 
     #[test]
     fn names() {

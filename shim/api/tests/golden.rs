@@ -81,6 +81,8 @@ fn sandbox_and_health_states() {
     golden(&SandboxState::Returning, "\"returning\"");
     golden(&HealthStatus::Ok, "\"ok\"");
     golden(&HealthStatus::Draining, "\"draining\"");
+    golden(&HealthStatus::Degraded, "\"degraded\"");
+    golden(&ember_api::health::HistoryState::Degraded, "\"degraded\"");
 }
 
 #[test]
@@ -116,6 +118,8 @@ fn error_codes() {
         "oom",
         "pids",
         "pool_exhausted",
+        "overloaded",
+        "history_full",
         "backend_unavailable",
         "shutting_down",
         "interrupted",
@@ -273,6 +277,7 @@ fn record(backend: Option<Backend>) -> FunctionRecord {
         mode: Mode::Fork,
         zygote: true,
         limits: FunctionLimits::default(),
+        concurrency: Default::default(),
         digest: "e5f0dc".into(),
         created_at: 1795360205362,
         updated_at: 1795360205382,
@@ -294,6 +299,25 @@ fn a_function_record_omits_a_default_backend() {
             LIMITS
         ),
     );
+}
+
+#[test]
+fn a_function_record_shows_its_own_concurrency_limit() {
+    let mut r = record(None);
+    r.concurrency.max_concurrency = Some(2);
+    r.concurrency.max_queue = Some(0);
+    let v = serde_json::to_value(&r).unwrap();
+    assert_eq!(
+        (v["max_concurrency"].as_u64(), v["max_queue"].as_u64()),
+        (Some(2), Some(0))
+    );
+    // Rows from before admission control have neither.
+    let mut old = v.clone();
+    let map = old.as_object_mut().unwrap();
+    map.remove("max_concurrency");
+    map.remove("max_queue");
+    let back: FunctionRecord = serde_json::from_value(old).unwrap();
+    assert_eq!(back.concurrency, Default::default());
 }
 
 #[test]
@@ -330,6 +354,8 @@ fn a_pool_status() {
         bound: 0,
         busy: 0,
         creating: 0,
+        queued: 0,
+        max_queue: 32,
         created_total: 2,
         destroyed_total: 0,
         create_failures_total: 0,
@@ -338,13 +364,14 @@ fn a_pool_status() {
         cold_starts_total: 0,
         recycled_total: 0,
         adopted_total: 1,
+        refused_total: 0,
     };
     golden(
         &p,
         concat!(
             r#"{"runtime":"python3","backend":"runc","target":2,"min_warm":2,"max_warm":6,"headroom":1,"max":8,"#,
-            r#""idle":2,"bound":0,"busy":0,"creating":0,"created_total":2,"destroyed_total":0,"create_failures_total":0,"#,
-            r#""warm_starts_total":0,"hot_starts_total":2,"cold_starts_total":0,"recycled_total":0,"adopted_total":1}"#
+            r#""idle":2,"bound":0,"busy":0,"creating":0,"queued":0,"max_queue":32,"created_total":2,"destroyed_total":0,"create_failures_total":0,"#,
+            r#""warm_starts_total":0,"hot_starts_total":2,"cold_starts_total":0,"recycled_total":0,"adopted_total":1,"refused_total":0}"#
         ),
     );
 }

@@ -87,6 +87,11 @@ pub enum Command {
         /// Also print start kind, sandbox, timings and the function's stdout/stderr on stderr.
         #[arg(long, short = 'v')]
         verbose: bool,
+        /// On 429 overloaded (emberd's queue is full), wait the answer's
+        /// Retry-After seconds and try again, up to this many times (saying
+        /// so on stderr); then fail with the error. 0: never retry.
+        #[arg(long, default_value_t = 3)]
+        retries: u32,
     },
     /// Show a function's invocations: outcome, start, sandbox, timings,
     /// and each one's stdout and stderr, oldest first.
@@ -160,7 +165,8 @@ pub async fn run(cli: Cli) -> Result<()> {
             name,
             data,
             verbose,
-        } => invoke::invoke(&client, &name, data, verbose).await,
+            retries,
+        } => invoke::invoke(&client, &name, data, verbose, retries).await,
         Command::Functions { json } => functions::functions(&client, json).await,
         Command::Logs {
             name,

@@ -47,6 +47,15 @@ pub struct DeployFlags {
     /// Largest event accepted, bytes.
     #[arg(long)]
     max_event_bytes: Option<u64>,
+    /// Most invocations of the function running at once (default: only
+    /// the pool's limit).
+    #[arg(long)]
+    max_concurrency: Option<u32>,
+    /// With --max-concurrency: most invocations waiting for a slot; more
+    /// are refused at once with 429 overloaded (default 4 × the
+    /// concurrency; 0: none wait).
+    #[arg(long)]
+    max_queue: Option<u32>,
 }
 
 impl DeployFlags {
@@ -65,6 +74,8 @@ impl DeployFlags {
             cpu_shares: self.cpu_shares.or(m.cpu_shares),
             max_output_bytes: self.max_output_bytes.or(m.max_output_bytes),
             max_event_bytes: self.max_event_bytes.or(m.max_event_bytes),
+            max_concurrency: self.max_concurrency.or(m.max_concurrency),
+            max_queue: self.max_queue.or(m.max_queue),
         }
     }
 }

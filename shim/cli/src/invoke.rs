@@ -9,22 +9,45 @@ use ember_api::client::{Answer, Client};
 use ember_api::Report;
 use hyper::Method;
 
+/// Longest wait between retries, whatever Retry-After says: the CLI is
+/// interactive.
+const MAX_RETRY_WAIT_S: u64 = 60;
+
 pub async fn invoke(
     client: &Client,
     name: &str,
     data: Option<String>,
     verbose: bool,
+    retries: u32,
 ) -> Result<()> {
     let body = read_data(data)?;
-    let a = client
-        .request(
-            Method::POST,
-            &format!("/v1/functions/{name}/invoke"),
-            Some("application/json"),
-            body,
-        )
-        .await?;
-    show_invocation(a, verbose)
+    let path = format!("/v1/functions/{name}/invoke");
+    let mut tries = 0;
+    loop {
+        let a = client
+            .request(Method::POST, &path, Some("application/json"), body.clone())
+            .await?;
+        match retry_wait(&a, tries, retries) {
+            Some(wait) => {
+                tries += 1;
+                eprintln!(
+                    "emberd is overloaded (429): retrying in {wait} s ({tries} of {retries})"
+                );
+                tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
+            }
+            None => return show_invocation(a, verbose),
+        }
+    }
+}
+
+/// How long to wait before retrying `a`, if it is a refusal worth
+/// retrying and `tries` of `retries` are not used up: its Retry-After
+/// (1 s without one), at most [`MAX_RETRY_WAIT_S`].
+fn retry_wait(a: &Answer, tries: u32, retries: u32) -> Option<u64> {
+    if a.status != hyper::StatusCode::TOO_MANY_REQUESTS || tries >= retries {
+        return None;
+    }
+    Some(a.retry_after.unwrap_or(1).clamp(1, MAX_RETRY_WAIT_S))
 }
 
 /// The event: `--data` as JSON text, `@FILE` read from a file, `-` from
@@ -108,4 +131,31 @@ fn print_timings(inv: &Report) {
         ms(t.run),
         ms(t.cleanup),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hyper::StatusCode;
+
+    fn answer(status: u16, retry_after: Option<u64>) -> Answer {
+        Answer {
+            status: StatusCode::from_u16(status).unwrap(),
+            body: bytes::Bytes::new(),
+            retry_after,
+        }
+    }
+
+    #[test]
+    fn only_a_429_is_retried_after_its_retry_after_a_bounded_number_of_times() {
+        assert_eq!(retry_wait(&answer(429, Some(4)), 0, 3), Some(4));
+        assert_eq!(retry_wait(&answer(429, Some(4)), 2, 3), Some(4));
+        assert_eq!(retry_wait(&answer(429, Some(4)), 3, 3), None);
+        assert_eq!(retry_wait(&answer(429, None), 0, 3), Some(1));
+        assert_eq!(retry_wait(&answer(429, Some(0)), 0, 3), Some(1));
+        assert_eq!(retry_wait(&answer(429, Some(3600)), 0, 3), Some(60));
+        assert_eq!(retry_wait(&answer(429, Some(2)), 0, 0), None);
+        assert_eq!(retry_wait(&answer(503, Some(2)), 0, 3), None);
+        assert_eq!(retry_wait(&answer(200, None), 0, 3), None);
+    }
 }

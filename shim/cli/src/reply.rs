@@ -55,6 +55,7 @@ mod tests {
         Answer {
             status: StatusCode::from_u16(status).unwrap(),
             body: body.to_string().into(),
+            retry_after: None,
         }
     }
 

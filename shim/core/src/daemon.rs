@@ -132,6 +132,8 @@ pub struct Daemon {
     pub(crate) build_slots: tokio::sync::Semaphore,
     /// Which fork-mode functions get function zygotes, and how they fared.
     pub(crate) zygotes: crate::zygotes::ZygoteBook,
+    /// The gates of functions deployed with `max_concurrency`.
+    pub(crate) gates: crate::admission::Gates,
     pub(crate) cgroups: CgroupLayout,
     pub(crate) _lock: Flock<std::fs::File>,
 }
@@ -162,7 +164,14 @@ impl Daemon {
     /// The Prometheus exposition text.
     pub fn metrics_text(&self) -> String {
         let pools: Vec<_> = self.pools().map(|p| p.status()).collect();
-        self.metrics.render(&pools)
+        let mut text = self.metrics.render(&pools);
+        crate::metrics::render_history(&self.history.status(), &mut text);
+        text
+    }
+
+    /// Whether invocation records are written, and how many wait.
+    pub fn history_status(&self) -> crate::history::HistoryStatus {
+        self.history.status()
     }
 
     /// Backends this daemon runs (flags, then the config file's).
@@ -291,6 +300,10 @@ impl Daemon {
             mode,
             zygote: o.zygote.unwrap_or(true),
             limits,
+            concurrency: ember_api::Concurrency {
+                max_concurrency: o.max_concurrency,
+                max_queue: o.max_queue,
+            },
         };
         validate::handler(&settings.handler, runtime)?;
         validate::timeout_ms(settings.timeout_ms)?;
@@ -299,6 +312,7 @@ impl Daemon {
             return Err(DeployError::NodeProfile(settings.profile));
         }
         validate::limits(&settings.limits, &self.settings.caps)?;
+        validate::concurrency(&settings.concurrency)?;
         Ok(settings)
     }
 

@@ -2,20 +2,42 @@
 //! sandbox, start kind, timings, outcome and output, in SQLite next to the
 //! registry (`<state-dir>/ember.db`, table `invocations`).
 //!
-//! Rows go through one background thread, in order and batched, so the
-//! invocation path never waits for SQLite (a commit costs ~60 µs of a
-//! 2-core VM's CPU; a warm invocation ~600 µs). What must survive a
-//! SIGKILL, that an invocation began, is appended to a journal file
-//! (`ember.db.inflight`, ~1 µs) before the invocation runs; the next start
-//! records every begun invocation without a complete row as
-//! `interrupted`. The journal is rewritten to the invocations still in
-//! flight once it grows past a limit. Only the newest `retention` records
-//! are kept.
+//! What emberd guarantees: once an invocation has begun (before it takes
+//! a sandbox) it is on record, and once it is answered its outcome is,
+//! even if emberd is SIGKILLed right after the answer and even while the
+//! state filesystem is full. An invocation the journal cannot take is
+//! refused (`503 history_full`) instead of running unrecorded.
+//!
+//! How: `begin` and `finish` append a line to the journal (module
+//! [`journal`]: two preallocated files, written in place, so an append
+//! needs no new disk block; a pwrite each, a few µs), synchronously,
+//! before the invocation runs and before its answer goes out. An end line is a compact record:
+//! outcome, error, timings, sizes and the first bytes of the output. Rows
+//! go to SQLite through one background thread, in order and batched, so
+//! the invocation path never waits for SQLite (a commit costs ~60 µs of a
+//! 2-core VM's CPU; a warm invocation ~600 µs). A batch SQLite refuses
+//! (`database or disk is full`) is kept and retried with backoff (the
+//! history is then degraded: [`History::status`]), its output dropped past
+//! [`PENDING_OUTPUT_BUDGET`]; what the journal holds is released once the
+//! rows are committed. The next start records every begun invocation
+//! without an end as `interrupted`, and every ended one not in SQLite with
+//! its outcome (its output then cut to the end line's prefix).
+//!
+//! An invocation refused before it ran user code (`shutting_down`,
+//! `pool_exhausted`, `overloaded`, `history_full`) leaves no record
+//! ([`History::discard`]). The newest `rows` records are kept, and at most
+//! `bytes` of them (output and a fixed overhead per row), oldest deleted
+//! first.
+
+mod journal;
+mod writer;
 
 pub use ember_api::records::InvocationRecord;
+pub use journal::JournalFull;
+use journal::{Entry, Journal};
 use rusqlite::{params, Connection};
 use std::collections::HashMap;
-use std::io::{BufRead, Write as _};
+use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
 
@@ -31,101 +53,80 @@ pub enum HistoryError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("starting the invocation history writer for {path}: {source}")]
+    Thread {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// How many records are kept: the newest `rows`, and of them at most
+/// `bytes` (see [`row_bytes`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    pub rows: usize,
+    pub bytes: u64,
+}
+
+/// Output of records waiting for SQLite kept in memory; past it a waiting
+/// record keeps only what its journal line has.
+pub const PENDING_OUTPUT_BUDGET: u64 = 64 << 20;
+
+/// What a row costs besides its output, for byte retention.
+const ROW_OVERHEAD: u64 = 256;
+
+/// A row's size as byte retention counts it.
+fn row_bytes(stdout_bytes: u64, stderr_bytes: u64) -> u64 {
+    ROW_OVERHEAD + stdout_bytes + stderr_bytes
+}
+
+/// Whether the history writes, and what waits if it does not.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HistoryStatus {
+    /// The last write to SQLite failed; records wait in memory and in the
+    /// journal.
+    pub degraded: bool,
+    /// Records waiting to be written.
+    pub waiting: usize,
+    /// Why the last write failed.
+    pub error: Option<String>,
+    /// Failed writes since start.
+    pub write_errors: u64,
 }
 
 enum Write {
     Begin(InvocationRecord),
     Finish(InvocationRecord),
-    /// Reply once everything before it is on disk (tests, shutdown).
+    Discard(String),
+    /// Reply once everything before it is written, or a write was tried
+    /// (tests, shutdown).
     Flush(mpsc::Sender<()>),
+    /// Run on the writer's connection (tests: make SQLite refuse writes).
+    #[cfg(test)]
+    Test(Box<dyn FnOnce(&Connection) + Send>),
 }
 
-/// The append-only record of invocations that began, and those of them
-/// not yet completed in SQLite.
-struct Journal {
-    path: PathBuf,
-    file: std::fs::File,
-    bytes: u64,
-    /// Rewrite the file (to what is in flight) past this size.
-    limit: u64,
-    /// Begun and not yet committed complete, by id.
-    inflight: HashMap<String, InvocationRecord>,
+/// What the writer and the invocation path share.
+struct Shared {
+    journal: Mutex<Journal>,
+    status: Mutex<HistoryStatus>,
 }
 
-/// Journal size that triggers a rewrite (about 5000 invocations).
-const JOURNAL_LIMIT: u64 = 1 << 20;
-
-impl Journal {
-    fn open(path: PathBuf, limit: u64) -> std::io::Result<Journal> {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)?;
-        let bytes = file.metadata()?.len();
-        Ok(Journal {
-            path,
-            file,
-            bytes,
-            limit,
-            inflight: HashMap::new(),
-        })
+impl Shared {
+    fn journal(&self) -> std::sync::MutexGuard<'_, Journal> {
+        self.journal.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// One line per begun invocation. A plain write(2): in the page cache
-    /// it survives the process being killed, which is what it is for.
-    fn append(&mut self, rec: &InvocationRecord) -> std::io::Result<()> {
-        let line = journal_line(rec)?;
-        self.file.write_all(&line)?;
-        self.bytes += line.len() as u64;
-        Ok(())
+    fn status(&self) -> std::sync::MutexGuard<'_, HistoryStatus> {
+        self.status.lock().unwrap_or_else(|e| e.into_inner())
     }
-
-    /// Replace the file with the lines of what is still in flight.
-    fn rewrite(&mut self) -> std::io::Result<()> {
-        let tmp = self.path.with_extension("inflight.tmp");
-        let mut f = std::fs::File::create(&tmp)?;
-        let mut bytes = 0;
-        for rec in self.inflight.values() {
-            let line = journal_line(rec)?;
-            f.write_all(&line)?;
-            bytes += line.len() as u64;
-        }
-        std::fs::rename(&tmp, &self.path)?;
-        self.file = std::fs::OpenOptions::new().append(true).open(&self.path)?;
-        self.bytes = bytes;
-        Ok(())
-    }
-}
-
-/// A record as one journal line.
-fn journal_line(rec: &InvocationRecord) -> std::io::Result<Vec<u8>> {
-    let mut line = serde_json::to_vec(rec).map_err(std::io::Error::other)?;
-    line.push(b'\n');
-    Ok(line)
-}
-
-/// The records a journal holds (a torn last line, from a kill mid-write,
-/// is skipped).
-fn read_journal(path: &Path) -> std::io::Result<Vec<InvocationRecord>> {
-    let f = match std::fs::File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e),
-    };
-    let mut out = Vec::new();
-    for line in std::io::BufReader::new(f).lines() {
-        if let Ok(rec) = serde_json::from_str(&line?) {
-            out.push(rec);
-        }
-    }
-    Ok(out)
 }
 
 pub struct History {
     path: PathBuf,
     reader: Mutex<Connection>,
     writer: Mutex<mpsc::Sender<Write>>,
-    journal: Arc<Mutex<Journal>>,
+    shared: Arc<Shared>,
 }
 
 const SCHEMA: &str = "
@@ -166,118 +167,205 @@ fn open(path: &Path) -> rusqlite::Result<Connection> {
     Ok(c)
 }
 
+/// The begun invocations an older emberd's journal (`ember.db.inflight`,
+/// one record per line) holds; a torn last line is skipped.
+fn read_legacy_journal(path: &Path) -> std::io::Result<Vec<InvocationRecord>> {
+    let f = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut out = Vec::new();
+    for line in std::io::BufReader::new(f).lines() {
+        if let Ok(rec) = serde_json::from_str(&line?) {
+            out.push(rec);
+        }
+    }
+    Ok(out)
+}
+
+/// A begun invocation's record once it is known to have been cut off.
+fn interrupted(rec: InvocationRecord) -> InvocationRecord {
+    InvocationRecord {
+        outcome: "interrupted".into(),
+        error: Some("emberd stopped before the invocation ended".into()),
+        ..rec
+    }
+}
+
+/// What a previous run left unfinished: records to write, and how many of
+/// them were interrupted.
+struct Leftovers {
+    /// From the journals, to be journaled again until written.
+    journaled: Vec<InvocationRecord>,
+    /// `running` rows in SQLite without a journal entry.
+    running: Vec<InvocationRecord>,
+    interrupted: usize,
+}
+
+fn leftovers(
+    conn: &Connection,
+    entries: HashMap<String, Entry>,
+    legacy: Vec<InvocationRecord>,
+) -> rusqlite::Result<Leftovers> {
+    let mut journaled = Vec::new();
+    let mut interrupted_n = 0;
+    for e in entries.into_values() {
+        journaled.push(match e {
+            Entry::Begun(r) => {
+                interrupted_n += 1;
+                interrupted(r)
+            }
+            Entry::Ended(r) => r,
+        });
+    }
+    for r in legacy {
+        if !journaled.iter().any(|j| j.id == r.id) {
+            interrupted_n += 1;
+            journaled.push(interrupted(r));
+        }
+    }
+    let mut running = Vec::new();
+    let mut st = conn.prepare(&format!(
+        "SELECT {COLUMNS} FROM invocations WHERE outcome = 'running'"
+    ))?;
+    for r in st.query_map([], row_to_record)? {
+        let r = r?;
+        if !journaled.iter().any(|j| j.id == r.id) {
+            interrupted_n += 1;
+            running.push(interrupted(r));
+        }
+    }
+    Ok(Leftovers {
+        journaled,
+        running,
+        interrupted: interrupted_n,
+    })
+}
+
+/// Bytes of the rows stored, as byte retention counts them.
+fn stored_bytes(conn: &Connection) -> rusqlite::Result<u64> {
+    conn.query_row(
+        "SELECT COUNT(*), COALESCE(SUM(stdout_bytes + stderr_bytes), 0) FROM invocations",
+        [],
+        |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+    )
+    .map(|(n, out)| n * ROW_OVERHEAD + out)
+}
+
 impl History {
-    /// Open the history in `path`, mark what a previous run left `running`
-    /// as `interrupted`, and start the writer. Returns it and how many
-    /// records were interrupted.
-    pub fn open(path: &Path, retention: usize) -> Result<(History, usize), HistoryError> {
-        History::open_with(path, retention, JOURNAL_LIMIT)
+    /// Open the history in `path`, take back what a previous run left
+    /// unfinished (begun: `interrupted`; ended: its outcome), and start the
+    /// writer. Returns it and how many records were interrupted. A full
+    /// filesystem does not fail it: what cannot be written waits.
+    pub fn open(path: &Path, retention: Retention) -> Result<(History, usize), HistoryError> {
+        History::open_with(path, retention, journal::FILE_BYTES)
     }
 
-    /// [`History::open`] with the journal rewritten past `journal_limit`
-    /// bytes.
+    /// [`History::open`] with journal files of `journal_bytes`.
     fn open_with(
         path: &Path,
-        retention: usize,
-        journal_limit: u64,
+        retention: Retention,
+        journal_bytes: u64,
     ) -> Result<(History, usize), HistoryError> {
         let err = |source| HistoryError::Sql {
             path: path.to_path_buf(),
             source,
         };
+        let jerr = |p: &Path| {
+            let path = p.to_path_buf();
+            move |source| HistoryError::Journal { path, source }
+        };
         let conn = open(path).map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
-        let jpath = path.with_extension("db.inflight");
-        let jerr = |source| HistoryError::Journal {
-            path: jpath.clone(),
-            source,
-        };
-        // Begun before a kill, possibly without a row yet.
-        for rec in read_journal(&jpath).map_err(jerr)? {
-            conn.execute(
-                &format!(
-                    "INSERT OR IGNORE INTO invocations ({COLUMNS}) \
-                     VALUES (?1,?2,?3,?4,?5,?6,?7,'running',NULL,NULL,'','',0,0,0,?8,NULL)"
-                ),
-                params![
-                    rec.id,
-                    rec.function,
-                    rec.digest,
-                    rec.sandbox,
-                    rec.backend,
-                    rec.start,
-                    rec.mode,
-                    rec.started_at
-                ],
-            )
-            .map_err(err)?;
+        let jpath = journal::paths(path)[0].clone();
+        let (mut journal, entries) = Journal::open(path, journal_bytes).map_err(jerr(&jpath))?;
+        let legacy_path = path.with_extension("db.inflight");
+        let legacy = read_legacy_journal(&legacy_path).map_err(jerr(&legacy_path))?;
+        let left = leftovers(&conn, entries, legacy).map_err(err)?;
+        journal.restore(&left.journaled).map_err(jerr(&jpath))?;
+        // Its begun invocations are in the new journal now.
+        match std::fs::remove_file(&legacy_path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(jerr(&legacy_path)(e))
+            }
+            _ => {}
         }
-        let interrupted = conn
-            .execute(
-                "UPDATE invocations SET outcome = 'interrupted', \
-                 error = 'emberd stopped before the invocation ended' WHERE outcome = 'running'",
-                [],
-            )
-            .map_err(err)?;
-        // Everything in it is in SQLite now: start empty.
-        std::fs::File::create(&jpath).map_err(jerr)?;
-        let journal = Arc::new(Mutex::new(
-            Journal::open(jpath.clone(), journal_limit).map_err(jerr)?,
-        ));
-        let writer_conn = open(path).map_err(err)?;
+        let shared = Arc::new(Shared {
+            journal: Mutex::new(journal),
+            status: Mutex::new(HistoryStatus::default()),
+        });
+        let stored = stored_bytes(&conn).map_err(err)?;
+        let mut w = writer::Writer::new(open(path).map_err(err)?, path, retention, stored, &shared);
+        w.recover(left.journaled.into_iter().chain(left.running));
+        // At once, so that a start with room has them in SQLite before
+        // anyone reads; without room they wait like any other.
+        w.commit();
         let (tx, rx) = mpsc::channel();
-        let w = Writer {
-            conn: writer_conn,
-            retention: retention.max(1),
-            path: path.to_path_buf(),
-            journal: journal.clone(),
-        };
         std::thread::Builder::new()
             .name("ember-history".into())
             .spawn(move || w.run(rx))
-            .map_err(|e| err(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))?;
-        Ok((
-            History {
+            .map_err(|source| HistoryError::Thread {
                 path: path.to_path_buf(),
-                reader: Mutex::new(conn),
-                writer: Mutex::new(tx),
-                journal,
-            },
-            interrupted,
-        ))
+                source,
+            })?;
+        let history = History {
+            path: path.to_path_buf(),
+            reader: Mutex::new(conn),
+            writer: Mutex::new(tx),
+            shared,
+        };
+        Ok((history, left.interrupted))
     }
 
     fn send(&self, w: Write) {
         let tx = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         if tx.send(w).is_err() {
-            tracing::warn!("invocation history writer is gone; record dropped");
+            crate::warn_limit::warn(
+                "history-writer-gone",
+                format_args!("invocation history writer is gone; record dropped"),
+            );
         }
     }
 
-    /// Record an invocation that has just started: in the journal at once
-    /// (it survives a SIGKILL from here on), as a `running` row in the
-    /// background.
-    pub fn begin(&self, rec: InvocationRecord) {
-        {
-            let mut j = self.journal.lock().unwrap_or_else(|e| e.into_inner());
-            if let Err(e) = j.append(&rec) {
-                tracing::warn!(path = %j.path.display(), invocation = %rec.id, "invocation journal: {e}");
-            }
-            j.inflight.insert(rec.id.clone(), rec.clone());
-        }
+    /// Record an invocation that is about to start: in the journal at once
+    /// (on record from here on, even across a SIGKILL), as a `running` row
+    /// in the background. Refused when the journal has no room for it and
+    /// its end: the invocation must not run.
+    pub fn begin(&self, rec: InvocationRecord) -> Result<(), JournalFull> {
+        let line = journal::begin_line(&rec);
+        self.shared.journal().begin(&rec.id, line)?;
         self.send(Write::Begin(rec));
+        Ok(())
     }
 
-    /// Complete (or insert) a record.
+    /// Complete (or insert) a record. For a begun invocation its end is in
+    /// the journal when this returns: its outcome survives a SIGKILL from
+    /// here on.
     pub fn finish(&self, rec: InvocationRecord) {
+        let line = journal::end_line(&rec);
+        self.shared.journal().end(&rec.id, line);
         self.send(Write::Finish(rec));
     }
 
-    /// Wait until every record sent so far is written.
+    /// Forget a begun invocation that was refused before it ran: it leaves
+    /// no record.
+    pub fn discard(&self, id: &str) {
+        self.shared.journal().discard(id);
+        self.send(Write::Discard(id.to_string()));
+    }
+
+    /// Wait until every record sent so far is written, or a write of them
+    /// was tried (and failed: see [`History::status`]).
     pub fn flush(&self) {
         let (tx, rx) = mpsc::channel();
         self.send(Write::Flush(tx));
         let _ = rx.recv_timeout(std::time::Duration::from_secs(10));
+    }
+
+    /// Whether records are written, and how many wait.
+    pub fn status(&self) -> HistoryStatus {
+        self.shared.status().clone()
     }
 
     /// Records, oldest first: of `function` (all if `None`), started after
@@ -317,88 +405,14 @@ impl History {
     }
 }
 
-/// The background writer.
-struct Writer {
-    conn: Connection,
-    retention: usize,
-    path: PathBuf,
-    journal: Arc<Mutex<Journal>>,
-}
-
-impl Writer {
-    fn run(mut self, rx: mpsc::Receiver<Write>) {
-        let mut since_prune = 0usize;
-        while let Ok(first) = rx.recv() {
-            // Whatever else is queued goes in the same transaction.
-            let mut batch = vec![first];
-            while let Ok(more) = rx.try_recv() {
-                batch.push(more);
-            }
-            // A begin whose end is in the same batch needs no row of its own.
-            let ending: std::collections::HashSet<String> = batch
-                .iter()
-                .filter_map(|w| match w {
-                    Write::Finish(r) => Some(r.id.clone()),
-                    _ => None,
-                })
-                .collect();
-            let mut flushes = Vec::new();
-            let retention = self.retention;
-            let res = (|| -> rusqlite::Result<()> {
-                let tx = self.conn.transaction()?;
-                for w in batch {
-                    match w {
-                        Write::Begin(r) if ending.contains(&r.id) => {}
-                        Write::Begin(r) => {
-                            upsert(&tx, &r)?;
-                        }
-                        Write::Finish(r) => {
-                            upsert(&tx, &r)?;
-                            since_prune += 1;
-                        }
-                        Write::Flush(done) => flushes.push(done),
-                    }
-                }
-                if since_prune >= 100 {
-                    since_prune = 0;
-                    // Through the time index: the cut-off is the
-                    // retention-th newest start.
-                    tx.execute(
-                        "DELETE FROM invocations WHERE started_at < (SELECT started_at \
-                         FROM invocations ORDER BY started_at DESC LIMIT 1 OFFSET ?1)",
-                        params![retention as i64 - 1],
-                    )?;
-                }
-                tx.commit()
-            })();
-            match res {
-                // Only committed ends leave the journal's in-flight set: a
-                // kill before the commit still finds their beginnings.
-                Ok(()) => self.forget(&ending),
-                Err(e) => {
-                    tracing::warn!(path = %self.path.display(), "writing invocation records: {e}")
-                }
-            }
-            for f in flushes {
-                let _ = f.send(());
-            }
-        }
-    }
-
-    fn forget(&self, ended: &std::collections::HashSet<String>) {
-        let mut j = self.journal.lock().unwrap_or_else(|e| e.into_inner());
-        for id in ended {
-            j.inflight.remove(id);
-        }
-        if j.bytes > j.limit {
-            if let Err(e) = j.rewrite() {
-                tracing::warn!(path = %j.path.display(), "rewriting the invocation journal: {e}");
-            }
-        }
-    }
-}
-
-fn upsert(c: &Connection, r: &InvocationRecord) -> rusqlite::Result<usize> {
+/// Insert or complete a record; with `only_running`, leave a complete row
+/// as it is (a record taken back at start that SQLite may already have).
+fn upsert(c: &Connection, r: &InvocationRecord, only_running: bool) -> rusqlite::Result<usize> {
+    let guard = if only_running {
+        " WHERE outcome = 'running'"
+    } else {
+        ""
+    };
     // Cached: parsing this statement for every record cost more than
     // writing the row.
     c.prepare_cached(
@@ -406,7 +420,7 @@ fn upsert(c: &Connection, r: &InvocationRecord) -> rusqlite::Result<usize> {
             "INSERT INTO invocations ({COLUMNS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17)
              ON CONFLICT(id) DO UPDATE SET sandbox=?4, backend=?5, start=?6, mode=?7, outcome=?8, error=?9,
                timings=?10, stdout=?11, stderr=?12, stdout_bytes=?13, stderr_bytes=?14, result_bytes=?15,
-               finished_at=?17"
+               finished_at=?17{guard}"
         ),
     )?
     .execute(
@@ -459,6 +473,12 @@ fn row_to_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<InvocationRecord> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Instant;
+
+    const ROOMY: Retention = Retention {
+        rows: 1000,
+        bytes: 1 << 30,
+    };
 
     fn rec(id: &str, function: &str, started_at: i64, outcome: &str) -> InvocationRecord {
         InvocationRecord {
@@ -467,22 +487,57 @@ mod tests {
         }
     }
 
+    fn done(id: &str, started_at: i64, out: usize) -> InvocationRecord {
+        InvocationRecord {
+            stdout: "x".repeat(out),
+            stdout_bytes: out as u64,
+            finished_at: Some(started_at + 1),
+            ..rec(id, "f", started_at, "ok")
+        }
+    }
+
+    impl History {
+        /// Run `f` on the writer's connection, in order with the records.
+        fn on_writer(&self, f: impl FnOnce(&Connection) + Send + 'static) {
+            self.send(Write::Test(Box::new(f)));
+        }
+
+        /// SQLite refuses to grow the database: `database or disk is
+        /// full`, as on a full filesystem.
+        fn fill_disk(&self) {
+            self.on_writer(|c| {
+                let pages: i64 = c.query_row("PRAGMA page_count", [], |r| r.get(0)).unwrap();
+                c.pragma_update(None, "max_page_count", pages).unwrap();
+            });
+        }
+
+        fn free_disk(&self) {
+            self.on_writer(|c| c.pragma_update(None, "max_page_count", 1 << 30).unwrap());
+        }
+
+        /// Go away as at a SIGKILL: nothing more reaches SQLite.
+        fn kill(self) {
+            self.on_writer(|c| c.pragma_update(None, "query_only", true).unwrap());
+            self.flush();
+        }
+    }
+
     #[test]
     fn records_complete_list_and_survive_a_crash_as_interrupted() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("ember.db");
         {
-            let (h, n) = History::open(&db, 1000).unwrap();
+            let (h, n) = History::open(&db, ROOMY).unwrap();
             assert_eq!(n, 0);
-            h.begin(rec("a", "f", 1, "running"));
+            h.begin(rec("a", "f", 1, "running")).unwrap();
             let mut done = rec("a", "f", 1, "ok");
             done.stdout = "hi\n".into();
             done.stdout_bytes = 3;
             done.finished_at = Some(2);
             done.timings_us = Some(serde_json::json!({"total": 5}));
             h.finish(done.clone());
-            h.begin(rec("b", "g", 3, "running"));
-            h.begin(rec("c", "f", 4, "running"));
+            h.begin(rec("b", "g", 3, "running")).unwrap();
+            h.begin(rec("c", "f", 4, "running")).unwrap();
             h.flush();
             let f = h.list(Some("f"), None, 10, true).unwrap();
             assert_eq!(f.len(), 2);
@@ -496,7 +551,7 @@ mod tests {
             );
         }
         // A new daemon on the same state dir: what was running is interrupted.
-        let (h, n) = History::open(&db, 1000).unwrap();
+        let (h, n) = History::open(&db, ROOMY).unwrap();
         assert_eq!(n, 2);
         let all = h.list(None, None, 10, true).unwrap();
         let bare = h.list(None, None, 10, false).unwrap();
@@ -511,62 +566,117 @@ mod tests {
     }
 
     #[test]
-    fn a_begun_invocation_without_a_row_is_interrupted_after_a_kill() {
+    fn ended_invocations_survive_a_kill_with_their_outcome() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("ember.db");
-        drop(History::open(&db, 1000).unwrap());
-        // What a kill between begin() and the writer's commit leaves: the
-        // journal line, no row; and a line torn by the kill.
-        let mut begun = rec("k1", "f", 7, "running");
-        begun.mode = Some("specialized".into());
-        let jpath = db.with_extension("db.inflight");
-        let mut j = Journal::open(jpath.clone(), JOURNAL_LIMIT).unwrap();
-        j.append(&begun).unwrap();
-        j.file.write_all(b"{\"id\":\"torn").unwrap();
-        drop(j);
-        let (h, n) = History::open(&db, 1000).unwrap();
-        assert_eq!(n, 1);
+        let (h, _) = History::open(&db, ROOMY).unwrap();
+        // Nothing reaches SQLite: what survives is the journal's.
+        h.fill_disk();
+        h.begin(rec("a", "f", 1, "running")).unwrap();
+        h.finish(done("a", 1, 1000));
+        h.begin(rec("b", "f", 2, "running")).unwrap();
+        h.begin(rec("c", "f", 3, "running")).unwrap();
+        h.discard("c");
+        h.kill();
+        let (h, n) = History::open(&db, ROOMY).unwrap();
+        assert_eq!(n, 1, "b");
         let l = h.list(None, None, 10, true).unwrap();
-        assert_eq!(l.len(), 1, "{l:?}");
-        assert_eq!(l[0].id, "k1");
-        assert_eq!(l[0].outcome, "interrupted");
-        assert_eq!(l[0].mode.as_deref(), Some("specialized"));
-        assert_eq!(l[0].started_at, 7);
-        assert_eq!(std::fs::metadata(&jpath).unwrap().len(), 0, "emptied");
-        // A row already there (complete or running) is not overwritten.
+        let outcomes: Vec<_> = l
+            .iter()
+            .map(|r| (r.id.as_str(), r.outcome.as_str()))
+            .collect();
+        assert_eq!(outcomes, [("a", "ok"), ("b", "interrupted")]);
+        // The output that never reached SQLite: its first bytes, its size.
+        assert_eq!(l[0].stdout.len(), 128);
+        assert_eq!(l[0].stdout_bytes, 1000);
+        assert_eq!(l[0].finished_at, Some(2));
+        // Taken back once, not again at the next start.
         drop(h);
-        let mut j = Journal::open(jpath, JOURNAL_LIMIT).unwrap();
-        j.append(&rec("k1", "f", 7, "running")).unwrap();
-        drop(j);
-        let (h, n) = History::open(&db, 1000).unwrap();
+        let (h, n) = History::open(&db, ROOMY).unwrap();
         assert_eq!(n, 0);
-        assert_eq!(h.list(None, None, 10, true).unwrap().len(), 1);
+        assert_eq!(h.list(None, None, 10, true).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_failing_sqlite_keeps_records_and_writes_them_when_it_recovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let (h, _) = History::open(&dir.path().join("ember.db"), ROOMY).unwrap();
+        h.fill_disk();
+        for i in 0..50 {
+            let id = format!("i{i:03}");
+            h.begin(rec(&id, "f", i, "running")).unwrap();
+            h.finish(done(&id, i, 10_000));
+        }
+        h.flush();
+        let s = h.status();
+        assert!(s.degraded, "{s:?}");
+        assert_eq!(s.waiting, 50, "{s:?}");
+        assert!(s.write_errors >= 1);
+        let error = s.error.unwrap();
+        assert!(error.contains("full"), "{error}");
+        assert!(h.list(None, None, 100, false).unwrap().is_empty());
+        // Space comes back: the next try writes everything, output and all.
+        h.free_disk();
+        h.flush();
+        assert_eq!(h.status().waiting, 0);
+        assert!(!h.status().degraded);
+        let l = h.list(None, None, 100, true).unwrap();
+        assert_eq!(l.len(), 50);
+        assert!(l
+            .iter()
+            .all(|r| r.outcome == "ok" && r.stdout.len() == 10_000));
+    }
+
+    #[test]
+    fn a_full_journal_refuses_begin_until_records_are_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("ember.db");
+        let (h, _) = History::open_with(&db, ROOMY, 64 << 10).unwrap();
+        h.fill_disk();
+        let mut answered = 0;
+        let refused = loop {
+            let id = format!("i{answered:04}");
+            match h.begin(rec(&id, "f", answered, "running")) {
+                Ok(()) => h.finish(done(&id, answered, 10)),
+                Err(e) => break e,
+            }
+            answered += 1;
+            assert!(answered < 10_000, "never full");
+        };
+        assert!(answered > 20, "{answered}");
+        assert!(refused.to_string().contains("is full"), "{refused}");
+        // Once SQLite has them, the journal has room again.
+        h.free_disk();
+        h.flush();
+        h.begin(rec("after", "f", 1 << 40, "running")).unwrap();
+        h.kill();
+        let (h, n) = History::open(&db, ROOMY).unwrap();
+        assert_eq!(n, 1, "after");
+        let l = h.list(None, None, 10_000, false).unwrap();
+        assert_eq!(l.len(), answered as usize + 1);
+        assert!(l[..answered as usize].iter().all(|r| r.outcome == "ok"));
     }
 
     #[test]
     fn the_journal_keeps_only_what_is_in_flight() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("ember.db");
-        let jpath = db.with_extension("db.inflight");
         {
-            let (h, _) = History::open_with(&db, 1000, 4096).unwrap();
-            h.begin(rec("long", "f", 0, "running"));
+            let (h, _) = History::open_with(&db, ROOMY, 8192).unwrap();
+            h.begin(rec("long", "f", 0, "running")).unwrap();
             for i in 1..200 {
                 let id = format!("i{i:03}");
-                h.begin(rec(&id, "f", i, "running"));
+                h.begin(rec(&id, "f", i, "running")).unwrap();
                 h.finish(rec(&id, "f", i, "ok"));
                 h.flush();
             }
-            let text = std::fs::read_to_string(&jpath).unwrap();
-            assert!(
-                text.len() < 4096 + 1024,
-                "{} bytes: not rewritten",
-                text.len()
-            );
-            assert!(text.contains("\"long\""), "the running one was dropped");
-            // The history goes away as at a kill: no completion for it.
+            // Files of 8 KiB hold thousands of lines over time.
+            for p in journal::paths(&db) {
+                assert_eq!(std::fs::metadata(p).unwrap().len(), 8192);
+            }
+            h.kill();
         }
-        let (h, n) = History::open(&db, 1000).unwrap();
+        let (h, n) = History::open(&db, ROOMY).unwrap();
         assert_eq!(n, 1);
         let l = h.list(None, None, 1000, false).unwrap();
         assert_eq!(l.len(), 200);
@@ -576,9 +686,54 @@ mod tests {
     }
 
     #[test]
+    fn an_older_journal_is_taken_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("ember.db");
+        let mut begun = rec("k1", "f", 7, "running");
+        begun.mode = Some("specialized".into());
+        let mut text = serde_json::to_vec(&begun).unwrap();
+        text.extend_from_slice(b"\n{\"id\":\"torn");
+        let legacy = db.with_extension("db.inflight");
+        std::fs::write(&legacy, text).unwrap();
+        let (h, n) = History::open(&db, ROOMY).unwrap();
+        assert_eq!(n, 1);
+        let l = h.list(None, None, 10, true).unwrap();
+        assert_eq!(l.len(), 1, "{l:?}");
+        assert_eq!(
+            (l[0].id.as_str(), l[0].outcome.as_str()),
+            ("k1", "interrupted")
+        );
+        assert_eq!(l[0].mode.as_deref(), Some("specialized"));
+        assert!(!legacy.exists());
+    }
+
+    #[test]
+    fn a_discarded_invocation_leaves_no_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("ember.db");
+        let (h, _) = History::open(&db, ROOMY).unwrap();
+        h.begin(rec("a", "f", 1, "running")).unwrap();
+        h.flush();
+        assert_eq!(h.list(None, None, 10, false).unwrap().len(), 1, "running");
+        h.discard("a");
+        h.begin(rec("b", "f", 2, "running")).unwrap();
+        h.discard("b");
+        h.flush();
+        assert!(h.list(None, None, 10, false).unwrap().is_empty());
+        h.kill();
+        let (h, n) = History::open(&db, ROOMY).unwrap();
+        assert_eq!(n, 0);
+        assert!(h.list(None, None, 10, false).unwrap().is_empty());
+    }
+
+    #[test]
     fn only_the_newest_records_are_kept() {
         let dir = tempfile::tempdir().unwrap();
-        let (h, _) = History::open(&dir.path().join("ember.db"), 10).unwrap();
+        let retention = Retention {
+            rows: 10,
+            bytes: 1 << 30,
+        };
+        let (h, _) = History::open(&dir.path().join("ember.db"), retention).unwrap();
         for i in 0..150 {
             h.finish(rec(&format!("i{i:03}"), "f", i, "ok"));
         }
@@ -586,5 +741,82 @@ mod tests {
         let left = h.list(None, None, 1000, true).unwrap();
         assert!(left.len() <= 60, "{} kept", left.len());
         assert_eq!(left.last().unwrap().id, "i149");
+    }
+
+    #[test]
+    fn records_are_kept_within_the_byte_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("ember.db");
+        let retention = Retention {
+            rows: 100_000,
+            bytes: 100 << 10,
+        };
+        let size = |l: &[InvocationRecord]| -> u64 {
+            l.iter()
+                .map(|r| row_bytes(r.stdout_bytes, r.stderr_bytes))
+                .sum()
+        };
+        {
+            let (h, _) = History::open(&db, retention).unwrap();
+            for i in 0..100 {
+                h.finish(done(&format!("i{i:03}"), i, 10_000));
+                if i % 7 == 0 {
+                    h.flush();
+                }
+            }
+            h.flush();
+            let left = h.list(None, None, 1000, false).unwrap();
+            assert!(size(&left) <= 100 << 10, "{} bytes", size(&left));
+            assert!(left.len() >= 8, "{} kept", left.len());
+            assert_eq!(left.last().unwrap().id, "i099");
+        }
+        // The running total is taken again at open: still within it.
+        let (h, _) = History::open(&db, retention).unwrap();
+        for i in 100..120 {
+            h.finish(done(&format!("i{i:03}"), i, 10_000));
+        }
+        h.flush();
+        let left = h.list(None, None, 1000, false).unwrap();
+        assert!(size(&left) <= 100 << 10, "{} bytes", size(&left));
+        assert_eq!(left.last().unwrap().id, "i119");
+    }
+
+    /// What the journal adds to the invocation path (printed, not
+    /// asserted: `cargo test -p ember-core journal_cost -- --nocapture`).
+    #[test]
+    fn journal_cost() {
+        let dir = tempfile::tempdir().unwrap();
+        let (h, _) = History::open(&dir.path().join("ember.db"), ROOMY).unwrap();
+        let n = 2000;
+        let recs: Vec<_> = (0..n)
+            .map(|i| {
+                let id = format!("{i:016x}");
+                (rec(&id, "hello", i, "running"), done(&id, i, 200))
+            })
+            .collect();
+        let t = Instant::now();
+        for (b, e) in recs.clone() {
+            h.begin(b).unwrap();
+            h.finish(e);
+        }
+        let per = t.elapsed() / n as u32;
+        h.flush();
+        let (mut j, _) = Journal::open(&dir.path().join("alone.db"), journal::FILE_BYTES).unwrap();
+        j.restore(&[]).unwrap();
+        let t = Instant::now();
+        for (b, e) in &recs {
+            j.begin(&b.id, journal::begin_line(b)).unwrap();
+            j.end(&e.id, journal::end_line(e));
+        }
+        let alone = t.elapsed() / n as u32;
+        eprintln!(
+            "per invocation: begin + finish {per:?} (the two journal lines alone {alone:?}), \
+             {} build",
+            if cfg!(debug_assertions) {
+                "debug"
+            } else {
+                "release"
+            }
+        );
     }
 }

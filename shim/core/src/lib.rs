@@ -14,6 +14,7 @@
 //! (`ember-runtimes`) or code storage and mount injection
 //! (`ember-injector`).
 
+pub mod admission;
 mod adopted;
 pub mod daemon;
 mod deploy;
@@ -27,6 +28,7 @@ pub mod sandboxes;
 pub mod settings;
 mod start;
 mod trial;
+pub mod warn_limit;
 pub mod zygotes;
 
 pub use daemon::{CodeSource, Daemon, DaemonError, DeployError, DeploySpec};

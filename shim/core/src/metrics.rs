@@ -65,8 +65,13 @@ struct Inner {
     phases: BTreeMap<&'static str, Histogram>,
     /// failure phase (inject, thaw, limits, run, ...) -> count
     failures: BTreeMap<String, u64>,
+    /// (function, error code) -> invocations refused before they ran
+    refused: BTreeMap<(String, String), u64>,
     /// function zygote inits by outcome (zygote_ready, init_error, ...)
     zygote_inits: BTreeMap<String, u64>,
+    /// (runtime, backend) -> sandboxes found dead when taken for an
+    /// invocation
+    found_dead: BTreeMap<(&'static str, &'static str), u64>,
 }
 
 #[derive(Default)]
@@ -120,9 +125,27 @@ impl Metrics {
         }
     }
 
+    /// An invocation of `function` refused with `code` before it ran
+    /// (`overloaded`: a queue was full, at once; `pool_exhausted`: no
+    /// sandbox in time; ...).
+    pub fn refused(&self, function: &str, code: &str) {
+        *self
+            .lock()
+            .refused
+            .entry((function.to_string(), code.to_string()))
+            .or_default() += 1;
+    }
+
     /// A sandbox failed during `phase` (`inject`, `thaw`, `limits`, ...).
     pub fn sandbox_failure(&self, phase: &str) {
         *self.lock().failures.entry(phase.to_string()).or_default() += 1;
+    }
+
+    /// A sandbox of `runtime` on `backend` was found dead (a process of it
+    /// killed from outside) as an invocation took it.
+    pub fn sandbox_found_dead(&self, runtime: Language, backend: Backend) {
+        let key = (runtime.runtime_name(), backend.as_str());
+        *self.lock().found_dead.entry(key).or_default() += 1;
     }
 
     /// A function zygote's init ended with `outcome`.
@@ -165,6 +188,20 @@ fn render_counts(m: &Inner, out: &mut String) {
     }
     family(
         out,
+        "ember_invocations_refused_total",
+        "counter",
+        "Invocations refused before they ran, by function and error code (overloaded: refused at once, a queue was full).",
+    );
+    for ((f, c), n) in &m.refused {
+        let _ = writeln!(
+            out,
+            "ember_invocations_refused_total{{function=\"{}\",code=\"{}\"}} {n}",
+            escape(f),
+            escape(c)
+        );
+    }
+    family(
+        out,
         "ember_starts_total",
         "counter",
         "Sandboxes taken for invocations, by start kind (warm, hot, cold).",
@@ -192,6 +229,46 @@ fn render_counts(m: &Inner, out: &mut String) {
     );
     for (o, n) in &m.zygote_inits {
         let _ = writeln!(out, "ember_zygote_inits_total{{outcome=\"{o}\"}} {n}");
+    }
+    family(
+        out,
+        "ember_sandboxes_found_dead_total",
+        "counter",
+        "Idle sandboxes found dead (agent, zygote or runner killed from outside) as an invocation took them; the invocation moved to another sandbox.",
+    );
+    for ((rt, b), n) in &m.found_dead {
+        let _ = writeln!(
+            out,
+            "ember_sandboxes_found_dead_total{{runtime=\"{rt}\",backend=\"{b}\"}} {n}"
+        );
+    }
+}
+
+/// The history's state: whether it writes, what waits, failed writes.
+pub fn render_history(s: &crate::history::HistoryStatus, out: &mut String) {
+    let series = [
+        (
+            "ember_history_degraded",
+            "gauge",
+            "1 while invocation records cannot be written to SQLite (they wait in memory and in the journal).",
+            u64::from(s.degraded),
+        ),
+        (
+            "ember_history_records_waiting",
+            "gauge",
+            "Invocation records waiting to be written to SQLite.",
+            s.waiting as u64,
+        ),
+        (
+            "ember_history_write_errors_total",
+            "counter",
+            "Failed writes of invocation records to SQLite (each is retried).",
+            s.write_errors,
+        ),
+    ];
+    for (name, kind, help, v) in series {
+        family(out, name, kind, help);
+        let _ = writeln!(out, "{name} {v}");
     }
 }
 
@@ -246,6 +323,19 @@ fn render_pools(pools: &[PoolStatus], out: &mut String) {
             );
         }
     }
+    family(
+        out,
+        "ember_pool_queued",
+        "gauge",
+        "Invocations admitted to each pool beyond what it runs at once: they wait for a sandbox.",
+    );
+    for p in pools {
+        let _ = writeln!(
+            out,
+            "ember_pool_queued{{runtime=\"{}\",backend=\"{}\"}} {}",
+            p.runtime, p.backend, p.queued
+        );
+    }
     let counters: [(&str, &str, PoolField); 5] = [
         ("ember_sandboxes_created_total", "Sandboxes created.", |p| {
             p.created_total
@@ -290,6 +380,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn refusals_are_counted_by_function_and_code() {
+        let m = Metrics::default();
+        m.refused("slow", "overloaded");
+        m.refused("slow", "overloaded");
+        let text = m.render(&[]);
+        assert!(
+            text.contains(
+                "ember_invocations_refused_total{function=\"slow\",code=\"overloaded\"} 2"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn histograms_are_cumulative() {
         let m = Metrics::default();
         let hot = Timings {
@@ -325,5 +429,19 @@ mod tests {
         assert!(text.contains("function=\"f\\\"x\""), "{text}");
         assert!(text
             .contains("ember_starts_total{runtime=\"python3\",backend=\"runc\",start=\"cold\"} 1"));
+    }
+
+    #[test]
+    fn dead_sandboxes_are_counted_by_runtime() {
+        let m = Metrics::default();
+        m.sandbox_found_dead(Language::Python, Backend::Runc);
+        m.sandbox_found_dead(Language::Python, Backend::Runc);
+        let text = m.render(&[]);
+        assert!(
+            text.contains(
+                "ember_sandboxes_found_dead_total{runtime=\"python3\",backend=\"runc\"} 2"
+            ),
+            "{text}"
+        );
     }
 }

@@ -2,7 +2,7 @@
 //! restarted daemon knows every deployed function.
 
 pub use ember_api::FunctionRecord;
-use ember_api::{Backend, FunctionLimits, Language, Mode};
+use ember_api::{Backend, Concurrency, FunctionLimits, Language, Mode};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -32,6 +32,8 @@ pub struct FunctionSettings {
     /// imported the handler (false: every worker imports it afresh).
     pub zygote: bool,
     pub limits: FunctionLimits,
+    /// Its own concurrency limit and queue bound, if any.
+    pub concurrency: Concurrency,
 }
 
 pub struct Registry {
@@ -59,10 +61,11 @@ const ADDED_COLUMNS: &[(&str, &str)] = &[
     ("backend", "TEXT"),
     ("mode", "TEXT NOT NULL DEFAULT 'fork'"),
     ("zygote", "INTEGER NOT NULL DEFAULT 1"),
+    ("concurrency", "TEXT NOT NULL DEFAULT '{}'"),
 ];
 
 const COLUMNS: &str =
-    "name, runtime, handler, timeout_ms, digest, created_at, updated_at, profile, limits, backend, mode, zygote";
+    "name, runtime, handler, timeout_ms, digest, created_at, updated_at, profile, limits, backend, mode, zygote, concurrency";
 
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -124,13 +127,15 @@ impl Registry {
         let existing = self.get(name)?;
         let created_at = existing.as_ref().map(|r| r.created_at).unwrap_or(now);
         let limits = serde_json::to_string(&settings.limits).unwrap_or_else(|_| "{}".into());
+        let concurrency =
+            serde_json::to_string(&settings.concurrency).unwrap_or_else(|_| "{}".into());
         self.with(|c| {
             c.execute(
-                "INSERT INTO functions (name, runtime, handler, timeout_ms, digest, created_at, updated_at, profile, limits, backend, mode, zygote)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                "INSERT INTO functions (name, runtime, handler, timeout_ms, digest, created_at, updated_at, profile, limits, backend, mode, zygote, concurrency)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
                  ON CONFLICT(name) DO UPDATE SET runtime = ?2, handler = ?3, timeout_ms = ?4,
                     digest = ?5, updated_at = ?7, profile = ?8, limits = ?9, backend = ?10, mode = ?11,
-                    zygote = ?12",
+                    zygote = ?12, concurrency = ?13",
                 params![
                     name,
                     settings.runtime.runtime_name(),
@@ -143,7 +148,8 @@ impl Registry {
                     limits,
                     settings.backend.map(Backend::as_str),
                     settings.mode.as_str(),
-                    settings.zygote
+                    settings.zygote,
+                    concurrency
                 ],
             )
         })?;
@@ -157,6 +163,7 @@ impl Registry {
             mode: settings.mode,
             zygote: settings.zygote,
             limits: settings.limits,
+            concurrency: settings.concurrency,
             digest: digest.to_string(),
             created_at,
             updated_at: now,
@@ -220,6 +227,8 @@ fn row_to_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<FunctionRecord> {
             .and_then(Backend::by_name),
         mode: Mode::by_name(&r.get::<_, String>(10)?).unwrap_or_default(),
         zygote: r.get(11)?,
+        // Rows from before admission control read `{}`: no limit.
+        concurrency: serde_json::from_str(&r.get::<_, String>(12)?).unwrap_or_default(),
     })
 }
 
@@ -250,6 +259,7 @@ mod tests {
             mode: Mode::Fork,
             zygote: true,
             limits: FunctionLimits::default(),
+            concurrency: Concurrency::default(),
         }
     }
 
@@ -271,6 +281,7 @@ mod tests {
         assert_eq!(f.profile, "default");
         assert_eq!(f.limits, FunctionLimits::default());
         assert_eq!(f.mode, Mode::Fork);
+        assert_eq!(f.concurrency, Concurrency::default());
     }
 
     #[test]
@@ -286,6 +297,8 @@ mod tests {
             strict.profile = "strict".into();
             strict.limits.memory_mb = 64;
             strict.mode = Mode::Specialized;
+            strict.concurrency.max_concurrency = Some(2);
+            strict.concurrency.max_queue = Some(0);
             let (rec2, new) = r.upsert("f", &strict, "bb").unwrap();
             assert!(!new);
             assert_eq!(rec2.created_at, rec.created_at);
@@ -299,6 +312,10 @@ mod tests {
         );
         assert_eq!((f.profile.as_str(), f.limits.memory_mb), ("strict", 64));
         assert_eq!(f.mode, Mode::Specialized);
+        assert_eq!(
+            (f.concurrency.max_concurrency, f.concurrency.max_queue),
+            (Some(2), Some(0))
+        );
         assert_eq!(r.list().unwrap().len(), 2);
         assert!(r.digest_in_use("bb").unwrap());
         assert!(!r.digest_in_use("aa").unwrap());

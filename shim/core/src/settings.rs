@@ -38,6 +38,9 @@ pub struct Settings {
     pub function_zygotes: bool,
     pub builds: BuildDefaults,
     pub invocation_retention: usize,
+    /// Invocation records kept at most, in bytes (output and a fixed
+    /// overhead per record).
+    pub history_max_bytes: u64,
     pub default_timeout_ms: u64,
     pub max_event_bytes: usize,
     pub max_result_bytes: usize,
@@ -68,6 +71,9 @@ pub struct PoolDefaults {
     pub queue_timeout_ms: u64,
     /// `--adopted-only`: pools serve adopted sandboxes only, and make none.
     pub adopted_only: bool,
+    /// `--max-queue`: most invocations waiting for a sandbox of one pool;
+    /// `None`: 4 × the pool's `max`.
+    pub max_queue: Option<usize>,
 }
 
 /// Deploy builds' limits and where pip finds wheels.

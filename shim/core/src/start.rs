@@ -37,9 +37,12 @@ impl Daemon {
         let (names, backends) = backends(&settings)?;
         let cgroups = CgroupLayout::detect();
         let registry = Registry::open(&settings.db_path())?;
-        let (history, interrupted) =
-            History::open(&settings.db_path(), settings.invocation_retention)
-                .map_err(|e| DaemonError::Config(e.to_string()))?;
+        let retention = crate::history::Retention {
+            rows: settings.invocation_retention,
+            bytes: settings.history_max_bytes,
+        };
+        let (history, interrupted) = History::open(&settings.db_path(), retention)
+            .map_err(|e| DaemonError::Config(e.to_string()))?;
         if interrupted > 0 {
             tracing::warn!(
                 interrupted,
@@ -91,6 +94,7 @@ impl Daemon {
             store,
             pools: pools.pools,
             zygotes: Default::default(),
+            gates: Default::default(),
             cgroups,
             _lock: lock,
         });

@@ -40,6 +40,7 @@ impl Daemon {
             mode: settings.mode,
             zygote: settings.zygote,
             limits: settings.limits,
+            concurrency: settings.concurrency,
             digest: digest.as_str().to_string(),
             created_at: now,
             updated_at: now,

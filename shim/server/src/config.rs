@@ -110,6 +110,14 @@ pub struct DaemonConfig {
     #[arg(long, default_value_t = 30_000)]
     pub queue_timeout_ms: u64,
 
+    /// Most invocations that may wait for a sandbox of one pool (beyond
+    /// the `max` it runs at once); past it an invocation is refused at
+    /// once with 429 overloaded and a Retry-After, instead of waiting up
+    /// to --queue-timeout-ms. Default: 4 × the pool's max. Also
+    /// `max_queue` in a `[pools.<runtime>]` section of the config file.
+    #[arg(long)]
+    pub max_queue: Option<usize>,
+
     /// Serve invocations from adopted sandboxes only (containers annotated
     /// dev.ember.sandbox, started through ember-runtime): never create a
     /// sandbox of one's own (no warm pool, no cold start, `ember test`
@@ -181,6 +189,11 @@ pub struct DaemonConfig {
     /// Invocation records kept (the newest; older ones are deleted).
     #[arg(long, default_value_t = 100_000)]
     pub invocation_retention: usize,
+
+    /// Invocation records kept at most, in bytes (their output and about
+    /// 256 bytes each); the oldest are deleted past it.
+    #[arg(long, default_value_t = 256 << 20)]
+    pub history_max_bytes: u64,
 
     /// How long SIGTERM (or SIGINT) waits for running invocations to
     /// finish; those still running after it, or at a second signal, are
@@ -332,6 +345,7 @@ impl DaemonConfig {
                 timeout_ms: self.build_timeout_ms,
             },
             invocation_retention: self.invocation_retention,
+            history_max_bytes: self.history_max_bytes,
             default_timeout_ms: self.default_timeout_ms,
             max_event_bytes: self.max_event_bytes,
             max_result_bytes: self.max_result_bytes,
@@ -359,6 +373,7 @@ impl DaemonConfig {
             freeze_after_ms: self.freeze_after_ms,
             queue_timeout_ms: self.queue_timeout_ms,
             adopted_only,
+            max_queue: self.max_queue,
         }
     }
 

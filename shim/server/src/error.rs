@@ -31,14 +31,17 @@ pub fn status(code: ErrorCode) -> StatusCode {
             StatusCode::CONFLICT
         }
         C::PayloadTooLarge | C::BuildDiskFull => StatusCode::PAYLOAD_TOO_LARGE,
+        C::Overloaded => StatusCode::TOO_MANY_REQUESTS,
         C::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         C::SandboxFailed | C::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         C::HandlerError | C::Crashed | C::ResultTooLarge | C::Oom | C::Pids => {
             StatusCode::BAD_GATEWAY
         }
-        C::PoolExhausted | C::BackendUnavailable | C::ShuttingDown | C::Interrupted => {
-            StatusCode::SERVICE_UNAVAILABLE
-        }
+        C::PoolExhausted
+        | C::BackendUnavailable
+        | C::ShuttingDown
+        | C::Interrupted
+        | C::HistoryFull => StatusCode::SERVICE_UNAVAILABLE,
         C::Timeout => StatusCode::GATEWAY_TIMEOUT,
     }
 }
@@ -52,6 +55,9 @@ pub struct ApiError {
     pub invocation: Option<Box<Report>>,
     /// The id of the invocation the error ended, if it had a record.
     pub invocation_id: Option<String>,
+    /// Seconds to wait before trying again (`Retry-After`), for a refusal
+    /// by admission control.
+    pub retry_after_s: Option<u64>,
 }
 
 impl ApiError {
@@ -61,6 +67,7 @@ impl ApiError {
             message: message.into(),
             invocation: None,
             invocation_id: None,
+            retry_after_s: None,
         }
     }
 
@@ -89,9 +96,24 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         if status.is_server_error() && self.invocation.is_none() {
-            tracing::warn!(code = self.code.as_str(), "{}", self.message);
+            if self.code.is_refusal() {
+                // One per refused invocation under load: rate-limited.
+                ember_core::warn_limit::warn(
+                    self.code.as_str(),
+                    format_args!("{}: {}", self.code, self.message),
+                );
+            } else {
+                tracing::warn!(code = self.code.as_str(), "{}", self.message);
+            }
         }
-        (status, Json(self.body())).into_response()
+        let retry_after = self.retry_after_s;
+        let mut response = (status, Json(self.body())).into_response();
+        if let Some(s) = retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, s.into());
+        }
+        response
     }
 }
 
@@ -105,6 +127,7 @@ impl From<InvokeError> for ApiError {
     fn from(e: InvokeError) -> Self {
         let code = e.code();
         let message = e.to_string();
+        let retry_after_s = e.retry_after_s();
         let invocation = match e {
             InvokeError::Failed(r) => Some(r),
             _ => None,
@@ -114,6 +137,7 @@ impl From<InvokeError> for ApiError {
             message,
             invocation,
             invocation_id: None,
+            retry_after_s,
         }
     }
 }
@@ -209,6 +233,20 @@ mod tests {
             let e = ApiError::from(e);
             assert_eq!((e.status().as_u16(), e.code.as_str()), (status, code));
         }
+        let refused = ember_core::admission::Refused {
+            scope: ember_core::admission::Scope::Function("f".into()),
+            running: 1,
+            queued: 0,
+            bound: 0,
+            retry_after_s: 3,
+        };
+        let e = ApiError::from(ember_core::invoke::InvocationError {
+            id: None,
+            error: InvokeError::Overloaded(refused),
+        });
+        assert_eq!((e.status().as_u16(), e.code.as_str()), (429, "overloaded"));
+        let response = e.into_response();
+        assert_eq!(response.headers()["retry-after"], "3");
         let invalid = DeployError::from(ember_api::validate::Invalid::Mode("x".into()));
         assert_eq!(ApiError::from(invalid).status(), StatusCode::BAD_REQUEST);
     }

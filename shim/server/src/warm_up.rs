@@ -118,6 +118,8 @@ mod tests {
             bound,
             busy: 0,
             creating: 0,
+            queued: 0,
+            max_queue: 40,
             created_total: 0,
             destroyed_total: 0,
             create_failures_total: 0,
@@ -126,6 +128,7 @@ mod tests {
             cold_starts_total: 0,
             recycled_total: 0,
             adopted_total: 0,
+            refused_total: 0,
         }
     }
 

@@ -168,7 +168,18 @@ fn error_response(codes: &[ErrorCode]) -> Response {
         .collect::<Vec<_>>()
         .join("\n");
     let names: Vec<&str> = codes.iter().map(|c| c.as_str()).collect();
-    Response::builder()
+    let mut response = Response::builder();
+    if codes.contains(&ErrorCode::Overloaded) {
+        // A refusal says when to come back.
+        let seconds = utoipa::openapi::header::HeaderBuilder::new()
+            .schema(Object::with_type(utoipa::openapi::schema::Type::Integer))
+            .description(Some(
+                "whole seconds to wait before retrying (at least 1; docs/api.md says how it is computed)",
+            ))
+            .build();
+        response = response.header("Retry-After", seconds);
+    }
+    response
         .description(description)
         .content(
             "application/json",

@@ -85,9 +85,29 @@ pub enum InvokeError {
          root on the host; this emberd does not run code built that way: deploy it again"
     )]
     RebuildRequired { function: String },
+    /// The history's journal has no room to record it (the state
+    /// filesystem is full): it does not run unrecorded.
+    #[error(transparent)]
+    HistoryFull(#[from] crate::history::JournalFull),
     /// The handler ran but did not produce a result; the report says why.
     #[error("{}", describe(.0))]
     Failed(Box<Report>),
+    /// Refused at once by admission control: a queue was full.
+    #[error(transparent)]
+    Overloaded(#[from] crate::admission::Refused),
+    /// Waited at its function's gate (`max_concurrency`) up to the queue
+    /// timeout.
+    #[error(transparent)]
+    GateTimeout(#[from] crate::admission::GateTimeout),
+}
+
+impl From<crate::admission::AdmitError> for InvokeError {
+    fn from(e: crate::admission::AdmitError) -> Self {
+        match e {
+            crate::admission::AdmitError::Refused(r) => r.into(),
+            crate::admission::AdmitError::Timeout(t) => t.into(),
+        }
+    }
 }
 
 impl InvokeError {
@@ -109,7 +129,18 @@ impl InvokeError {
             InvokeError::NoPool { .. } => ErrorCode::BackendUnavailable,
             InvokeError::Registry(_) | InvokeError::CodeMissing { .. } => ErrorCode::Internal,
             InvokeError::RebuildRequired { .. } => ErrorCode::RebuildRequired,
+            InvokeError::HistoryFull(_) => ErrorCode::HistoryFull,
             InvokeError::Failed(r) => r.outcome.error_code().unwrap_or(ErrorCode::HandlerError),
+            InvokeError::Overloaded(_) => ErrorCode::Overloaded,
+            InvokeError::GateTimeout(_) => ErrorCode::PoolExhausted,
+        }
+    }
+
+    /// Seconds a refused client should wait before trying again.
+    pub fn retry_after_s(&self) -> Option<u64> {
+        match self {
+            InvokeError::Overloaded(r) => Some(r.retry_after_s),
+            _ => None,
         }
     }
 }
@@ -233,17 +264,41 @@ async fn invoke_inner(
             limit: event_limit,
         });
     }
+    // Before the record begins: a refused invocation takes no history row
+    // and gets no id. Held (then dropped) for the whole invocation.
+    let _admitted = match crate::admission::admit_invocation(daemon, &func).await {
+        Ok(a) => a,
+        Err(e) => return Err(refused(daemon, name, e.into())),
+    };
     let started_at = crate::registry::now_ms();
-    daemon.history.begin(InvocationRecord {
+    let begun = daemon.history.begin(InvocationRecord {
         mode: Some(func.mode.as_str().to_string()),
         ..InvocationRecord::started(&id, name, &func.digest, started_at)
     });
+    if let Err(e) = begun {
+        return Err(refused(daemon, name, e.into()));
+    }
     recorded.store(true, std::sync::atomic::Ordering::Release);
     let runtime = func.runtime;
     let digest = func.digest.clone();
     let res = run::run_invocation(daemon, id.clone(), func, code, event, false).await;
-    record(daemon, &id, name, runtime, &digest, started_at, &res);
+    if !record(daemon, &id, name, runtime, &digest, started_at, &res) {
+        // Refused before it ran: no record, so its answer names none.
+        recorded.store(false, std::sync::atomic::Ordering::Release);
+    }
     res
+}
+
+/// Count an invocation refused before it ran user code (it leaves no
+/// record).
+fn refused(daemon: &Daemon, function: &str, e: InvokeError) -> InvokeError {
+    count_refusal(daemon, function, e.code());
+    e
+}
+
+fn count_refusal(daemon: &Daemon, function: &str, code: ErrorCode) {
+    daemon.metrics.invocation(function, code.as_str());
+    daemon.metrics.refused(function, code.as_str());
 }
 
 /// The function's record and its code, held in the store for the whole
@@ -293,7 +348,11 @@ fn missing_code(daemon: &Daemon, func: &FunctionRecord) -> InvokeError {
     }
 }
 
-/// Write the invocation's record and count it in the metrics.
+/// Write the invocation's record and count it in the metrics. Before
+/// this returns, an answered invocation's outcome is in the journal (it
+/// survives a SIGKILL). An invocation refused before it ran user code
+/// (`pool_exhausted`, `shutting_down`) is counted and its begun record
+/// dropped instead: false.
 fn record(
     daemon: &Daemon,
     id: &str,
@@ -302,7 +361,14 @@ fn record(
     digest: &str,
     started_at: i64,
     res: &Result<Report, InvokeError>,
-) {
+) -> bool {
+    if let Err(e) = res {
+        if e.code().is_refusal() {
+            daemon.history.discard(id);
+            count_refusal(daemon, function, e.code());
+            return false;
+        }
+    }
     let report = match res {
         Ok(r) => Some(r),
         Err(InvokeError::Failed(r)) => Some(r.as_ref()),
@@ -346,6 +412,7 @@ fn record(
     }
     daemon.metrics.invocation(function, &rec.outcome);
     daemon.history.finish(rec);
+    true
 }
 
 /// Run `func` once in a throwaway sandbox, created for it and destroyed

@@ -119,6 +119,9 @@ pub struct PoolSettings {
     /// Serve from adopted sandboxes only: never create one (no warm pool,
     /// no cold start, no throwaway), wait for an adopted one instead.
     pub adopted_only: bool,
+    /// Most invocations waiting for a sandbox; past it they are refused
+    /// at once. `None`: 4 × `max`.
+    pub max_queue: Option<usize>,
 }
 
 impl PoolSettings {
@@ -147,7 +150,20 @@ impl PoolSettings {
             ),
             freeze_after: Duration::from_millis(d.freeze_after_ms),
             adopted_only: d.adopted_only,
+            max_queue: section.max_queue.or(d.max_queue),
         }
+    }
+}
+
+/// An invocation admitted into a pool ([`Pool::admit`]); counts it out
+/// when dropped.
+pub struct PoolTicket {
+    pool: Arc<Pool>,
+}
+
+impl Drop for PoolTicket {
+    fn drop(&mut self) {
+        policy::leave(&mut self.pool.lock());
     }
 }
 
@@ -260,6 +276,28 @@ impl Pool {
                 Err(PoolError::Create {
                     runtime: self.runtime,
                     source,
+                })
+            }
+        }
+    }
+
+    /// Count an invocation in before it begins, or refuse it at once when
+    /// the pool runs all it can and `max_queue` more already wait.
+    pub fn admit(self: &Arc<Self>) -> Result<PoolTicket, crate::admission::Refused> {
+        let refusal = policy::admit(&mut self.lock());
+        match refusal {
+            Ok(()) => Ok(PoolTicket { pool: self.clone() }),
+            Err(r) => {
+                self.counters.refused.fetch_add(1, Ordering::Relaxed);
+                Err(crate::admission::Refused {
+                    scope: crate::admission::Scope::Pool {
+                        runtime: self.runtime,
+                        backend: self.backend,
+                    },
+                    running: r.capacity,
+                    queued: r.queued,
+                    bound: r.bound,
+                    retry_after_s: r.retry_after_s,
                 })
             }
         }

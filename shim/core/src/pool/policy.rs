@@ -17,6 +17,7 @@
 
 use super::state::{BusyInfo, Slot, State};
 use super::Want;
+use crate::admission::{self, Admit};
 use ember_api::StartKind;
 use std::time::Instant;
 
@@ -307,6 +308,40 @@ pub(super) fn unbind<S: Slot>(st: &mut State<S>, function: &str) -> Vec<S> {
     st.take_idle(|sb| sb.bound().is_some_and(|b| b.starts_with(&prefix)))
 }
 
+/// Count one more invocation in, or refuse it when `queue_bound` already
+/// wait (the refusal's numbers and its Retry-After, from the recent mean
+/// time a sandbox is lent). Whoever is admitted is counted out with
+/// [`leave`].
+pub(super) fn admit<S: Slot>(st: &mut State<S>) -> Result<(), Refusal> {
+    let (capacity, bound) = (st.capacity(), st.queue_bound());
+    match admission::admit(st.admitted, capacity, bound) {
+        Admit::Refuse { queued } => Err(Refusal {
+            queued,
+            capacity,
+            bound,
+            retry_after_s: admission::retry_after_s(st.mean_busy, queued + 1, capacity),
+        }),
+        Admit::Run | Admit::Wait { .. } => {
+            st.admitted += 1;
+            Ok(())
+        }
+    }
+}
+
+/// An admitted invocation ended.
+pub(super) fn leave<S: Slot>(st: &mut State<S>) {
+    st.admitted = st.admitted.saturating_sub(1);
+}
+
+/// Why [`admit`] refused: `queued` wait already, `bound` may.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Refusal {
+    pub queued: usize,
+    pub capacity: usize,
+    pub bound: usize,
+    pub retry_after_s: u64,
+}
+
 /// What becomes of a sandbox given back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Return {
@@ -333,6 +368,10 @@ pub(super) fn release<S: Slot>(
 ) -> Return {
     sb.mark_used(now);
     let info = st.busy.remove(sb.id());
+    if let Some(b) = info.as_ref().filter(|_| !st.throwaway.contains(sb.id())) {
+        let lent = now.saturating_duration_since(b.since);
+        st.mean_busy = Some(admission::next_mean(st.mean_busy, lent));
+    }
     if info.as_ref().is_some_and(|b| b.returning) {
         st.returning -= 1;
     }

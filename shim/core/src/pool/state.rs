@@ -152,6 +152,15 @@ pub(super) struct State<S> {
     /// Sandboxes thawed on request (`POST /v1/sandboxes/{id}/thaw`, before
     /// an `exec` or `kill` of their container): never frozen again.
     pub keep_thawed: HashSet<String>,
+    /// Invocations admitted (`policy::admit`) and not yet ended: running,
+    /// or waiting for a sandbox.
+    pub admitted: usize,
+    /// See [`PoolSettings::max_queue`]; `None`: 4 × `max`, following a
+    /// resize.
+    pub max_queue: Option<usize>,
+    /// Recent mean time a sandbox was lent to an invocation, for the
+    /// Retry-After of a refusal.
+    pub mean_busy: Option<Duration>,
 }
 
 impl<S: Slot> State<S> {
@@ -174,6 +183,9 @@ impl<S: Slot> State<S> {
             specialized_idle: settings.specialized_idle,
             adopted_only: settings.adopted_only,
             keep_thawed: HashSet::new(),
+            admitted: 0,
+            max_queue: settings.max_queue,
+            mean_busy: None,
         }
     }
 
@@ -219,6 +231,25 @@ impl<S: Slot> State<S> {
                 .values()
                 .filter(|b| b.key.as_deref() == Some(key))
                 .count()
+    }
+
+    /// How many invocations run at once: `max`, or with `adopted_only`
+    /// the adopted sandboxes there are (the pool makes none).
+    pub fn capacity(&self) -> usize {
+        match self.adopted_only {
+            true => self.total(),
+            false => self.max,
+        }
+    }
+
+    /// Most invocations that may wait for a sandbox.
+    pub fn queue_bound(&self) -> usize {
+        self.max_queue.unwrap_or(self.max.saturating_mul(4))
+    }
+
+    /// Admitted invocations beyond the capacity: they wait.
+    pub fn queued(&self) -> usize {
+        self.admitted.saturating_sub(self.capacity())
     }
 
     /// Invocations holding a sandbox they did not find bound to them.

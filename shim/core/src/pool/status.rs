@@ -18,6 +18,8 @@ pub(super) struct Counters {
     pub cold: AtomicU64,
     pub recycled: AtomicU64,
     pub adopted: AtomicU64,
+    /// Invocations refused because the queue was full.
+    pub refused: AtomicU64,
 }
 
 pub(super) fn pool_status<S: Slot>(
@@ -39,6 +41,8 @@ pub(super) fn pool_status<S: Slot>(
         bound: st.idle.iter().filter(|sb| sb.bound().is_some()).count(),
         busy: st.busy.len(),
         creating: st.creating,
+        queued: st.queued(),
+        max_queue: st.queue_bound(),
         created_total: load(&counters.created),
         destroyed_total: load(&counters.destroyed),
         create_failures_total: load(&counters.create_failures),
@@ -47,6 +51,7 @@ pub(super) fn pool_status<S: Slot>(
         cold_starts_total: load(&counters.cold),
         recycled_total: load(&counters.recycled),
         adopted_total: load(&counters.adopted),
+        refused_total: load(&counters.refused),
     }
 }
 

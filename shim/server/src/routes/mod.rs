@@ -14,7 +14,7 @@ use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use ember_api::health::{Health, HealthStatus};
+use ember_api::health::{Health, HealthStatus, HistoryHealth, HistoryState};
 use ember_api::ErrorCode;
 use ember_core::Daemon;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
@@ -65,16 +65,30 @@ async fn method_not_allowed() -> ApiError {
 }
 
 async fn health(State(d): State<AppState>) -> Json<Health> {
+    let history = history_health(d.history_status());
     Json(Health {
-        status: match d.draining() {
-            true => HealthStatus::Draining,
-            false => HealthStatus::Ok,
+        status: match (d.draining(), history.status) {
+            (true, _) => HealthStatus::Draining,
+            (false, HistoryState::Degraded) => HealthStatus::Degraded,
+            (false, HistoryState::Ok) => HealthStatus::Ok,
         },
         version: env!("CARGO_PKG_VERSION").to_string(),
         instance: d.tag().to_string(),
         runtimes: d.runtimes(),
         backends: d.backends().to_vec(),
+        history,
     })
+}
+
+fn history_health(s: ember_core::history::HistoryStatus) -> HistoryHealth {
+    HistoryHealth {
+        status: match s.degraded {
+            true => HistoryState::Degraded,
+            false => HistoryState::Ok,
+        },
+        waiting: s.waiting as u64,
+        error: s.error,
+    }
 }
 
 async fn openapi() -> Json<serde_json::Value> {

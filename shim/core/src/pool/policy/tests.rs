@@ -73,6 +73,7 @@ fn settings(min_warm: usize, max_warm: usize, headroom: usize, max: usize) -> Po
         specialized_idle: SPECIALIZED_IDLE,
         freeze_after: Duration::from_millis(10),
         adopted_only: false,
+        max_queue: None,
     }
 }
 
@@ -618,4 +619,67 @@ fn adopted_sandboxes_come_back_whatever_the_pools_maximum() {
 
 fn busy_info(sb: &Fake) -> BusyInfo {
     BusyInfo::new(sb, "f", "inv", StartKind::Hot, None, Instant::now())
+}
+
+#[test]
+fn a_pool_admits_its_maximum_and_queue_then_refuses() {
+    let mut p = Pool::new(0, 0, 0, 2);
+    p.st.max_queue = Some(3);
+    for _ in 0..5 {
+        admit(&mut p.st).expect("2 run, 3 wait");
+    }
+    assert_eq!((p.st.admitted, p.st.queued()), (5, 3));
+    let r = admit(&mut p.st).unwrap_err();
+    assert_eq!((r.queued, r.capacity, r.bound), (3, 2, 3));
+    // Nothing measured yet: 1 s an invocation, 4 ahead, 2 at a time.
+    assert_eq!(r.retry_after_s, 2);
+    assert_eq!(p.st.admitted, 5, "a refusal is not counted in");
+    leave(&mut p.st);
+    admit(&mut p.st).expect("room again");
+}
+
+#[test]
+fn the_default_queue_is_four_times_the_maximum_and_follows_a_resize() {
+    let mut p = Pool::new(0, 0, 0, 2);
+    assert_eq!(p.st.queue_bound(), 8);
+    resize(&mut p.st, None, Some(3));
+    assert_eq!(p.st.queue_bound(), 12);
+    p.st.max_queue = Some(0);
+    admit(&mut p.st).unwrap();
+    admit(&mut p.st).unwrap();
+    admit(&mut p.st).unwrap();
+    assert!(admit(&mut p.st).is_err(), "no queue: only what runs");
+}
+
+#[test]
+fn an_adopted_only_pool_runs_as_many_as_it_has_adopted() {
+    let mut p = Pool::new(0, 0, 0, 8);
+    p.st.adopted_only = true;
+    p.st.max_queue = Some(1);
+    p.idle(None, 0);
+    admit(&mut p.st).unwrap();
+    admit(&mut p.st).unwrap();
+    assert_eq!(p.st.queued(), 1);
+    assert!(admit(&mut p.st).is_err());
+}
+
+#[test]
+fn the_retry_after_follows_how_long_sandboxes_are_lent() {
+    let mut p = Pool::new(0, 0, 0, 1);
+    p.st.max_queue = Some(1);
+    p.idle(None, 0);
+    let (mut sb, _) = p.take(Want::Fork, 0);
+    let since = p.st.busy[&sb.id].since;
+    release(
+        &mut p.st,
+        &mut sb,
+        true,
+        false,
+        since + Duration::from_secs(3),
+    );
+    assert_eq!(p.st.mean_busy, Some(Duration::from_secs(3)));
+    admit(&mut p.st).unwrap();
+    admit(&mut p.st).unwrap();
+    // 2 ahead (the waiting one and itself), 3 s each, 1 at a time.
+    assert_eq!(admit(&mut p.st).unwrap_err().retry_after_s, 6);
 }
