@@ -5,7 +5,6 @@
 //! identity: a pid reused after the process is reaped never fools it.
 
 use crate::cgroup::Freezer;
-use crate::sandbox::pid_running;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
@@ -199,6 +198,18 @@ fn innermost_pid(pid: u32) -> Option<u32> {
         .last()?
         .parse()
         .ok()
+}
+
+/// Whether process `pid` runs: not gone, and not a zombie its parent has
+/// yet to reap.
+pub fn pid_running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|st| {
+            st.rsplit_once(')')
+                .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use crate::cgroup::{CgroupLayout, Freezer};
 use crate::error::RuntimeError;
 use crate::language::Interpreter;
 use crate::limits::{CgroupLimits, InvocationLimits};
-use crate::liveness::{host_pid_of, DeadProcess, Liveness};
+use crate::liveness::{host_pid_of, pid_running, DeadProcess, Liveness};
 use crate::sandbox_files::SandboxFiles;
 use crate::userns::{IdBlock, IdRange};
 use ember_injector::{HostDirError, HostDirSlot, InjectError, Injector};
@@ -25,18 +25,6 @@ use std::time::{Duration, Instant};
 const AGENT_EXIT_WAIT: Duration = Duration::from_millis(30);
 /// How long it waits for a killed init to end.
 const KILLED_EXIT_WAIT: Duration = Duration::from_millis(500);
-
-/// Whether process `pid` runs: not gone, and not a zombie its parent has
-/// yet to reap.
-pub fn pid_running(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|st| {
-            st.rsplit_once(')')
-                .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
-        })
-        .unwrap_or(false)
-}
 
 /// Wait up to `limit` for processes `pids` to end; whether they did.
 pub async fn wait_exit(pids: &[u32], limit: Duration) -> bool {

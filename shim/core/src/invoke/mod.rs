@@ -2,6 +2,7 @@
 //! handler through the agent, eject, freeze, give the sandbox back, with a
 //! timing for each phase.
 
+mod admit;
 mod back;
 mod lease;
 mod run;
@@ -266,7 +267,7 @@ async fn invoke_inner(
     }
     // Before the record begins: a refused invocation takes no history row
     // and gets no id. Held (then dropped) for the whole invocation.
-    let _admitted = match crate::admission::admit_invocation(daemon, &func).await {
+    let _admitted = match admit::admit_invocation(daemon, &func).await {
         Ok(a) => a,
         Err(e) => return Err(refused(daemon, name, e.into())),
     };
