@@ -70,7 +70,13 @@ fn the_http_api_needs_the_token_and_matches_the_socket() {
     .unwrap();
     assert_eq!(inv.status, 200, "{}", String::from_utf8_lossy(&inv.body));
     assert_eq!(inv.json()["result"], json!({"echo": {"over": "tcp"}}));
-    let logs = d.get("/v1/invocations?function=echo").json();
+    // Records are written in the background: give the writer a moment.
+    let waited = std::time::Instant::now();
+    let mut logs = d.get("/v1/invocations?function=echo").json();
+    while logs["invocations"][0]["id"] != inv.json()["id"] && waited.elapsed().as_secs() < 10 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        logs = d.get("/v1/invocations?function=echo").json();
+    }
     assert_eq!(logs["invocations"][0]["id"], inv.json()["id"]);
     // Errors keep the API's shape.
     let missing = http_tcp(&addr, "POST", "/v1/functions/nope/invoke", &auth, b"{}").unwrap();
