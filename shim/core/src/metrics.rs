@@ -170,6 +170,23 @@ impl Metrics {
     }
 }
 
+/// The samples of a counter by function and one more label.
+fn by_function(
+    out: &mut String,
+    name: &str,
+    label: &str,
+    counts: &BTreeMap<(String, String), u64>,
+) {
+    for ((f, v), n) in counts {
+        let _ = writeln!(
+            out,
+            "{name}{{function=\"{}\",{label}=\"{}\"}} {n}",
+            escape(f),
+            escape(v)
+        );
+    }
+}
+
 /// Invocations, starts, sandbox failures and zygote inits.
 fn render_counts(m: &Inner, out: &mut String) {
     family(
@@ -178,28 +195,14 @@ fn render_counts(m: &Inner, out: &mut String) {
         "counter",
         "Invocations by function and outcome (an API error code when refused before running).",
     );
-    for ((f, o), n) in &m.invocations {
-        let _ = writeln!(
-            out,
-            "ember_invocations_total{{function=\"{}\",outcome=\"{}\"}} {n}",
-            escape(f),
-            escape(o)
-        );
-    }
+    by_function(out, "ember_invocations_total", "outcome", &m.invocations);
     family(
         out,
         "ember_invocations_refused_total",
         "counter",
         "Invocations refused before they ran, by function and error code (overloaded: refused at once, a queue was full).",
     );
-    for ((f, c), n) in &m.refused {
-        let _ = writeln!(
-            out,
-            "ember_invocations_refused_total{{function=\"{}\",code=\"{}\"}} {n}",
-            escape(f),
-            escape(c)
-        );
-    }
+    by_function(out, "ember_invocations_refused_total", "code", &m.refused);
     family(
         out,
         "ember_starts_total",
