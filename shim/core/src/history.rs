@@ -502,17 +502,29 @@ mod tests {
             self.send(Write::Test(Box::new(f)));
         }
 
-        /// SQLite refuses to grow the database: `database or disk is
-        /// full`, as on a full filesystem.
+        /// Every write fails with `database or disk is full`, as on a full
+        /// filesystem. Capping `max_page_count` was not enough: a small
+        /// row can still fit in a page the database already has, so the
+        /// test depended on page layout and failed one run in three.
         fn fill_disk(&self) {
             self.on_writer(|c| {
-                let pages: i64 = c.query_row("PRAGMA page_count", [], |r| r.get(0)).unwrap();
-                c.pragma_update(None, "max_page_count", pages).unwrap();
+                for op in ["INSERT", "UPDATE", "DELETE"] {
+                    c.execute_batch(&format!(
+                        "CREATE TEMP TRIGGER full_{op} BEFORE {op} ON main.invocations \
+                         BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END;"
+                    ))
+                    .unwrap();
+                }
             });
         }
 
         fn free_disk(&self) {
-            self.on_writer(|c| c.pragma_update(None, "max_page_count", 1 << 30).unwrap());
+            self.on_writer(|c| {
+                for op in ["INSERT", "UPDATE", "DELETE"] {
+                    c.execute_batch(&format!("DROP TRIGGER temp.full_{op};"))
+                        .unwrap();
+                }
+            });
         }
 
         /// Go away as at a SIGKILL: nothing more reaches SQLite.
