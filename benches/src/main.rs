@@ -25,7 +25,10 @@
 //! 150 ms at import) in fork mode with its zygote off and on, specialized
 //! and under `runc run`; the hello handler per mode with the CPU an
 //! invocation costs, at gaps of 0, 5 and 20 ms; throughput with 1, 4 and
-//! 8 concurrent clients; and the targets reached. It prints
+//! 8 concurrent clients; and the targets reached. Then sessions, on runc:
+//! the time to open one with the pool warm and with it empty, against
+//! `runc run` of the same handler, its first and later calls, and the
+//! memory each open session holds. It prints
 //! p50/p90/p99 and the ratios, and writes the samples and summary as JSON
 //! (`benches/report/latest.json`) and a chart (`benches/report/latest.svg`).
 //!
@@ -35,6 +38,13 @@
 //! ember-bench --zygote-only --iterations 100 --heavy-iterations 20 \
 //!     --zygote-cold-iterations 5 --throughput-seconds 1 --gaps 0,5
 //! ```
+//!
+//! The sessions scenario alone:
+//!
+//! ```sh
+//! ember-bench --sessions-only --session-runs 30
+//! ```
+//!
 //! On a terminal, each long phase shows a progress bar on stderr
 //! (`ember_term`); without one nothing is drawn.
 
@@ -46,6 +56,7 @@ mod hot;
 mod memory;
 mod per_backend;
 mod scenarios;
+mod sessions;
 mod stats;
 mod svg;
 mod targets;
@@ -153,6 +164,21 @@ struct Args {
     /// Concurrent clients of the throughput scenario, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1,4,8")]
     throughput_clients: Vec<usize>,
+    /// Sessions opened, called and closed per pool state (warm, empty) in
+    /// the sessions scenario, and `runc run` cold starts of its handler;
+    /// 0 skips the scenario.
+    #[arg(long, default_value_t = 30)]
+    session_runs: usize,
+    /// Calls of each of those sessions after its first.
+    #[arg(long, default_value_t = 5)]
+    session_calls: usize,
+    /// Sessions held open at once for the memory per session; 0 skips it.
+    #[arg(long, default_value_t = 8)]
+    session_memory_count: usize,
+    /// Only the sessions scenario: skips the per-backend runs and every
+    /// other scenario.
+    #[arg(long)]
+    sessions_only: bool,
     /// Where to write the JSON report; the SVG chart goes next to it.
     #[arg(long, default_value = "benches/report/latest.json")]
     out: PathBuf,
@@ -480,7 +506,7 @@ fn bench_code() -> Result<tempfile::TempDir> {
 /// `--scenarios-only` or `--zygote-only`).
 async fn measure_backends(args: &Args, code: &Path) -> Result<Vec<BackendResult>> {
     let mut results = Vec::new();
-    let per_backend = !args.scenarios_only && !args.zygote_only;
+    let per_backend = !args.scenarios_only && !args.zygote_only && !args.sessions_only;
     for backend in args.backends.iter().filter(|_| per_backend) {
         if backend != "libcontainer" && !installed(backend) {
             eprintln!("{backend}: not installed, skipped (apt-get install {backend})");
@@ -512,7 +538,7 @@ async fn scenarios_section(
     chart: &mut Vec<svg::Row>,
 ) -> Result<ScenarioSection> {
     let cold_n = args.cold_iterations.unwrap_or(args.iterations);
-    let others = !args.zygote_only && installed("runc");
+    let others = !args.zygote_only && !args.sessions_only && installed("runc");
     let modes = if args.modes && others {
         let (report, rows) = scenarios::modes(
             emberd_bin,
@@ -541,7 +567,7 @@ async fn scenarios_section(
         None
     };
 
-    let containerd = if args.containerd_runs > 0 && !args.zygote_only {
+    let containerd = if args.containerd_runs > 0 && !args.zygote_only && !args.sessions_only {
         scenarios::containerd(args.containerd_runs)?
     } else {
         None
@@ -551,7 +577,9 @@ async fn scenarios_section(
         let hot = summarize(&client_ms(&r.hot)).p50_ms;
         (hot, summarize(&r.cold_ms).p50_ms)
     });
-    let (zygote, groups) = if installed("runc") {
+    let (zygote, groups) = if args.sessions_only {
+        (None, Vec::new())
+    } else if installed("runc") {
         let (report, rows, groups) = zygote_scenarios(args, emberd_bin, code, runsc).await?;
         chart.extend(rows);
         (Some(report), groups)
@@ -560,12 +588,30 @@ async fn scenarios_section(
         (None, Vec::new())
     };
 
+    let sessions = if args.session_runs > 0 && !args.zygote_only && installed("runc") {
+        let s = sessions::Settings {
+            runs: args.session_runs,
+            calls: args.session_calls,
+            memory_sessions: args.session_memory_count,
+            event: EVENT.to_string(),
+        };
+        let (report, rows) = sessions::run(emberd_bin, &s).await?;
+        chart.extend(rows);
+        Some(report)
+    } else {
+        if args.session_runs > 0 && !args.zygote_only {
+            eprintln!("sessions: runc not installed, skipped");
+        }
+        None
+    };
+
     let mut report = serde_json::Map::new();
     report.insert("modes".into(), json!(modes));
     report.insert("burst".into(), json!(burst));
     report.insert("lifecycle".into(), json!(lifecycle));
     report.insert("containerd".into(), json!(containerd));
     report.insert("zygote".into(), json!(zygote));
+    report.insert("sessions".into(), json!(sessions));
     Ok(ScenarioSection { report, groups })
 }
 
@@ -593,6 +639,9 @@ fn full_report(
             "gaps_ms": args.gaps,
             "throughput_seconds": args.throughput_seconds,
             "throughput_clients": args.throughput_clients,
+            "session_runs": args.session_runs,
+            "session_calls": args.session_calls,
+            "session_memory_count": args.session_memory_count,
         },
         "backends": report_backends,
     });
@@ -644,5 +693,9 @@ mod tests {
         assert!(a.gaps.is_empty() && a.zygote_only);
         let a = Args::try_parse_from(["ember-bench", "--gaps", "0,5"]).unwrap();
         assert_eq!(a.gaps, [0, 5]);
+        let a = Args::try_parse_from(["ember-bench", "--sessions-only", "--session-runs", "5"])
+            .unwrap();
+        assert!(a.sessions_only && !a.zygote_only);
+        assert_eq!((a.session_runs, a.session_calls), (5, 5));
     }
 }

@@ -10,10 +10,12 @@ use serde_json::json;
 pub(crate) fn section(
     results: &[BackendResult],
 ) -> (serde_json::Map<String, serde_json::Value>, Vec<svg::Row>) {
-    println!(
-        "\n{:<44} {:>5} {:>9} {:>9} {:>9} {:>9}",
-        "(milliseconds)", "n", "p50", "p90", "p99", "mean"
-    );
+    if !results.is_empty() {
+        println!(
+            "\n{:<44} {:>5} {:>9} {:>9} {:>9} {:>9}",
+            "(milliseconds)", "n", "p50", "p90", "p99", "mean"
+        );
+    }
     let mut chart = Vec::new();
     let mut report_backends = serde_json::Map::new();
     for r in results {

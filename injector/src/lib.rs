@@ -24,4 +24,4 @@ pub use error::{PrepareError, StoreError};
 pub use hostdir::{HostDirError, HostDirSlot};
 pub use inject::{verify_clean, InjectError, Injection, Injector};
 pub use store::{no_prepare, CodeStore, Digest, Pin, Prepare, BUILD_FORMAT};
-pub use unpack::{check_build_paths, copy_tree, unpack_tar_gz, CopyRule, UnpackLimits};
+pub use unpack::{check_build_paths, copy_tree, unpack_tar, unpack_tar_gz, CopyRule, UnpackLimits};

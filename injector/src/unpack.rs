@@ -76,6 +76,18 @@ pub fn unpack_tar_gz(data: &[u8], dest: &Path, limits: UnpackLimits) -> Result<(
     check_build_paths(dest)
 }
 
+/// Unpack an uncompressed tar stream (`git archive`'s output, say) into
+/// `dest`, an existing empty directory, with the same bounds and rules
+/// as an upload.
+pub fn unpack_tar(
+    reader: impl std::io::Read,
+    dest: &Path,
+    limits: UnpackLimits,
+) -> Result<(), StoreError> {
+    tar_stream::unpack_tar(reader, dest, limits)?;
+    check_build_paths(dest)
+}
+
 /// What has been spent of an [`UnpackLimits`].
 pub(crate) struct Budget {
     limits: UnpackLimits,

@@ -309,3 +309,96 @@ fn deploy_with_requirements_shows_progress_on_a_terminal_only() {
     );
     d.stop_and_check(&tag);
 }
+
+#[test]
+fn sessions_with_the_cli() {
+    if !prerequisites_met("sessions_with_the_cli") {
+        return;
+    }
+    let mut d = Daemon::start(&["--pool-size", "1"]);
+    let tag = d.tag();
+    let dir = d.dir.path().join("counter");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("main.py"),
+        "n = 0\ndef handler(event, context):\n    global n\n    n += 1\n    return {'n': n}\n",
+    )
+    .unwrap();
+    let dir_s = dir.to_str().unwrap();
+    for name in ["counter", "other"] {
+        let out = d.cli(&["deploy", dir_s, "--name", name, "--session-idle-s", "60"]);
+        assert!(out.status.success(), "deploy: {}", text(&out.stderr));
+    }
+    let f = d.get("/v1/functions/counter").json();
+    assert_eq!(f["session_idle_s"], json!(60), "{f}");
+
+    // The id alone on stdout, for `S=$(ember session open f)`.
+    let out = d.cli(&["session", "open", "counter"]);
+    assert!(out.status.success(), "open: {}", text(&out.stderr));
+    let id = text(&out.stdout).trim().to_string();
+    assert_eq!(id.len(), 32, "{id:?}");
+    assert!(text(&out.stderr).contains("ember invoke counter --session"));
+
+    for want in [1, 2] {
+        let out = d.cli(&["invoke", "counter", "--session", &id]);
+        assert!(out.status.success(), "invoke: {}", text(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v, json!({ "n": want }), "state kept between the calls");
+    }
+    // Without --session: a fresh worker, no state.
+    let out = d.cli(&["invoke", "counter"]);
+    assert_eq!(text(&out.stdout).trim(), r#"{"n":1}"#);
+    // Another function's session is refused before any call.
+    let out = d.cli(&["invoke", "other", "--session", &id]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("is a session of function counter, not of other"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        d.get(&format!("/v1/sessions/{id}")).json()["invocations"],
+        json!(2)
+    );
+
+    let out = d.cli(&["session", "list"]);
+    assert!(out.status.success(), "list: {}", text(&out.stderr));
+    let list = text(&out.stdout);
+    let line = list.lines().find(|l| l.starts_with(&id)).expect("its row");
+    assert!(
+        line.contains("counter") && line.contains(" open "),
+        "{list}"
+    );
+    assert!(line.contains("MiB"), "{list}");
+    let out = d.cli(&["session", "show", &id]);
+    assert!(
+        text(&out.stdout).contains("invocations   2"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let out = d.cli(&["session", "close", &id]);
+    assert!(out.status.success(), "close: {}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("after 2 invocations"));
+    let out = d.cli(&["invoke", "counter", "--session", &id]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("has ended (closed)"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = d.cli(&["session", "list", "--ended"]);
+    assert!(
+        text(&out.stdout).contains("ended (closed)"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = d.cli(&["session", "show", "0123"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("session_not_found, HTTP 404"),
+        "{}",
+        text(&out.stderr)
+    );
+    d.stop_and_check(&tag);
+}

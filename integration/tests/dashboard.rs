@@ -277,3 +277,83 @@ fn the_dashboard_shows_the_daemon_and_invokes_in_headless_chromium() {
     drop(c);
     d.stop_and_check(&tag);
 }
+
+/// Keeps a count in a module global: state a session keeps between calls.
+const COUNTER: &str =
+    "n = 0\ndef handler(event, context):\n    global n\n    n += 1\n    return {'n': n}\n";
+
+#[test]
+fn the_dashboard_lists_open_sessions_and_closes_one_in_headless_chromium() {
+    let name = "the_dashboard_lists_open_sessions_and_closes_one_in_headless_chromium";
+    if !prerequisites_met(name) || !tool_present(name, CHROMIUM, "chromium") {
+        return;
+    }
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut d = Daemon::start(&["--pool-size", "2", "--http", &addr]);
+    let tag = d.tag();
+    d.deploy_files("counter", &[("main.py", COUNTER)], 5000);
+    let open = d.request(
+        "POST",
+        "/v1/functions/counter/sessions",
+        "application/json",
+        b"",
+    );
+    assert_eq!(open.status, 201, "{}", String::from_utf8_lossy(&open.body));
+    let id = open.json()["id"].as_str().unwrap().to_string();
+    for want in 1..=2 {
+        let a = d.request(
+            "POST",
+            &format!("/v1/sessions/{id}/invoke"),
+            "application/json",
+            b"{}",
+        );
+        assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+        assert_eq!(a.json()["result"], json!({ "n": want }));
+    }
+
+    let mut c = Chromium::launch(1400, 1400).expect("headless chromium");
+    c.navigate(&format!("http://{addr}/#token={}", token(&d)))
+        .unwrap();
+    c.wait_for(
+        "the open session",
+        "document.querySelectorAll('#sessions tbody button.close-session').length === 1",
+        Duration::from_secs(30),
+    );
+    let open_rows = rows(&mut c, "#sessions");
+    assert_eq!(open_rows.len(), 1, "{open_rows:?}");
+    let row = &open_rows[0];
+    assert!(id.starts_with(row[0].trim_end_matches('…')), "{row:?}");
+    assert_eq!(
+        (row[1].as_str(), row[2].as_str(), row[3].as_str()),
+        ("counter", "open", "2")
+    );
+    assert!(row[5].ends_with(" MiB"), "memory shown: {row:?}");
+    assert!(row[6].starts_with("in "), "expiry shown: {row:?}");
+    assert_eq!(
+        c.eval("document.querySelector('#sessions tbody button.close-session').dataset.session")
+            .unwrap(),
+        json!(id)
+    );
+
+    // Close goes through the API: the session ends, its sandbox with it.
+    c.eval("document.querySelector('#sessions tbody button.close-session').click(); true")
+        .unwrap();
+    c.wait_for(
+        "the closed session among the ended ones",
+        "[...document.querySelectorAll('#sessions-ended tbody tr')]\
+         .some(tr => tr.children[5] && tr.children[5].textContent === 'closed')",
+        Duration::from_secs(30),
+    );
+    let s = d.get(&format!("/v1/sessions/{id}")).json();
+    assert_eq!(s["open"], json!(false), "{s}");
+    assert_eq!(s["end_reason"], json!("closed"), "{s}");
+    assert_eq!(rows(&mut c, "#sessions")[0][0], "no open sessions");
+    let ended = rows(&mut c, "#sessions-ended");
+    assert_eq!(
+        (ended[0][1].as_str(), ended[0][2].as_str()),
+        ("counter", "2"),
+        "{ended:?}"
+    );
+    drop(c);
+    d.stop_and_check(&tag);
+}

@@ -52,13 +52,25 @@ impl Baseline {
             Ok(now) => problems.extend(mount_diff(&self.mounts, &now)),
             Err(e) => problems.push(e.to_string()),
         }
-        for pid in procs::others() {
-            if !belongs(pid) {
-                problems.push(format!(
-                    "process {pid} ({}) is still running",
-                    procs::comm(pid).unwrap_or_default()
-                ));
+        let running = |pid: i32| !belongs(pid) && !procs::is_zombie(pid);
+        let mut left: Vec<i32> = procs::others()
+            .into_iter()
+            .filter(|&p| running(p))
+            .collect();
+        // A process SIGKILLed a moment ago (a stray of the invocation) may
+        // not have died yet: give it up to 200 ms to become a zombie.
+        for _ in 0..20 {
+            if left.is_empty() {
+                break;
             }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            left.retain(|&p| running(p) && std::path::Path::new(&format!("/proc/{p}")).exists());
+        }
+        for pid in left {
+            problems.push(format!(
+                "process {pid} ({}) is still running",
+                procs::comm(pid).unwrap_or_default()
+            ));
         }
         problems
     }

@@ -17,6 +17,20 @@ pub fn others() -> Vec<i32> {
         .collect()
 }
 
+/// Whether `pid` has exited and only waits for its parent to reap it: a
+/// zombie runs nothing and holds nothing but its pid. A specialized
+/// runner's child killed after an invocation stays one until the runner
+/// waits for it (Python's `subprocess` does at its next `Popen`).
+pub fn is_zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let rest = &stat[stat.rfind(')')? + 2..];
+            rest.chars().next()
+        })
+        == Some('Z')
+}
+
 /// Parent pid of `pid`, from `/proc/<pid>/stat`.
 pub fn ppid(pid: i32) -> Option<i32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -116,5 +130,23 @@ mod tests {
         assert_eq!(field(status, "Uid:"), Some(65534));
         assert_eq!(field(status, "Threads:"), Some(3));
         assert_eq!(field(status, "Gid:"), None);
+    }
+
+    #[test]
+    fn a_child_that_exited_unreaped_is_a_zombie() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("spawn sleep");
+        let pid = child.id() as i32;
+        assert!(!is_zombie(pid), "running");
+        child.kill().expect("kill");
+        let t = std::time::Instant::now();
+        while !is_zombie(pid) {
+            assert!(t.elapsed().as_secs() < 5, "never a zombie");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        child.wait().expect("reap");
+        assert!(!is_zombie(pid), "reaped: gone");
     }
 }

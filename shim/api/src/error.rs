@@ -40,7 +40,11 @@ error_codes! {
     BuildOom => "build_oom": "the deploy build ran out of memory",
     BuildPids => "build_pids": "the deploy build hit its process limit",
     BuildDiskFull => "build_disk_full": "the code and what the build adds do not fit in --build-disk-mb",
-    HostPathForbidden => "host_path_forbidden": "a deploy or test from a host path over HTTP",
+    HostPathForbidden => "host_path_forbidden": "a deploy or test from a host path or a git repository over HTTP",
+    GitUnreachable => "git_unreachable": "git (as uid 65534) cannot clone the deploy's repository",
+    GitRefNotFound => "git_ref_not_found": "the deploy's git ref names no commit of the repository",
+    GitSubdirNotFound => "git_subdir_not_found": "the deploy's subdir is not a directory at that commit",
+    GitFailed => "git_failed": "git failed or ran past --git-timeout-s on the deploy's repository",
     RebuildRequired => "rebuild_required": "the function's code was built by an older emberd: deploy it again",
     NotFound => "not_found": "no such endpoint",
     FunctionNotFound => "function_not_found": "no such function",
@@ -60,6 +64,11 @@ error_codes! {
     Oom => "oom": "the worker ran out of memory",
     Pids => "pids": "the handler hit its process limit",
     PoolExhausted => "pool_exhausted": "no sandbox free in time",
+    FunctionPaused => "function_paused": "refused at once: the function is paused (POST /v1/functions/{name}/resume resumes it); nothing ran",
+    SessionNotFound => "session_not_found": "no session with that id",
+    SessionEnded => "session_ended": "the session has ended (its end_reason says why); open another",
+    SessionLimit => "session_limit": "refused at once: the function's or emberd's open sessions are at their limit",
+    SessionBusy => "session_busy": "a call of the session ran past --queue-timeout-ms; the next waits for it",
     Overloaded => "overloaded": "refused at once: the pool's or the function's wait queue is full; retry after Retry-After seconds",
     HistoryFull => "history_full": "the invocation history cannot record more (the state filesystem is full); nothing ran",
     BackendUnavailable => "backend_unavailable": "the function's backend is not running in this emberd",
@@ -77,6 +86,7 @@ impl ErrorCode {
         matches!(
             self,
             ErrorCode::PoolExhausted
+                | ErrorCode::FunctionPaused
                 | ErrorCode::ShuttingDown
                 | ErrorCode::Overloaded
                 | ErrorCode::HistoryFull

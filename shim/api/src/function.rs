@@ -40,6 +40,14 @@ pub struct DeployOptions {
     /// slots; past it an invocation is refused at once with `overloaded`
     /// (default 4 × `max_concurrency`).
     pub max_queue: Option<u32>,
+    /// Sessions: end one unused this long (default `--session-idle-s`).
+    pub session_idle_s: Option<u64>,
+    /// Sessions: end one this long after it opened (default
+    /// `--session-lifetime-s`).
+    pub session_lifetime_s: Option<u64>,
+    /// Most sessions of the function open at once (default: only
+    /// `--max-sessions`, the daemon's).
+    pub max_sessions: Option<u32>,
 }
 
 /// What one invocation of a function may use. Stored with the function;
@@ -99,6 +107,47 @@ impl Concurrency {
     }
 }
 
+/// `"code": {"git": {...}}` in a JSON deploy body (Unix socket only):
+/// emberd clones the repository as uid 65534 and unpacks the tree of one
+/// commit, or of one directory of it, as it unpacks an upload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GitCode {
+    /// An absolute host path or a URL (`file://`, `git://`, `http://`,
+    /// `https://`), readable by uid 65534 without credentials.
+    pub repo: String,
+    /// A branch, a tag or a full commit sha (default: the repository's
+    /// HEAD).
+    #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    /// The function's directory in the repository, relative (default: its
+    /// root).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subdir: Option<String>,
+}
+
+/// Where a deploy's code came from, when emberd fetched it itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CodeOrigin {
+    Git(GitOrigin),
+}
+
+/// The git commit a function's code was taken from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct GitOrigin {
+    /// The repository as the deploy named it.
+    pub repo: String,
+    /// The ref as the deploy named it (`HEAD` if it named none).
+    #[serde(rename = "ref")]
+    pub reference: String,
+    /// The full sha of the commit the ref resolved to.
+    pub commit: String,
+    /// The directory of the repository the code came from, if not its root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subdir: Option<String>,
+}
+
 /// A deployed function, as the registry keeps it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct FunctionRecord {
@@ -117,11 +166,27 @@ pub struct FunctionRecord {
     /// Its own concurrency limit and queue bound, when the deploy set them.
     #[serde(flatten)]
     pub concurrency: Concurrency,
+    /// Its session settings, when the deploy set any.
+    #[serde(flatten)]
+    pub sessions: crate::session::SessionPolicy,
+    /// Where the code came from, when emberd fetched it itself (a git
+    /// deploy: repository, ref, commit, subdir); absent for uploads and
+    /// host paths.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<CodeOrigin>,
     /// Hex SHA-256 of the code tree in the store.
     pub digest: String,
     /// Unix milliseconds.
     pub created_at: i64,
     pub updated_at: i64,
+    /// Paused by an operator (`POST /v1/functions/{name}/pause`): its
+    /// invocations are refused with `function_paused` until it is resumed.
+    /// Kept across restarts and redeploys.
+    #[serde(default)]
+    pub paused: bool,
+    /// When it was paused (Unix milliseconds); absent when not paused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused_at: Option<i64>,
 }
 
 impl FunctionRecord {

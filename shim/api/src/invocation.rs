@@ -152,6 +152,9 @@ pub struct Report {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signal: Option<i32>,
     pub timings_us: Timings,
+    /// The session the invocation ran in, for a session's call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
     /// The memory limit in force (MiB), for messages; not on the wire.
     #[serde(skip)]
     pub memory_mb: u64,

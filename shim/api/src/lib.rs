@@ -25,6 +25,7 @@ pub mod kinds;
 pub mod openapi;
 pub mod pool;
 pub mod records;
+pub mod session;
 pub mod validate;
 
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
@@ -33,3 +34,4 @@ pub use invocation::{HandlerErrorInfo, LimitHit, Outcome, Report, StartKind, Tim
 pub use kinds::{Backend, Language, Mode};
 pub use pool::{PoolStatus, SandboxState, SandboxStatus};
 pub use records::InvocationRecord;
+pub use session::{SessionEnd, SessionInfo, SessionList, SessionPolicy, SessionQuery};

@@ -56,6 +56,9 @@ pub enum SandboxState {
     Busy,
     /// Its invocation has answered; it is being put back in shape.
     Returning,
+    /// Held by a session (`invocation` names it) until the session ends;
+    /// destroyed then.
+    Session,
 }
 
 impl SandboxState {
@@ -64,6 +67,7 @@ impl SandboxState {
             SandboxState::Idle => "idle",
             SandboxState::Busy => "busy",
             SandboxState::Returning => "returning",
+            SandboxState::Session => "session",
         }
     }
 }

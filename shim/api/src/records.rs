@@ -27,6 +27,9 @@ pub struct InvocationRecord {
     /// Unix milliseconds.
     pub started_at: i64,
     pub finished_at: Option<i64>,
+    /// The session the invocation ran in, if it was a session's call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
 }
 
 impl InvocationRecord {
@@ -51,6 +54,7 @@ impl InvocationRecord {
             result_bytes: 0,
             started_at,
             finished_at: None,
+            session: None,
         }
     }
 }
@@ -67,6 +71,8 @@ pub struct InvocationList {
 #[serde(deny_unknown_fields)]
 pub struct RecordQuery {
     pub function: Option<String>,
+    /// Only the calls of this session.
+    pub session: Option<String>,
     /// Unix milliseconds: only invocations started after it.
     pub since: Option<i64>,
     /// The newest this many (default 100, at most 10000).

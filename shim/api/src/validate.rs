@@ -208,6 +208,25 @@ pub fn concurrency(c: &Concurrency) -> Result<(), Invalid> {
     }
 }
 
+/// Allowed ranges of a function's session settings: a week at most, and
+/// as many sessions as the daemon-wide cap allows.
+pub const SESSION_SECONDS: (u64, u64) = (1, 7 * 24 * 3600);
+pub const MAX_SESSIONS: (u64, u64) = (1, 10_000);
+
+/// A function's session idle timeout, lifetime and limit, each in range.
+pub fn session_policy(p: &crate::SessionPolicy) -> Result<(), Invalid> {
+    if let Some(s) = p.session_idle_s {
+        in_range("session_idle_s", s, SESSION_SECONDS)?;
+    }
+    if let Some(s) = p.session_lifetime_s {
+        in_range("session_lifetime_s", s, SESSION_SECONDS)?;
+    }
+    if let Some(n) = p.max_sessions {
+        in_range("max_sessions", n.into(), MAX_SESSIONS)?;
+    }
+    Ok(())
+}
+
 pub fn timeout_ms(t: u64) -> Result<(), Invalid> {
     in_range("timeout_ms", t, (1, MAX_TIMEOUT_MS))
 }

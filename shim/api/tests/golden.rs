@@ -79,6 +79,7 @@ fn sandbox_and_health_states() {
     golden(&SandboxState::Idle, "\"idle\"");
     golden(&SandboxState::Busy, "\"busy\"");
     golden(&SandboxState::Returning, "\"returning\"");
+    golden(&SandboxState::Session, "\"session\"");
     golden(&HealthStatus::Ok, "\"ok\"");
     golden(&HealthStatus::Draining, "\"draining\"");
     golden(&HealthStatus::Degraded, "\"degraded\"");
@@ -99,6 +100,10 @@ fn error_codes() {
         "build_pids",
         "build_disk_full",
         "host_path_forbidden",
+        "git_unreachable",
+        "git_ref_not_found",
+        "git_subdir_not_found",
+        "git_failed",
         "rebuild_required",
         "not_found",
         "function_not_found",
@@ -118,6 +123,11 @@ fn error_codes() {
         "oom",
         "pids",
         "pool_exhausted",
+        "function_paused",
+        "session_not_found",
+        "session_ended",
+        "session_limit",
+        "session_busy",
         "overloaded",
         "history_full",
         "backend_unavailable",
@@ -164,6 +174,7 @@ fn report(outcome: Outcome) -> Report {
             cleanup: 6,
             total: 1430,
         },
+        session: None,
         memory_mb: 256,
         pids: 64,
     }
@@ -278,9 +289,13 @@ fn record(backend: Option<Backend>) -> FunctionRecord {
         zygote: true,
         limits: FunctionLimits::default(),
         concurrency: Default::default(),
+        sessions: Default::default(),
+        source: None,
         digest: "e5f0dc".into(),
         created_at: 1795360205362,
         updated_at: 1795360205382,
+        paused: false,
+        paused_at: None,
     }
 }
 
@@ -294,7 +309,8 @@ fn a_function_record_omits_a_default_backend() {
             concat!(
                 r#"{{"name":"hello","runtime":"python3","handler":"main.handler","timeout_ms":5000,"#,
                 r#""profile":"default","mode":"fork","zygote":true,"limits":{},"#,
-                r#""digest":"e5f0dc","created_at":1795360205362,"updated_at":1795360205382}}"#
+                r#""digest":"e5f0dc","created_at":1795360205362,"updated_at":1795360205382,"#,
+                r#""paused":false}}"#
             ),
             LIMITS
         ),
@@ -321,6 +337,25 @@ fn a_function_record_shows_its_own_concurrency_limit() {
 }
 
 #[test]
+fn a_paused_function_record_says_since_when() {
+    let mut r = record(None);
+    r.paused = true;
+    r.paused_at = Some(1795360209000);
+    let v = serde_json::to_value(&r).unwrap();
+    assert_eq!(
+        (v["paused"].as_bool(), v["paused_at"].as_i64()),
+        (Some(true), Some(1795360209000))
+    );
+    // Records from before pausing existed read as not paused.
+    let mut old = v.clone();
+    let map = old.as_object_mut().unwrap();
+    map.remove("paused");
+    map.remove("paused_at");
+    let back: FunctionRecord = serde_json::from_value(old).unwrap();
+    assert_eq!((back.paused, back.paused_at), (false, None));
+}
+
+#[test]
 fn function_info_flattens_the_record() {
     let info = FunctionInfo {
         record: record(Some(Backend::Crun)),
@@ -333,7 +368,7 @@ fn function_info_flattens_the_record() {
                 r#"{{"name":"hello","runtime":"python3","handler":"main.handler","timeout_ms":5000,"#,
                 r#""profile":"default","backend":"crun","mode":"fork","zygote":true,"limits":{},"#,
                 r#""digest":"e5f0dc","created_at":1795360205362,"updated_at":1795360205382,"#,
-                r#""zygote_state":{{"state":"ready","init_us":7}}}}"#
+                r#""paused":false,"zygote_state":{{"state":"ready","init_us":7}}}}"#
             ),
             LIMITS
         ),
@@ -411,4 +446,31 @@ fn sandbox_statuses_omit_what_they_lack() {
             r#""function":"counter","invocation":"1a203ceaa5b00000","busy_ms":12}"#
         ),
     );
+}
+
+#[test]
+fn a_git_deploy_records_its_commit_as_source() {
+    use ember_api::function::{CodeOrigin, GitCode, GitOrigin};
+    let origin = CodeOrigin::Git(GitOrigin {
+        repo: "/srv/repo".into(),
+        reference: "v1".into(),
+        commit: "0123456789abcdef0123456789abcdef01234567".into(),
+        subdir: Some("fn".into()),
+    });
+    golden(
+        &origin,
+        r#"{"git":{"repo":"/srv/repo","ref":"v1","commit":"0123456789abcdef0123456789abcdef01234567","subdir":"fn"}}"#,
+    );
+    let mut r = record(None);
+    r.source = Some(origin);
+    let v = serde_json::to_value(&r).unwrap();
+    assert_eq!(v["source"]["git"]["ref"], "v1");
+    assert!(serde_json::to_value(record(None))
+        .unwrap()
+        .get("source")
+        .is_none());
+    // The request side: `ref` by that name, unknown keys refused.
+    let code: GitCode = serde_json::from_str(r#"{"repo":"/r","ref":"main","subdir":"a"}"#).unwrap();
+    assert_eq!(code.reference.as_deref(), Some("main"));
+    assert!(serde_json::from_str::<GitCode>(r#"{"repo":"/r","branch":"main"}"#).is_err());
 }

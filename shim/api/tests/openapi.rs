@@ -276,7 +276,7 @@ fn invoke_takes_any_json_and_metrics_are_text() {
         .iter()
         .map(|p| p["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["name", "since", "limit", "output"]);
+    assert_eq!(names, ["name", "session", "since", "limit", "output"]);
 }
 
 #[test]

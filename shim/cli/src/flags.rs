@@ -56,6 +56,18 @@ pub struct DeployFlags {
     /// concurrency; 0: none wait).
     #[arg(long)]
     max_queue: Option<u32>,
+    /// Sessions: end one unused this many seconds (default: emberd's
+    /// --session-idle-s, 300).
+    #[arg(long)]
+    session_idle_s: Option<u64>,
+    /// Sessions: end one this many seconds after it opened, used or not
+    /// (default: emberd's --session-lifetime-s, 3600).
+    #[arg(long)]
+    session_lifetime_s: Option<u64>,
+    /// Most sessions of the function open at once; more are refused with
+    /// 429 session_limit (default: only emberd's --max-sessions).
+    #[arg(long)]
+    max_sessions: Option<u32>,
 }
 
 impl DeployFlags {
@@ -76,6 +88,9 @@ impl DeployFlags {
             max_event_bytes: self.max_event_bytes.or(m.max_event_bytes),
             max_concurrency: self.max_concurrency.or(m.max_concurrency),
             max_queue: self.max_queue.or(m.max_queue),
+            session_idle_s: self.session_idle_s.or(m.session_idle_s),
+            session_lifetime_s: self.session_lifetime_s.or(m.session_lifetime_s),
+            max_sessions: self.max_sessions.or(m.max_sessions),
         }
     }
 }
@@ -105,4 +120,38 @@ pub fn query_string(o: &DeployOptions) -> String {
         }
     }
     parts.join("&")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Args {
+        #[command(flatten)]
+        flags: DeployFlags,
+    }
+
+    #[test]
+    fn session_flags_win_over_the_manifest_and_reach_the_query() {
+        let args = Args::parse_from(["ember", "--session-idle-s", "60", "--max-sessions", "4"]);
+        let manifest = DeployOptions {
+            session_idle_s: Some(600),
+            session_lifetime_s: Some(7200),
+            ..Default::default()
+        };
+        let o = args.flags.over(manifest);
+        assert_eq!(o.session_idle_s, Some(60));
+        assert_eq!(o.session_lifetime_s, Some(7200));
+        assert_eq!(o.max_sessions, Some(4));
+        let q = query_string(&o);
+        for part in [
+            "session_idle_s=60",
+            "session_lifetime_s=7200",
+            "max_sessions=4",
+        ] {
+            assert!(q.split('&').any(|p| p == part), "{q}");
+        }
+    }
 }

@@ -19,9 +19,18 @@ pub async fn invoke(
     data: Option<String>,
     verbose: bool,
     retries: u32,
+    session: Option<&str>,
 ) -> Result<()> {
     let body = read_data(data)?;
-    let path = format!("/v1/functions/{name}/invoke");
+    let path = match session {
+        // Refused here, before the call, if it is another function's
+        // session or has ended: `NAME` says what the caller means to run.
+        Some(id) => {
+            crate::sessions::check(client, id, name).await?;
+            format!("/v1/sessions/{id}/invoke")
+        }
+        None => format!("/v1/functions/{name}/invoke"),
+    };
     let mut tries = 0;
     loop {
         let a = client

@@ -1,7 +1,7 @@
 //! ember, the command-line client of emberd: see `ember --help`.
 //!
 //! Owns the commands (deploy, invoke, test, logs, lists, pools, kill,
-//! init, demo) and how their answers look on a terminal. Speaks to emberd
+//! pause, resume, sessions, init, demo) and how their answers look on a terminal. Speaks to emberd
 //! only through `ember-api` (types and socket client); links nothing of
 //! the daemon.
 
@@ -18,6 +18,7 @@ mod pack;
 mod phases;
 mod pools;
 mod reply;
+mod sessions;
 mod table;
 mod terminal;
 

@@ -82,11 +82,7 @@ fn sandbox_row(b: &SandboxStatus) -> Vec<String> {
 
 /// A sandbox's state as the API spells it.
 fn state_name(state: SandboxState) -> &'static str {
-    match state {
-        SandboxState::Idle => "idle",
-        SandboxState::Busy => "busy",
-        SandboxState::Returning => "returning",
-    }
+    state.as_str()
 }
 
 /// End the invocation running in sandbox `id`.
@@ -112,6 +108,7 @@ mod tests {
             SandboxState::Idle,
             SandboxState::Busy,
             SandboxState::Returning,
+            SandboxState::Session,
         ] {
             assert_eq!(serde_json::to_value(s).unwrap(), state_name(s));
         }

@@ -16,7 +16,6 @@ use nix::fcntl::Flock;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +42,8 @@ pub(crate) const MAX_BUILDS: usize = 2;
 pub enum CodeSource {
     TarGz(bytes::Bytes),
     Path(PathBuf),
+    /// A git repository's commit (Unix socket only), see `git.rs`.
+    Git(ember_api::function::GitCode),
 }
 
 pub struct DeploySpec {
@@ -68,6 +69,10 @@ pub enum DeployError {
     NoWheels,
     #[error("code path {} must be absolute", .0.display())]
     RelativePath(PathBuf),
+    #[error(transparent)]
+    Git(#[from] crate::git::GitError),
+    #[error("handler {handler:?}: the code has {looked_for}")]
+    NoHandler { handler: String, looked_for: String },
     #[error("deploy task failed: {0}")]
     Task(tokio::task::JoinError),
     #[error(transparent)]
@@ -94,6 +99,8 @@ impl DeployError {
             | DeployError::NoWheels
             | DeployError::RelativePath(_) => ErrorCode::InvalidRequest,
             DeployError::Requirements(_) => ErrorCode::InvalidRequirements,
+            DeployError::Git(e) => e.code(),
+            DeployError::NoHandler { .. } => ErrorCode::InvalidCode,
             DeployError::Build(B::Failed { .. }) => ErrorCode::BuildFailed,
             DeployError::Build(B::Timeout(_)) => ErrorCode::BuildTimeout,
             DeployError::Build(B::Oom(_)) => ErrorCode::BuildOom,
@@ -134,6 +141,8 @@ pub struct Daemon {
     pub(crate) zygotes: crate::zygotes::ZygoteBook,
     /// The gates of functions deployed with `max_concurrency`.
     pub(crate) gates: crate::admission::Gates,
+    /// Open sessions.
+    pub(crate) sessions: crate::sessions::Sessions,
     pub(crate) cgroups: CgroupLayout,
     pub(crate) _lock: Flock<std::fs::File>,
 }
@@ -153,12 +162,11 @@ impl Daemon {
     /// `since_ms`), without stdout and stderr unless `output`.
     pub fn records(
         &self,
-        function: Option<&str>,
-        since_ms: Option<i64>,
+        filter: &crate::history::Filter<'_>,
         limit: usize,
         output: bool,
     ) -> Result<Vec<ember_api::InvocationRecord>, crate::history::HistoryError> {
-        self.history.list(function, since_ms, limit, output)
+        self.history.list_where(filter, limit, output)
     }
 
     /// The Prometheus exposition text.
@@ -166,6 +174,11 @@ impl Daemon {
         let pools: Vec<_> = self.pools().map(|p| p.status()).collect();
         let mut text = self.metrics.render(&pools);
         crate::metrics::render_history(&self.history.status(), &mut text);
+        let open = self.sessions.open_by_function();
+        crate::metrics::render_sessions(&self.metrics, &open, &mut text);
+        if let Ok(functions) = self.registry.list() {
+            crate::metrics::render_paused(&functions, &mut text);
+        }
         text
     }
 
@@ -249,10 +262,13 @@ impl Daemon {
         let settings = self.settings(spec.options)?;
         // Pinned until the registry refers to it: a delete of another
         // function with the same code cannot remove it in between.
-        let code = self.hold_code(self.store_code(&settings, spec.code).await?);
+        let (pin, source) = self.store_code_from(&settings, spec.code).await?;
+        let code = self.hold_code(pin);
         let digest = code.digest().clone();
         let old = self.registry.get(name)?;
-        let rec = self.registry.upsert(name, &settings, digest.as_str())?;
+        let rec = self
+            .registry
+            .upsert(name, &settings, digest.as_str(), source.as_ref())?;
         drop(code);
         if let Some(old) = old {
             self.drop_code_if_unused(&old.digest);
@@ -304,6 +320,11 @@ impl Daemon {
                 max_concurrency: o.max_concurrency,
                 max_queue: o.max_queue,
             },
+            sessions: ember_api::SessionPolicy {
+                session_idle_s: o.session_idle_s,
+                session_lifetime_s: o.session_lifetime_s,
+                max_sessions: o.max_sessions,
+            },
         };
         validate::handler(&settings.handler, runtime)?;
         validate::timeout_ms(settings.timeout_ms)?;
@@ -313,6 +334,7 @@ impl Daemon {
         }
         validate::limits(&settings.limits, &self.settings.caps)?;
         validate::concurrency(&settings.concurrency)?;
+        validate::session_policy(&settings.sessions)?;
         Ok(settings)
     }
 
@@ -390,43 +412,6 @@ impl Daemon {
     pub fn draining(&self) -> bool {
         self.pools.values().any(|p| p.is_closing())
     }
-
-    /// Stop: refuse new invocations, let running ones finish (up to
-    /// `grace`, or until `hurry` resolves), interrupt the rest, destroy
-    /// every sandbox, remove this daemon's cgroups.
-    pub async fn shutdown(&self, grace: Duration, hurry: impl std::future::Future<Output = ()>) {
-        // All at once, so no pool takes new work while another drains.
-        for pool in self.pools.values() {
-            pool.close();
-        }
-        let drained = async {
-            for pool in self.pools.values() {
-                pool.wait_drained(grace).await;
-            }
-        };
-        tokio::select! {
-            _ = tokio::time::timeout(grace, drained) => {}
-            _ = hurry => tracing::info!("second signal: not waiting for running invocations"),
-        }
-        // Concurrently: one pool's teardown must not delay interrupting
-        // another's invocations.
-        let mut finishing = tokio::task::JoinSet::new();
-        for pool in self.pools.values() {
-            let pool = pool.clone();
-            finishing.spawn(async move { pool.finish().await });
-        }
-        while finishing.join_next().await.is_some() {}
-        self.history.flush();
-        let left = self.cgroups.remove_tree(&self.settings.cgroup());
-        for p in left {
-            tracing::warn!(cgroup = %p.display(), "could not remove cgroup");
-        }
-        let run = &self.settings.run_dir;
-        if let Err(e) = std::fs::remove_dir_all(run) {
-            tracing::warn!(dir = %run.display(), "removing the run directory: {e}");
-        }
-        tracing::info!("emberd stopped");
-    }
 }
 
 /// Code held in the store for an invocation or a deploy. Dropping it
@@ -440,6 +425,21 @@ pub struct CodeHold<'a> {
 impl CodeHold<'_> {
     pub fn digest(&self) -> &Digest {
         self.pin.as_ref().expect("held until dropped").digest()
+    }
+
+    /// The pin itself, for a holder that outlives this borrow (a
+    /// session); it hands it back with [`Daemon::release_code`].
+    pub(crate) fn into_pin(mut self) -> Pin {
+        self.pin.take().expect("held until dropped")
+    }
+}
+
+impl Daemon {
+    /// Let go of code held by [`CodeHold::into_pin`]'s pin.
+    pub(crate) fn release_code(&self, pin: Pin) {
+        if let Some(d) = pin.release() {
+            self.drop_code_if_unused(d.as_str());
+        }
     }
 }
 

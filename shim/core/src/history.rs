@@ -122,6 +122,15 @@ impl Shared {
     }
 }
 
+/// Which records a listing picks; `None` fields pick all.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Filter<'a> {
+    pub function: Option<&'a str>,
+    /// Only records started after it (Unix milliseconds).
+    pub since_ms: Option<i64>,
+    pub session: Option<&'a str>,
+}
+
 pub struct History {
     path: PathBuf,
     reader: Mutex<Connection>,
@@ -153,9 +162,32 @@ CREATE INDEX IF NOT EXISTS invocations_by_function ON invocations (function, sta
 CREATE INDEX IF NOT EXISTS invocations_by_time ON invocations (started_at);
 ";
 
+/// Added after the first schema, in place for older databases: the
+/// session a call ran in, and its index.
+const SESSION_COLUMN: &str = "
+ALTER TABLE invocations ADD COLUMN session TEXT;
+";
+const SESSION_INDEX: &str = "
+CREATE INDEX IF NOT EXISTS invocations_by_session ON invocations (session, started_at)
+    WHERE session IS NOT NULL;
+";
+
+/// Bring a database of an older emberd to this schema.
+fn migrate(c: &Connection) -> rusqlite::Result<()> {
+    let has_session: bool = c.query_row(
+        "SELECT EXISTS(SELECT 1 FROM pragma_table_info('invocations') WHERE name = 'session')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_session {
+        c.execute_batch(SESSION_COLUMN)?;
+    }
+    c.execute_batch(SESSION_INDEX)
+}
+
 const COLUMNS: &str =
     "id, function, digest, sandbox, backend, start, mode, outcome, error, timings, \
-     stdout, stderr, stdout_bytes, stderr_bytes, result_bytes, started_at, finished_at";
+     stdout, stderr, stdout_bytes, stderr_bytes, result_bytes, started_at, finished_at, session";
 
 fn open(path: &Path) -> rusqlite::Result<Connection> {
     let c = Connection::open(path)?;
@@ -278,6 +310,7 @@ impl History {
         };
         let conn = open(path).map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
+        migrate(&conn).map_err(err)?;
         let jpath = journal::paths(path)[0].clone();
         let (mut journal, entries) = Journal::open(path, journal_bytes).map_err(jerr(&jpath))?;
         let legacy_path = path.with_extension("db.inflight");
@@ -379,6 +412,21 @@ impl History {
         limit: usize,
         output: bool,
     ) -> Result<Vec<InvocationRecord>, HistoryError> {
+        let filter = Filter {
+            function,
+            since_ms,
+            session: None,
+        };
+        self.list_where(&filter, limit, output)
+    }
+
+    /// The newest `limit` records `filter` picks, oldest first.
+    pub fn list_where(
+        &self,
+        filter: &Filter<'_>,
+        limit: usize,
+        output: bool,
+    ) -> Result<Vec<InvocationRecord>, HistoryError> {
         let conn = self.reader.lock().unwrap_or_else(|e| e.into_inner());
         let columns = if output {
             COLUMNS.to_string()
@@ -388,12 +436,18 @@ impl History {
         let sql = format!(
             "SELECT {columns} FROM (SELECT * FROM invocations \
              WHERE (?1 IS NULL OR function = ?1) AND started_at > ?2 \
+             AND (?4 IS NULL OR session = ?4) \
              ORDER BY started_at DESC, rowid DESC LIMIT ?3) ORDER BY started_at, id"
         );
         let run = || -> rusqlite::Result<Vec<InvocationRecord>> {
             let mut st = conn.prepare(&sql)?;
             let rows = st.query_map(
-                params![function, since_ms.unwrap_or(i64::MIN), limit as i64],
+                params![
+                    filter.function,
+                    filter.since_ms.unwrap_or(i64::MIN),
+                    limit as i64,
+                    filter.session
+                ],
                 row_to_record,
             )?;
             rows.collect()
@@ -417,7 +471,7 @@ fn upsert(c: &Connection, r: &InvocationRecord, only_running: bool) -> rusqlite:
     // writing the row.
     c.prepare_cached(
         &format!(
-            "INSERT INTO invocations ({COLUMNS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17)
+            "INSERT INTO invocations ({COLUMNS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18)
              ON CONFLICT(id) DO UPDATE SET sandbox=?4, backend=?5, start=?6, mode=?7, outcome=?8, error=?9,
                timings=?10, stdout=?11, stderr=?12, stdout_bytes=?13, stderr_bytes=?14, result_bytes=?15,
                finished_at=?17{guard}"
@@ -442,6 +496,7 @@ fn upsert(c: &Connection, r: &InvocationRecord, only_running: bool) -> rusqlite:
             r.result_bytes as i64,
             r.started_at,
             r.finished_at,
+            r.session,
         ],
     )
 }
@@ -467,6 +522,7 @@ fn row_to_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<InvocationRecord> {
         result_bytes: r.get::<_, i64>(14)? as u64,
         started_at: r.get(15)?,
         finished_at: r.get(16)?,
+        session: r.get(17)?,
     })
 }
 

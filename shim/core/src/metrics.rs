@@ -72,6 +72,10 @@ struct Inner {
     /// (runtime, backend) -> sandboxes found dead when taken for an
     /// invocation
     found_dead: BTreeMap<(&'static str, &'static str), u64>,
+    /// function -> sessions opened
+    sessions_opened: BTreeMap<String, u64>,
+    /// (function, end reason) -> sessions ended
+    sessions_ended: BTreeMap<(String, String), u64>,
 }
 
 #[derive(Default)]
@@ -146,6 +150,24 @@ impl Metrics {
     pub fn sandbox_found_dead(&self, runtime: Language, backend: Backend) {
         let key = (runtime.runtime_name(), backend.as_str());
         *self.lock().found_dead.entry(key).or_default() += 1;
+    }
+
+    /// A session of `function` opened.
+    pub fn session_opened(&self, function: &str) {
+        *self
+            .lock()
+            .sessions_opened
+            .entry(function.to_string())
+            .or_default() += 1;
+    }
+
+    /// A session of `function` ended, for `reason`.
+    pub fn session_ended(&self, function: &str, reason: &str) {
+        *self
+            .lock()
+            .sessions_ended
+            .entry((function.to_string(), reason.to_string()))
+            .or_default() += 1;
     }
 
     /// A function zygote's init ended with `outcome`.
@@ -243,6 +265,63 @@ fn render_counts(m: &Inner, out: &mut String) {
         let _ = writeln!(
             out,
             "ember_sandboxes_found_dead_total{{runtime=\"{rt}\",backend=\"{b}\"}} {n}"
+        );
+    }
+}
+
+/// Sessions: open now (from the book), opened and ended so far.
+pub fn render_sessions(metrics: &Metrics, open: &[(String, usize)], out: &mut String) {
+    family(
+        out,
+        "ember_sessions_open",
+        "gauge",
+        "Sessions open now, by function.",
+    );
+    for (f, n) in open {
+        let _ = writeln!(out, "ember_sessions_open{{function=\"{}\"}} {n}", escape(f));
+    }
+    let m = metrics.lock();
+    family(
+        out,
+        "ember_sessions_opened_total",
+        "counter",
+        "Sessions opened, by function.",
+    );
+    for (f, n) in &m.sessions_opened {
+        let _ = writeln!(
+            out,
+            "ember_sessions_opened_total{{function=\"{}\"}} {n}",
+            escape(f)
+        );
+    }
+    family(
+        out,
+        "ember_sessions_ended_total",
+        "counter",
+        "Sessions ended, by function and reason (closed, idle, lifetime, failed, ...).",
+    );
+    by_function(
+        out,
+        "ember_sessions_ended_total",
+        "reason",
+        &m.sessions_ended,
+    );
+}
+
+/// Whether each deployed function is paused (1) or not (0).
+pub fn render_paused(functions: &[ember_api::FunctionRecord], out: &mut String) {
+    family(
+        out,
+        "ember_function_paused",
+        "gauge",
+        "1 while the function is paused (its invocations are refused with function_paused).",
+    );
+    for f in functions {
+        let _ = writeln!(
+            out,
+            "ember_function_paused{{function=\"{}\"}} {}",
+            escape(&f.name),
+            u8::from(f.paused)
         );
     }
 }
@@ -381,6 +460,28 @@ fn render_pools(pools: &[PoolStatus], out: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paused_functions_read_1() {
+        let f = |name: &str, paused: bool| -> ember_api::FunctionRecord {
+            serde_json::from_value(serde_json::json!({
+                "name": name, "runtime": "python3", "handler": "main.handler",
+                "timeout_ms": 1000, "profile": "default", "mode": "fork", "zygote": true,
+                "limits": {}, "digest": "aa", "created_at": 1, "updated_at": 1,
+                "paused": paused,
+            }))
+            .unwrap()
+        };
+        let mut text = String::new();
+        render_paused(&[f("a", true), f("b", false)], &mut text);
+        for line in [
+            "# TYPE ember_function_paused gauge",
+            "ember_function_paused{function=\"a\"} 1",
+            "ember_function_paused{function=\"b\"} 0",
+        ] {
+            assert!(text.contains(line), "{text}");
+        }
+    }
 
     #[test]
     fn refusals_are_counted_by_function_and_code() {

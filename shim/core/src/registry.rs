@@ -1,11 +1,14 @@
 //! The function registry: one SQLite database under the state dir, so a
 //! restarted daemon knows every deployed function.
 
+use ember_api::function::CodeOrigin;
 pub use ember_api::FunctionRecord;
-use ember_api::{Backend, Concurrency, FunctionLimits, Language, Mode};
+use ember_api::{Backend, Concurrency, FunctionLimits, Language, Mode, SessionPolicy};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+
+mod sessions;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -34,6 +37,8 @@ pub struct FunctionSettings {
     pub limits: FunctionLimits,
     /// Its own concurrency limit and queue bound, if any.
     pub concurrency: Concurrency,
+    /// Its session idle timeout, lifetime and limit, if set.
+    pub sessions: SessionPolicy,
 }
 
 pub struct Registry {
@@ -62,10 +67,16 @@ const ADDED_COLUMNS: &[(&str, &str)] = &[
     ("mode", "TEXT NOT NULL DEFAULT 'fork'"),
     ("zygote", "INTEGER NOT NULL DEFAULT 1"),
     ("concurrency", "TEXT NOT NULL DEFAULT '{}'"),
+    // NULL: uploaded or from a host path; else where emberd fetched the
+    // code (a `CodeOrigin` as JSON: a git commit).
+    ("source", "TEXT"),
+    ("sessions", "TEXT NOT NULL DEFAULT '{}'"),
+    // NULL: not paused; else when it was paused (Unix ms).
+    ("paused_at", "INTEGER"),
 ];
 
 const COLUMNS: &str =
-    "name, runtime, handler, timeout_ms, digest, created_at, updated_at, profile, limits, backend, mode, zygote, concurrency";
+    "name, runtime, handler, timeout_ms, digest, created_at, updated_at, profile, limits, backend, mode, zygote, concurrency, sessions, paused_at, source";
 
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -89,6 +100,7 @@ impl Registry {
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
+        conn.execute_batch(sessions::SCHEMA).map_err(err)?;
         let have: Vec<String> = conn
             .prepare("SELECT name FROM pragma_table_info('functions')")
             .and_then(|mut st| st.query_map([], |r| r.get(0))?.collect())
@@ -122,6 +134,7 @@ impl Registry {
         name: &str,
         settings: &FunctionSettings,
         digest: &str,
+        source: Option<&CodeOrigin>,
     ) -> Result<(FunctionRecord, bool), RegistryError> {
         let now = now_ms();
         let existing = self.get(name)?;
@@ -129,13 +142,15 @@ impl Registry {
         let limits = serde_json::to_string(&settings.limits).unwrap_or_else(|_| "{}".into());
         let concurrency =
             serde_json::to_string(&settings.concurrency).unwrap_or_else(|_| "{}".into());
+        let sessions = serde_json::to_string(&settings.sessions).unwrap_or_else(|_| "{}".into());
+        let source_json = source.and_then(|s| serde_json::to_string(s).ok());
         self.with(|c| {
             c.execute(
-                "INSERT INTO functions (name, runtime, handler, timeout_ms, digest, created_at, updated_at, profile, limits, backend, mode, zygote, concurrency)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+                "INSERT INTO functions (name, runtime, handler, timeout_ms, digest, created_at, updated_at, profile, limits, backend, mode, zygote, concurrency, sessions, source)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
                  ON CONFLICT(name) DO UPDATE SET runtime = ?2, handler = ?3, timeout_ms = ?4,
                     digest = ?5, updated_at = ?7, profile = ?8, limits = ?9, backend = ?10, mode = ?11,
-                    zygote = ?12, concurrency = ?13",
+                    zygote = ?12, concurrency = ?13, sessions = ?14, source = ?15",
                 params![
                     name,
                     settings.runtime.runtime_name(),
@@ -149,7 +164,9 @@ impl Registry {
                     settings.backend.map(Backend::as_str),
                     settings.mode.as_str(),
                     settings.zygote,
-                    concurrency
+                    concurrency,
+                    sessions,
+                    source_json
                 ],
             )
         })?;
@@ -164,9 +181,15 @@ impl Registry {
             zygote: settings.zygote,
             limits: settings.limits,
             concurrency: settings.concurrency,
+            sessions: settings.sessions,
+            source: source.cloned(),
             digest: digest.to_string(),
             created_at,
             updated_at: now,
+            // A redeploy leaves the pause as it was (the statement above
+            // does not touch `paused_at`).
+            paused: existing.as_ref().is_some_and(|r| r.paused),
+            paused_at: existing.as_ref().and_then(|r| r.paused_at),
         };
         Ok((rec, existing.is_none()))
     }
@@ -196,6 +219,30 @@ impl Registry {
             .map(|n| n > 0)
     }
 
+    /// Pause (`paused`) or resume function `name`; pausing a paused
+    /// function keeps the time it was first paused. Returns the record as
+    /// it is now, `None` if no such function.
+    pub fn set_paused(
+        &self,
+        name: &str,
+        paused: bool,
+    ) -> Result<Option<FunctionRecord>, RegistryError> {
+        let changed = self.with(|c| match paused {
+            true => c.execute(
+                "UPDATE functions SET paused_at = COALESCE(paused_at, ?2) WHERE name = ?1",
+                params![name, now_ms()],
+            ),
+            false => c.execute(
+                "UPDATE functions SET paused_at = NULL WHERE name = ?1",
+                params![name],
+            ),
+        })?;
+        match changed {
+            0 => Ok(None),
+            _ => self.get(name),
+        }
+    }
+
     /// Whether any function still uses `digest`.
     pub fn digest_in_use(&self, digest: &str) -> Result<bool, RegistryError> {
         self.with(|c| {
@@ -209,7 +256,11 @@ impl Registry {
 }
 
 fn row_to_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<FunctionRecord> {
+    // By name: rows from before pausing read NULL, not paused.
+    let paused_at: Option<i64> = r.get("paused_at")?;
     Ok(FunctionRecord {
+        paused: paused_at.is_some(),
+        paused_at,
         name: r.get(0)?,
         runtime: language(r, 1)?,
         handler: r.get(2)?,
@@ -229,6 +280,12 @@ fn row_to_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<FunctionRecord> {
         zygote: r.get(11)?,
         // Rows from before admission control read `{}`: no limit.
         concurrency: serde_json::from_str(&r.get::<_, String>(12)?).unwrap_or_default(),
+        // Rows from before sessions read `{}`: the daemon's defaults.
+        sessions: serde_json::from_str(&r.get::<_, String>(13)?).unwrap_or_default(),
+        // By name; NULL (and a source this daemon cannot read): none.
+        source: r
+            .get::<_, Option<String>>("source")?
+            .and_then(|s| serde_json::from_str(&s).ok()),
     })
 }
 
@@ -260,6 +317,7 @@ mod tests {
             zygote: true,
             limits: FunctionLimits::default(),
             concurrency: Concurrency::default(),
+            sessions: SessionPolicy::default(),
         }
     }
 
@@ -282,6 +340,7 @@ mod tests {
         assert_eq!(f.limits, FunctionLimits::default());
         assert_eq!(f.mode, Mode::Fork);
         assert_eq!(f.concurrency, Concurrency::default());
+        assert_eq!((f.paused, f.paused_at), (false, None));
     }
 
     #[test]
@@ -290,7 +349,9 @@ mod tests {
         let db = dir.path().join("ember.db");
         {
             let r = Registry::open(&db).unwrap();
-            let (rec, new) = r.upsert("f", &settings("main.handler", 100), "aa").unwrap();
+            let (rec, new) = r
+                .upsert("f", &settings("main.handler", 100), "aa", None)
+                .unwrap();
             assert!(new);
             assert_eq!(rec.digest, "aa");
             let mut strict = settings("main.other", 200);
@@ -299,10 +360,11 @@ mod tests {
             strict.mode = Mode::Specialized;
             strict.concurrency.max_concurrency = Some(2);
             strict.concurrency.max_queue = Some(0);
-            let (rec2, new) = r.upsert("f", &strict, "bb").unwrap();
+            let (rec2, new) = r.upsert("f", &strict, "bb", None).unwrap();
             assert!(!new);
             assert_eq!(rec2.created_at, rec.created_at);
-            r.upsert("g", &settings("main.handler", 100), "bb").unwrap();
+            r.upsert("g", &settings("main.handler", 100), "bb", None)
+                .unwrap();
         }
         let r = Registry::open(&db).unwrap();
         let f = r.get("f").unwrap().unwrap();
@@ -322,5 +384,71 @@ mod tests {
         assert!(r.delete("f").unwrap());
         assert!(!r.delete("f").unwrap());
         assert!(r.get("f").unwrap().is_none());
+    }
+
+    #[test]
+    fn a_pause_survives_reopen_and_redeploy_until_resumed() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("ember.db");
+        {
+            let r = Registry::open(&db).unwrap();
+            r.upsert("f", &settings("main.handler", 100), "aa", None)
+                .unwrap();
+            r.upsert("g", &settings("main.handler", 100), "aa", None)
+                .unwrap();
+            assert!(r.set_paused("nope", true).unwrap().is_none());
+            let p = r.set_paused("f", true).unwrap().unwrap();
+            let since = p.paused_at.expect("paused_at");
+            assert!(p.paused);
+            // Pausing again keeps the first time; a redeploy keeps the pause.
+            std::thread::sleep(std::time::Duration::from_millis(2));
+            assert_eq!(
+                r.set_paused("f", true).unwrap().unwrap().paused_at,
+                Some(since)
+            );
+            let (re, new) = r
+                .upsert("f", &settings("main.other", 200), "bb", None)
+                .unwrap();
+            assert!(!new);
+            assert_eq!((re.paused, re.paused_at), (true, Some(since)));
+            assert!(!r.get("g").unwrap().unwrap().paused);
+        }
+        let r = Registry::open(&db).unwrap();
+        let f = r.get("f").unwrap().unwrap();
+        assert_eq!((f.paused, f.handler.as_str()), (true, "main.other"));
+        let listed: Vec<bool> = r.list().unwrap().iter().map(|f| f.paused).collect();
+        assert_eq!(listed, [true, false]);
+        let f = r.set_paused("f", false).unwrap().unwrap();
+        assert_eq!((f.paused, f.paused_at), (false, None));
+        // Resuming a running function changes nothing.
+        assert!(!r.set_paused("f", false).unwrap().unwrap().paused);
+        assert!(r.delete("f").unwrap());
+        assert!(r.set_paused("f", true).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_git_source_is_kept_and_a_redeploy_without_one_clears_it() {
+        use ember_api::function::GitOrigin;
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("ember.db");
+        let origin = CodeOrigin::Git(GitOrigin {
+            repo: "/srv/repo".into(),
+            reference: "v1".into(),
+            commit: "0123456789abcdef0123456789abcdef01234567".into(),
+            subdir: Some("fn".into()),
+        });
+        {
+            let r = Registry::open(&db).unwrap();
+            let s = settings("main.handler", 100);
+            let (rec, _) = r.upsert("f", &s, "aa", Some(&origin)).unwrap();
+            assert_eq!(rec.source.as_ref(), Some(&origin));
+            r.upsert("g", &s, "aa", None).unwrap();
+        }
+        let r = Registry::open(&db).unwrap();
+        assert_eq!(r.get("f").unwrap().unwrap().source, Some(origin));
+        assert_eq!(r.get("g").unwrap().unwrap().source, None);
+        r.upsert("f", &settings("main.handler", 100), "bb", None)
+            .unwrap();
+        assert_eq!(r.get("f").unwrap().unwrap().source, None);
     }
 }

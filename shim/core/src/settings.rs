@@ -41,12 +41,17 @@ pub struct Settings {
     /// Invocation records kept at most, in bytes (output and a fixed
     /// overhead per record).
     pub history_max_bytes: u64,
+    /// Session limits and the defaults of functions that set none.
+    pub sessions: SessionDefaults,
     pub default_timeout_ms: u64,
     pub max_event_bytes: usize,
     pub max_result_bytes: usize,
     pub max_output_bytes: usize,
     pub max_code_bytes: usize,
     pub max_unpacked_code_bytes: u64,
+    /// How long git may take on one deploy from a repository (clone,
+    /// archive), in seconds.
+    pub git_timeout_s: u64,
     pub tmpfs_mb: u64,
     pub sandbox_memory_mb: u64,
     pub sandbox_pids: i64,
@@ -134,5 +139,27 @@ impl Settings {
     /// This daemon's cgroup, parent of its sandboxes' and builds'.
     pub fn cgroup(&self) -> String {
         format!("/ember/{}", self.tag)
+    }
+}
+
+/// Sessions: how many may be open, and how long one lives when its
+/// function's deploy does not say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionDefaults {
+    /// Most sessions open at once, all functions together.
+    pub max: usize,
+    /// A session unused this long is ended.
+    pub idle_s: u64,
+    /// A session is ended this long after it opened.
+    pub lifetime_s: u64,
+}
+
+impl Default for SessionDefaults {
+    fn default() -> Self {
+        SessionDefaults {
+            max: 32,
+            idle_s: 300,
+            lifetime_s: 3600,
+        }
     }
 }

@@ -81,6 +81,16 @@ impl Daemon {
         for pool in pools.pools.values() {
             pool.keep_records(records.clone());
         }
+        let settings_sessions = settings.sessions;
+        // Sessions a previous emberd left open died with it: say so.
+        match registry.end_sessions_left_open(crate::registry::now_ms()) {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(
+                sessions = n,
+                "sessions of the previous run ended with it; recorded as daemon_restart"
+            ),
+            Err(e) => tracing::warn!("recording the previous run's sessions as ended: {e}"),
+        }
         let daemon = Arc::new(Daemon {
             builds,
             build_slots: tokio::sync::Semaphore::new(MAX_BUILDS),
@@ -95,9 +105,11 @@ impl Daemon {
             pools: pools.pools,
             zygotes: Default::default(),
             gates: Default::default(),
+            sessions: crate::sessions::Sessions::new(settings_sessions),
             cgroups,
             _lock: lock,
         });
+        tokio::spawn(crate::invoke::session::sweep(Arc::downgrade(&daemon)));
         // In the background: an agent that does not answer must not hold
         // up the start.
         let readopting = daemon.clone();

@@ -41,9 +41,13 @@ impl Daemon {
             zygote: settings.zygote,
             limits: settings.limits,
             concurrency: settings.concurrency,
+            sessions: settings.sessions,
+            source: None,
             digest: digest.as_str().to_string(),
             created_at: now,
             updated_at: now,
+            paused: false,
+            paused_at: None,
         };
         let res = crate::invoke::invoke_throwaway(self.clone(), record, code, event).await;
         self.drop_code_if_unused(digest.as_str());

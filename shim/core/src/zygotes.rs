@@ -47,6 +47,15 @@ impl ZygoteBook {
             .unwrap_or(ZygoteState::Pending)
     }
 
+    /// The sandboxes bound to `function` were released (it was paused):
+    /// none holds its zygote now. Fallbacks are kept, so a resumed
+    /// function does not try an init already known to fail.
+    pub fn released(&self, function: &str) {
+        let prefix = format!("{function}@");
+        self.lock()
+            .retain(|k, s| !k.starts_with(&prefix) || matches!(s, ZygoteState::Fallback { .. }));
+    }
+
     /// Forget every deploy of `function` but `keep` (a redeploy or delete).
     pub fn forget(&self, function: &str, keep: Option<&str>) {
         let prefix = format!("{function}@");
@@ -70,6 +79,10 @@ mod tests {
         assert!(book.may_bind("f@2-b"));
         book.ready("g@1-c", 1500);
         assert_eq!(book.state("g@1-c"), ZygoteState::Ready { init_us: 1500 });
+        book.ready("f@2-b", 900);
+        book.released("f");
+        assert!(!book.may_bind("f@1-a"), "a pause keeps the fallback");
+        assert_eq!(book.state("f@2-b"), ZygoteState::Pending);
         book.forget("f", None);
         assert!(book.may_bind("f@1-a"));
         assert_eq!(book.state("g@1-c"), ZygoteState::Ready { init_us: 1500 });

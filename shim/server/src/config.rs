@@ -195,6 +195,22 @@ pub struct DaemonConfig {
     #[arg(long, default_value_t = 256 << 20)]
     pub history_max_bytes: u64,
 
+    /// Most sessions open at once, all functions together; past it, opening
+    /// one is refused (`429 session_limit`). Each holds a sandbox of its
+    /// own, outside the pools' `--max-sandboxes`.
+    #[arg(long, default_value_t = 32)]
+    pub max_sessions: usize,
+
+    /// A session unused this long is ended, unless its function's deploy
+    /// sets `session_idle_s`.
+    #[arg(long, default_value_t = 300)]
+    pub session_idle_s: u64,
+
+    /// A session is ended this long after it opened, unless its function's
+    /// deploy sets `session_lifetime_s`.
+    #[arg(long, default_value_t = 3600)]
+    pub session_lifetime_s: u64,
+
     /// How long SIGTERM (or SIGINT) waits for running invocations to
     /// finish; those still running after it, or at a second signal, are
     /// interrupted. New invocations are refused (`503 shutting_down`) from
@@ -232,6 +248,12 @@ pub struct DaemonConfig {
     /// Largest unpacked code tree (bytes).
     #[arg(long, default_value_t = 256 * 1024 * 1024)]
     pub max_unpacked_code_bytes: u64,
+
+    /// How long git may take on one deploy from a repository (clone and
+    /// archive; git runs as uid 65534), in seconds; past it git is killed
+    /// and the deploy answers git_failed.
+    #[arg(long, default_value_t = 60)]
+    pub git_timeout_s: u64,
 
     /// Size of the per-invocation /tmp (MiB).
     #[arg(long, default_value_t = 64)]
@@ -346,12 +368,18 @@ impl DaemonConfig {
             },
             invocation_retention: self.invocation_retention,
             history_max_bytes: self.history_max_bytes,
+            sessions: ember_core::settings::SessionDefaults {
+                max: self.max_sessions,
+                idle_s: self.session_idle_s,
+                lifetime_s: self.session_lifetime_s,
+            },
             default_timeout_ms: self.default_timeout_ms,
             max_event_bytes: self.max_event_bytes,
             max_result_bytes: self.max_result_bytes,
             max_output_bytes: self.max_output_bytes,
             max_code_bytes: self.max_code_bytes,
             max_unpacked_code_bytes: self.max_unpacked_code_bytes,
+            git_timeout_s: self.git_timeout_s,
             tmpfs_mb: self.tmpfs_mb,
             sandbox_memory_mb: self.sandbox_memory_mb,
             sandbox_pids: self.sandbox_pids,

@@ -21,17 +21,27 @@ pub fn status(code: ErrorCode) -> StatusCode {
         | C::BuildTimeout
         | C::BuildOom
         | C::BuildPids => StatusCode::BAD_REQUEST,
+        C::GitUnreachable | C::GitRefNotFound | C::GitSubdirNotFound | C::GitFailed => {
+            StatusCode::UNPROCESSABLE_ENTITY
+        }
         C::Unauthorized => StatusCode::UNAUTHORIZED,
         C::HostPathForbidden => StatusCode::FORBIDDEN,
-        C::NotFound | C::FunctionNotFound | C::PoolNotFound | C::SandboxNotFound => {
-            StatusCode::NOT_FOUND
-        }
+        C::NotFound
+        | C::FunctionNotFound
+        | C::PoolNotFound
+        | C::SandboxNotFound
+        | C::SessionNotFound => StatusCode::NOT_FOUND,
+        C::SessionEnded => StatusCode::GONE,
+        C::SessionBusy => StatusCode::CONFLICT,
         C::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-        C::RebuildRequired | C::SandboxExists | C::VersionMismatch | C::NotRunning | C::Killed => {
-            StatusCode::CONFLICT
-        }
+        C::RebuildRequired
+        | C::SandboxExists
+        | C::VersionMismatch
+        | C::NotRunning
+        | C::Killed
+        | C::FunctionPaused => StatusCode::CONFLICT,
         C::PayloadTooLarge | C::BuildDiskFull => StatusCode::PAYLOAD_TOO_LARGE,
-        C::Overloaded => StatusCode::TOO_MANY_REQUESTS,
+        C::Overloaded | C::SessionLimit => StatusCode::TOO_MANY_REQUESTS,
         C::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         C::SandboxFailed | C::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         C::HandlerError | C::Crashed | C::ResultTooLarge | C::Oom | C::Pids => {
@@ -207,6 +217,13 @@ mod tests {
                 "function_not_found",
             ),
             (InvokeError::BadEvent("x".into()), 400, "invalid_event"),
+            (
+                InvokeError::Paused {
+                    function: "f".into(),
+                },
+                409,
+                "function_paused",
+            ),
             (
                 InvokeError::EventTooLarge { size: 9, limit: 1 },
                 413,

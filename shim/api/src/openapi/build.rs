@@ -62,6 +62,9 @@ impl Route {
                     .description(Some(match name {
                         "name" => "function name: 1-64 of A-Z a-z 0-9 - _, starting with a letter or digit",
                         "runtime" => "language runtime: python3 or node",
+                        "id" if self.path.starts_with("/v1/sessions") => {
+                            "session id (POST /v1/functions/{name}/sessions)"
+                        }
                         "id" => "sandbox id (GET /v1/sandboxes)",
                         _ => "",
                     }))
@@ -74,6 +77,7 @@ impl Route {
             Query::Deploy => DeployOptions::into_params(|| Some(ParameterIn::Query)),
             Query::Pool => PoolQuery::into_params(|| Some(ParameterIn::Query)),
             Query::Records => RecordQuery::into_params(|| Some(ParameterIn::Query)),
+            Query::Sessions => SessionQuery::into_params(|| Some(ParameterIn::Query)),
             Query::FunctionRecords => RecordQuery::into_params(|| Some(ParameterIn::Query))
                 .into_iter()
                 .filter(|p| p.name != "function")
@@ -225,6 +229,8 @@ pub(super) fn schemas() -> BTreeMap<String, RefOr<Schema>> {
     add::<Adopted>(&mut all);
     add::<Killed>(&mut all);
     add::<Thawed>(&mut all);
+    add::<SessionInfo>(&mut all);
+    add::<SessionList>(&mut all);
     all.into_iter().collect()
 }
 
@@ -247,8 +253,8 @@ impl PartialSchema for ErrorCode {
 
 impl ToSchema for ErrorCode {}
 
-/// Where a deploy's (or a test's) code comes from: exactly one of `path`
-/// and `archive`.
+/// Where a deploy's (or a test's) code comes from: exactly one of `path`,
+/// `archive` and `git`.
 #[derive(utoipa::ToSchema)]
 #[serde(untagged)]
 #[allow(dead_code)]
@@ -264,6 +270,9 @@ pub enum DeployCode {
         /// A tar.gz of the code, base64.
         archive: String,
     },
+    /// A git repository emberd clones as uid 65534 (on the Unix socket
+    /// only: over HTTP, `403 host_path_forbidden`).
+    Git { git: crate::function::GitCode },
 }
 
 /// The JSON body of a deploy (`Content-Type: application/json`): `code`
@@ -283,6 +292,8 @@ impl PartialSchema for DeployRequest {
 impl ToSchema for DeployRequest {
     fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
         schemas.push((DeployCode::name().into_owned(), DeployCode::schema()));
+        // What it refers to (`GitCode`).
+        DeployCode::schemas(schemas);
     }
 }
 
@@ -315,6 +326,8 @@ impl PartialSchema for TestRequest {
 impl ToSchema for TestRequest {
     fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
         schemas.push((DeployCode::name().into_owned(), DeployCode::schema()));
+        // What it refers to (`GitCode`).
+        DeployCode::schemas(schemas);
     }
 }
 

@@ -37,6 +37,7 @@ use crate::pool::{
     AdoptRequest, Adopted, Killed, PoolList, PoolQuery, PoolSize, PoolStatus, SandboxList, Thawed,
 };
 use crate::records::{InvocationList, RecordQuery};
+use crate::session::{SessionInfo, SessionList, SessionQuery};
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use utoipa::openapi::extensions::ExtensionsBuilder;
@@ -74,9 +75,16 @@ pub fn openapi(status: StatusOf) -> OpenApi {
         "bearer",
         SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
     );
-    let tags = ["daemon", "functions", "invocations", "pools", "sandboxes"]
-        .into_iter()
-        .map(Tag::new);
+    let tags = [
+        "daemon",
+        "functions",
+        "invocations",
+        "sessions",
+        "pools",
+        "sandboxes",
+    ]
+    .into_iter()
+    .map(Tag::new);
     OpenApiBuilder::new()
         .info(
             Info::builder()

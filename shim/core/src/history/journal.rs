@@ -242,6 +242,7 @@ fn compact_and_line(rec: &InvocationRecord) -> (InvocationRecord, Vec<u8>) {
         result_bytes: rec.result_bytes,
         started_at: rec.started_at,
         finished_at: rec.finished_at,
+        session: rec.session.clone(),
     };
     let line = to_line(&LineRef::End(&c));
     if line.len() as u64 <= END_RESERVE {

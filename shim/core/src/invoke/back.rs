@@ -3,10 +3,12 @@
 //! agent's `Idle`, and give the sandbox back to its pool; and the binding
 //! of a sandbox to its function, whose spare becomes a function zygote.
 
+use super::lease::SessionCall;
 use crate::daemon::Daemon;
 use crate::history::InvocationRecord;
 use crate::pool::Pool;
 use ember_api::Backend;
+use ember_api::SessionEnd;
 use ember_proto::{BindReport, BindRequest, FromAgent, InitOutcome, ToAgent};
 use ember_runtimes::limits::LimitHits;
 use ember_runtimes::{AgentConnError, Sandbox};
@@ -73,44 +75,7 @@ pub(super) async fn return_when_idle(
             tracing::warn!(sandbox = %sb.id, "eject failed, discarding sandbox: {e}");
             false
         }
-        Ok(()) => match tokio::time::timeout(IDLE_TIMEOUT, check(&mut sb)).await {
-            Ok(Ok(FromAgent::Idle { problems, .. })) if !problems.is_empty() => {
-                tracing::warn!(sandbox = %sb.id, ?problems, "sandbox not clean after invocation; discarding");
-                false
-            }
-            Ok(Ok(FromAgent::Idle { .. })) if sb.limits.hits() != LimitHits::default() => {
-                tracing::info!(sandbox = %sb.id, "invocation ran into a cgroup limit; discarding sandbox");
-                false
-            }
-            // Frozen by the pool once it has sat idle a moment.
-            Ok(Ok(FromAgent::Idle {
-                strays_killed,
-                spare_pid,
-                ..
-            })) => {
-                if strays_killed > 0 {
-                    tracing::info!(sandbox = %sb.id, strays_killed, "killed processes the invocation left behind");
-                }
-                // Specialized: the "spare" is the runner, which serves the
-                // sandbox's function from now on (watched once).
-                if kept {
-                    sb.watch_process("runner", spare_pid);
-                }
-                true
-            }
-            Ok(Ok(other)) => {
-                tracing::warn!(sandbox = %sb.id, "expected idle from agent, got {other:?}; discarding");
-                false
-            }
-            Ok(Err(e)) => {
-                tracing::warn!(sandbox = %sb.id, "agent failed after invocation: {e}; discarding");
-                false
-            }
-            Err(_) => {
-                tracing::warn!(sandbox = %sb.id, "agent not idle within {IDLE_TIMEOUT:?}; discarding");
-                false
-            }
-        },
+        Ok(()) => idle_check(&mut sb, kept).await,
     };
     tracing::debug!(
         sandbox = %sb.id,
@@ -120,6 +85,50 @@ pub(super) async fn return_when_idle(
         "sandbox returned"
     );
     pool.release(sb, healthy);
+}
+
+/// Ask the agent whether the sandbox is clean and idle again after a
+/// healthy invocation; `kept` (specialized, sessions): its spare is the
+/// runner, watched from now on. Any surprise: false, and why is logged.
+pub(super) async fn idle_check(sb: &mut Sandbox, kept: bool) -> bool {
+    match tokio::time::timeout(IDLE_TIMEOUT, check(sb)).await {
+        Ok(Ok(FromAgent::Idle { problems, .. })) if !problems.is_empty() => {
+            tracing::warn!(sandbox = %sb.id, ?problems, "sandbox not clean after invocation; discarding");
+            false
+        }
+        Ok(Ok(FromAgent::Idle { .. })) if sb.limits.hits() != LimitHits::default() => {
+            tracing::info!(sandbox = %sb.id, "invocation ran into a cgroup limit; discarding sandbox");
+            false
+        }
+        // Frozen by the pool once it has sat idle a moment.
+        Ok(Ok(FromAgent::Idle {
+            strays_killed,
+            spare_pid,
+            ..
+        })) => {
+            if strays_killed > 0 {
+                tracing::info!(sandbox = %sb.id, strays_killed, "killed processes the invocation left behind");
+            }
+            // Specialized: the "spare" is the runner, which serves the
+            // sandbox's function from now on (watched once).
+            if kept {
+                sb.watch_process("runner", spare_pid);
+            }
+            true
+        }
+        Ok(Ok(other)) => {
+            tracing::warn!(sandbox = %sb.id, "expected idle from agent, got {other:?}; discarding");
+            false
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(sandbox = %sb.id, "agent failed after invocation: {e}; discarding");
+            false
+        }
+        Err(_) => {
+            tracing::warn!(sandbox = %sb.id, "agent not idle within {IDLE_TIMEOUT:?}; discarding");
+            false
+        }
+    }
 }
 
 /// Bind a sandbox that just served `job`'s function by hot swap: its
@@ -255,4 +264,32 @@ impl InitRecord<'_> {
         };
         daemon.history.finish(rec);
     }
+}
+
+/// After a healthy call: once the agent says the sandbox is idle and
+/// clean again, freeze it (nothing of the session runs between its calls)
+/// and put it back in the session's slot. Otherwise destroy it and end the
+/// session.
+pub(super) async fn back_to_session(
+    daemon: Arc<Daemon>,
+    pool: Arc<Pool>,
+    mut sb: Sandbox,
+    mut call: SessionCall,
+) {
+    let session = call.session.clone();
+    if idle_check(&mut sb, true).await {
+        match sb.freezer.request_freeze() {
+            Ok(()) => sb.frozen = true,
+            Err(e) => tracing::warn!(sandbox = %sb.id, "freezing a session's sandbox: {e}"),
+        }
+        *call.slot = Some(sb);
+        drop(call);
+        session.call_ends();
+        return;
+    }
+    pool.release(sb, false);
+    drop(call);
+    session.call_ends();
+    let why = "its sandbox was not idle and clean after a call (see emberd's log)".to_string();
+    super::session_end::end(&daemon, &session.id, SessionEnd::Failed, why).await;
 }

@@ -1,4 +1,5 @@
-//! A sandbox leased from its pool for one invocation.
+//! A sandbox leased from its pool for one invocation, and what a
+//! session's call holds of its session.
 
 use crate::pool::Pool;
 use ember_runtimes::Sandbox;
@@ -58,4 +59,14 @@ impl Drop for Lease {
             self.pool.release(sb, false);
         }
     }
+}
+
+/// A session's call holds the session's slot (no other call runs) until
+/// the sandbox is back in it, or gone.
+pub(super) struct SessionCall {
+    pub(super) session: Arc<crate::sessions::Session>,
+    pub(super) slot: tokio::sync::OwnedMutexGuard<Option<Sandbox>>,
+    /// Set once the call was healthy and its sandbox goes back to the
+    /// session; left unset, the session ends.
+    pub(super) kept: Arc<std::sync::atomic::AtomicBool>,
 }

@@ -6,6 +6,8 @@ mod admit;
 mod back;
 mod lease;
 mod run;
+pub mod session;
+mod session_end;
 
 use crate::daemon::{CodeHold, Daemon};
 use crate::history::InvocationRecord;
@@ -59,6 +61,9 @@ impl std::fmt::Display for Phase {
 pub enum InvokeError {
     #[error("function {0:?} is not deployed")]
     UnknownFunction(String),
+    /// Refused at once: an operator paused the function.
+    #[error("function {function:?} is paused: resume it (POST /v1/functions/{function}/resume, ember resume {function}) to invoke it")]
+    Paused { function: String },
     #[error("event is not valid JSON: {0}")]
     BadEvent(String),
     #[error("event is {size} bytes, limit is {limit}")]
@@ -100,6 +105,21 @@ pub enum InvokeError {
     /// timeout.
     #[error(transparent)]
     GateTimeout(#[from] crate::admission::GateTimeout),
+    #[error("no session {0:?}")]
+    SessionNotFound(String),
+    #[error("session {session:?} has ended ({reason}): {message}")]
+    SessionEnded {
+        session: String,
+        reason: ember_api::SessionEnd,
+        message: String,
+    },
+    /// Its sandbox went with a call that failed a moment ago.
+    #[error("session {session:?} has ended: its last call failed")]
+    SessionGone { session: String },
+    #[error(transparent)]
+    SessionLimit(#[from] crate::sessions::SessionLimit),
+    #[error("session {session:?} is busy: its running call held it for {waited_ms} ms (--queue-timeout-ms)")]
+    SessionBusy { session: String, waited_ms: u64 },
 }
 
 impl From<crate::admission::AdmitError> for InvokeError {
@@ -117,6 +137,7 @@ impl InvokeError {
     pub fn code(&self) -> ErrorCode {
         match self {
             InvokeError::UnknownFunction(_) => ErrorCode::FunctionNotFound,
+            InvokeError::Paused { .. } => ErrorCode::FunctionPaused,
             InvokeError::BadEvent(_) => ErrorCode::InvalidEvent,
             InvokeError::EventTooLarge { .. } => ErrorCode::PayloadTooLarge,
             InvokeError::Pool(PoolError::Exhausted { .. } | PoolError::NoAdopted { .. }) => {
@@ -134,6 +155,12 @@ impl InvokeError {
             InvokeError::Failed(r) => r.outcome.error_code().unwrap_or(ErrorCode::HandlerError),
             InvokeError::Overloaded(_) => ErrorCode::Overloaded,
             InvokeError::GateTimeout(_) => ErrorCode::PoolExhausted,
+            InvokeError::SessionNotFound(_) => ErrorCode::SessionNotFound,
+            InvokeError::SessionEnded { .. } | InvokeError::SessionGone { .. } => {
+                ErrorCode::SessionEnded
+            }
+            InvokeError::SessionLimit(_) => ErrorCode::SessionLimit,
+            InvokeError::SessionBusy { .. } => ErrorCode::SessionBusy,
         }
     }
 
@@ -258,6 +285,9 @@ async fn invoke_inner(
 ) -> Result<Report, InvokeError> {
     let event = check_event(body, daemon.settings.max_event_bytes)?;
     let (func, code) = function_and_code(daemon, name)?;
+    if let Err(e) = daemon.check_not_paused(&func) {
+        return Err(refused(daemon, name, e));
+    }
     let event_limit = func.limits.max_event_bytes as usize;
     if body.len() > event_limit {
         return Err(InvokeError::EventTooLarge {
@@ -283,7 +313,15 @@ async fn invoke_inner(
     let runtime = func.runtime;
     let digest = func.digest.clone();
     let res = run::run_invocation(daemon, id.clone(), func, code, event, false).await;
-    if !record(daemon, &id, name, runtime, &digest, started_at, &res) {
+    let done = Done {
+        id: &id,
+        function: name,
+        runtime,
+        digest: &digest,
+        started_at,
+        session: None,
+    };
+    if !record(daemon, &done, &res) {
         // Refused before it ran: no record, so its answer names none.
         recorded.store(false, std::sync::atomic::Ordering::Release);
     }
@@ -354,15 +392,27 @@ fn missing_code(daemon: &Daemon, func: &FunctionRecord) -> InvokeError {
 /// survives a SIGKILL). An invocation refused before it ran user code
 /// (`pool_exhausted`, `shutting_down`) is counted and its begun record
 /// dropped instead: false.
-fn record(
-    daemon: &Daemon,
-    id: &str,
-    function: &str,
+/// What the record of an ended invocation is made from, besides its
+/// result.
+#[derive(Clone, Copy)]
+struct Done<'a> {
+    id: &'a str,
+    function: &'a str,
     runtime: ember_api::Language,
-    digest: &str,
+    digest: &'a str,
     started_at: i64,
-    res: &Result<Report, InvokeError>,
-) -> bool {
+    session: Option<&'a str>,
+}
+
+fn record(daemon: &Daemon, done: &Done<'_>, res: &Result<Report, InvokeError>) -> bool {
+    let Done {
+        id,
+        function,
+        runtime,
+        digest,
+        started_at,
+        session,
+    } = *done;
     if let Err(e) = res {
         if e.code().is_refusal() {
             daemon.history.discard(id);
@@ -377,6 +427,7 @@ fn record(
     };
     let mut rec = InvocationRecord {
         finished_at: Some(crate::registry::now_ms()),
+        session: session.map(str::to_string),
         ..InvocationRecord::started(id, function, digest, started_at)
     };
     match report {

@@ -3,11 +3,12 @@
 //! through the agent, judge the answer, put the sandbox back, report.
 
 use super::back::{return_when_idle, BindJob, Return};
-use super::lease::Lease;
+use super::lease::{Lease, SessionCall};
 use super::{InvokeError, Phase, AGENT_GRACE};
 use crate::daemon::{CodeHold, Daemon};
 use crate::pool::{Pool, Want};
 use crate::registry::FunctionRecord;
+
 use ember_api::{HandlerErrorInfo, LimitHit, Mode, Outcome, Report, StartKind, Timings};
 use ember_proto::{BindRequest, FromAgent, InvokeRequest, InvokeResult, ToAgent};
 use ember_runtimes::limits::{InvocationLimits, LimitHits};
@@ -27,6 +28,8 @@ struct Invocation<'a> {
     throwaway: bool,
     /// Fork mode with function zygotes for this deploy.
     zygote: bool,
+    /// Opening a session, or one of its calls: the session's id.
+    session_id: Option<String>,
     t0: Instant,
     timings: Timings,
 }
@@ -78,44 +81,132 @@ pub(super) async fn run_invocation(
         func,
         throwaway,
         zygote,
+        session_id: None,
         t0: Instant::now(),
         timings: Timings::default(),
     };
     let (lease, start, answer) = inv.take_and_send(&pool, &code, event).await?;
-    let bare = |inv: &mut Invocation, lease: &Lease, outcome| {
-        inv.timings.total = inv.t0.elapsed().as_micros() as u64;
-        inv.report(lease, start, outcome)
+    inv.conclude(lease, start, answer, None)
+}
+
+/// A sandbox for the new session `session_id` of `func`: generic, taken
+/// from the pool and given the function's code and a `/tmp` of its own,
+/// thawed, with the function's limits. The caller gives it to the session.
+pub(super) async fn open_session_sandbox(
+    daemon: &Arc<Daemon>,
+    session_id: &str,
+    func: FunctionRecord,
+    code: &Path,
+) -> Result<(Lease, StartKind, Timings), InvokeError> {
+    let pool = pool_for(daemon, &func)?;
+    let mut inv = Invocation {
+        daemon,
+        id: session_id.to_string(),
+        func,
+        throwaway: false,
+        zygote: false,
+        session_id: Some(session_id.to_string()),
+        t0: Instant::now(),
+        timings: Timings::default(),
     };
-    let answer = match answer {
-        Answer::Result(r) => r,
-        Answer::Killed => {
-            // Shutdown past its drain timeout uses the same switch.
-            let outcome = match lease.pool().is_closing() {
-                true => Outcome::Interrupted,
-                false => Outcome::Killed,
-            };
-            tracing::info!(sandbox = %lease.id, outcome = outcome.as_str(), "invocation ended through the kill switch");
-            return Err(InvokeError::Failed(Box::new(bare(
-                &mut inv, &lease, outcome,
-            ))));
-        }
-        Answer::Lost(message) => {
-            // A function that fills its memory (a /tmp of tmpfs pages
-            // included) may take the zygote or the agent down with it:
-            // that is its OOM, not a sandbox failure.
-            if lease.limits.hits().oom_kills == 0 {
-                return Err(inv.failed(&lease, Phase::Run, message));
+    let (mut lease, start) = inv.take_live_sandbox(&pool).await?;
+    inv.thaw(&mut lease)?;
+    inv.apply_limits(&mut lease)?;
+    inv.inject(&mut lease, code)?;
+    inv.timings.total = inv.t0.elapsed().as_micros() as u64;
+    Ok((lease, start, inv.timings))
+}
+
+/// One call of a session, in the sandbox `call` holds: the session's
+/// runner and `/tmp` serve it as they served the calls before. A call that
+/// fails leaves the slot empty (its sandbox destroyed): the caller ends
+/// the session.
+pub(super) async fn run_session_call(
+    daemon: &Arc<Daemon>,
+    id: String,
+    mut call: SessionCall,
+    event: String,
+    first: bool,
+) -> Result<Report, InvokeError> {
+    let session = call.session.clone();
+    let sb = call.slot.take().ok_or_else(|| InvokeError::SessionGone {
+        session: session.id.clone(),
+    })?;
+    let mut inv = Invocation {
+        daemon,
+        id,
+        func: session.func.clone(),
+        throwaway: false,
+        zygote: false,
+        session_id: Some(session.id.clone()),
+        t0: Instant::now(),
+        timings: Timings::default(),
+    };
+    // The first call loads the handler into the session's runner; later
+    // ones find it loaded.
+    let start = if first {
+        StartKind::Hot
+    } else {
+        StartKind::Warm
+    };
+    let mut lease = Lease::new(session.pool.clone(), sb);
+    if let Some(dead) = lease.dead_process() {
+        let why = format!("the session's sandbox died while idle: {dead}");
+        return Err(inv.failed(&lease, Phase::Invoke, why));
+    }
+    inv.thaw(&mut lease)?;
+    inv.apply_limits(&mut lease)?;
+    let t = Instant::now();
+    let answer = inv.ask_agent(&mut lease, event).await;
+    inv.timings.run = t.elapsed().as_micros() as u64;
+    inv.conclude(lease, start, answer, Some(call))
+}
+
+impl Invocation<'_> {
+    /// From the agent's answer (or its absence) to the report: judge it,
+    /// put the sandbox back (to its session, for a session's `call`) or
+    /// give it up.
+    fn conclude(
+        mut self,
+        lease: Lease,
+        start: StartKind,
+        answer: Answer,
+        call: Option<SessionCall>,
+    ) -> Result<Report, InvokeError> {
+        let inv = &mut self;
+        let bare = |inv: &mut Invocation, lease: &Lease, outcome| {
+            inv.timings.total = inv.t0.elapsed().as_micros() as u64;
+            inv.report(lease, start, outcome)
+        };
+        let answer = match answer {
+            Answer::Result(r) => r,
+            Answer::Killed => {
+                // Shutdown past its drain timeout uses the same switch.
+                let outcome = match lease.pool().is_closing() {
+                    true => Outcome::Interrupted,
+                    false => Outcome::Killed,
+                };
+                tracing::info!(sandbox = %lease.id, outcome = outcome.as_str(), "invocation ended through the kill switch");
+                return Err(InvokeError::Failed(Box::new(bare(inv, &lease, outcome))));
             }
-            tracing::info!(sandbox = %lease.id, "sandbox lost to the function's OOM: {message}");
-            let mut report = bare(&mut inv, &lease, Outcome::Oom);
-            report.limits_hit.push(LimitHit::Oom);
-            return Err(InvokeError::Failed(Box::new(report)));
-        }
-        // Past its retries: no agent ever had the request.
-        Answer::Unsent { why, .. } => return Err(inv.failed(&lease, Phase::Run, why)),
-    };
-    inv.timings.confine = answer.confine_us;
-    inv.finish(lease, start, answer)
+            Answer::Lost(message) => {
+                // A function that fills its memory (a /tmp of tmpfs pages
+                // included) may take the zygote or the agent down with it:
+                // that is its OOM, not a sandbox failure.
+                if lease.limits.hits().oom_kills == 0 {
+                    return Err(inv.failed(&lease, Phase::Run, message));
+                }
+                tracing::info!(sandbox = %lease.id, "sandbox lost to the function's OOM: {message}");
+                let mut report = bare(inv, &lease, Outcome::Oom);
+                report.limits_hit.push(LimitHit::Oom);
+                return Err(InvokeError::Failed(Box::new(report)));
+            }
+            // Past its retries: no agent ever had the request.
+            Answer::Unsent { why, .. } => return Err(inv.failed(&lease, Phase::Run, why)),
+        };
+        inv.timings.confine = answer.confine_us;
+        self.finish(lease, start, answer, call)
+    }
 }
 
 /// What a failed send of request `msg` means. A failed write means the
@@ -151,10 +242,23 @@ impl Invocation<'_> {
     /// of the function, so a redeploy never runs in a sandbox that loaded
     /// the old code.
     fn want<'k>(&self, key: &'k str) -> Want<'k> {
+        // A session's sandbox starts generic: it gets the code at open.
+        if self.session_id.is_some() {
+            return Want::Fork;
+        }
         match self.func.mode {
             Mode::Fork if self.zygote => Want::Bound { key, spread: true },
             Mode::Fork => Want::Fork,
             Mode::Specialized => Want::Bound { key, spread: false },
+        }
+    }
+
+    /// How the agent runs it: a session's calls always in a runner of its
+    /// own (specialized), whatever the function's mode, so its state lasts.
+    fn mode(&self) -> Mode {
+        match self.session_id {
+            Some(_) => Mode::Specialized,
+            None => self.func.mode,
         }
     }
 
@@ -321,7 +425,7 @@ impl Invocation<'_> {
             max_result_bytes: self.daemon.settings.max_result_bytes,
             memory_limit_mb: func.limits.memory_mb,
             profile: func.profile.clone(),
-            mode: func.mode,
+            mode: self.mode(),
             // Where the cgroup cannot count the function's processes (gVisor).
             nproc: (!lease.pids_limit_applies).then_some(func.limits.pids),
         };
@@ -373,6 +477,7 @@ impl Invocation<'_> {
         lease: Lease,
         start: StartKind,
         answer: InvokeResult,
+        call: Option<SessionCall>,
     ) -> Result<Report, InvokeError> {
         let t = Instant::now();
         if answer.outcome == ember_proto::Outcome::SetupError {
@@ -393,8 +498,9 @@ impl Invocation<'_> {
         ) && hits == LimitHits::default();
         let mut report = self.report(&lease, start, outcome);
         if healthy && !self.throwaway {
-            self.put_back(lease, start);
+            self.put_back(lease, start, call);
         } else {
+            // A session's slot stays empty: the session ends.
             drop(lease);
         }
         self.timings.cleanup = t.elapsed().as_micros() as u64;
@@ -411,9 +517,15 @@ impl Invocation<'_> {
 
     /// After a healthy invocation: the sandbox goes back by the way its
     /// mode and start call for (see [`Return`]), off the caller's path.
-    fn put_back(&self, lease: Lease, start: StartKind) {
+    fn put_back(&self, lease: Lease, start: StartKind, call: Option<SessionCall>) {
         let key = self.func.binding_key();
         let (pool, mut sb) = lease.hand_back();
+        if let Some(call) = call {
+            call.kept.store(true, std::sync::atomic::Ordering::Release);
+            let back = super::back::back_to_session(self.daemon.clone(), pool, sb, call);
+            tokio::spawn(back.in_current_span());
+            return;
+        }
         pool.mark_returning(&sb.id);
         let how = match (self.func.mode, start) {
             (Mode::Specialized, _) => {
@@ -457,7 +569,7 @@ impl Invocation<'_> {
             sandbox: sb.id.clone(),
             backend: crate::backend_of(sb),
             start,
-            mode: func.mode,
+            mode: self.mode(),
             profile: func.profile.clone(),
             outcome,
             limits_hit: Vec::new(),
@@ -470,6 +582,7 @@ impl Invocation<'_> {
             exit_code: None,
             signal: None,
             timings_us: self.timings.clone(),
+            session: self.session_id.clone(),
             memory_mb: func.limits.memory_mb,
             pids: func.limits.pids,
         }

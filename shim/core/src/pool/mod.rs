@@ -505,6 +505,20 @@ impl Pool {
         }
     }
 
+    /// Give the sandbox `id`, lent to open `session`, to that session for
+    /// its whole life: it leaves the pool's sizes (the pool makes up for
+    /// it) and comes back only to be destroyed. Shown as `session`, with
+    /// the session's id for an invocation.
+    pub fn give_to_session(&self, id: &str, session: &str) {
+        let mut st = self.lock();
+        if let Some(b) = st.busy.get_mut(id) {
+            b.invocation = session.to_string();
+            st.sessions.insert(id.to_string());
+        }
+        drop(st);
+        self.refill.notify_one();
+    }
+
     /// The kill switch of the busy sandbox `id` (see [`Pool::kill`]).
     pub fn kill_signal(&self, id: &str) -> Option<Arc<Notify>> {
         self.lock().busy.get(id).map(|b| b.kill.clone())

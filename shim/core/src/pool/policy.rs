@@ -368,7 +368,11 @@ pub(super) fn release<S: Slot>(
 ) -> Return {
     sb.mark_used(now);
     let info = st.busy.remove(sb.id());
-    if let Some(b) = info.as_ref().filter(|_| !st.throwaway.contains(sb.id())) {
+    let session = st.sessions.remove(sb.id());
+    if let Some(b) = info
+        .as_ref()
+        .filter(|_| !st.throwaway.contains(sb.id()) && !session)
+    {
         let lent = now.saturating_duration_since(b.since);
         st.mean_busy = Some(admission::next_mean(st.mean_busy, lent));
     }
@@ -377,7 +381,7 @@ pub(super) fn release<S: Slot>(
     }
     let unbound = info.is_some_and(|b| b.unbound);
     let throwaway = st.throwaway.remove(sb.id());
-    let healthy = healthy && !throwaway;
+    let healthy = healthy && !throwaway && !session;
     let stale =
         sb.bound().is_some() && (unbound || sb.invocations() >= st.specialized_max_invocations);
     // An adopted sandbox is its owner's to end: it comes back however

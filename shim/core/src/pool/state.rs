@@ -140,6 +140,10 @@ pub(super) struct State<S> {
     /// Busy sandboxes made for one invocation only (`ember test`): never
     /// go back to the pool, never count as demand.
     pub throwaway: HashSet<String>,
+    /// Busy sandboxes held by a session for its whole life: outside the
+    /// pool's sizes (the session limits bound them), never back to the
+    /// pool, never demand.
+    pub sessions: HashSet<String>,
     /// See [`PoolSettings::idle_trim`].
     pub idle_trim: Duration,
     /// See [`PoolSettings::specialized_max_invocations`] (at least 1).
@@ -178,6 +182,7 @@ impl<S: Slot> State<S> {
             max: settings.max.max(1),
             last_demand: now,
             throwaway: HashSet::new(),
+            sessions: HashSet::new(),
             idle_trim: settings.idle_trim,
             specialized_max_invocations: settings.specialized_max_invocations.max(1),
             specialized_idle: settings.specialized_idle,
@@ -189,8 +194,14 @@ impl<S: Slot> State<S> {
         }
     }
 
+    /// Sandboxes counted against `max`: all but the sessions'.
     pub fn total(&self) -> usize {
-        self.idle.len() + self.busy.len() + self.creating
+        self.idle.len() + self.busy.len() + self.creating - self.sessions.len()
+    }
+
+    /// Lent for one invocation only, or to a session: never comes back.
+    fn apart(&self, id: &str) -> bool {
+        self.throwaway.contains(id) || self.sessions.contains(id)
     }
 
     /// Remove and return the idle sandboxes `doomed` picks, the others
@@ -216,7 +227,7 @@ impl<S: Slot> State<S> {
             + self
                 .busy
                 .iter()
-                .filter(|(id, b)| !b.bound && !self.throwaway.contains(*id))
+                .filter(|(id, b)| !b.bound && !self.apart(id))
                 .count()
     }
 
@@ -256,7 +267,7 @@ impl<S: Slot> State<S> {
     pub fn demand(&self) -> usize {
         self.busy
             .iter()
-            .filter(|(id, b)| b.start != StartKind::Warm && !self.throwaway.contains(*id))
+            .filter(|(id, b)| b.start != StartKind::Warm && !self.apart(id))
             .count()
     }
 }

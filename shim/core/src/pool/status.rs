@@ -78,7 +78,9 @@ pub(super) fn sandboxes<S: Slot>(st: &State<S>, runtime: Language) -> Vec<Sandbo
         id: id.clone(),
         runtime,
         backend: b.backend,
-        state: if b.returning {
+        state: if st.sessions.contains(id) {
+            SandboxState::Session
+        } else if b.returning {
             SandboxState::Returning
         } else {
             SandboxState::Busy

@@ -122,12 +122,42 @@ function colorOf(name) {
   return colors.get(name);
 }
 
+// Pause or resume a function (POST /v1/functions/{name}/pause|resume),
+// then show the table as it now is.
+async function setPaused(name, paused, button) {
+  button.disabled = true;
+  const verb = paused ? 'pause' : 'resume';
+  try {
+    await api('POST', `/v1/functions/${encodeURIComponent(name)}/${verb}`);
+  } catch (e) {
+    showResult(false, `${verb} ${name}: ${e.code} (${e.status}): ${e.message}`, []);
+  } finally {
+    refresh();
+  }
+}
+
+function pauseButton(f) {
+  const b = el('button', f.paused ? 'Resume' : 'Pause', 'small ' + (f.paused ? 'resume' : 'pause'));
+  b.type = 'button';
+  b.dataset.function = f.name;
+  b.addEventListener('click', () => setPaused(f.name, !f.paused, b));
+  return b;
+}
+
+function stateBadge(f) {
+  const b = el('span', f.paused ? 'paused' : 'active', 'badge ' + (f.paused ? 'paused' : 'active'));
+  if (f.paused && f.paused_at) b.title = 'paused ' + ago(f.paused_at);
+  return b;
+}
+
 function renderFunctions(list) {
   fillTable('#functions', list.map((f) => [
     f.name, f.runtime, f.mode, f.profile, ms(f.timeout_ms * 1000),
     f.limits ? f.limits.memory_mb + ' MiB' : '–',
     { text: (f.digest || '').slice(0, 12), cls: 'mono' },
     ago(f.updated_at),
+    stateBadge(f),
+    pauseButton(f),
   ]), 'no functions deployed');
 
   const sel = $('#invoke-function');
@@ -254,6 +284,70 @@ function renderInvocations(invs) {
   ]), 'no invocations yet');
 }
 
+// How long until a Unix-milliseconds deadline, as `in 4 min`.
+function until(unixMs) {
+  const s = Math.max(0, (unixMs - Date.now()) / 1000);
+  if (s < 90) return 'in ' + Math.round(s) + ' s';
+  if (s < 5400) return 'in ' + Math.round(s / 60) + ' min';
+  return 'in ' + Math.round(s / 3600) + ' h';
+}
+
+function mib(bytes) {
+  return bytes === null || bytes === undefined ? '–' : (bytes / 1048576).toFixed(1) + ' MiB';
+}
+
+// A session id, shortened for the table; the whole one on hover.
+function sessionId(s) {
+  const e = el('span', s.id.slice(0, 12) + '…', 'mono');
+  e.title = s.id;
+  return e;
+}
+
+// End a session (DELETE /v1/sessions/{id}), then show the tables as they
+// now are.
+async function closeSession(s, button) {
+  button.disabled = true;
+  try {
+    await api('DELETE', `/v1/sessions/${encodeURIComponent(s.id)}`);
+  } catch (e) {
+    showResult(false, `close session ${s.id}: ${e.code} (${e.status}): ${e.message}`, []);
+  } finally {
+    refresh();
+  }
+}
+
+function closeButton(s) {
+  const b = el('button', 'Close', 'small close-session');
+  b.type = 'button';
+  b.dataset.session = s.id;
+  b.addEventListener('click', () => closeSession(s, b));
+  return b;
+}
+
+// Open sessions (GET /v1/sessions?ended=true lists them first), then the
+// most recently ended ones with why they ended.
+function renderSessions(list) {
+  const num = (v) => ({ text: v, cls: 'num' });
+  const open = list.filter((s) => s.open);
+  const ended = list.filter((s) => !s.open).slice(0, 20);
+  fillTable('#sessions', open.map((s) => [
+    sessionId(s), s.function,
+    { text: s.busy ? 'busy' : 'open', cls: s.busy ? 'outcome-running' : 'outcome-ok' },
+    num(s.invocations),
+    s.busy ? 'running' : ago(s.last_used_at),
+    num(mib(s.memory_bytes)),
+    s.expires_at ? until(s.expires_at) : '–',
+    closeButton(s),
+  ]), 'no open sessions');
+  fillTable('#sessions-ended', ended.map((s) => [
+    sessionId(s), s.function, num(s.invocations), ago(s.created_at),
+    s.ended_at ? ago(s.ended_at) : '–',
+    { text: s.end_reason || '–', cls: s.end_reason === 'failed' ? 'outcome-bad' : '' },
+    s.end_message || '',
+  ]), 'no ended sessions');
+  $('#sessions-count').textContent = `(${open.length} open)`;
+}
+
 function showAuth(needed) {
   $('#auth').hidden = !needed;
 }
@@ -263,11 +357,12 @@ async function refresh() {
   if (refreshing) return;
   refreshing = true;
   try {
-    const [health, fns, pools, invs] = await Promise.all([
+    const [health, fns, pools, invs, sessions] = await Promise.all([
       api('GET', '/v1/health'),
       api('GET', '/v1/functions'),
       api('GET', '/v1/pools'),
       api('GET', `/v1/invocations?limit=${HISTORY}&output=false`),
+      api('GET', '/v1/sessions?ended=true'),
     ]);
     showAuth(false);
     const st = $('#status');
@@ -277,6 +372,7 @@ async function refresh() {
     $('#updated').textContent = 'updated ' + clock(Date.now());
     renderFunctions(fns.functions);
     renderPools(pools.pools);
+    renderSessions(sessions.sessions);
     renderPercentiles(invs.invocations);
     renderChart(invs.invocations);
     renderInvocations(invs.invocations);

@@ -1,5 +1,6 @@
 //! `/v1/functions`, `/v1/functions/{name}` (deploy, read, delete),
-//! `/v1/functions/{name}/invoke` and `/v1/test`.
+//! `/v1/functions/{name}/invoke`, `.../pause`, `.../resume` and
+//! `/v1/test`.
 
 use super::{read_body, AppState, OverHttp};
 use crate::error::ApiError;
@@ -10,7 +11,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use ember_api::function::{Deleted, FunctionInfo, FunctionList};
-use ember_api::{validate, DeployOptions, ErrorCode, Report};
+use ember_api::{validate, DeployOptions, ErrorCode, FunctionRecord, Report};
 use ember_core::{CodeSource, DeploySpec, TestError};
 use serde::Deserialize;
 
@@ -44,15 +45,41 @@ pub(super) async fn delete(
     Path(name): Path<String>,
 ) -> Result<Json<Deleted>, ApiError> {
     if d.delete_function(&name)? {
+        let why = ember_api::SessionEnd::FunctionDeleted;
+        ember_core::invoke::session::end_all(&d, Some(&name), why, "its function was deleted")
+            .await;
         Ok(Json(Deleted { deleted: name }))
     } else {
         Err(unknown_function(&name))
     }
 }
 
+/// `POST /v1/functions/{name}/pause`: refuse its invocations from now on
+/// (those running finish) and release its bound sandboxes; idempotent.
+pub(super) async fn pause(
+    State(d): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<FunctionRecord>, ApiError> {
+    let rec = d.pause(&name)?.ok_or_else(|| unknown_function(&name))?;
+    // Its sessions hold warm sandboxes bound to it: released too.
+    let why = ember_api::SessionEnd::FunctionPaused;
+    ember_core::invoke::session::end_all(&d, Some(&name), why, "its function was paused").await;
+    Ok(Json(rec))
+}
+
+/// `POST /v1/functions/{name}/resume`: invocations run again; idempotent.
+pub(super) async fn resume(
+    State(d): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<FunctionRecord>, ApiError> {
+    let rec = d.resume(&name)?.ok_or_else(|| unknown_function(&name))?;
+    Ok(Json(rec))
+}
+
 /// A JSON deploy body: the settings of [`DeployOptions`] plus `"code":
-/// {"path": "/abs/dir"}` or `"code": {"archive": "<base64 tar.gz>"}`,
-/// unknown keys refused. `max_code` bounds the decoded archive.
+/// {"path": "/abs/dir"}`, `"code": {"archive": "<base64 tar.gz>"}` or
+/// `"code": {"git": {"repo", "ref", "subdir"}}`, unknown keys refused.
+/// `max_code` bounds the decoded archive.
 fn deploy_json(body: &[u8], max_code: usize) -> Result<DeploySpec, ApiError> {
     let invalid = |m: String| ApiError::new(ErrorCode::InvalidJson, m);
     let mut v: serde_json::Map<String, serde_json::Value> =
@@ -64,9 +91,10 @@ fn deploy_json(body: &[u8], max_code: usize) -> Result<DeploySpec, ApiError> {
         serde_json::from_value(code).map_err(|e| invalid(format!("deploy body: code: {e}")))?;
     let options: DeployOptions = serde_json::from_value(serde_json::Value::Object(v))
         .map_err(|e| invalid(format!("deploy body: {e}")))?;
-    let code = match (code.path, code.archive) {
-        (Some(path), None) => CodeSource::Path(path.into()),
-        (None, Some(archive)) => {
+    let code = match (code.path, code.archive, code.git) {
+        (Some(path), None, None) => CodeSource::Path(path.into()),
+        (None, None, Some(git)) => CodeSource::Git(git),
+        (None, Some(archive), None) => {
             use base64::Engine;
             let bytes = base64::engine::general_purpose::STANDARD
                 .decode(archive.as_bytes())
@@ -81,7 +109,7 @@ fn deploy_json(body: &[u8], max_code: usize) -> Result<DeploySpec, ApiError> {
         }
         _ => {
             return Err(invalid(
-                "deploy body: code needs exactly one of `path` and `archive`".into(),
+                "deploy body: code needs exactly one of `path`, `archive` and `git`".into(),
             ))
         }
     };
@@ -95,11 +123,13 @@ struct CodeJson {
     path: Option<String>,
     /// A tar.gz of the code, base64.
     archive: Option<String>,
+    /// A git repository emberd clones as uid 65534 (Unix socket only).
+    git: Option<ember_api::function::GitCode>,
 }
 
-/// Refuse a deploy or test that names a host path, over HTTP: it would copy
-/// host files into the store for whoever holds the dashboard token. Only
-/// the Unix socket (root's) takes host paths.
+/// Refuse a deploy or test that names a host path or a git repository,
+/// over HTTP: it would copy host files into the store for whoever holds
+/// the dashboard token. Only the Unix socket (root's) takes them.
 fn host_path_allowed(
     spec: &DeploySpec,
     over_http: Option<axum::Extension<OverHttp>>,
@@ -110,6 +140,13 @@ fn host_path_allowed(
             ErrorCode::HostPathForbidden,
             "code from a host path ({\"code\":{\"path\":...}}) is accepted only on emberd's Unix \
              socket; over HTTP, upload a tar.gz (application/gzip, or code.archive)",
+        )),
+        // A repository path names host files, and a URL makes emberd
+        // fetch from wherever the caller says.
+        (CodeSource::Git(_), Some(_)) => Err(ApiError::new(
+            ErrorCode::HostPathForbidden,
+            "code from a git repository ({\"code\":{\"git\":...}}) is accepted only on emberd's \
+             Unix socket; over HTTP, upload a tar.gz (application/gzip, or code.archive)",
         )),
     }
 }

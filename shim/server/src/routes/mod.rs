@@ -6,6 +6,7 @@
 mod functions;
 mod pools;
 mod records;
+mod sessions;
 
 use crate::error::ApiError;
 use axum::body::Body;
@@ -39,6 +40,15 @@ pub fn router(daemon: AppState) -> Router {
                 .delete(functions::delete),
         )
         .route("/v1/functions/{name}/invoke", post(functions::invoke))
+        .route("/v1/functions/{name}/pause", post(functions::pause))
+        .route("/v1/functions/{name}/resume", post(functions::resume))
+        .route("/v1/functions/{name}/sessions", post(sessions::open))
+        .route("/v1/sessions", get(sessions::list))
+        .route(
+            "/v1/sessions/{id}",
+            get(sessions::get).delete(sessions::close),
+        )
+        .route("/v1/sessions/{id}/invoke", post(sessions::invoke))
         .route("/v1/test", post(functions::test))
         .route("/v1/functions/{name}/logs", get(records::function_logs))
         .route("/v1/invocations", get(records::list))

@@ -24,8 +24,13 @@ fn records(
         )));
     }
     let output = q.output.unwrap_or(true);
+    let filter = ember_core::history::Filter {
+        function,
+        since_ms: q.since,
+        session: q.session.as_deref(),
+    };
     let list = d
-        .records(function, q.since, limit, output)
+        .records(&filter, limit, output)
         .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
     let mut v = json!({ "invocations": list });
     if !output {

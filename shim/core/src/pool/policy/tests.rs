@@ -683,3 +683,27 @@ fn the_retry_after_follows_how_long_sandboxes_are_lent() {
     // 2 ahead (the waiting one and itself), 3 s each, 1 at a time.
     assert_eq!(admit(&mut p.st).unwrap_err().retry_after_s, 6);
 }
+
+#[test]
+fn a_sessions_sandbox_counts_against_no_size_and_never_comes_back() {
+    let mut p = Pool::new(1, 4, 0, 2);
+    p.idle(None, 0);
+    let (mut sb, kind) = p.take(Want::Fork, 1);
+    assert_eq!(kind, StartKind::Hot);
+    assert_eq!(p.st.total(), 1, "lent for an invocation: counted");
+    assert_eq!(p.st.demand(), 1);
+    // Given to a session: out of the sizes, no demand, no generic capacity.
+    p.st.sessions.insert(sb.id.clone());
+    assert_eq!(p.st.total(), 0);
+    assert_eq!(p.st.demand(), 0);
+    assert_eq!(p.st.generic(), 0);
+    assert!(refill_due(&mut p.st), "the pool makes up for it");
+    // Even healthy, it is destroyed when the session lets go of it, and
+    // no longer held.
+    assert_eq!(
+        release(&mut p.st, &mut sb, true, false, at(p.t0, 2)),
+        Return::Destroy
+    );
+    assert!(p.st.sessions.is_empty());
+    assert_eq!(p.st.total(), 1, "only the creation the refill reserved");
+}
