@@ -447,6 +447,15 @@ impl Daemon {
             .unwrap_or_else(|e| panic!("GET {path}: {e}; log:\n{}", self.log()))
     }
 
+    /// The value of the `/metrics` line starting with `prefix` (a metric
+    /// name with its labels).
+    pub fn metric(&self, prefix: &str) -> Option<u64> {
+        text(&self.get("/metrics").body)
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    }
+
     pub fn request(&self, method: &str, path: &str, content_type: &str, body: &[u8]) -> Answer {
         http(&self.socket, method, path, content_type, body)
             .unwrap_or_else(|e| panic!("{method} {path}: {e}; log:\n{}", self.log()))

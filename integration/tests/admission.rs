@@ -32,15 +32,6 @@ fn assert_refused(a: &Answer) {
     );
 }
 
-/// The value of the metric line starting with `prefix`.
-fn metric(d: &Daemon, prefix: &str) -> Option<u64> {
-    let m = d.get("/metrics");
-    text(&m.body)
-        .lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-}
-
 #[test]
 fn a_full_pool_queue_refuses_at_once_with_retry_after() {
     if !prerequisites_met("a_full_pool_queue_refuses_at_once_with_retry_after") {
@@ -86,14 +77,11 @@ fn a_full_pool_queue_refuses_at_once_with_retry_after() {
 
     let n = refused.len() as u64;
     assert_eq!(
-        metric(
-            &d,
-            "ember_invocations_refused_total{function=\"slow\",code=\"overloaded\"}"
-        ),
+        d.metric("ember_invocations_refused_total{function=\"slow\",code=\"overloaded\"}"),
         Some(n)
     );
     assert_eq!(d.pool()["refused_total"], json!(n));
-    assert!(metric(&d, "ember_pool_queued{runtime=\"python3\"").is_some());
+    assert!(d.metric("ember_pool_queued{runtime=\"python3\"").is_some());
     // The refused took no record: the function's logs hold the served only.
     let logs = d.get("/v1/functions/slow/logs?output=false").json();
     let outcomes: Vec<&str> = logs["invocations"]
@@ -158,11 +146,8 @@ fn a_functions_own_concurrency_limit_refuses_and_ember_invoke_retries() {
     assert_eq!(text(&out.stdout).trim(), "1");
     assert_eq!(first.join().unwrap().expect("an answer").status, 200);
     assert!(
-        metric(
-            &d,
-            "ember_invocations_refused_total{function=\"one\",code=\"overloaded\"}"
-        )
-        .unwrap_or(0)
+        d.metric("ember_invocations_refused_total{function=\"one\",code=\"overloaded\"}")
+            .unwrap_or(0)
             >= 3
     );
     d.stop_and_check(&tag);

@@ -36,14 +36,6 @@ fn assert_paused_refusal(a: &Answer, name: &str) {
     assert!(msg.contains(name) && msg.contains("resume"), "{msg}");
 }
 
-/// The value of the metric line starting with `prefix`.
-fn metric(d: &Daemon, prefix: &str) -> Option<u64> {
-    text(&d.get("/metrics").body)
-        .lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-}
-
 /// The sandboxes bound to `function`.
 fn bound_to(d: &Daemon, function: &str) -> Vec<Value> {
     d.get("/v1/sandboxes").json()["sandboxes"]
@@ -132,18 +124,15 @@ fn a_paused_function_refuses_lets_running_finish_releases_its_sandboxes_and_stay
     assert_eq!(recs.len(), 1, "{recs:?}");
     assert_eq!(recs[0]["outcome"], "ok");
     assert_eq!(
-        metric(
-            &d,
-            "ember_invocations_refused_total{function=\"slow\",code=\"function_paused\"}"
-        ),
+        d.metric("ember_invocations_refused_total{function=\"slow\",code=\"function_paused\"}"),
         Some(1)
     );
     assert_eq!(
-        metric(&d, "ember_function_paused{function=\"slow\"}"),
+        d.metric("ember_function_paused{function=\"slow\"}"),
         Some(1)
     );
     assert_eq!(
-        metric(&d, "ember_function_paused{function=\"spec\"}"),
+        d.metric("ember_function_paused{function=\"spec\"}"),
         Some(0)
     );
 
@@ -184,7 +173,7 @@ fn a_paused_function_refuses_lets_running_finish_releases_its_sandboxes_and_stay
     let ok = d.invoke("slow", r#"{"s": 0}"#);
     assert_eq!(ok.status, 200, "{}", text(&ok.body));
     assert_eq!(
-        metric(&d, "ember_function_paused{function=\"slow\"}"),
+        d.metric("ember_function_paused{function=\"slow\"}"),
         Some(0)
     );
 

@@ -98,14 +98,6 @@ fn wait_ended(d: &Daemon, id: &str, within: Duration) -> Value {
     }
 }
 
-/// The value of the metric line starting with `prefix`.
-fn metric(d: &Daemon, prefix: &str) -> Option<u64> {
-    text(&d.get("/metrics").body)
-        .lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-}
-
 /// Sandboxes held by sessions, as `/v1/sandboxes` shows them.
 fn session_sandboxes(d: &Daemon) -> Vec<String> {
     d.get("/v1/sandboxes").json()["sandboxes"]
@@ -184,10 +176,7 @@ fn state_is_kept_within_a_session_and_seen_by_no_other() {
     let held = session_sandboxes(&d);
     assert_eq!(held.len(), 2, "{held:?}");
     assert!(held.contains(&sa["sandbox"].as_str().unwrap().to_string()));
-    assert_eq!(
-        metric(&d, "ember_sessions_open{function=\"state\"}"),
-        Some(2)
-    );
+    assert_eq!(d.metric("ember_sessions_open{function=\"state\"}"), Some(2));
 
     // Every call is recorded with its session.
     let recs = d.get(&format!("/v1/invocations?session={a}")).json();
@@ -292,10 +281,7 @@ fn idle_and_old_sessions_are_swept() {
     assert_eq!(s["invocations"], 1, "{s}");
     assert!(s["end_message"].as_str().unwrap().contains("idle timeout"));
     assert_eq!(
-        metric(
-            &d,
-            "ember_sessions_ended_total{function=\"idle\",reason=\"idle\"}"
-        ),
+        d.metric("ember_sessions_ended_total{function=\"idle\",reason=\"idle\"}"),
         Some(1)
     );
     assert!(session_sandboxes(&d).is_empty());
@@ -326,10 +312,7 @@ fn the_session_limits_refuse_with_429() {
     assert_eq!(daemon_full.status, 429);
     assert!(text(&daemon_full.body).contains("--max-sessions"));
     assert_eq!(
-        metric(
-            &d,
-            "ember_invocations_refused_total{function=\"one\",code=\"session_limit\"}"
-        ),
+        d.metric("ember_invocations_refused_total{function=\"one\",code=\"session_limit\"}"),
         Some(1)
     );
     // Room again once one ends.
