@@ -46,14 +46,7 @@ pub async fn deploy(
         .await;
     spinner.finish_and_clear();
     let f: FunctionRecord = decode(&ok(answer?)?, "a function record")?;
-    eprintln!(
-        "deployed {} ({}, {}, profile {}, code sha256:{})",
-        f.name,
-        f.runtime,
-        f.handler,
-        f.profile,
-        &f.digest[..12.min(f.digest.len())]
-    );
+    report_deployed(&f);
     Ok(())
 }
 
@@ -97,6 +90,13 @@ pub async fn deploy_git(
         .await;
     spinner.finish_and_clear();
     let f: FunctionRecord = decode(&ok(answer?)?, "a function record")?;
+    report_deployed(&f);
+    Ok(())
+}
+
+/// What a deploy made, on stderr: the function, and where its code came
+/// from when that was a git repository.
+fn report_deployed(f: &FunctionRecord) {
     let from = match &f.source {
         Some(CodeOrigin::Git(g)) => format!(
             ", git {} at {}{}",
@@ -117,7 +117,6 @@ pub async fn deploy_git(
         f.profile,
         &f.digest[..12.min(f.digest.len())]
     );
-    Ok(())
 }
 
 /// `--git`'s value as emberd needs it: a URL as given, a local path
