@@ -241,18 +241,32 @@ pub async fn invoke(
 ) -> Result<Report, InvocationError> {
     let id = invocation_id();
     let span = tracing::info_span!("invoke", invocation = %id, function = %name);
-    let recorded = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let work = {
-        let (id, recorded) = (id.clone(), Arc::clone(&recorded));
+    run_recorded(id, |id, recorded| {
         async move { invoke_inner(&daemon, id, &name, &body, &recorded).await }.instrument(span)
-    };
-    run_detached(work).await.map_err(|error| InvocationError {
-        // Only an invocation that has a record is named by its id.
-        id: recorded
-            .load(std::sync::atomic::Ordering::Acquire)
-            .then_some(id),
-        error,
     })
+    .await
+}
+
+/// Run invocation `id` as `work` builds it, detached (see
+/// [`run_detached`]); `work` sets the flag it is given once the
+/// invocation has a record, and only then does an error name its id.
+async fn run_recorded<Fut>(
+    id: String,
+    work: impl FnOnce(String, Arc<std::sync::atomic::AtomicBool>) -> Fut,
+) -> Result<Report, InvocationError>
+where
+    Fut: std::future::Future<Output = Result<Report, InvokeError>> + Send + 'static,
+{
+    let recorded = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let work = work(id.clone(), Arc::clone(&recorded));
+    run_detached("invocation", work)
+        .await
+        .map_err(|error| InvocationError {
+            id: recorded
+                .load(std::sync::atomic::Ordering::Acquire)
+                .then_some(id),
+            error,
+        })
 }
 
 /// A failed invocation: why, and its id once it had a record.
@@ -264,14 +278,15 @@ pub struct InvocationError {
 
 /// Run an invocation as its own task, so a caller that goes away cannot
 /// leave a sandbox half-used.
-async fn run_detached(
-    work: impl std::future::Future<Output = Result<Report, InvokeError>> + Send + 'static,
-) -> Result<Report, InvokeError> {
+async fn run_detached<T: Send + 'static>(
+    what: &str,
+    work: impl std::future::Future<Output = Result<T, InvokeError>> + Send + 'static,
+) -> Result<T, InvokeError> {
     tokio::spawn(work).await.unwrap_or_else(|e| {
         Err(InvokeError::Sandbox {
             sandbox: String::new(),
             phase: Phase::Invoke,
-            message: format!("invocation task failed: {e}"),
+            message: format!("{what} task failed: {e}"),
         })
     })
 }
@@ -478,6 +493,7 @@ pub async fn invoke_throwaway(
     let id = invocation_id();
     let span = tracing::info_span!("test", invocation = %id, function = %func.name);
     run_detached(
+        "invocation",
         async move {
             let code = daemon.hold_code(code);
             run::run_invocation(&daemon, id, func, code, event, true).await

@@ -8,8 +8,8 @@ use super::lease::SessionCall;
 use super::run;
 pub use super::session_end::{end, end_all};
 use super::{
-    check_event, function_and_code, invocation_id, record, run_detached, Done, InvocationError,
-    InvokeError,
+    check_event, function_and_code, invocation_id, record, run_detached, run_recorded, Done,
+    InvocationError, InvokeError,
 };
 use crate::daemon::Daemon;
 use crate::history::InvocationRecord;
@@ -42,15 +42,8 @@ fn session_id() -> Result<String, InvokeError> {
 /// hangs up cannot leave a sandbox half-given.
 pub async fn open(daemon: Arc<Daemon>, name: String) -> Result<SessionInfo, InvokeError> {
     let span = tracing::info_span!("session_open", function = %name);
-    tokio::spawn(async move { open_inner(&daemon, &name).await }.instrument(span))
-        .await
-        .unwrap_or_else(|e| {
-            Err(InvokeError::Sandbox {
-                sandbox: String::new(),
-                phase: super::Phase::Invoke,
-                message: format!("session open task failed: {e}"),
-            })
-        })
+    let work = async move { open_inner(&daemon, &name).await }.instrument(span);
+    run_detached("session open", work).await
 }
 
 async fn open_inner(daemon: &Arc<Daemon>, name: &str) -> Result<SessionInfo, InvokeError> {
@@ -131,6 +124,15 @@ fn gone(daemon: &Daemon, id: &str) -> InvokeError {
     }
 }
 
+/// Close session `id` (`DELETE /v1/sessions/{id}`): its ended record, or
+/// why it was not open (ended before, or never known).
+pub async fn close(daemon: &Daemon, id: &str) -> Result<SessionInfo, InvokeError> {
+    let message = "closed by DELETE /v1/sessions/{id}".to_string();
+    end(daemon, id, SessionEnd::Closed, message)
+        .await
+        .ok_or_else(|| gone(daemon, id))
+}
+
 /// Session `id`, open or ended.
 pub fn info(daemon: &Daemon, id: &str) -> Result<SessionInfo, InvokeError> {
     if let Some(s) = daemon.sessions.get(id) {
@@ -169,15 +171,10 @@ pub async fn invoke(
 ) -> Result<Report, InvocationError> {
     let id = invocation_id();
     let span = tracing::info_span!("session_call", invocation = %id, session = %session);
-    let recorded = Arc::new(AtomicBool::new(false));
-    let work = {
-        let (id, recorded) = (id.clone(), Arc::clone(&recorded));
+    run_recorded(id, |id, recorded| {
         async move { call(&daemon, id, &session, &body, &recorded).await }.instrument(span)
-    };
-    run_detached(work).await.map_err(|error| InvocationError {
-        id: recorded.load(Ordering::Acquire).then_some(id),
-        error,
     })
+    .await
 }
 
 async fn call(

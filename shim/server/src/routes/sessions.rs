@@ -8,7 +8,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
-use ember_api::{Report, SessionEnd, SessionInfo, SessionList, SessionQuery};
+use ember_api::{Report, SessionInfo, SessionList, SessionQuery};
 use ember_core::invoke::session;
 
 /// `POST /v1/functions/{name}/sessions`: 201 and the open session.
@@ -55,17 +55,5 @@ pub(super) async fn close(
     State(d): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<SessionInfo>, ApiError> {
-    let message = "closed by DELETE /v1/sessions/{id}".to_string();
-    match session::end(&d, &id, SessionEnd::Closed, message).await {
-        Some(info) => Ok(Json(info)),
-        // Not open: say whether it ended or never was.
-        None => Err(session::info(&d, &id)
-            .map(|s| ember_core::InvokeError::SessionEnded {
-                session: id.clone(),
-                reason: s.end_reason.unwrap_or(SessionEnd::Closed),
-                message: s.end_message.unwrap_or_default(),
-            })
-            .unwrap_or_else(|e| e)
-            .into()),
-    }
+    Ok(Json(session::close(&d, &id).await?))
 }
