@@ -153,13 +153,7 @@ fn ratios(runs: &[ModeRun], init: &Summary, cold: &Summary) -> serde_json::Value
 
 /// Run the scenario on runc.
 pub async fn run(emberd_bin: &Path, s: &Settings) -> Result<Section<Figures>> {
-    let code = tempfile::Builder::new().prefix("bench-heavy-").tempdir()?;
-    std::fs::write(code.path().join("main.py"), HANDLER)?;
-    // The cold container runs as an unprivileged user: it must read the code.
-    std::fs::set_permissions(
-        code.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )?;
+    let code = crate::code_dir("bench-heavy-", HANDLER)?;
     println!();
     println!(
         "{:<44} {:>5} {:>9} {:>9} {:>9} {:>9}",

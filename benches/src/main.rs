@@ -492,8 +492,13 @@ async fn main() -> Result<()> {
 
 /// The benchmark's handler in a directory of its own.
 fn bench_code() -> Result<tempfile::TempDir> {
-    let code = tempfile::Builder::new().prefix("bench-fn-").tempdir()?;
-    std::fs::write(code.path().join("main.py"), HANDLER)?;
+    code_dir("bench-fn-", HANDLER)
+}
+
+/// `handler` as `main.py` in a directory of its own (named `prefix`...).
+pub(crate) fn code_dir(prefix: &str, handler: &str) -> Result<tempfile::TempDir> {
+    let code = tempfile::Builder::new().prefix(prefix).tempdir()?;
+    std::fs::write(code.path().join("main.py"), handler)?;
     // The cold container runs as an unprivileged user: it must read the code.
     std::fs::set_permissions(
         code.path(),

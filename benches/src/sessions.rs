@@ -272,15 +272,7 @@ pub async fn run(
     emberd_bin: &Path,
     s: &Settings,
 ) -> Result<(serde_json::Value, Vec<crate::svg::Row>)> {
-    let code = tempfile::Builder::new()
-        .prefix("bench-session-")
-        .tempdir()?;
-    std::fs::write(code.path().join("main.py"), COUNTER)?;
-    // The cold container runs as an unprivileged user: it must read the code.
-    std::fs::set_permissions(
-        code.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )?;
+    let code = crate::code_dir("bench-session-", COUNTER)?;
     println!();
     println!(
         "{:<44} {:>5} {:>9} {:>9} {:>9} {:>9}",
