@@ -160,6 +160,8 @@ impl Daemon {
 
     /// The newest `limit` invocation records (of `function`, started after
     /// `since_ms`), without stdout and stderr unless `output`.
+    /// An invocation answered before this call shows with its outcome; this
+    /// waits for the history writer, so call it off async workers.
     pub fn records(
         &self,
         filter: &crate::history::Filter<'_>,

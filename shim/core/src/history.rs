@@ -101,6 +101,10 @@ enum Write {
     /// Reply once everything before it is written, or a write was tried
     /// (tests, shutdown).
     Flush(mpsc::Sender<()>),
+    /// Reply once everything before it is written, or, while writes fail,
+    /// at once: a listing waits for what can be written, and does not
+    /// hurry the retries of what cannot.
+    Settle(mpsc::Sender<()>),
     /// Run on the writer's connection (tests: make SQLite refuse writes).
     #[cfg(test)]
     Test(Box<dyn FnOnce(&Connection) + Send>),
@@ -391,8 +395,17 @@ impl History {
     /// Wait until every record sent so far is written, or a write of them
     /// was tried (and failed: see [`History::status`]).
     pub fn flush(&self) {
+        self.wait_for(Write::Flush);
+    }
+
+    /// Wait until every record sent so far is written, unless writes fail.
+    fn settle(&self) {
+        self.wait_for(Write::Settle);
+    }
+
+    fn wait_for(&self, write: fn(mpsc::Sender<()>) -> Write) {
         let (tx, rx) = mpsc::channel();
-        self.send(Write::Flush(tx));
+        self.send(write(tx));
         let _ = rx.recv_timeout(std::time::Duration::from_secs(10));
     }
 
@@ -421,12 +434,19 @@ impl History {
     }
 
     /// The newest `limit` records `filter` picks, oldest first.
+    ///
+    /// Reads its own writes: a record finished before this call shows with
+    /// its outcome, not as `running`. Its end may still be on its way to
+    /// SQLite (an invocation's answer does not wait for the write), so this
+    /// first waits for the writer to write what is queued. While SQLite
+    /// refuses writes it reads what SQLite has. It blocks.
     pub fn list_where(
         &self,
         filter: &Filter<'_>,
         limit: usize,
         output: bool,
     ) -> Result<Vec<InvocationRecord>, HistoryError> {
+        self.settle();
         let conn = self.reader.lock().unwrap_or_else(|e| e.into_inner());
         let columns = if output {
             COLUMNS.to_string()
@@ -588,6 +608,28 @@ mod tests {
             self.on_writer(|c| c.pragma_update(None, "query_only", true).unwrap());
             self.flush();
         }
+    }
+
+    #[test]
+    fn a_listing_shows_what_finished_before_it_though_the_writer_lags() {
+        let dir = tempfile::tempdir().unwrap();
+        let (h, _) = History::open(&dir.path().join("ember.db"), ROOMY).unwrap();
+        h.begin(rec("a", "f", 1, "running")).unwrap();
+        h.flush();
+        // The writer is busy when the end comes, as under load.
+        h.on_writer(|_| std::thread::sleep(std::time::Duration::from_millis(300)));
+        h.finish(rec("a", "f", 1, "ok"));
+        h.begin(rec("b", "f", 2, "running")).unwrap();
+        let got: Vec<_> = h
+            .list(Some("f"), None, 10, false)
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.id, r.outcome))
+            .collect();
+        assert_eq!(
+            got,
+            [("a".into(), "ok".into()), ("b".into(), "running".into())]
+        );
     }
 
     #[test]

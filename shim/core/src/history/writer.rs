@@ -111,19 +111,20 @@ impl Writer {
             {
                 self.take(w, &mut flushes);
             }
-            // A flush tries at once, whatever the backoff says.
+            // A flush tries at once, whatever the backoff says; a settle
+            // waits for the backoff.
             let due = !matches!(self.retry_at, Some(t) if Instant::now() < t);
-            if due || !flushes.is_empty() {
+            if due || flushes.iter().any(|&(_, force)| force) {
                 self.commit();
             }
-            for f in flushes {
+            for (f, _) in flushes {
                 let _ = f.send(());
             }
         }
         self.commit();
     }
 
-    fn take(&mut self, w: Write, flushes: &mut Vec<mpsc::Sender<()>>) {
+    fn take(&mut self, w: Write, flushes: &mut Vec<(mpsc::Sender<()>, bool)>) {
         match w {
             Write::Begin(r) => self.push(r.id.clone(), Op::Upsert(r)),
             Write::Finish(r) => {
@@ -131,7 +132,8 @@ impl Writer {
                 self.push(r.id.clone(), Op::Upsert(r));
             }
             Write::Discard(id) => self.push(id.clone(), Op::Delete(id)),
-            Write::Flush(tx) => flushes.push(tx),
+            Write::Flush(tx) => flushes.push((tx, true)),
+            Write::Settle(tx) => flushes.push((tx, false)),
             #[cfg(test)]
             Write::Test(f) => f(&self.conn),
         }

@@ -44,12 +44,25 @@ fn records(
     Ok(Json(v))
 }
 
+/// [`records`] on a blocking thread: it waits for the history writer.
+async fn settled(
+    d: &AppState,
+    function: Option<String>,
+    q: RecordQuery,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let d = d.clone();
+    tokio::task::spawn_blocking(move || records(&d, function.as_deref(), &q))
+        .await
+        .map_err(|e| ApiError::new(ErrorCode::Internal, format!("reading history: {e}")))?
+}
+
 pub(super) async fn list(
     State(d): State<AppState>,
     q: Result<Query<RecordQuery>, QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let q = super::query(q)?;
-    records(&d, q.function.as_deref(), &q)
+    let function = q.function.clone();
+    settled(&d, function, q).await
 }
 
 pub(super) async fn function_logs(
@@ -61,7 +74,7 @@ pub(super) async fn function_logs(
     if q.function.is_some() {
         return Err(ApiError::bad_request("the function is in the path"));
     }
-    let answer = records(&d, Some(&name), &q)?;
+    let answer = settled(&d, Some(name.clone()), q).await?;
     // A deleted function's records stay readable; a name never seen is 404.
     if answer.0["invocations"]
         .as_array()
