@@ -98,6 +98,29 @@ fn wait_ended(d: &Daemon, id: &str, within: Duration) -> Value {
     }
 }
 
+/// Wait until session `id` is (or is no longer) running a call.
+fn wait_busy(d: &Daemon, id: &str, busy: bool) {
+    let t = Instant::now();
+    while session(d, id)["busy"] != busy {
+        assert!(t.elapsed() < Duration::from_secs(10), "busy never {busy}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A call on another thread; the answer, or the connection's error.
+fn call_in_background(
+    d: &Daemon,
+    session: &str,
+    event: Value,
+) -> std::thread::JoinHandle<std::io::Result<Answer>> {
+    let socket = d.socket.clone();
+    let path = format!("/v1/sessions/{session}/invoke");
+    std::thread::spawn(move || {
+        let body = event.to_string();
+        ember_integration::http(&socket, "POST", &path, "application/json", body.as_bytes())
+    })
+}
+
 /// Sandboxes held by sessions, as `/v1/sandboxes` shows them.
 fn session_sandboxes(d: &Daemon) -> Vec<String> {
     d.get("/v1/sandboxes").json()["sandboxes"]
@@ -140,24 +163,12 @@ fn state_is_kept_within_a_session_and_seen_by_no_other() {
 
     // Two calls at once: the second waits for the first, both served.
     let bg: Vec<_> = (0..2)
-        .map(|_| {
-            let (socket, a) = (d.socket.clone(), a.clone());
-            std::thread::spawn(move || {
-                ember_integration::http(
-                    &socket,
-                    "POST",
-                    &format!("/v1/sessions/{a}/invoke"),
-                    "application/json",
-                    br#"{"sleep": 0.3}"#,
-                )
-                .expect("answer")
-            })
-        })
+        .map(|_| call_in_background(&d, &a, json!({"sleep": 0.3})))
         .collect();
     let mut counts: Vec<u64> = bg
         .into_iter()
         .map(|h| {
-            let r = h.join().unwrap();
+            let r = h.join().unwrap().expect("answer");
             assert_eq!(r.status, 200, "{}", text(&r.body));
             r.json()["result"]["count"].as_u64().unwrap()
         })
@@ -373,6 +384,81 @@ fn a_call_that_crashes_or_times_out_ends_its_session() {
         "failed"
     );
     assert!(session_sandboxes(&d).is_empty());
+    d.stop_and_check(&tag);
+}
+
+#[test]
+fn the_kill_switch_stops_a_sessions_call_and_never_its_next_one() {
+    if !prerequisites_met("the_kill_switch_stops_a_sessions_call_and_never_its_next_one") {
+        return;
+    }
+    let mut d = Daemon::start(&["--pool-size", "1", "--drain-timeout-ms", "500"]);
+    let tag = d.tag();
+    d.deploy_files("held", &[("main.py", STATEFUL)], 60_000);
+    let s = open_ok(&d, "held");
+    call_ok(&d, &s, json!({}));
+    let sb = session(&d, &s)["sandbox"].as_str().unwrap().to_string();
+    let kill = |d: &Daemon| {
+        d.request(
+            "POST",
+            &format!("/v1/sandboxes/{sb}/kill"),
+            "application/json",
+            b"",
+        )
+    };
+
+    // Between calls there is nothing to kill, and the refused kill does
+    // not wait for the next call.
+    wait_busy(&d, &s, false);
+    let idle = kill(&d);
+    assert_eq!(
+        (idle.status, idle.error_code().as_str()),
+        (409, "not_running"),
+        "{}",
+        text(&idle.body)
+    );
+    assert!(
+        idle.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("session"),
+        "{}",
+        text(&idle.body)
+    );
+    assert_eq!(call_ok(&d, &s, json!({}))["count"], 2);
+
+    // During a call: that call is stopped, named, and the session ends.
+    let running = call_in_background(&d, &s, json!({"sleep": 60}));
+    wait_busy(&d, &s, true);
+    let k = kill(&d);
+    assert_eq!(k.status, 200, "{}", text(&k.body));
+    let killed = k.json()["killed"].clone();
+    assert_eq!(killed["function"], "held");
+    let a = running.join().unwrap().expect("the killed call's answer");
+    assert_eq!(a.status, 409, "{}", text(&a.body));
+    let v = a.json();
+    assert_eq!(v["error"]["code"], "killed");
+    assert_eq!(v["invocation"]["id"], killed["invocation"], "{v} {killed}");
+    let ended = wait_ended(&d, &s, Duration::from_secs(10));
+    assert_eq!(ended["end_reason"], "failed", "{ended}");
+    assert!(session_sandboxes(&d).is_empty());
+
+    // A call that outruns the shutdown's drain is stopped, and its session
+    // is recorded as ended by that shutdown, not found open by the next
+    // start as after a crash.
+    let late = open_ok(&d, "held");
+    let running = call_in_background(&d, &late, json!({"sleep": 60}));
+    wait_busy(&d, &late, true);
+    d.stop();
+    // Answered or cut off, the caller is not left waiting out its sleep.
+    let _ = running.join().unwrap();
+    d.spawn();
+    let after = session(&d, &late);
+    assert_eq!(after["end_reason"], "shutdown", "{after}");
+    assert!(
+        after["end_message"].as_str().unwrap().contains("drain"),
+        "{after}"
+    );
     d.stop_and_check(&tag);
 }
 

@@ -229,8 +229,27 @@ impl Daemon {
         Err(ThawError::NoSandbox(id.to_string()))
     }
 
-    /// End the invocation sandbox `id` runs, sandbox and all.
+    /// End the invocation sandbox `id` runs, sandbox and all. A session's
+    /// sandbox runs only its session's calls: the one running is stopped
+    /// (and the session with it); between calls there is nothing to kill
+    /// (`DELETE /v1/sessions/{id}` closes a session).
     pub fn kill(&self, id: &str) -> Result<KilledInvocation, KillSwitchError> {
+        if let Some(s) = self
+            .sessions
+            .list(None)
+            .into_iter()
+            .find(|s| s.sandbox == id)
+        {
+            let invocation = s.kill_call().map_err(|state| KillError::NotRunning {
+                sandbox: id.to_string(),
+                state,
+            })?;
+            return Ok(KilledInvocation {
+                sandbox: id.to_string(),
+                function: s.func.name.clone(),
+                invocation,
+            });
+        }
         for pool in self.pools() {
             if let Some(killed) = pool.kill(id)? {
                 return Ok(killed);

@@ -15,6 +15,7 @@
 use crate::pool::Pool;
 use crate::registry::FunctionRecord;
 use crate::settings::SessionDefaults;
+use ember_api::pool::SandboxState;
 use ember_api::{SessionEnd, SessionInfo};
 use ember_runtimes::Sandbox;
 use std::collections::HashMap;
@@ -79,6 +80,14 @@ pub fn expiry(
 /// The sandbox of an open session, between its calls.
 pub(crate) type Slot = Arc<tokio::sync::Mutex<Option<Sandbox>>>;
 
+/// Consume a wake-up stored in `n`, if one is.
+fn take_permit(n: &tokio::sync::Notify) {
+    use std::future::Future;
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    // A `Notified` takes a stored permit at its first poll.
+    let _ = std::pin::pin!(n.notified()).poll(&mut cx);
+}
+
 /// One open session.
 pub struct Session {
     pub id: String,
@@ -99,12 +108,15 @@ pub struct Session {
     use_: Mutex<Use>,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Use {
     last_used: Instant,
     last_used_at: i64,
     invocations: u64,
-    busy: bool,
+    /// The invocation id of the call running, if one is.
+    running: Option<String>,
+    /// The running call has answered; its sandbox is on its way back.
+    answered: bool,
 }
 
 impl Session {
@@ -134,7 +146,8 @@ impl Session {
                 last_used: Instant::now(),
                 last_used_at: now,
                 invocations: 0,
-                busy: false,
+                running: None,
+                answered: false,
             }),
         }
     }
@@ -148,11 +161,12 @@ impl Session {
         self.use_.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A call begins: counted, and the session is busy (never idle).
-    /// Returns the calls before it.
-    pub(crate) fn call_begins(&self) -> u64 {
+    /// Call `invocation` begins: counted, and the session is busy (never
+    /// idle). Returns the calls before it.
+    pub(crate) fn call_begins(&self, invocation: &str) -> u64 {
         let mut u = self.use_();
-        u.busy = true;
+        u.running = Some(invocation.to_string());
+        u.answered = false;
         u.invocations += 1;
         u.invocations - 1
     }
@@ -160,23 +174,50 @@ impl Session {
     /// A call has ended (its sandbox is back in the slot, or gone).
     pub(crate) fn call_ends(&self) {
         let mut u = self.use_();
-        u.busy = false;
+        u.running = None;
         u.last_used = Instant::now();
         u.last_used_at = crate::registry::now_ms();
+        // A kill that came as the call ended was for it, not for the next
+        // one; under the lock `kill_call` takes, so none comes after this.
+        if let Some(kill) = self.pool.kill_signal(&self.sandbox) {
+            take_permit(&kill);
+        }
     }
 
     pub fn busy(&self) -> bool {
-        self.use_().busy
+        self.use_().running.is_some()
+    }
+
+    /// The running call has answered its caller: from here on there is
+    /// nothing of it to kill.
+    pub(crate) fn call_answered(&self) {
+        self.use_().answered = true;
+    }
+
+    /// Stop the call running in this session: which call it was. Or, when
+    /// none runs, the sandbox's state: between calls (`Session`; no kill
+    /// waits for the next call) or back from an answered one
+    /// (`Returning`).
+    pub(crate) fn kill_call(&self) -> Result<String, SandboxState> {
+        let u = self.use_();
+        let call = u.running.clone().ok_or(SandboxState::Session)?;
+        if u.answered {
+            return Err(SandboxState::Returning);
+        }
+        if let Some(kill) = self.pool.kill_signal(&self.sandbox) {
+            kill.notify_one();
+        }
+        Ok(call)
     }
 
     /// Whether the sweeper should end it now, and why.
     pub fn expired(&self, now: Instant) -> Option<SessionEnd> {
-        let u = *self.use_();
+        let u = self.use_().clone();
         expiry(
             now,
             self.opened,
             u.last_used,
-            u.busy,
+            u.running.is_some(),
             self.idle,
             self.lifetime,
         )
@@ -184,7 +225,7 @@ impl Session {
 
     /// As the API shows it.
     pub fn info(&self) -> SessionInfo {
-        let u = *self.use_();
+        let u = self.use_().clone();
         let memory_bytes = self.limits.memory_usage().ok();
         let idle_end = u.last_used_at + self.idle.as_millis() as i64;
         let life_end = self.created_at + self.lifetime.as_millis() as i64;
@@ -197,11 +238,11 @@ impl Session {
             created_at: self.created_at,
             last_used_at: u.last_used_at,
             invocations: u.invocations,
-            busy: u.busy,
+            busy: u.running.is_some(),
             memory_bytes,
             idle_timeout_s: self.idle.as_secs(),
             max_lifetime_s: self.lifetime.as_secs(),
-            expires_at: Some(if u.busy {
+            expires_at: Some(if u.running.is_some() {
                 life_end
             } else {
                 idle_end.min(life_end)
@@ -362,6 +403,19 @@ impl Sessions {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_kill_left_over_from_a_call_is_taken_and_a_later_one_is_not_lost() {
+        let n = tokio::sync::Notify::new();
+        take_permit(&n); // none stored: nothing happens
+        n.notify_one();
+        take_permit(&n);
+        let stale = tokio::time::timeout(Duration::from_millis(50), n.notified()).await;
+        assert!(stale.is_err(), "the stored kill was not taken");
+        n.notify_one();
+        let fresh = tokio::time::timeout(Duration::from_millis(50), n.notified()).await;
+        assert!(fresh.is_ok(), "a kill after the take was lost");
+    }
 
     #[test]
     fn the_function_limit_comes_before_the_daemons() {

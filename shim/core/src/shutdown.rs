@@ -6,6 +6,9 @@
 use crate::daemon::Daemon;
 use std::time::Duration;
 
+/// How long stopped session calls may take to give their sandboxes back.
+const SESSIONS_STOP: Duration = Duration::from_secs(5);
+
 impl Daemon {
     /// Stop: refuse new invocations, let running ones finish (up to
     /// `grace`, or until `hurry` resolves), interrupt the rest, destroy
@@ -24,9 +27,19 @@ impl Daemon {
                 pool.wait_drained(grace).await;
             }
         };
+        tokio::pin!(hurry);
         tokio::select! {
             _ = tokio::time::timeout(grace, drained) => {}
-            _ = hurry => tracing::info!("second signal: not waiting for running invocations"),
+            _ = &mut hurry => tracing::info!("second signal: not waiting for running invocations"),
+        }
+        // Sessions whose calls outran the drain: those calls are stopped,
+        // and the sessions recorded as ended by this shutdown (not found
+        // open, as after a crash, by the next start).
+        let why = ember_api::SessionEnd::Shutdown;
+        let message = "emberd shut down; its call was stopped past the drain";
+        let ending = crate::invoke::session::end_all_now(self, why, message);
+        if tokio::time::timeout(SESSIONS_STOP, ending).await.is_err() {
+            tracing::warn!("sessions still ending {SESSIONS_STOP:?} after the drain; the next start records them");
         }
         // Concurrently: one pool's teardown must not delay interrupting
         // another's invocations.

@@ -522,6 +522,7 @@ impl Invocation<'_> {
         let (pool, mut sb) = lease.hand_back();
         if let Some(call) = call {
             call.kept.store(true, std::sync::atomic::Ordering::Release);
+            call.session.call_answered();
             let back = super::back::back_to_session(self.daemon.clone(), pool, sb, call);
             tokio::spawn(back.in_current_span());
             return;

@@ -6,7 +6,7 @@
 
 use super::lease::SessionCall;
 use super::run;
-pub use super::session_end::{end, end_all};
+pub use super::session_end::{end, end_all, end_all_now};
 use super::{
     check_event, function_and_code, invocation_id, record, run_detached, run_recorded, Done,
     InvocationError, InvokeError,
@@ -220,7 +220,7 @@ async fn call(
         return Err(super::refused(daemon, &func.name, e.into()));
     }
     recorded.store(true, Ordering::Release);
-    let first = session.call_begins() == 0;
+    let first = session.call_begins(&id) == 0;
     let kept = Arc::new(AtomicBool::new(false));
     let call = SessionCall {
         session: session.clone(),

@@ -5,24 +5,59 @@
 use crate::daemon::Daemon;
 use ember_api::{SessionEnd, SessionInfo};
 
+/// What becomes of a call running when its session ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RunningCall {
+    /// It finishes first, as a pause or a drain lets invocations finish.
+    Finishes,
+    /// It is stopped (a close; a shutdown past its drain).
+    Stopped,
+}
+
 /// End session `id` for `why`: take it out of the book, stop a call that
 /// runs if the session is being closed (any other end lets that call
-/// finish, as a pause or a drain lets invocations finish), destroy its
-/// sandbox, record how it ended. `None`: it was not open (another ender
-/// came first).
+/// finish), destroy its sandbox, record how it ended. `None`: it was not
+/// open (another ender came first).
 pub async fn end(
     daemon: &Daemon,
     id: &str,
     why: SessionEnd,
     message: String,
 ) -> Option<SessionInfo> {
-    let s = daemon.sessions.remove(id)?;
-    if why == SessionEnd::Closed && s.busy() {
-        if let Some(kill) = s.pool.kill_signal(&s.sandbox) {
-            kill.notify_one();
+    let running = if why == SessionEnd::Closed {
+        RunningCall::Stopped
+    } else {
+        RunningCall::Finishes
+    };
+    end_with(daemon, id, why, message, running).await
+}
+
+/// [`end`], with the running call's fate chosen.
+async fn end_with(
+    daemon: &Daemon,
+    id: &str,
+    why: SessionEnd,
+    message: String,
+    running: RunningCall,
+) -> Option<SessionInfo> {
+    let (s, mut slot) = match running {
+        // Out of the book first: the call stopped then finds its session
+        // ended for `why`, and does not end it as `failed` instead.
+        RunningCall::Stopped => {
+            let s = daemon.sessions.remove(id)?;
+            let _ = s.kill_call();
+            let slot = s.slot.clone().lock_owned().await;
+            (s, slot)
         }
-    }
-    let sb = s.slot.clone().lock_owned().await.take();
+        // In the book while the call finishes: if this wait is given up
+        // (a drain that timed out), the session is still there to end.
+        RunningCall::Finishes => {
+            let slot = daemon.sessions.get(id)?.slot.clone().lock_owned().await;
+            (daemon.sessions.remove(id)?, slot)
+        }
+    };
+    let sb = slot.take();
+    drop(slot);
     if let Some(sb) = sb {
         s.pool.release(sb, false);
     }
@@ -56,5 +91,14 @@ pub async fn end(
 pub async fn end_all(daemon: &Daemon, function: Option<&str>, why: SessionEnd, message: &str) {
     for s in daemon.sessions.list(function) {
         end(daemon, &s.id, why, message.to_string()).await;
+    }
+}
+
+/// End every open session for `why`, stopping their running calls (a
+/// shutdown whose drain is over).
+pub async fn end_all_now(daemon: &Daemon, why: SessionEnd, message: &str) {
+    for s in daemon.sessions.list(None) {
+        let message = message.to_string();
+        end_with(daemon, &s.id, why, message, RunningCall::Stopped).await;
     }
 }
