@@ -3,7 +3,8 @@
 //! at another ref, the CLI; every mistake answered with its own code and
 //! status; and the attacks a hostile repository can make (a symlink to a
 //! host file, config and hooks that would run commands, a file past the
-//! code limit, a history past the clone's room), each contained.
+//! code limit, a history past the clone's room, a server that stalls, a
+//! submodule pointing at a host repository), each contained.
 //!
 //! Repositories are made here with the `git` binary, under the daemon's
 //! temp dir (mode 0755, so the unprivileged id emberd's git runs as can
@@ -500,4 +501,106 @@ fn mounts_named(part: &str) -> Vec<String> {
         .filter(|p| p.contains(part))
         .map(String::from)
         .collect()
+}
+
+/// Accepts connections and never answers, holding each open; the held
+/// connections, for the test to see whether the other end let go.
+fn stalling_server() -> (u16, std::sync::mpsc::Receiver<std::net::TcpStream>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            if tx.send(conn).is_err() {
+                return;
+            }
+        }
+    });
+    (port, rx)
+}
+
+/// Whether the peer closed `conn` within `within` (after whatever it sent).
+fn closed_by_peer(conn: &mut std::net::TcpStream, within: std::time::Duration) -> bool {
+    use std::io::Read;
+    conn.set_read_timeout(Some(within)).unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        match conn.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+#[test]
+fn a_stalling_server_and_submodules_get_nothing_from_emberd() {
+    if !ready("a_stalling_server_and_submodules_get_nothing_from_emberd") {
+        return;
+    }
+    let d = Daemon::start(&["--pool-size", "1", "--git-timeout-s", "2"]);
+
+    // A server that takes the connection and never answers: git is killed
+    // at --git-timeout-s, helpers and all (the connection is let go), and
+    // the deploy says why.
+    let (port, held) = stalling_server();
+    let a = deploy_git(
+        &d,
+        "stalled",
+        json!({"repo": format!("http://127.0.0.1:{port}/stall.git")}),
+    );
+    assert_eq!(
+        (a.status, a.error_code().as_str()),
+        (422, "git_failed"),
+        "{}",
+        body(&a)
+    );
+    assert!(body(&a).contains("longer than 2 s"), "{}", body(&a));
+    let mut conn = held
+        .recv_timeout(std::time::Duration::from_secs(1))
+        .expect("git never connected to the stalling server");
+    assert!(
+        closed_by_peer(&mut conn, std::time::Duration::from_secs(10)),
+        "git (or its http helper) still holds the connection after the deploy failed"
+    );
+    assert_eq!(d.get("/v1/functions/stalled").status, 404);
+
+    // A submodule pointing at a host repository: never fetched, so the
+    // function gets an empty directory, not the other repository's files.
+    let inner = Repo::init(d.dir.path().join("inner"));
+    inner.write("secret.txt", b"SUBMODULE-SECRET-91c2\n");
+    inner.commit("secret");
+    let outer = Repo::init(d.dir.path().join("outer"));
+    outer.write(
+        "main.py",
+        b"import os\ndef handler(event, context):\n    try:\n        return {'sub': sorted(os.listdir('sub')), 'secret': open('sub/secret.txt').read()}\n    except Exception as e:\n        return {'sub': sorted(os.listdir('sub')) if os.path.isdir('sub') else None, 'secret': type(e).__name__}\n",
+    );
+    outer.git(&[
+        "-c",
+        "protocol.file.allow=always",
+        "submodule",
+        "add",
+        "-q",
+        inner.repo(),
+        "sub",
+    ]);
+    outer.commit("with a submodule");
+    let a = deploy_git(&d, "outer", json!({"repo": outer.repo()}));
+    assert_eq!(a.status, 201, "{}", body(&a));
+    let digest = a.json()["digest"].as_str().unwrap().to_string();
+    let stored = d.state.join("code/objects").join(&digest);
+    let in_sub: Vec<_> = std::fs::read_dir(stored.join("sub"))
+        .map(|rd| rd.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(in_sub.is_empty(), "the submodule was fetched: {in_sub:?}");
+    let out = d.invoke("outer", "{}");
+    assert_eq!(out.status, 200, "{}", body(&out));
+    let text = body(&out);
+    assert!(!text.contains("SUBMODULE-SECRET"), "{text}");
+    assert_eq!(
+        out.json()["result"]["secret"],
+        "FileNotFoundError",
+        "{text}"
+    );
 }
