@@ -428,6 +428,8 @@ fn the_kill_switch_stops_a_sessions_call_and_never_its_next_one() {
     assert_eq!(call_ok(&d, &s, json!({}))["count"], 2);
 
     // During a call: that call is stopped, named, and the session ends.
+    // (Busy at first is the answered call's sandbox still coming back.)
+    wait_busy(&d, &s, false);
     let running = call_in_background(&d, &s, json!({"sleep": 60}));
     wait_busy(&d, &s, true);
     let k = kill(&d);
