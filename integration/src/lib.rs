@@ -103,6 +103,15 @@ pub fn agent_built(test: &str) -> bool {
     report_missing(test, missing_agent().into_iter().collect())
 }
 
+/// Wait until `done` holds (up to 10 s); panics with `what`.
+pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !done() {
+        assert!(t.elapsed() < Duration::from_secs(10), "never: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// True if the test may run; otherwise explains and returns false (or
 /// panics when integration tests are required).
 pub fn prerequisites_met(test: &str) -> bool {
@@ -533,13 +542,19 @@ impl Daemon {
         name: &str,
         event: &str,
     ) -> std::thread::JoinHandle<std::io::Result<Answer>> {
-        let (socket, path, event) = (
-            self.socket.clone(),
-            format!("/v1/functions/{name}/invoke"),
-            event.to_string(),
-        );
+        self.post_in_background(&format!("/v1/functions/{name}/invoke"), event)
+    }
+
+    /// POST JSON `body` to `path` on another thread; the answer, or the
+    /// connection's error.
+    pub fn post_in_background(
+        &self,
+        path: &str,
+        body: &str,
+    ) -> std::thread::JoinHandle<std::io::Result<Answer>> {
+        let (socket, path, body) = (self.socket.clone(), path.to_string(), body.to_string());
         std::thread::spawn(move || {
-            http(&socket, "POST", &path, "application/json", event.as_bytes())
+            http(&socket, "POST", &path, "application/json", body.as_bytes())
         })
     }
 

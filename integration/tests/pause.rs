@@ -6,10 +6,10 @@
 
 use ember_integration::browser::{Chromium, CHROMIUM};
 use ember_integration::{
-    free_port, http_tcp, prerequisites_met, text, tool_present, Answer, Daemon, SLEEPER,
+    free_port, http_tcp, prerequisites_met, text, tool_present, wait_until, Answer, Daemon, SLEEPER,
 };
 use serde_json::{json, Value};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const ECHO: &str = "def handler(event, context):\n    return {'echo': event}\n";
 
@@ -47,16 +47,7 @@ fn bound_to(d: &Daemon, function: &str) -> Vec<Value> {
         .collect()
 }
 
-/// Wait until `done` holds (up to 10 s); panics with `what`.
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !done() {
-        assert!(t.elapsed() < Duration::from_secs(10), "never: {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// The invocation records of `function` (finished ones, once written).
+/// The invocation records of `function`.
 fn records(d: &Daemon, function: &str) -> Vec<Value> {
     d.get(&format!("/v1/invocations?function={function}"))
         .json()["invocations"]

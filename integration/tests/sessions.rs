@@ -4,7 +4,7 @@
 //! or by plain invocations; sessions end when closed, idle, old, failed,
 //! or when emberd stops, and each end is recorded.
 
-use ember_integration::{prerequisites_met, text, Answer, Daemon};
+use ember_integration::{prerequisites_met, text, wait_until, Answer, Daemon};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
@@ -100,11 +100,9 @@ fn wait_ended(d: &Daemon, id: &str, within: Duration) -> Value {
 
 /// Wait until session `id` is (or is no longer) running a call.
 fn wait_busy(d: &Daemon, id: &str, busy: bool) {
-    let t = Instant::now();
-    while session(d, id)["busy"] != busy {
-        assert!(t.elapsed() < Duration::from_secs(10), "busy never {busy}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(&format!("session busy {busy}"), || {
+        session(d, id)["busy"] == busy
+    });
 }
 
 /// A call on another thread; the answer, or the connection's error.
@@ -113,12 +111,10 @@ fn call_in_background(
     session: &str,
     event: Value,
 ) -> std::thread::JoinHandle<std::io::Result<Answer>> {
-    let socket = d.socket.clone();
-    let path = format!("/v1/sessions/{session}/invoke");
-    std::thread::spawn(move || {
-        let body = event.to_string();
-        ember_integration::http(&socket, "POST", &path, "application/json", body.as_bytes())
-    })
+    d.post_in_background(
+        &format!("/v1/sessions/{session}/invoke"),
+        &event.to_string(),
+    )
 }
 
 /// Sandboxes held by sessions, as `/v1/sandboxes` shows them.
